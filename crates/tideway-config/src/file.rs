@@ -1,0 +1,149 @@
+//! The whole file: every section in turn, then the checks that span sections and apps.
+
+use std::collections::HashMap;
+
+use tideway_core::{Policy, PolicyProblem};
+use toml::Table;
+
+use crate::app::Draft;
+use crate::host::HostPattern;
+use crate::listeners::{AdminSettings, MetricsSettings, ProxySettings, clash};
+use crate::policy::Overlay;
+use crate::walk::{Errors, Section};
+use crate::{Config, FieldError};
+
+/// Reads and validates a parsed file, reporting every error at once.
+pub(crate) fn read(table: &Table) -> Result<Config, Vec<FieldError>> {
+    let mut errors = Errors::default();
+    let mut root = Section::new("", table);
+
+    let proxy = root
+        .table("proxy", &mut errors)
+        .map(|section| ProxySettings::read(section, &mut errors))
+        .unwrap_or_default();
+    let metrics = root
+        .table("metrics", &mut errors)
+        .map(|section| MetricsSettings::read(section, &mut errors));
+    let admin = root
+        .table("admin", &mut errors)
+        .map(|section| AdminSettings::read(section, &mut errors));
+    check_listeners(&proxy, metrics.as_ref(), admin.as_ref(), &mut errors);
+
+    let (defaults, defaults_problems) = read_defaults(&mut root, &mut errors);
+    let drafts: Vec<Draft> = root
+        .tables("app", &mut errors)
+        .into_iter()
+        .map(|section| {
+            let draft = Draft::read(section, &mut errors, &defaults);
+            report_app_problems(&draft, &defaults_problems, &mut errors);
+            draft
+        })
+        .collect();
+    check_names(&drafts, &mut errors);
+    check_routes(&drafts, &mut errors);
+    root.finish(&mut errors);
+
+    if !errors.is_empty() {
+        return Err(errors.into_vec());
+    }
+    Ok(Config {
+        proxy,
+        metrics,
+        admin,
+        apps: drafts.into_iter().filter_map(Draft::build).collect(),
+    })
+}
+
+/// Reads `[defaults]` over `Policy::default()` and reports its problems; returns the policy apps start
+/// from and the problems reported, so that apps inheriting them do not repeat them.
+fn read_defaults(root: &mut Section<'_>, errors: &mut Errors) -> (Policy, Vec<PolicyProblem>) {
+    let Some(mut section) = root.table("defaults", errors) else {
+        return (Policy::default(), Vec::new());
+    };
+    let overlay = Overlay::read(&mut section, errors, &Policy::default());
+    let problems = overlay.problems();
+    for problem in &problems {
+        errors.push(section.key_path(problem.key), problem.message.clone());
+    }
+    section.finish(errors);
+    (overlay.policy, problems)
+}
+
+/// Reports an app's policy problems, except those it merely inherited from an already reported `[defaults]`.
+fn report_app_problems(draft: &Draft, defaults_problems: &[PolicyProblem], errors: &mut Errors) {
+    for problem in draft.policy.problems() {
+        let inherited = !draft.policy.set.contains(&problem.key);
+        if inherited && defaults_problems.contains(&problem) {
+            continue;
+        }
+        errors.push(format!("{}.{}", draft.path, problem.key), problem.message);
+    }
+}
+
+/// Listeners must not share a port.
+fn check_listeners(
+    proxy: &ProxySettings,
+    metrics: Option<&MetricsSettings>,
+    admin: Option<&AdminSettings>,
+    errors: &mut Errors,
+) {
+    let mut seen = vec![("proxy.listen", proxy.listen)];
+    let others = [
+        ("metrics.listen", metrics.map(|m| m.listen)),
+        ("admin.listen", admin.map(|a| a.listen)),
+    ];
+    for (path, listen) in others {
+        let Some(listen) = listen else { continue };
+        if let Some((other, address)) = seen.iter().find(|(_, address)| clash(listen, *address)) {
+            errors.push(path, format!("conflicts with {other} ({address})"));
+        }
+        seen.push((path, listen));
+    }
+}
+
+/// App names are unique; the later app is at fault.
+fn check_names(drafts: &[Draft], errors: &mut Errors) {
+    for (i, draft) in drafts.iter().enumerate() {
+        let Some(name) = &draft.name else { continue };
+        if let Some(first) = drafts[..i].iter().find(|d| d.name.as_ref() == Some(name)) {
+            errors.push(
+                format!("{}.name", draft.path),
+                format!("\"{name}\" is already used by {}", first.path),
+            );
+        }
+    }
+}
+
+/// No two apps may claim the same (host pattern, path prefix) pair; no hosts = any host, no prefix = `/`.
+fn check_routes(drafts: &[Draft], errors: &mut Errors) {
+    let mut routes: HashMap<(Option<&HostPattern>, &str), &Draft> = HashMap::new();
+    for draft in drafts.iter().filter(|d| d.routes_valid) {
+        let prefix = draft.path_prefix.as_deref().unwrap_or("/");
+        let claims: Vec<(Option<&HostPattern>, String)> = if draft.hosts.is_empty() {
+            if draft.path_prefix.is_none() {
+                continue; // no route at all: reported as missing hosts/path_prefix
+            }
+            vec![(None, format!("{}.path_prefix", draft.path))]
+        } else {
+            draft
+                .hosts
+                .iter()
+                .map(|(k, host)| (Some(host), format!("{}.hosts[{k}]", draft.path)))
+                .collect()
+        };
+        for (host, path) in claims {
+            match routes.get(&(host, prefix)) {
+                Some(owner) => {
+                    let host = host.map(ToString::to_string).unwrap_or_default();
+                    errors.push(
+                        path,
+                        format!("route \"{host}{prefix}\" is already used by {}", owner.label()),
+                    );
+                }
+                None => {
+                    routes.insert((host, prefix), draft);
+                }
+            }
+        }
+    }
+}

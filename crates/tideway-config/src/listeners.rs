@@ -1,0 +1,175 @@
+//! The listener sections: `[proxy]`, `[metrics]` and `[admin]`.
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::values::{integer_in, listen_address, nonzero_duration, string};
+use crate::walk::{Errors, Section};
+
+/// The `[proxy]` section: where clients connect and the limits every connection is held to.
+///
+/// Kept apart from the per-app [`tideway_core::Policy`] because these apply to the listener as a whole,
+/// before a request is routed to any app.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProxySettings {
+    /// Address the proxy listens on.
+    pub listen: SocketAddr,
+    /// Slow-header limit: from the first byte of a request head to its end.
+    pub header_read_timeout: Duration,
+    /// How long an idle client connection (no request in flight) is kept open.
+    pub keepalive_timeout: Duration,
+    /// Largest request head accepted, in bytes; larger ones get `431`.
+    pub max_header_bytes: usize,
+    /// Most header fields accepted in one request head; more get `431`.
+    pub max_headers: usize,
+    /// How long connecting to a replica may take before it counts as failed.
+    pub upstream_connect_timeout: Duration,
+    /// Idle upstream connections kept per replica for reuse; 0 disables reuse.
+    pub upstream_keepalive: usize,
+    /// How long an idle upstream connection is kept before it is closed.
+    pub upstream_idle_timeout: Duration,
+    /// Runtime worker threads; `None` = one per CPU.
+    pub workers: Option<usize>,
+}
+
+/// The `[metrics]` section: the `/metrics`, `/healthz` and `/readyz` listener, on only when the section exists.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MetricsSettings {
+    /// Address the metrics listener binds.
+    pub listen: SocketAddr,
+}
+
+/// The `[admin]` section: the admin API listener, on only when the section exists.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AdminSettings {
+    /// Address the admin listener binds; loopback unless a token protects it.
+    pub listen: SocketAddr,
+    /// File holding the bearer token the admin API requires; required when `listen` is not loopback.
+    /// A relative path is taken relative to tideway's working directory.
+    pub token_file: Option<PathBuf>,
+}
+
+impl Default for ProxySettings {
+    /// The defaults documented in the README's config reference.
+    fn default() -> Self {
+        ProxySettings {
+            listen: SocketAddr::from((Ipv4Addr::UNSPECIFIED, 8080)),
+            header_read_timeout: Duration::from_secs(10),
+            keepalive_timeout: Duration::from_secs(75),
+            max_header_bytes: 32 * 1024,
+            max_headers: 100,
+            upstream_connect_timeout: Duration::from_secs(5),
+            upstream_keepalive: 32,
+            upstream_idle_timeout: Duration::from_secs(60),
+            workers: None,
+        }
+    }
+}
+
+impl ProxySettings {
+    /// Reads `[proxy]`; missing keys keep their defaults.
+    pub(crate) fn read(mut section: Section<'_>, errors: &mut Errors) -> Self {
+        let mut proxy = ProxySettings::default();
+        let s = &mut section;
+        if let Some(v) = s.get("listen", errors, listen_address) {
+            proxy.listen = v;
+        }
+        if let Some(v) = s.get("header_read_timeout", errors, nonzero_duration) {
+            proxy.header_read_timeout = v;
+        }
+        if let Some(v) = s.get("keepalive_timeout", errors, nonzero_duration) {
+            proxy.keepalive_timeout = v;
+        }
+        if let Some(v) = s.get("max_header_bytes", errors, |v| integer_in(v, 1024, 1_048_576)) {
+            proxy.max_header_bytes = v;
+        }
+        if let Some(v) = s.get("max_headers", errors, |v| integer_in(v, 1, 1000)) {
+            proxy.max_headers = v;
+        }
+        if let Some(v) = s.get("upstream_connect_timeout", errors, nonzero_duration) {
+            proxy.upstream_connect_timeout = v;
+        }
+        if let Some(v) = s.get("upstream_keepalive", errors, |v| {
+            integer_in(v, 0, u32::MAX.into())
+        }) {
+            proxy.upstream_keepalive = v;
+        }
+        if let Some(v) = s.get("upstream_idle_timeout", errors, nonzero_duration) {
+            proxy.upstream_idle_timeout = v;
+        }
+        proxy.workers = s.get("workers", errors, |v| integer_in(v, 1, i64::MAX));
+        section.finish(errors);
+        proxy
+    }
+}
+
+impl MetricsSettings {
+    /// Where the metrics listener binds when `[metrics]` has no `listen`.
+    pub const DEFAULT_LISTEN: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(Ipv4Addr::UNSPECIFIED), 9090);
+
+    /// Reads `[metrics]`.
+    pub(crate) fn read(mut section: Section<'_>, errors: &mut Errors) -> Self {
+        let listen = section
+            .get("listen", errors, listen_address)
+            .unwrap_or(Self::DEFAULT_LISTEN);
+        section.finish(errors);
+        MetricsSettings { listen }
+    }
+}
+
+impl Default for MetricsSettings {
+    /// The listener an empty `[metrics]` section turns on.
+    fn default() -> Self {
+        MetricsSettings {
+            listen: Self::DEFAULT_LISTEN,
+        }
+    }
+}
+
+impl AdminSettings {
+    /// Where the admin listener binds when `[admin]` has no `listen`.
+    pub const DEFAULT_LISTEN: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(Ipv4Addr::LOCALHOST), 9091);
+
+    /// Reads `[admin]`, requiring a token file when the listener is reachable from other hosts.
+    pub(crate) fn read(mut section: Section<'_>, errors: &mut Errors) -> Self {
+        let listen_given = section.contains("listen");
+        let listen = section.get("listen", errors, listen_address);
+        let token_given = section.contains("token_file");
+        let token_file = section.get("token_file", errors, |v| {
+            let path = string(v)?;
+            if path.is_empty() {
+                return Err("must not be empty".to_owned());
+            }
+            Ok(PathBuf::from(path))
+        });
+        let listen_is_valid = listen.is_some() || !listen_given;
+        let listen = listen.unwrap_or(Self::DEFAULT_LISTEN);
+        if listen_is_valid && !token_given && !listen.ip().is_loopback() {
+            errors.push(
+                section.key_path("token_file"),
+                "required when admin.listen is not a loopback address",
+            );
+        }
+        section.finish(errors);
+        AdminSettings { listen, token_file }
+    }
+}
+
+impl Default for AdminSettings {
+    /// The listener an empty `[admin]` section turns on: loopback, no token.
+    fn default() -> Self {
+        AdminSettings {
+            listen: Self::DEFAULT_LISTEN,
+            token_file: None,
+        }
+    }
+}
+
+/// Whether two listeners would fight over one port: same non-zero port and the same IP, or either
+/// listening on all addresses.
+pub(crate) fn clash(a: SocketAddr, b: SocketAddr) -> bool {
+    a.port() != 0
+        && a.port() == b.port()
+        && (a.ip() == b.ip() || a.ip().is_unspecified() || b.ip().is_unspecified())
+}

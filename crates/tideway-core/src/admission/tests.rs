@@ -1,0 +1,283 @@
+use std::net::SocketAddr;
+use std::sync::mpsc;
+use std::thread;
+
+use crate::balance::Balance;
+use crate::clock::{ManualClock, Timestamp};
+use crate::replica::ReplicaState;
+
+use super::*;
+
+/// A waiter backed by a std channel; "abandoned" once its receiver is dropped.
+struct ChannelWaiter(mpsc::SyncSender<ConnectionGuard>, Arc<()>);
+
+impl Waiter for ChannelWaiter {
+    fn is_abandoned(&self) -> bool {
+        Arc::strong_count(&self.1) == 1
+    }
+
+    fn offer(self: Box<Self>, seat: ConnectionGuard) -> Result<(), ConnectionGuard> {
+        if self.is_abandoned() {
+            return Err(seat);
+        }
+        self.0.try_send(seat).map_err(|e| match e {
+            mpsc::TrySendError::Full(s) | mpsc::TrySendError::Disconnected(s) => s,
+        })
+    }
+}
+
+/// The waiting side: the receiver, and a liveness token whose drop marks the waiter abandoned.
+struct Waiting {
+    seats: mpsc::Receiver<ConnectionGuard>,
+    _alive: Arc<()>,
+}
+
+impl Waiting {
+    fn seat(&self) -> Option<ConnectionGuard> {
+        self.seats.try_recv().ok()
+    }
+}
+
+fn waiter() -> (Box<dyn Waiter>, Waiting) {
+    let (tx, rx) = mpsc::sync_channel(1);
+    let alive = Arc::new(());
+    (
+        Box::new(ChannelWaiter(tx, Arc::clone(&alive))),
+        Waiting {
+            seats: rx,
+            _alive: alive,
+        },
+    )
+}
+
+fn app(replicas: usize, max_connections: u32, queue_size: u32) -> Arc<App> {
+    let policy = Policy {
+        max_connections,
+        queue_size,
+        balance: Balance::LeastConnections,
+        ..Policy::default()
+    };
+    let app = App::new("test", policy, Arc::new(ManualClock::default()));
+    app.set_replicas(
+        (0..replicas)
+            .map(|i| {
+                let addr = SocketAddr::from(([127, 0, 0, 1], 9000 + i as u16));
+                Arc::new(Replica::new(
+                    format!("r{i}"),
+                    addr,
+                    ReplicaState::Ready,
+                    Timestamp::ZERO,
+                ))
+            })
+            .collect(),
+    );
+    app
+}
+
+fn seated(a: Admission) -> ConnectionGuard {
+    match a {
+        Admission::Seated(g) => g,
+        other => panic!("expected a seat, got {other:?}"),
+    }
+}
+
+#[test]
+fn guard_counts_while_alive() {
+    let app = app(1, 2, 10);
+    let g = seated(app.admit());
+    assert_eq!(app.connections(), 1);
+    drop(g);
+    assert_eq!(app.connections(), 0);
+}
+
+#[test]
+fn third_connection_waits_and_takes_the_first_freed_seat() {
+    let app = app(1, 2, 10);
+    let a = seated(app.admit());
+    let _b = seated(app.admit());
+    assert!(matches!(app.admit(), Admission::Wait));
+    let (w, waiting) = waiter();
+    app.enqueue(w).expect("room in queue");
+    assert!(waiting.seat().is_none());
+    assert_eq!(app.queued(), 1);
+    drop(a);
+    let c = waiting.seat().expect("seated on release");
+    assert_eq!(app.queued(), 0);
+    assert_eq!(app.connections(), 2);
+    drop(c);
+    assert_eq!(app.connections(), 1);
+}
+
+#[test]
+fn waiters_are_served_in_order_and_newcomers_queue_behind_them() {
+    let app = app(1, 1, 10);
+    let first = seated(app.admit());
+    let (w1, waiting1) = waiter();
+    let (w2, waiting2) = waiter();
+    app.enqueue(w1).expect("room");
+    app.enqueue(w2).expect("room");
+    drop(first);
+    let s1 = waiting1.seat().expect("first waiter first");
+    assert!(waiting2.seat().is_none());
+    drop(s1);
+    // A seat is free only for an instant; the second waiter already has it, not a newcomer.
+    assert!(matches!(app.admit(), Admission::Wait));
+    assert!(waiting2.seat().is_some());
+}
+
+#[test]
+fn full_queue_refuses_and_abandoned_waiters_free_their_place() {
+    let app = app(1, 1, 2);
+    let _held = seated(app.admit());
+    let (w1, waiting1) = waiter();
+    let (w2, _waiting2) = waiter();
+    let (w3, _waiting3) = waiter();
+    app.enqueue(w1).expect("room");
+    app.enqueue(w2).expect("room");
+    assert_eq!(app.enqueue(w3).err(), Some(QueueFull));
+    drop(waiting1);
+    let (w4, _waiting4) = waiter();
+    app.enqueue(w4).expect("the abandoned place is reused");
+    assert_eq!(app.queued(), 2);
+}
+
+#[test]
+fn sweeping_removes_only_departed_waiters() {
+    let app = app(1, 1, 10);
+    let _held = seated(app.admit());
+    let (w1, waiting1) = waiter();
+    let (w2, _waiting2) = waiter();
+    app.enqueue(w1).expect("room");
+    app.enqueue(w2).expect("room");
+    drop(waiting1);
+    assert_eq!(app.queued(), 2);
+    app.sweep_queue();
+    assert_eq!(app.queued(), 1);
+}
+
+#[test]
+fn a_seat_offered_to_a_departed_waiter_goes_to_the_next() {
+    let app = app(1, 1, 10);
+    let held = seated(app.admit());
+    let (w1, waiting1) = waiter();
+    let (w2, waiting2) = waiter();
+    app.enqueue(w1).expect("room");
+    app.enqueue(w2).expect("room");
+    drop(waiting1);
+    drop(held);
+    let _seat = waiting2.seat().expect("the next waiter is seated");
+    assert_eq!(app.connections(), 1);
+}
+
+#[test]
+fn offer_refused_returns_the_seat() {
+    struct Refuses;
+    impl Waiter for Refuses {
+        fn is_abandoned(&self) -> bool {
+            false
+        }
+        fn offer(self: Box<Self>, seat: ConnectionGuard) -> Result<(), ConnectionGuard> {
+            Err(seat)
+        }
+    }
+    let app = app(1, 1, 10);
+    app.enqueue(Box::new(Refuses)).expect("room");
+    assert_eq!(app.connections(), 0);
+    assert_eq!(app.queued(), 0);
+}
+
+#[test]
+fn new_replicas_and_raised_limits_seat_waiters() {
+    let app = app(0, 1, 10);
+    assert!(matches!(app.admit(), Admission::NoReplica));
+    let (w, waiting) = waiter();
+    app.enqueue(w).expect("room");
+    let addr = SocketAddr::from(([127, 0, 0, 1], 9100));
+    let replica = Arc::new(Replica::new(
+        "late",
+        addr,
+        ReplicaState::Starting,
+        Timestamp::ZERO,
+    ));
+    app.set_replicas(vec![Arc::clone(&replica)]);
+    assert!(
+        waiting.seat().is_none(),
+        "a starting replica takes no connections"
+    );
+    replica.set_state(ReplicaState::Ready);
+    app.replicas_changed();
+    let _first = waiting.seat().expect("seated once ready");
+
+    let (w, waiting) = waiter();
+    app.enqueue(w).expect("room");
+    assert!(waiting.seat().is_none());
+    app.set_policy(Policy {
+        max_connections: 2,
+        ..(*app.policy()).clone()
+    });
+    assert!(waiting.seat().is_some());
+}
+
+#[test]
+fn retry_skips_tried_replicas_and_ignores_the_queue() {
+    let app = app(2, 1, 10);
+    let first = seated(app.admit());
+    let tried = [first.replica().id()];
+    drop(first);
+    let again = app.seat_excluding(&tried).expect("the other replica");
+    assert_ne!(again.replica().id(), tried[0]);
+    let both = [tried[0], again.replica().id()];
+    assert_eq!(app.seat_excluding(&both).err(), Some(NoSeat::NoReplica));
+}
+
+#[test]
+fn stats_count_by_reason() {
+    let app = app(0, 1, 1);
+    app.stats().record_close(CloseReason::Inactive);
+    app.stats().record_close(CloseReason::Inactive);
+    app.stats().record_reject(RejectReason::QueueFull);
+    assert_eq!(app.stats().closed(CloseReason::Inactive), 2);
+    assert_eq!(app.stats().closed(CloseReason::MaxAge), 0);
+    assert_eq!(app.stats().rejected(RejectReason::QueueFull), 1);
+}
+
+/// Many threads admitting, queueing, abandoning and releasing at once: the cap always holds, every waiter
+/// is either seated or abandoned, and the count returns to zero.
+#[test]
+fn concurrent_admission_never_exceeds_the_cap() {
+    const MAX: u32 = 3;
+    let app = app(2, MAX, 1_000);
+    let handles: Vec<_> = (0..8)
+        .map(|t| {
+            let app = Arc::clone(&app);
+            thread::spawn(move || {
+                for i in 0..500 {
+                    let guard = match app.admit() {
+                        Admission::Seated(g) => Some(g),
+                        Admission::Wait => {
+                            let (w, waiting) = waiter();
+                            if app.enqueue(w).is_err() {
+                                continue;
+                            }
+                            if (t + i) % 7 == 0 {
+                                None
+                            } else {
+                                let deadline = std::time::Duration::from_secs(10);
+                                waiting.seats.recv_timeout(deadline).ok()
+                            }
+                        }
+                        Admission::NoReplica => panic!("replicas exist"),
+                    };
+                    for r in app.replicas().iter() {
+                        assert!(r.connections() <= MAX);
+                    }
+                    drop(guard);
+                }
+            })
+        })
+        .collect();
+    for h in handles {
+        h.join().expect("worker");
+    }
+    assert_eq!(app.connections(), 0);
+}

@@ -1,0 +1,134 @@
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use proptest::prelude::*;
+
+use super::*;
+
+fn replicas(n: usize) -> Vec<Arc<Replica>> {
+    (0..n)
+        .map(|i| {
+            let addr = SocketAddr::from(([127, 0, 0, 1], 9000 + i as u16));
+            Arc::new(Replica::new(
+                format!("r{i}"),
+                addr,
+                ReplicaState::Ready,
+                Timestamp::ZERO,
+            ))
+        })
+        .collect()
+}
+
+fn take(rs: &[Arc<Replica>], balance: Balance, max: u32, rotation: usize) -> Result<usize, NoSeat> {
+    take_seat(rs, balance, max, Timestamp::ZERO, &[], rotation).map(|r| {
+        rs.iter()
+            .position(|x| x.id() == r.id())
+            .expect("seat on a listed replica")
+    })
+}
+
+#[test]
+fn least_connections_spreads() {
+    let rs = replicas(2);
+    let picks: Vec<_> = (0..4)
+        .map(|i| take(&rs, Balance::LeastConnections, 10, i).expect("room"))
+        .collect();
+    assert_eq!(rs[0].connections(), 2);
+    assert_eq!(rs[1].connections(), 2);
+    assert_eq!(picks.len(), 4);
+}
+
+#[test]
+fn pack_fills_in_order() {
+    let rs = replicas(3);
+    for _ in 0..2 {
+        assert_eq!(take(&rs, Balance::Pack, 2, 0), Ok(0));
+    }
+    assert_eq!(take(&rs, Balance::Pack, 2, 0), Ok(1));
+    rs[0].release_seat();
+    assert_eq!(take(&rs, Balance::Pack, 2, 0), Ok(0));
+}
+
+#[test]
+fn full_and_missing_are_told_apart() {
+    let rs = replicas(1);
+    assert_eq!(take(&rs, Balance::LeastConnections, 1, 0), Ok(0));
+    assert_eq!(take(&rs, Balance::LeastConnections, 1, 0), Err(NoSeat::Full));
+    assert_eq!(take(&[], Balance::Pack, 1, 0), Err(NoSeat::NoReplica));
+    rs[0].set_state(ReplicaState::Draining);
+    assert_eq!(take(&rs, Balance::Pack, 5, 0), Err(NoSeat::NoReplica));
+}
+
+#[test]
+fn starting_and_tried_replicas_are_skipped() {
+    let rs = replicas(3);
+    rs[0].set_state(ReplicaState::Starting);
+    let tried = [rs[1].id()];
+    let seat = take_seat(&rs, Balance::LeastConnections, 5, Timestamp::ZERO, &tried, 0);
+    assert_eq!(seat.map(|r| r.id()), Ok(rs[2].id()));
+}
+
+#[test]
+fn unreachable_replicas_are_a_last_resort() {
+    let rs = replicas(2);
+    rs[0].record_connect_failure(Timestamp::ZERO);
+    for _ in 0..3 {
+        assert_eq!(take(&rs, Balance::Pack, 5, 0), Ok(1));
+    }
+    rs[1].set_state(ReplicaState::Draining);
+    assert_eq!(take(&rs, Balance::Pack, 5, 0), Ok(0));
+    let later = Timestamp::ZERO.saturating_add(Duration::from_secs(60));
+    rs[1].set_state(ReplicaState::Ready);
+    let seat = take_seat(&rs, Balance::Pack, 5, later, &[], 0);
+    assert_eq!(seat.map(|r| r.id()), Ok(rs[0].id()));
+}
+
+#[test]
+fn balance_names_round_trip() {
+    for b in [Balance::LeastConnections, Balance::Pack] {
+        assert_eq!(b.as_str().parse::<Balance>(), Ok(b));
+    }
+    assert!("round-robin".parse::<Balance>().is_err());
+}
+
+proptest! {
+    /// Whatever the order of admissions and releases, no replica ever holds more than `max`, and
+    /// least-connections always seats on a replica with the fewest connections.
+    #[test]
+    fn seats_never_exceed_max(
+        n in 1usize..5,
+        max in 1u32..6,
+        ops in prop::collection::vec((any::<bool>(), 0usize..8, any::<bool>()), 1..200),
+    ) {
+        let rs = replicas(n);
+        for (admit, which, pack) in ops {
+            let balance = if pack { Balance::Pack } else { Balance::LeastConnections };
+            if admit {
+                let before: Vec<u32> = rs.iter().map(|r| r.connections()).collect();
+                match take(&rs, balance, max, which) {
+                    Ok(i) => {
+                        prop_assert!(before[i] < max);
+                        match balance {
+                            Balance::LeastConnections => {
+                                prop_assert_eq!(before[i], *before.iter().min().expect("non-empty"));
+                            }
+                            Balance::Pack => {
+                                prop_assert!(before[..i].iter().all(|c| *c >= max));
+                            }
+                        }
+                    }
+                    Err(e) => {
+                        prop_assert_eq!(e, NoSeat::Full);
+                        prop_assert!(before.iter().all(|c| *c >= max));
+                    }
+                }
+            } else {
+                let r = &rs[which % n];
+                if r.connections() > 0 {
+                    r.release_seat();
+                }
+            }
+            prop_assert!(rs.iter().all(|r| r.connections() <= max));
+        }
+    }
+}

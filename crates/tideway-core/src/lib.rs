@@ -1,0 +1,23 @@
+//! The pure heart of tideway: what a connection costs, where it may go, when it must close, and how many
+//! replicas an app needs. Nothing here performs I/O or reads a clock; time is passed in (see [`Clock`]) so
+//! every rule can be tested exhaustively and deterministically.
+
+mod admission;
+mod affinity;
+mod balance;
+mod clock;
+mod close;
+mod deadline;
+mod policy;
+mod replica;
+mod signal;
+
+pub use admission::{Admission, App, AppStats, ConnectionGuard, QueueFull, Waiter};
+pub use affinity::{Affinity, JoinSession, SessionId, SessionSeat};
+pub use balance::{Balance, NoSeat};
+pub use clock::{Clock, ManualClock, Timestamp};
+pub use close::{CloseReason, RejectReason};
+pub use deadline::{ConnectionTimeouts, ConnectionTimes, TimeoutVerdict, jittered_age};
+pub use policy::{Policy, PolicyProblem, SpawnThreshold};
+pub use replica::{Replica, ReplicaId, ReplicaState};
+pub use signal::Signal;

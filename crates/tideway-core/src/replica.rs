@@ -1,0 +1,270 @@
+//! One running instance of an app, and the lock-free counters the data plane updates on every connection.
+
+use std::any::Any;
+use std::fmt;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use crate::clock::Timestamp;
+
+/// Identity of a replica for the life of the process; names can repeat after a restart, ids never do.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ReplicaId(u64);
+
+impl ReplicaId {
+    /// A fresh id, distinct from every other in this process.
+    pub fn next() -> Self {
+        static NEXT: AtomicU64 = AtomicU64::new(1);
+        ReplicaId(NEXT.fetch_add(1, Ordering::Relaxed))
+    }
+}
+
+impl fmt::Display for ReplicaId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+/// Where a replica is in its life (DESIGN §1): only `Ready` replicas receive new connections.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ReplicaState {
+    /// Launched, not yet passing its readiness check.
+    Starting,
+    /// Receives new connections.
+    Ready,
+    /// Receives no new connections; existing ones finish, then the replica goes away.
+    Draining,
+}
+
+impl ReplicaState {
+    /// The label value used in logs, metrics and the admin API.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            ReplicaState::Starting => "starting",
+            ReplicaState::Ready => "ready",
+            ReplicaState::Draining => "draining",
+        }
+    }
+
+    const fn from_u8(v: u8) -> Self {
+        match v {
+            0 => ReplicaState::Starting,
+            1 => ReplicaState::Ready,
+            _ => ReplicaState::Draining,
+        }
+    }
+
+    const fn to_u8(self) -> u8 {
+        match self {
+            ReplicaState::Starting => 0,
+            ReplicaState::Ready => 1,
+            ReplicaState::Draining => 2,
+        }
+    }
+}
+
+/// Longest a replica is skipped after repeated connect failures, so a dead static address is retried now and then.
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// First skip after a connect failure.
+const FIRST_BACKOFF: Duration = Duration::from_millis(500);
+
+/// One running instance of an app with its live connection count.
+///
+/// Shared (`Arc`) between the replica set, the connections seated on it and the orchestrator that owns it.
+/// Every field the data plane touches per connection is an atomic, so admission never takes a lock.
+pub struct Replica {
+    id: ReplicaId,
+    name: Box<str>,
+    addr: SocketAddr,
+    started_at: Timestamp,
+    state: AtomicU8,
+    connections: AtomicU32,
+    connect_failures: AtomicU32,
+    unreachable_until: AtomicU64,
+    attachment: OnceLock<Arc<dyn Any + Send + Sync>>,
+}
+
+impl Replica {
+    /// A replica named `name` (the `replica` label: process name, pod name or address) listening on `addr`.
+    pub fn new(
+        name: impl Into<Box<str>>,
+        addr: SocketAddr,
+        state: ReplicaState,
+        started_at: Timestamp,
+    ) -> Self {
+        Replica {
+            id: ReplicaId::next(),
+            name: name.into(),
+            addr,
+            started_at,
+            state: AtomicU8::new(state.to_u8()),
+            connections: AtomicU32::new(0),
+            connect_failures: AtomicU32::new(0),
+            unreachable_until: AtomicU64::new(0),
+            attachment: OnceLock::new(),
+        }
+    }
+
+    /// Identity for the life of the process.
+    pub fn id(&self) -> ReplicaId {
+        self.id
+    }
+
+    /// Name shown in logs, metrics and the admin API.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Address the data plane connects to.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// When the replica was launched; breaks ties in favour of removing the youngest.
+    pub fn started_at(&self) -> Timestamp {
+        self.started_at
+    }
+
+    /// Current life-cycle state.
+    pub fn state(&self) -> ReplicaState {
+        ReplicaState::from_u8(self.state.load(Ordering::Acquire))
+    }
+
+    /// Moves the replica to `state`; the app must be told ([`crate::App::replicas_changed`]) so queued
+    /// connections can use a replica that became ready.
+    pub fn set_state(&self, state: ReplicaState) {
+        self.state.store(state.to_u8(), Ordering::Release);
+    }
+
+    /// Connections seated on this replica right now.
+    pub fn connections(&self) -> u32 {
+        self.connections.load(Ordering::SeqCst)
+    }
+
+    /// Takes a seat if fewer than `max` are taken. The compare-and-swap makes `max` a hard limit under any
+    /// concurrency, which a load-then-add could overshoot.
+    pub(crate) fn try_take_seat(&self, max: u32) -> bool {
+        let mut current = self.connections.load(Ordering::SeqCst);
+        loop {
+            if current >= max {
+                return false;
+            }
+            match self.connections.compare_exchange_weak(
+                current,
+                current + 1,
+                Ordering::SeqCst,
+                Ordering::SeqCst,
+            ) {
+                Ok(_) => return true,
+                Err(actual) => current = actual,
+            }
+        }
+    }
+
+    pub(crate) fn release_seat(&self) {
+        self.connections.fetch_sub(1, Ordering::SeqCst);
+    }
+
+    /// Whether new connections may be tried here at `now`: false for a while after connect failures.
+    pub fn is_reachable(&self, now: Timestamp) -> bool {
+        self.unreachable_until.load(Ordering::Relaxed) <= now.as_millis()
+    }
+
+    /// Records a failed connect: the replica is skipped for a backoff that doubles with each consecutive
+    /// failure (0.5 s up to 30 s), so one dead address does not cost every request a failed connect.
+    pub fn record_connect_failure(&self, now: Timestamp) {
+        let failures = self.connect_failures.fetch_add(1, Ordering::Relaxed).min(16);
+        let backoff = FIRST_BACKOFF.saturating_mul(1 << failures).min(MAX_BACKOFF);
+        self.unreachable_until
+            .store(now.saturating_add(backoff).as_millis(), Ordering::Relaxed);
+    }
+
+    /// Records a successful connect, ending any backoff.
+    pub fn record_connect_success(&self) {
+        if self.connect_failures.load(Ordering::Relaxed) != 0 {
+            self.connect_failures.store(0, Ordering::Relaxed);
+            self.unreachable_until.store(0, Ordering::Relaxed);
+        }
+    }
+
+    /// Per-replica state of another layer (the data plane's upstream connection cache), created on first
+    /// use and dropped with the replica, so that it can never outlive or miss the replica it belongs to.
+    pub fn attachment<T: Any + Send + Sync>(&self, init: impl FnOnce() -> T) -> Option<&T> {
+        self.attachment
+            .get_or_init(|| Arc::new(init()))
+            .downcast_ref::<T>()
+    }
+}
+
+impl fmt::Debug for Replica {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Replica")
+            .field("id", &self.id)
+            .field("name", &self.name)
+            .field("addr", &self.addr)
+            .field("state", &self.state())
+            .field("connections", &self.connections())
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn replica() -> Replica {
+        let addr = SocketAddr::from(([127, 0, 0, 1], 9000));
+        Replica::new("r", addr, ReplicaState::Ready, Timestamp::ZERO)
+    }
+
+    #[test]
+    fn seats_are_capped() {
+        let r = replica();
+        assert!(r.try_take_seat(2));
+        assert!(r.try_take_seat(2));
+        assert!(!r.try_take_seat(2));
+        r.release_seat();
+        assert!(r.try_take_seat(2));
+        assert_eq!(r.connections(), 2);
+    }
+
+    #[test]
+    fn connect_failures_back_off_exponentially_and_success_resets() {
+        let r = replica();
+        let t0 = Timestamp::from_millis(1_000);
+        r.record_connect_failure(t0);
+        assert!(!r.is_reachable(t0.saturating_add(Duration::from_millis(499))));
+        assert!(r.is_reachable(t0.saturating_add(Duration::from_millis(500))));
+        r.record_connect_failure(t0);
+        assert!(!r.is_reachable(t0.saturating_add(Duration::from_millis(999))));
+        for _ in 0..40 {
+            r.record_connect_failure(t0);
+        }
+        assert!(r.is_reachable(t0.saturating_add(MAX_BACKOFF)));
+        r.record_connect_success();
+        assert!(r.is_reachable(t0));
+    }
+
+    #[test]
+    fn attachment_is_created_once() {
+        let r = replica();
+        assert_eq!(r.attachment(|| 7_u32), Some(&7));
+        assert_eq!(r.attachment(|| 8_u32), Some(&7));
+        assert_eq!(r.attachment(|| "other type"), None);
+    }
+
+    #[test]
+    fn state_round_trips() {
+        let r = replica();
+        for s in [
+            ReplicaState::Starting,
+            ReplicaState::Draining,
+            ReplicaState::Ready,
+        ] {
+            r.set_state(s);
+            assert_eq!(r.state(), s);
+        }
+    }
+}

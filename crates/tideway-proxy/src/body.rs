@@ -1,0 +1,157 @@
+//! The body of every response tideway sends: a replica's body streamed through, or a short one of its own.
+//! Either way it holds what must be released when the response ends.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, ready};
+
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use hyper::body::Incoming;
+use tideway_core::CloseReason;
+
+use crate::client::{ClientConn, InFlight};
+use crate::seat::Seat;
+use crate::upstream::{Sender, UpstreamCache, UpstreamSettings};
+
+/// A response body on its way to a client.
+///
+/// Dropping it or reaching its end releases the request's seat on its replica and marks the request done
+/// on its client connection; a completed exchange also returns the replica connection for reuse.
+pub(crate) struct ProxyBody {
+    kind: Kind,
+    lease: Option<Lease>,
+    _in_flight: InFlight,
+}
+
+enum Kind {
+    Upstream(Incoming),
+    Fixed(Option<Bytes>),
+}
+
+/// What a proxied response holds until its body ends: the seat, and the replica connection to reuse.
+pub(crate) struct Lease {
+    seat: Seat,
+    sender: Option<Sender>,
+    settings: UpstreamSettings,
+    client: Arc<ClientConn>,
+    settled: bool,
+}
+
+impl ProxyBody {
+    /// A body tideway wrote itself (errors, 404).
+    pub(crate) fn fixed(bytes: impl Into<Bytes>, in_flight: InFlight) -> Self {
+        let bytes = bytes.into();
+        ProxyBody {
+            kind: Kind::Fixed((!bytes.is_empty()).then_some(bytes)),
+            lease: None,
+            _in_flight: in_flight,
+        }
+    }
+
+    /// A replica's body; `lease` is released when it ends (at once if it is already empty).
+    pub(crate) fn upstream(body: Incoming, lease: Lease, in_flight: InFlight) -> Self {
+        let ended = body.is_end_stream();
+        let mut this = ProxyBody {
+            kind: Kind::Upstream(body),
+            lease: Some(lease),
+            _in_flight: in_flight,
+        };
+        if ended {
+            this.finish();
+        }
+        this
+    }
+
+    fn finish(&mut self) {
+        if let Some(lease) = self.lease.take() {
+            lease.complete();
+        }
+    }
+}
+
+impl Body for ProxyBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let this = &mut *self;
+        match &mut this.kind {
+            Kind::Fixed(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
+            Kind::Upstream(body) => {
+                let frame = ready!(Pin::new(&mut *body).poll_frame(cx));
+                let ended = body.is_end_stream();
+                match &frame {
+                    None => this.finish(),
+                    Some(Ok(_)) if ended => this.finish(),
+                    Some(Ok(_)) => {}
+                    Some(Err(_)) => {
+                        if let Some(lease) = this.lease.take() {
+                            lease.fail();
+                        }
+                    }
+                }
+                Poll::Ready(frame)
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match &self.kind {
+            Kind::Fixed(bytes) => bytes.is_none(),
+            Kind::Upstream(body) => body.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.kind {
+            Kind::Fixed(bytes) => SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64)),
+            Kind::Upstream(body) => body.size_hint(),
+        }
+    }
+}
+
+impl Lease {
+    /// Holds `seat` (and `sender`, for reuse) until the response body ends.
+    pub(crate) fn new(
+        seat: Seat,
+        sender: Option<Sender>,
+        settings: UpstreamSettings,
+        client: Arc<ClientConn>,
+    ) -> Self {
+        Lease {
+            seat,
+            sender,
+            settings,
+            client,
+            settled: false,
+        }
+    }
+
+    /// The exchange completed: the replica connection can carry the next request.
+    fn complete(mut self) {
+        self.settled = true;
+        if let (Some(sender), Some(cache)) = (self.sender.take(), UpstreamCache::of(self.seat.replica())) {
+            cache.put(sender, &self.settings);
+        }
+    }
+
+    /// The replica failed mid-body.
+    fn fail(mut self) {
+        self.settled = true;
+        self.seat.app().stats().record_close(CloseReason::Upstream);
+    }
+}
+
+impl Drop for Lease {
+    /// A lease dropped before its body ended means the client stopped reading: it went away, or tideway cut
+    /// the connection (counted under tideway's reason already).
+    fn drop(&mut self) {
+        if !self.settled && !self.client.is_closing() {
+            self.seat.app().stats().record_close(CloseReason::Client);
+        }
+    }
+}

@@ -1,0 +1,289 @@
+//! State of one client connection that its timers, its request handlers and its socket all share.
+
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::task::{Context, Poll, ready};
+use std::time::Duration;
+
+use arc_swap::ArcSwapOption;
+use pin_project_lite::pin_project;
+use tideway_core::{App, ConnectionTimeouts, ConnectionTimes, Timestamp, jittered_age};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+
+use crate::clock::RuntimeClock;
+
+/// Sentinel for "limit off" in the millisecond atomics below.
+const OFF: u64 = u64::MAX;
+
+/// Timing and ownership of one client connection.
+///
+/// Shared through an `Arc` because three parties update it: the socket wrapper (activity), the request
+/// handlers (requests in flight, which may run on other tasks for HTTP/2) and the connection's own task,
+/// which reads it to decide when the connection must close. Plain atomics keep every update lock-free.
+pub(crate) struct ClientConn {
+    clock: RuntimeClock,
+    peer: SocketAddr,
+    accepted: Timestamp,
+    age_jitter: f64,
+    tracks_heads: bool,
+    last_activity: AtomicU64,
+    in_flight: AtomicU32,
+    idle_since: AtomicU64,
+    head_started: AtomicU64,
+    max_age_ms: AtomicU64,
+    inactive_ms: AtomicU64,
+    closing: AtomicBool,
+    app: ArcSwapOption<App>,
+}
+
+/// Marks a request in flight on its client connection until dropped (when its response body ends or is
+/// abandoned), so the keep-alive and slow-header limits only apply between requests.
+pub(crate) struct InFlight(Arc<ClientConn>);
+
+pin_project! {
+    /// The client socket, recording every byte that moves as activity of its connection, and replaying
+    /// the first bytes that were read to tell HTTP/2 from HTTP/1.
+    pub(crate) struct TrackedStream {
+        #[pin]
+        stream: TcpStream,
+        conn: Arc<ClientConn>,
+        preface: Preface,
+    }
+}
+
+/// The bytes read before the HTTP version was known: at most the length of the HTTP/2 preface.
+#[derive(Default)]
+pub(crate) struct Preface {
+    bytes: [u8; PREFACE.len()],
+    start: u8,
+    end: u8,
+}
+
+/// What an HTTP/2 client with prior knowledge sends first (RFC 9113 §3.4).
+const PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+impl ClientConn {
+    /// A connection accepted now from `peer`. `tracks_heads` is true for HTTP/1, where bytes that arrive
+    /// while no request is in flight start a request head (the slow-header limit).
+    pub(crate) fn new(clock: RuntimeClock, peer: SocketAddr, tracks_heads: bool) -> Arc<Self> {
+        let now = clock.now();
+        Arc::new(ClientConn {
+            clock,
+            peer,
+            accepted: now,
+            age_jitter: fastrand::f64(),
+            tracks_heads,
+            last_activity: AtomicU64::new(now.as_millis()),
+            in_flight: AtomicU32::new(0),
+            idle_since: AtomicU64::new(now.as_millis()),
+            // A connection exists once its first bytes arrived: for HTTP/1 they begin a request head.
+            head_started: AtomicU64::new(if tracks_heads { now.as_millis() + 1 } else { 0 }),
+            max_age_ms: AtomicU64::new(OFF),
+            inactive_ms: AtomicU64::new(OFF),
+            closing: AtomicBool::new(false),
+            app: ArcSwapOption::empty(),
+        })
+    }
+
+    /// The client's address, for `X-Forwarded-For` and logs.
+    pub(crate) fn peer(&self) -> SocketAddr {
+        self.peer
+    }
+
+    /// The app of the latest routed request: its policy governs the connection's age and inactivity, and
+    /// closes are counted against it.
+    pub(crate) fn app(&self) -> Option<Arc<App>> {
+        self.app.load_full()
+    }
+
+    /// Records that tideway started closing this connection, so that requests it cuts short are not
+    /// counted as clients going away.
+    pub(crate) fn mark_closing(&self) {
+        self.closing.store(true, Ordering::Relaxed);
+    }
+
+    /// True once tideway started closing the connection.
+    pub(crate) fn is_closing(&self) -> bool {
+        self.closing.load(Ordering::Relaxed)
+    }
+
+    /// Jitter drawn once for this connection, so its age limit is stable whatever app it talks to.
+    pub(crate) fn age_jitter(&self) -> f64 {
+        self.age_jitter
+    }
+
+    /// Records a request starting; `app` is where it was routed, if anywhere.
+    pub(crate) fn request_started(self: &Arc<Self>, app: Option<&Arc<App>>) -> InFlight {
+        if let Some(app) = app {
+            let policy = app.policy();
+            let age = policy
+                .max_connection_age
+                .map(|age| jittered_age(age, self.age_jitter));
+            self.max_age_ms.store(millis_or_off(age), Ordering::Relaxed);
+            self.inactive_ms
+                .store(millis_or_off(policy.inactive_timeout), Ordering::Relaxed);
+            let current = self.app.load();
+            if !current.as_ref().is_some_and(|a| Arc::ptr_eq(a, app)) {
+                self.app.store(Some(Arc::clone(app)));
+            }
+        }
+        self.in_flight.fetch_add(1, Ordering::SeqCst);
+        self.head_started.store(0, Ordering::Relaxed);
+        InFlight(Arc::clone(self))
+    }
+
+    /// The connection's clock readings, for [`ConnectionTimeouts::evaluate`].
+    pub(crate) fn times(&self) -> ConnectionTimes {
+        let idle = self.in_flight.load(Ordering::SeqCst) == 0;
+        let head_started = self.head_started.load(Ordering::Relaxed);
+        ConnectionTimes {
+            started: self.accepted,
+            last_activity: Timestamp::from_millis(self.last_activity.load(Ordering::Relaxed)),
+            idle_since: idle.then(|| Timestamp::from_millis(self.idle_since.load(Ordering::SeqCst))),
+            head_started: (head_started != 0).then(|| Timestamp::from_millis(head_started - 1)),
+        }
+    }
+
+    /// The limits in force: the app's age and inactivity plus the listener's keep-alive and header limits.
+    pub(crate) fn timeouts(&self, keepalive: Duration, header_read: Duration) -> ConnectionTimeouts {
+        ConnectionTimeouts {
+            max_age: off_or_millis(self.max_age_ms.load(Ordering::Relaxed)),
+            inactive: off_or_millis(self.inactive_ms.load(Ordering::Relaxed)),
+            keepalive: Some(keepalive),
+            header_read: self.tracks_heads.then_some(header_read),
+        }
+    }
+
+    fn on_read(&self) {
+        let now = self.clock.now().as_millis();
+        self.last_activity.store(now, Ordering::Relaxed);
+        if self.tracks_heads
+            && self.in_flight.load(Ordering::SeqCst) == 0
+            && self.head_started.load(Ordering::Relaxed) == 0
+        {
+            self.head_started.store(now + 1, Ordering::Relaxed);
+        }
+    }
+
+    fn on_write(&self) {
+        self.last_activity
+            .store(self.clock.now().as_millis(), Ordering::Relaxed);
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        let conn = &self.0;
+        if conn.in_flight.fetch_sub(1, Ordering::SeqCst) == 1 {
+            conn.idle_since
+                .store(conn.clock.now().as_millis(), Ordering::SeqCst);
+        }
+    }
+}
+
+impl TrackedStream {
+    /// Wraps an accepted socket whose first bytes are in `preface`.
+    pub(crate) fn new(stream: TcpStream, conn: Arc<ClientConn>, preface: Preface) -> Self {
+        TrackedStream {
+            stream,
+            conn,
+            preface,
+        }
+    }
+
+    /// The socket, once the connection became a tunnel and no longer needs HTTP bookkeeping.
+    pub(crate) fn into_inner(self) -> TcpStream {
+        self.stream
+    }
+}
+
+impl AsyncRead for TrackedStream {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        let this = self.project();
+        let preface = this.preface;
+        if preface.start < preface.end {
+            let pending = &preface.bytes[usize::from(preface.start)..usize::from(preface.end)];
+            let n = pending.len().min(buf.remaining());
+            buf.put_slice(&pending[..n]);
+            preface.start += n as u8;
+            return Poll::Ready(Ok(()));
+        }
+        let before = buf.filled().len();
+        ready!(this.stream.poll_read(cx, buf))?;
+        if buf.filled().len() > before {
+            this.conn.on_read();
+        }
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl AsyncWrite for TrackedStream {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        let this = self.project();
+        let written = ready!(this.stream.poll_write(cx, buf))?;
+        if written > 0 {
+            this.conn.on_write();
+        }
+        Poll::Ready(Ok(written))
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.project();
+        let written = ready!(this.stream.poll_write_vectored(cx, bufs))?;
+        if written > 0 {
+            this.conn.on_write();
+        }
+        Poll::Ready(Ok(written))
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.project().stream.poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.project().stream.poll_shutdown(cx)
+    }
+}
+
+impl Preface {
+    /// Reads from `stream` until the bytes either are the HTTP/2 preface (`Ok(true)`) or cannot be
+    /// (`Ok(false)`). Fails on end of stream before a decision.
+    pub(crate) async fn read_from(&mut self, stream: &mut TcpStream) -> io::Result<bool> {
+        use tokio::io::AsyncReadExt;
+        loop {
+            let end = usize::from(self.end);
+            let read = stream.read(&mut self.bytes[end..]).await?;
+            if read == 0 {
+                return Err(io::ErrorKind::UnexpectedEof.into());
+            }
+            let end = end + read;
+            self.end = end as u8;
+            if self.bytes[..end] != PREFACE[..end] {
+                return Ok(false);
+            }
+            if end == PREFACE.len() {
+                return Ok(true);
+            }
+        }
+    }
+}
+
+fn millis_or_off(d: Option<Duration>) -> u64 {
+    d.map_or(OFF, |d| u64::try_from(d.as_millis()).unwrap_or(OFF - 1))
+}
+
+fn off_or_millis(ms: u64) -> Option<Duration> {
+    (ms != OFF).then(|| Duration::from_millis(ms))
+}

@@ -1,0 +1,47 @@
+//! The runtime's monotonic clock, as the timestamps core logic works with.
+
+use std::time::Duration;
+
+use tideway_core::{Clock, Timestamp};
+use tokio::time::Instant;
+
+/// Converts between tokio's clock and core [`Timestamp`]s.
+///
+/// Built on `tokio::time::Instant` so that tests with paused time drive every timeout deterministically.
+#[derive(Clone, Copy, Debug)]
+pub struct RuntimeClock {
+    epoch: Instant,
+}
+
+impl RuntimeClock {
+    /// A clock whose epoch is now. Create one per process and share it: timestamps from different clocks
+    /// do not compare.
+    pub fn new() -> Self {
+        RuntimeClock {
+            epoch: Instant::now(),
+        }
+    }
+
+    /// The tokio instant of a timestamp, to arm a timer for it.
+    pub fn instant(&self, at: Timestamp) -> Instant {
+        self.epoch + Duration::from_millis(at.as_millis())
+    }
+
+    /// Now, as a timestamp.
+    pub fn now(&self) -> Timestamp {
+        let millis = self.epoch.elapsed().as_millis();
+        Timestamp::from_millis(u64::try_from(millis).unwrap_or(u64::MAX))
+    }
+}
+
+impl Default for RuntimeClock {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Clock for RuntimeClock {
+    fn now(&self) -> Timestamp {
+        RuntimeClock::now(self)
+    }
+}

@@ -1,0 +1,139 @@
+//! Tideway's data plane: a reverse proxy that seats every connection on a replica under its app's
+//! `max_connections`, queues what does not fit, closes what outlives its limits, and drains on shutdown.
+//!
+//! It knows apps only through [`tideway_core::App`] (policy, replicas, admission) and never where replicas
+//! come from: orchestrators fill the replica sets, the binary wires both.
+
+mod body;
+mod client;
+mod clock;
+mod connection;
+mod handler;
+mod headers;
+mod queue;
+mod routing;
+mod seat;
+mod sessions;
+mod tunnel;
+mod upstream;
+
+use std::io;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use tideway_config::ProxySettings;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{info, warn};
+
+pub use clock::RuntimeClock;
+pub use routing::{Route, RouteTable};
+
+use upstream::UpstreamSettings;
+
+/// The proxy: one listener's worth of client connections over a swappable routing table.
+pub struct Proxy {
+    shared: Arc<Shared>,
+}
+
+/// What every connection of the proxy reads: settings, routes, the clock and the shutdown signal.
+pub(crate) struct Shared {
+    clock: RuntimeClock,
+    settings: ProxySettings,
+    upstream: UpstreamSettings,
+    routes: ArcSwap<RouteTable>,
+    shutdown: CancellationToken,
+    tasks: TaskTracker,
+}
+
+impl Proxy {
+    /// A proxy with `settings` routing by `routes`; it drains and stops once `shutdown` is cancelled.
+    pub fn new(
+        settings: ProxySettings,
+        routes: RouteTable,
+        clock: RuntimeClock,
+        shutdown: CancellationToken,
+    ) -> Self {
+        let upstream = UpstreamSettings {
+            connect_timeout: settings.upstream_connect_timeout,
+            keepalive: settings.upstream_keepalive,
+            idle_timeout: settings.upstream_idle_timeout,
+        };
+        Proxy {
+            shared: Arc::new(Shared {
+                clock,
+                settings,
+                upstream,
+                routes: ArcSwap::from_pointee(routes),
+                shutdown,
+                tasks: TaskTracker::new(),
+            }),
+        }
+    }
+
+    /// Puts a new routing table in force for every later request; requests and tunnels already running
+    /// keep the app they were routed to.
+    pub fn set_routes(&self, routes: RouteTable) {
+        self.shared.routes.store(Arc::new(routes));
+    }
+
+    /// The routing table in force.
+    pub fn routes(&self) -> Arc<RouteTable> {
+        self.shared.routes.load_full()
+    }
+
+    /// Accepts client connections on `listener` until shutdown, then waits for them to drain: in-flight
+    /// requests finish, tunnels get their close frames. Waits at most the longest `drain_timeout` (plus
+    /// `close_grace`) of any app; returns `false` if connections were still open then.
+    pub async fn serve(&self, listener: TcpListener) -> io::Result<bool> {
+        let shared = &self.shared;
+        info!(listen = %listener.local_addr()?, "proxy listening");
+        loop {
+            tokio::select! {
+                () = shared.shutdown.cancelled() => break,
+                accepted = listener.accept() => match accepted {
+                    Ok((stream, peer)) => {
+                        shared.tasks.spawn(connection::serve(Arc::clone(shared), stream, peer));
+                    }
+                    Err(error) => {
+                        warn!(%error, "accept failed");
+                        // Out of file descriptors or memory: give connections time to close instead
+                        // of spinning on the same error.
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                },
+            }
+        }
+        drop(listener);
+        shared.tasks.close();
+        let limit = self.drain_limit();
+        info!(open = shared.tasks.len(), limit = ?limit, "draining connections");
+        let drained = tokio::time::timeout(limit, shared.tasks.wait()).await.is_ok();
+        if !drained {
+            warn!(
+                open = shared.tasks.len(),
+                "connections still open after the drain limit"
+            );
+        }
+        Ok(drained)
+    }
+
+    fn drain_limit(&self) -> Duration {
+        let routes = self.shared.routes.load();
+        let default = tideway_core::Policy::default();
+        let policies: Vec<_> = routes.apps().iter().map(|app| app.policy()).collect();
+        let drain = policies
+            .iter()
+            .map(|p| p.drain_timeout)
+            .max()
+            .unwrap_or(default.drain_timeout);
+        let grace = policies
+            .iter()
+            .map(|p| p.close_grace)
+            .max()
+            .unwrap_or(default.close_grace);
+        drain + grace
+    }
+}

@@ -1,0 +1,49 @@
+//! Waiting for a seat: the async side of the core's admission queue.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tideway_core::{App, ConnectionGuard, QueueFull, RejectReason, Waiter};
+use tokio::sync::oneshot;
+
+/// A queued connection, reachable through a one-shot channel; it is abandoned once the receiving side
+/// (the waiting request) is gone, whether it timed out or its client disconnected.
+struct ChannelWaiter(oneshot::Sender<ConnectionGuard>);
+
+impl Waiter for ChannelWaiter {
+    fn is_abandoned(&self) -> bool {
+        self.0.is_closed()
+    }
+
+    fn offer(self: Box<Self>, seat: ConnectionGuard) -> Result<(), ConnectionGuard> {
+        self.0.send(seat)
+    }
+}
+
+/// Sweeps the queue when a wait ends, so that a waiter that gave up — timed out, or dropped because its
+/// client left — is not counted as waiting a moment longer.
+struct SweepOnDrop<'a>(&'a App);
+
+/// Waits in `app`'s FIFO queue for up to `timeout` until a seat frees up.
+pub(crate) async fn wait_for_seat(
+    app: &Arc<App>,
+    timeout: Duration,
+) -> Result<ConnectionGuard, RejectReason> {
+    // Declared first so it is dropped last, after the receiver: the waiter is abandoned by then.
+    let _sweep = SweepOnDrop(app);
+    let (offer, seat) = oneshot::channel();
+    app.enqueue(Box::new(ChannelWaiter(offer)))
+        .map_err(|QueueFull| RejectReason::QueueFull)?;
+    match tokio::time::timeout(timeout, seat).await {
+        Ok(Ok(seat)) => Ok(seat),
+        // The app was dropped from the configuration while this connection waited.
+        Ok(Err(_)) => Err(RejectReason::NoReplica),
+        Err(_) => Err(RejectReason::QueueTimeout),
+    }
+}
+
+impl Drop for SweepOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.sweep_queue();
+    }
+}

@@ -1,0 +1,40 @@
+//! What a proxied connection holds on its replica: a seat of its own, or a share of its session's.
+
+use std::sync::Arc;
+
+use tideway_core::{App, ConnectionGuard, Replica, SessionId, SessionSeat};
+
+/// A connection's claim on its replica, released when dropped.
+#[derive(Debug)]
+pub(crate) enum Seat {
+    /// A connection counted on its own.
+    Own(ConnectionGuard),
+    /// A connection of a cookie-affinity session, which counts once for all its connections.
+    Session(SessionSeat),
+}
+
+impl Seat {
+    /// The replica the connection goes to.
+    pub(crate) fn replica(&self) -> &Arc<Replica> {
+        match self {
+            Seat::Own(seat) => seat.replica(),
+            Seat::Session(seat) => seat.replica(),
+        }
+    }
+
+    /// The app the connection belongs to.
+    pub(crate) fn app(&self) -> &Arc<App> {
+        match self {
+            Seat::Own(seat) => seat.app(),
+            Seat::Session(seat) => seat.app(),
+        }
+    }
+
+    /// The session the connection belongs to, if any.
+    pub(crate) fn session(&self) -> Option<SessionId> {
+        match self {
+            Seat::Own(_) => None,
+            Seat::Session(seat) => Some(seat.id()),
+        }
+    }
+}

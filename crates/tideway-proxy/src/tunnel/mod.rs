@@ -1,0 +1,382 @@
+//! Upgraded connections (WebSocket and other `Upgrade` tunnels): bytes pumped both ways between the raw
+//! client and replica sockets, with the connection's seat held until either side closes.
+//!
+//! An idle tunnel holds no buffer: reads go through a per-thread scratch buffer and are written on at once;
+//! only bytes the destination cannot take yet are copied into a per-direction buffer, freed when drained.
+//! WebSocket tunnels follow the frame structure so that a timeout, a drain or a shutdown closes them
+//! gracefully: a close frame (1001, "going away") is injected toward each side at a frame boundary, then
+//! the sockets are closed once the peers answer, or after `close_grace` at the latest.
+
+mod frames;
+
+use std::cell::RefCell;
+use std::io;
+use std::pin::{Pin, pin};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::future::poll_fn;
+use tideway_core::{CloseReason, ConnectionTimeouts, ConnectionTimes, TimeoutVerdict, Timestamp};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+use tokio::time::Sleep;
+use tokio_util::sync::CancellationToken;
+use tracing::debug;
+
+use crate::clock::RuntimeClock;
+use crate::seat::Seat;
+use frames::{FrameTracker, Seen, close_frame};
+
+/// WebSocket close code 1001: the endpoint is going away (RFC 6455 §7.4.1).
+const GOING_AWAY: u16 = 1001;
+/// Bytes read per system call; shared per thread, never per tunnel.
+const SCRATCH_SIZE: usize = 16 * 1024;
+
+thread_local! {
+    static SCRATCH: RefCell<Box<[u8]>> = RefCell::new(vec![0; SCRATCH_SIZE].into_boxed_slice());
+}
+
+/// Everything a tunnel needs once both sides agreed to switch protocols.
+pub(crate) struct TunnelParts {
+    /// The client's socket and bytes it sent after its upgrade request that HTTP parsing already read.
+    pub(crate) client: (TcpStream, Bytes),
+    /// The replica's socket and bytes it sent after its `101` that HTTP parsing already read.
+    pub(crate) upstream: (TcpStream, Bytes),
+    /// True for `Upgrade: websocket`: closes go through the closing handshake.
+    pub(crate) websocket: bool,
+    /// The connection's seat, held until the tunnel ends.
+    pub(crate) seat: Seat,
+    /// Age and inactivity limits of the app.
+    pub(crate) timeouts: ConnectionTimeouts,
+    /// How long the peers get to answer a close before the sockets are dropped.
+    pub(crate) close_grace: Duration,
+    /// Cancelled when tideway shuts down: the tunnel closes with reason `drain`.
+    pub(crate) shutdown: CancellationToken,
+}
+
+/// Which socket of a tunnel an event came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Side {
+    Client,
+    Upstream,
+}
+
+/// One direction of a tunnel: bytes read from one socket and written to the other.
+#[derive(Default)]
+struct Flow {
+    pending: Vec<u8>,
+    sent: usize,
+    frames: Option<FrameTracker>,
+    source_done: bool,
+    sink_shut: bool,
+    close: Injection,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+enum Injection {
+    /// Bytes flow normally.
+    #[default]
+    None,
+    /// Close at the next frame boundary.
+    Wanted,
+    /// Closed: the close frame (if any) is queued, further bytes from the source are dropped.
+    Sent,
+}
+
+/// A failed read or write, and on which side.
+struct Broken(Side);
+
+struct Tunnel {
+    /// Held until either side closes: a tunnel in its closing handshake no longer occupies the replica.
+    seat: Option<Seat>,
+    client: TcpStream,
+    upstream: TcpStream,
+    to_upstream: Flow,
+    to_client: Flow,
+    clock: RuntimeClock,
+    timeouts: ConnectionTimeouts,
+    started: Timestamp,
+    last_activity: Timestamp,
+    closing: Option<(CloseReason, Timestamp)>,
+    first_to_close: Option<Side>,
+    close_grace: Duration,
+}
+
+/// Pumps a tunnel until both sides closed (or were closed), then releases its seat and counts the close.
+pub(crate) async fn run(parts: TunnelParts, clock: RuntimeClock) {
+    let TunnelParts {
+        client,
+        upstream,
+        websocket,
+        seat,
+        timeouts,
+        close_grace,
+        shutdown,
+    } = parts;
+    let app = Arc::clone(seat.app());
+    let replica = Arc::clone(seat.replica());
+    let now = clock.now();
+    let mut tunnel = Tunnel {
+        seat: Some(seat),
+        client: client.0,
+        upstream: upstream.0,
+        to_upstream: Flow::new(websocket),
+        to_client: Flow::new(websocket),
+        clock,
+        timeouts,
+        started: now,
+        last_activity: now,
+        closing: None,
+        first_to_close: None,
+        close_grace,
+    };
+    tunnel.to_upstream.preload(&client.1);
+    tunnel.to_client.preload(&upstream.1);
+    let mut timer = pin!(tokio::time::sleep_until(clock.instant(now)));
+    let mut shutdown = pin!(shutdown.cancelled_owned());
+    let reason = poll_fn(|cx| tunnel.poll(cx, timer.as_mut(), shutdown.as_mut())).await;
+    tunnel.end_connection(reason);
+    debug!(
+        app = app.name(),
+        replica = replica.name(),
+        reason = reason.as_str(),
+        "tunnel closed"
+    );
+}
+
+impl Tunnel {
+    fn poll(
+        &mut self,
+        cx: &mut Context<'_>,
+        mut timer: Pin<&mut Sleep>,
+        shutdown: Pin<&mut tokio_util::sync::WaitForCancellationFutureOwned>,
+    ) -> Poll<CloseReason> {
+        if self.closing.is_none() && shutdown.poll(cx).is_ready() {
+            self.start_close(CloseReason::Drain);
+        }
+        loop {
+            let seen = match self.pump(cx) {
+                Ok(seen) => seen,
+                Err(Broken(side)) => return Poll::Ready(self.outcome(Some(side))),
+            };
+            let now = self.clock.now();
+            if seen.0.data || seen.1.data {
+                self.last_activity = now;
+            }
+            // Whoever sends a close frame or ends its stream first is who closed the tunnel.
+            for (closed, side) in [
+                (seen.0.close || self.to_upstream.source_done, Side::Client),
+                (seen.1.close || self.to_client.source_done, Side::Upstream),
+            ] {
+                if closed && self.first_to_close.is_none() {
+                    self.first_to_close = Some(side);
+                    let reason = self.outcome(None);
+                    self.end_connection(reason);
+                }
+            }
+            if self.to_upstream.finished() && self.to_client.finished() {
+                return Poll::Ready(self.outcome(None));
+            }
+            if self.first_to_close.is_some() && self.closing.is_none() {
+                // A peer started the closing handshake: it must complete within the grace period.
+                let reason = self.outcome(None);
+                self.closing = Some((reason, now.saturating_add(self.close_grace)));
+            }
+            let due = match self.closing {
+                Some((_, hard_deadline)) => hard_deadline,
+                None => match self.timeouts.evaluate(&self.times(), now) {
+                    TimeoutVerdict::Open { next: None } => return Poll::Pending,
+                    TimeoutVerdict::Open { next: Some(next) } => next,
+                    TimeoutVerdict::Close(reason) => {
+                        self.start_close(reason);
+                        continue;
+                    }
+                    // Tunnels have no request heads, so only inactivity can be behind this.
+                    TimeoutVerdict::Abort => {
+                        self.start_close(CloseReason::Inactive);
+                        continue;
+                    }
+                },
+            };
+            if due <= now {
+                return Poll::Ready(self.outcome(None));
+            }
+            // Activity pushes the inactivity deadline later on every read; re-arming the timer each time
+            // would cost a timer-wheel update per read. Instead a timer armed too early fires, finds
+            // nothing due and is re-armed once.
+            let at = self.clock.instant(due);
+            let armed = timer.deadline();
+            if at < armed || armed <= self.clock.instant(now) {
+                timer.as_mut().reset(at);
+            }
+            if timer.as_mut().poll(cx).is_pending() {
+                return Poll::Pending;
+            }
+        }
+    }
+
+    fn pump(&mut self, cx: &mut Context<'_>) -> Result<(Seen, Seen), Broken> {
+        SCRATCH.with_borrow_mut(|scratch| {
+            let up = self
+                .to_upstream
+                .pump(cx, &mut self.client, &mut self.upstream, true, scratch)
+                .map_err(|side| Broken(if side { Side::Client } else { Side::Upstream }))?;
+            let down = self
+                .to_client
+                .pump(cx, &mut self.upstream, &mut self.client, false, scratch)
+                .map_err(|side| Broken(if side { Side::Upstream } else { Side::Client }))?;
+            Ok((up, down))
+        })
+    }
+
+    fn times(&self) -> ConnectionTimes {
+        ConnectionTimes {
+            started: self.started,
+            last_activity: self.last_activity,
+            idle_since: None,
+            head_started: None,
+        }
+    }
+
+    /// The connection this tunnel counted for ends: its seat is released and its close counted, once.
+    fn end_connection(&mut self, reason: CloseReason) {
+        if let Some(seat) = self.seat.take() {
+            seat.app().stats().record_close(reason);
+        }
+    }
+
+    /// Starts a graceful close initiated by tideway, bounded by the grace period.
+    fn start_close(&mut self, reason: CloseReason) {
+        let hard_deadline = self.clock.now().saturating_add(self.close_grace);
+        self.closing = Some((reason, hard_deadline));
+        for flow in [&mut self.to_upstream, &mut self.to_client] {
+            if flow.close == Injection::None {
+                flow.close = Injection::Wanted;
+            }
+        }
+    }
+
+    /// Why the tunnel ended: tideway's reason if it closed it, else whoever closed or failed first.
+    fn outcome(&self, broken: Option<Side>) -> CloseReason {
+        if let Some((reason, _)) = self.closing {
+            return reason;
+        }
+        let side = self.first_to_close.or(broken).unwrap_or(Side::Client);
+        match side {
+            Side::Client => CloseReason::Client,
+            Side::Upstream => CloseReason::Upstream,
+        }
+    }
+}
+
+impl Flow {
+    fn new(websocket: bool) -> Self {
+        Flow {
+            frames: websocket.then(FrameTracker::default),
+            ..Flow::default()
+        }
+    }
+
+    /// Queues bytes the HTTP layer read past the upgrade, following them through the frame structure.
+    fn preload(&mut self, bytes: &[u8]) {
+        if !bytes.is_empty() {
+            if let Some(frames) = &mut self.frames {
+                frames.advance(bytes, false);
+            }
+            self.pending.extend_from_slice(bytes);
+        }
+    }
+
+    /// Source read to the end, everything delivered, destination shut: nothing more will happen here.
+    fn finished(&self) -> bool {
+        self.source_done && self.pending.is_empty() && self.sink_shut
+    }
+
+    fn at_boundary(&self) -> bool {
+        self.frames.as_ref().is_none_or(FrameTracker::at_boundary)
+    }
+
+    /// Moves bytes from `source` to `sink` until one of them would block. `to_server` is true when `sink` is
+    /// the replica (injected close frames must then be masked). Errors say whether the source (`true`) or
+    /// the sink (`false`) failed.
+    fn pump(
+        &mut self,
+        cx: &mut Context<'_>,
+        source: &mut TcpStream,
+        sink: &mut TcpStream,
+        to_server: bool,
+        scratch: &mut [u8],
+    ) -> Result<Seen, bool> {
+        let mut seen = Seen::default();
+        loop {
+            while self.sent < self.pending.len() {
+                match Pin::new(&mut *sink).poll_write(cx, &self.pending[self.sent..]) {
+                    Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => return Err(false),
+                    Poll::Ready(Ok(n)) => self.sent += n,
+                    Poll::Pending => return Ok(seen),
+                }
+            }
+            if !self.pending.is_empty() {
+                self.pending = Vec::new();
+                self.sent = 0;
+            }
+            if self.close == Injection::Wanted && (self.at_boundary() || self.source_done) {
+                self.close = Injection::Sent;
+                if self.frames.is_some() && self.at_boundary() {
+                    let mask = to_server.then(|| fastrand::u32(..).to_be_bytes());
+                    self.pending = close_frame(GOING_AWAY, "going away", mask);
+                    continue;
+                }
+            }
+            if (self.source_done || self.close == Injection::Sent) && !self.sink_shut {
+                match Pin::new(&mut *sink).poll_shutdown(cx) {
+                    Poll::Ready(_) => self.sink_shut = true,
+                    Poll::Pending => return Ok(seen),
+                }
+            }
+            if self.source_done {
+                return Ok(seen);
+            }
+            let mut buf = ReadBuf::new(scratch);
+            match Pin::new(&mut *source).poll_read(cx, &mut buf) {
+                Poll::Pending => return Ok(seen),
+                Poll::Ready(Err(e)) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Poll::Ready(Err(_)) => return Err(true),
+                Poll::Ready(Ok(())) => {}
+            }
+            let read = buf.filled().len();
+            if read == 0 {
+                self.source_done = true;
+                continue;
+            }
+            let forward = match &mut self.frames {
+                Some(frames) => {
+                    let (taken, frame_seen) =
+                        frames.advance(&scratch[..read], self.close == Injection::Wanted);
+                    seen.data |= frame_seen.data;
+                    seen.close |= frame_seen.close;
+                    taken
+                }
+                None => {
+                    seen.data = true;
+                    read
+                }
+            };
+            if self.close == Injection::Sent {
+                continue;
+            }
+            let bytes = &scratch[..forward];
+            match Pin::new(&mut *sink).poll_write(cx, bytes) {
+                Poll::Ready(Ok(n)) if n == bytes.len() => {}
+                Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => return Err(false),
+                Poll::Ready(Ok(n)) => self.pending.extend_from_slice(&bytes[n..]),
+                Poll::Pending => self.pending.extend_from_slice(bytes),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,59 @@
+//! The `tideway` command: parses arguments, loads the config, wires the data plane to the orchestrators
+//! and maps every outcome to a documented exit code.
+
+mod apps;
+mod cli;
+mod logging;
+mod serve;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use cli::{Cli, Command};
+
+/// Exit codes, documented in the README.
+mod exit {
+    /// Configuration invalid or unreadable.
+    pub(crate) const CONFIG: u8 = 2;
+    /// A listener could not be bound.
+    pub(crate) const BIND: u8 = 3;
+    /// Command-line usage error.
+    pub(crate) const USAGE: u8 = 64;
+    /// Any other failure while running.
+    pub(crate) const RUNTIME: u8 = 1;
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(error) => {
+            let code = if error.use_stderr() { exit::USAGE } else { 0 };
+            // Printing help or a usage error to the terminal; nothing to do if that fails.
+            let _ = error.print();
+            return ExitCode::from(code);
+        }
+    };
+    match cli.command.unwrap_or_default() {
+        Command::Check => check(&cli.config),
+        Command::Serve => {
+            logging::init(cli.log_format);
+            serve::run(&cli.config)
+        }
+    }
+}
+
+/// `tideway check`: validates the config and prints every problem.
+fn check(path: &std::path::Path) -> ExitCode {
+    match tideway_config::load(path) {
+        Ok(config) => {
+            println!("{}: ok ({} apps)", path.display(), config.apps.len());
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("{}: invalid configuration", path.display());
+            eprintln!("{}", cli::error_chain(&error));
+            ExitCode::from(exit::CONFIG)
+        }
+    }
+}

@@ -1,0 +1,121 @@
+//! The `tideway` command line: `check`, exit codes, and the example configurations users start from.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn tideway(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_tideway"))
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("run tideway")
+}
+
+fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn write_config(name: &str, text: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("tideway-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let path = dir.join(name);
+    std::fs::write(&path, text).expect("write config");
+    path
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+#[test]
+fn check_accepts_a_valid_file() {
+    let path = write_config(
+        "valid.toml",
+        "[[app]]\nname = \"a\"\nhosts = [\"a.test\"]\n[app.static]\naddresses = [\"127.0.0.1:9001\"]\n",
+    );
+    let output = tideway(&["check", "--config", path.to_str().expect("utf-8 path")]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert!(String::from_utf8_lossy(&output.stdout).contains("ok (1 apps)"));
+}
+
+#[test]
+fn check_names_every_bad_field_and_exits_2() {
+    let path = write_config(
+        "invalid.toml",
+        "[proxy]\nlisten = \"nowhere\"\n\n[[app]]\nname = \"a\"\nhosts = [\"a.test\"]\n[app.static]\n\
+         addresses = [\"127.0.0.1:9001\"]\n\n[[app]]\nname = \"b\"\nhosts = [\"b.test:80\"]\nmin_instances = 3\n\
+         max_instances = 2\ninactve_timeout = \"1m\"\n[app.static]\naddresses = [\"127.0.0.1:9002\"]\n",
+    );
+    let output = tideway(&["check", "--config", path.to_str().expect("utf-8 path")]);
+    assert_eq!(output.status.code(), Some(2));
+    let err = stderr(&output);
+    for expected in [
+        "proxy.listen: expected an address like \"0.0.0.0:8080\"",
+        "app[1].hosts[0]: must not include a port",
+        "app[1].max_instances: must be >= min_instances (3)",
+        "app[1].inactve_timeout: unknown key",
+    ] {
+        assert!(err.contains(expected), "missing {expected:?} in:\n{err}");
+    }
+}
+
+#[test]
+fn unreadable_and_malformed_files_exit_2() {
+    let missing = tideway(&["check", "--config", "/nonexistent/tideway.toml"]);
+    assert_eq!(missing.status.code(), Some(2));
+    assert!(stderr(&missing).contains("cannot read /nonexistent/tideway.toml"));
+    let path = write_config("syntax.toml", "[proxy\n");
+    let malformed = tideway(&["check", "--config", path.to_str().expect("utf-8 path")]);
+    assert_eq!(malformed.status.code(), Some(2));
+    assert!(stderr(&malformed).contains("line 1"), "{}", stderr(&malformed));
+    let serve = tideway(&["serve", "--config", path.to_str().expect("utf-8 path")]);
+    assert_eq!(serve.status.code(), Some(2), "serve refuses a bad config too");
+}
+
+#[test]
+fn usage_errors_exit_64_and_help_exits_0() {
+    assert_eq!(tideway(&["--no-such-flag"]).status.code(), Some(64));
+    assert_eq!(tideway(&["frobnicate"]).status.code(), Some(64));
+    let help = tideway(&["--help"]);
+    assert_eq!(help.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&help.stdout).contains("check"));
+}
+
+#[test]
+fn a_busy_listen_address_exits_3() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = taken.local_addr().expect("addr");
+    let path = write_config("busy.toml", &format!("[proxy]\nlisten = \"{addr}\"\n"));
+    let output = tideway(&["serve", "--config", path.to_str().expect("utf-8 path")]);
+    assert_eq!(output.status.code(), Some(3));
+    assert!(stderr(&output).contains("proxy.listen"), "{}", stderr(&output));
+}
+
+#[test]
+fn the_shipped_example_config_is_valid() {
+    let example = repo_root().join("examples/tideway.toml");
+    let output = tideway(&["check", "--config", example.to_str().expect("utf-8 path")]);
+    assert!(output.status.success(), "{}", stderr(&output));
+}
+
+/// Every complete configuration shown in the README (a ```toml block with an `[[app]]`) passes `check`.
+#[test]
+fn the_readme_configs_are_valid() {
+    let readme = std::fs::read_to_string(repo_root().join("README.md")).expect("README.md");
+    let blocks: Vec<&str> = readme
+        .split("```toml\n")
+        .skip(1)
+        .filter_map(|rest| rest.split("```").next())
+        .filter(|block| block.contains("[[app]]"))
+        .collect();
+    assert!(!blocks.is_empty(), "the README shows a configuration");
+    for (i, block) in blocks.iter().enumerate() {
+        let path = write_config(&format!("readme-{i}.toml"), block);
+        let output = tideway(&["check", "--config", path.to_str().expect("utf-8 path")]);
+        assert!(
+            output.status.success(),
+            "README block {i} is invalid:\n{}\n{block}",
+            stderr(&output)
+        );
+    }
+}

@@ -1,0 +1,144 @@
+//! Runs the real `tideway` binary for end-to-end tests: writes a config, starts the process with JSON logs,
+//! learns its listen address from the log, sends it signals, and collects its log lines.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+/// Longest the harness waits for tideway to start or stop.
+pub const PATIENCE: Duration = Duration::from_secs(20);
+
+/// A running `tideway serve` process, killed when dropped.
+pub struct Tideway {
+    child: Child,
+    /// Where the proxy listens.
+    pub addr: SocketAddr,
+    /// The config file it was started with (rewrite it to test reloads).
+    pub config: PathBuf,
+    logs: Arc<Mutex<Vec<serde_json::Value>>>,
+}
+
+/// The `tideway` binary next to this test's executable.
+///
+/// The `tideway` package has integration tests of its own, so `cargo test --workspace` always builds the
+/// binary before any test runs.
+pub fn binary() -> PathBuf {
+    let exe = std::env::current_exe().expect("the test executable's path");
+    let dir = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .expect("target/<profile>/deps");
+    let binary = dir.join("tideway");
+    assert!(
+        binary.exists(),
+        "{} is missing: run the suite with `cargo test --workspace`",
+        binary.display()
+    );
+    binary
+}
+
+/// Writes `text` to a fresh config file for one test.
+pub fn config_file(text: &str) -> PathBuf {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    let dir = std::env::temp_dir().join(format!("tideway-e2e-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let path = dir.join(format!("config-{}.toml", NEXT.fetch_add(1, Ordering::Relaxed)));
+    std::fs::write(&path, text).expect("write the config");
+    path
+}
+
+impl Tideway {
+    /// Starts `tideway serve` with `config` (whose `[proxy] listen` should be `127.0.0.1:0`) and waits
+    /// until it listens.
+    pub fn start(config: &str) -> Tideway {
+        let config = config_file(config);
+        let mut child = Command::new(binary())
+            .args(["serve", "--log-format", "json", "--config"])
+            .arg(&config)
+            .env("RUST_LOG", "info,tideway_proxy=debug")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start tideway");
+        let stderr = child.stderr.take().expect("piped stderr");
+        let logs = Arc::new(Mutex::new(Vec::new()));
+        let (listening, listen_addr) = mpsc::channel();
+        let collected = Arc::clone(&logs);
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let Ok(event) = serde_json::from_str::<serde_json::Value>(&line) else {
+                    eprintln!("tideway (not JSON): {line}");
+                    continue;
+                };
+                if event["fields"]["message"] == "proxy listening"
+                    && let Some(addr) = event["fields"]["listen"].as_str().and_then(|a| a.parse().ok())
+                {
+                    let _ = listening.send(addr);
+                }
+                collected
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .push(event);
+            }
+        });
+        let addr = listen_addr
+            .recv_timeout(PATIENCE)
+            .unwrap_or_else(|_| panic!("tideway did not start listening; logs: {:?}", logs));
+        Tideway {
+            child,
+            addr,
+            config,
+            logs,
+        }
+    }
+
+    /// The process id, for signals.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Sends `signal` (such as `TERM`, `HUP`, `KILL`) to the process.
+    pub fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .args(["-s", signal, &self.pid().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -s {signal} failed");
+    }
+
+    /// Waits for the process to exit (at most [`PATIENCE`]).
+    pub async fn exited(&mut self) -> ExitStatus {
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("poll the child") {
+                return status;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "tideway did not exit");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Log events so far whose message is `message`.
+    pub fn events(&self, message: &str) -> Vec<serde_json::Value> {
+        self.logs
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .filter(|e| e["fields"]["message"] == message)
+            .cloned()
+            .collect()
+    }
+}
+
+impl Drop for Tideway {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
