@@ -42,6 +42,47 @@ pub fn binary() -> PathBuf {
     binary
 }
 
+/// The fake app replica binary (`tideway-fake-app`, from the testkit), built next to tideway.
+pub fn fake_app() -> PathBuf {
+    let binary = binary().with_file_name("tideway-fake-app");
+    assert!(
+        binary.exists(),
+        "{} is missing: run the suite with `cargo test --workspace`",
+        binary.display()
+    );
+    binary
+}
+
+/// Whether process `pid` is gone (or a zombie nobody reaped yet: it runs no code either way).
+pub fn process_gone(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(_) => true,
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().next())
+            .is_some_and(|state| state == "Z" || state == "X"),
+    }
+}
+
+/// The processes whose parent is `pid`.
+pub fn children_of(pid: u32) -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|child| {
+            std::fs::read_to_string(format!("/proc/{child}/stat"))
+                .ok()
+                .and_then(|stat| {
+                    let (_, rest) = stat.rsplit_once(')')?;
+                    rest.split_whitespace().nth(1)?.parse::<u32>().ok()
+                })
+                == Some(pid)
+        })
+        .collect()
+}
+
 /// Writes `text` to a fresh config file for one test.
 pub fn config_file(text: &str) -> PathBuf {
     static NEXT: AtomicUsize = AtomicUsize::new(0);
@@ -60,7 +101,7 @@ impl Tideway {
         let mut child = Command::new(binary())
             .args(["serve", "--log-format", "json", "--config"])
             .arg(&config)
-            .env("RUST_LOG", "info,tideway_proxy=debug")
+            .env("RUST_LOG", "info,tideway_proxy=debug,tideway_orchestrate=debug")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -122,6 +163,38 @@ impl Tideway {
             assert!(tokio::time::Instant::now() < deadline, "tideway did not exit");
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+    }
+
+    /// Waits until at least `count` log events with `message` satisfy `filter`; returns them.
+    pub async fn wait_for(
+        &self,
+        message: &str,
+        count: usize,
+        filter: impl Fn(&serde_json::Value) -> bool,
+    ) -> Vec<serde_json::Value> {
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        loop {
+            let found: Vec<_> = self
+                .events(message)
+                .into_iter()
+                .filter(|e| filter(&e["fields"]))
+                .collect();
+            if found.len() >= count {
+                return found;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "waited for {count} {message:?} events, saw {}: {:#?}",
+                found.len(),
+                self.events(message)
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// Rewrites the config file in place (tideway notices within a second, or at once on SIGHUP).
+    pub fn rewrite_config(&self, text: &str) {
+        std::fs::write(&self.config, text).expect("rewrite the config");
     }
 
     /// Log events so far whose message is `message`.

@@ -34,7 +34,7 @@ ws.onclose = (e) => {{ document.getElementById("state").textContent = "closed ("
 
 
 def replica_name(port):
-    return os.environ.get("REPLICA", "hello-%d" % port)
+    return os.environ.get("TIDEWAY_REPLICA", "hello-%d" % port)
 
 
 class Handler(BaseHTTPRequestHandler):

@@ -6,6 +6,7 @@ use tideway_core::Policy;
 use toml::Value;
 
 use crate::host::{HostPattern, host_pattern};
+use crate::local::{LocalSpec, read_local};
 use crate::policy::Overlay;
 use crate::values::{string, upstream_address};
 use crate::walk::{Errors, Section};
@@ -35,6 +36,8 @@ pub enum Backend {
         /// The replicas' addresses, at least one, no duplicates.
         addresses: Vec<SocketAddr>,
     },
+    /// `[app.local]`: replicas are child processes tideway starts and stops as demand requires.
+    Local(LocalSpec),
 }
 
 /// An app as read, possibly incomplete; checks across apps (unique names, routes) run on drafts.
@@ -55,7 +58,7 @@ pub(crate) struct Draft {
 
 /// The backend kinds, each the name of its table in an app. A new kind is one more entry here and one more
 /// arm in [`read_backend`].
-const BACKEND_KINDS: &[&str] = &["static"];
+const BACKEND_KINDS: &[&str] = &["local", "static"];
 
 impl Draft {
     /// Reads one `[[app]]` table; `defaults` is the policy `[defaults]` yields.
@@ -186,6 +189,7 @@ fn read_backends(section: &mut Section<'_>, errors: &mut Errors) -> Option<Backe
 fn read_backend(kind: &str, mut section: Section<'_>, errors: &mut Errors) -> Option<Backend> {
     let backend = match kind {
         "static" => read_static(&mut section, errors),
+        "local" => read_local(&mut section, errors).map(Backend::Local),
         _ => None,
     };
     section.finish(errors);

@@ -11,6 +11,7 @@ mod app;
 mod file;
 mod host;
 mod listeners;
+mod local;
 mod policy;
 mod values;
 mod walk;
@@ -23,6 +24,7 @@ use std::str::FromStr;
 pub use app::{AppConfig, Backend};
 pub use host::HostPattern;
 pub use listeners::{AdminSettings, MetricsSettings, ProxySettings};
+pub use local::{LocalSpec, Readiness};
 
 /// A whole, valid `tideway.toml`: what the binary wires up and what a reload swaps in.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]

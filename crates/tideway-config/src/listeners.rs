@@ -19,6 +19,9 @@ pub struct ProxySettings {
     pub header_read_timeout: Duration,
     /// How long an idle client connection (no request in flight) is kept open.
     pub keepalive_timeout: Duration,
+    /// How long a client may leave a response unread (tideway has bytes for it, its socket takes none)
+    /// before the connection is dropped.
+    pub send_timeout: Duration,
     /// Largest request head accepted, in bytes; larger ones get `431`.
     pub max_header_bytes: usize,
     /// Most header fields accepted in one request head; more get `431`.
@@ -57,6 +60,7 @@ impl Default for ProxySettings {
             listen: SocketAddr::from((Ipv4Addr::UNSPECIFIED, 8080)),
             header_read_timeout: Duration::from_secs(10),
             keepalive_timeout: Duration::from_secs(75),
+            send_timeout: Duration::from_secs(60),
             max_header_bytes: 32 * 1024,
             max_headers: 100,
             upstream_connect_timeout: Duration::from_secs(5),
@@ -80,6 +84,9 @@ impl ProxySettings {
         }
         if let Some(v) = s.get("keepalive_timeout", errors, nonzero_duration) {
             proxy.keepalive_timeout = v;
+        }
+        if let Some(v) = s.get("send_timeout", errors, nonzero_duration) {
+            proxy.send_timeout = v;
         }
         if let Some(v) = s.get("max_header_bytes", errors, |v| integer_in(v, 1024, 1_048_576)) {
             proxy.max_header_bytes = v;

@@ -75,6 +75,7 @@ fn full_file_parses_to_its_values() {
 listen = "[::]:80"
 header_read_timeout = "500ms"
 keepalive_timeout = "1m 30s"
+send_timeout = "20s"
 max_header_bytes = 1024
 max_headers = 1000
 upstream_connect_timeout = "2s"
@@ -130,6 +131,7 @@ addresses = ["127.0.0.1:9003"]
             listen: addr("[::]:80"),
             header_read_timeout: Duration::from_millis(500),
             keepalive_timeout: secs(90),
+            send_timeout: secs(20),
             max_header_bytes: 1024,
             max_headers: 1000,
             upstream_connect_timeout: secs(2),
@@ -330,7 +332,7 @@ max_instances = 2
             "app[0].static.addresses: must not be empty",
             "app[0].max_connections: must be at least 1",
             "app[1].path_prefix: must start with '/'",
-            "app[1]: needs a backend: [app.static]",
+            "app[1]: needs a backend: [app.local] or [app.static]",
             "app[1].max_instances: must be >= min_instances (3)",
         ]
     );
@@ -461,6 +463,7 @@ fn zero_proxy_durations_are_rejected() {
     for key in [
         "header_read_timeout",
         "keepalive_timeout",
+        "send_timeout",
         "upstream_connect_timeout",
         "upstream_idle_timeout",
     ] {
@@ -855,7 +858,7 @@ fn distinct_routes_do_not_clash() {
 fn an_app_needs_a_backend() {
     assert_only_error(
         "[[app]]\nname = \"a\"\nhosts = [\"a.localhost\"]\n",
-        "app[0]: needs a backend: [app.static]",
+        "app[0]: needs a backend: [app.local] or [app.static]",
     );
 }
 
@@ -890,4 +893,16 @@ fn bad_static_addresses() {
 #[test]
 fn an_empty_app_list_is_allowed() {
     assert!(parse("app = []\n").apps.is_empty());
+}
+
+#[test]
+fn durations_are_bounded() {
+    assert_only_error(
+        &app("drain_timeout = \"400d\""),
+        "app[0].drain_timeout: must be at most 365d",
+    );
+    assert_only_error(
+        &app("max_connection_age = \"1000000y\""),
+        "app[0].max_connection_age: must be at most 365d",
+    );
 }

@@ -59,21 +59,32 @@ pub(crate) fn count(value: &Value) -> Result<u32, String> {
     integer_in(value, 0, u32::MAX.into())
 }
 
-/// A human duration such as `"30s"`, `"15m"`, `"1h 30m"` or `"500ms"`.
+/// Longest duration accepted anywhere: a year is beyond any sensible timeout, and a bound keeps the
+/// arithmetic on deadlines (jitter, sums) far from overflow.
+const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 3600);
+
+/// A human duration such as `"30s"`, `"15m"`, `"1h 30m"` or `"500ms"`, at most a year.
 pub(crate) fn duration(value: &Value) -> Result<Duration, String> {
     match value {
-        Value::String(s) => humantime::parse_duration(s).map_err(|_| DURATION.to_owned()),
+        Value::String(s) => bounded(humantime::parse_duration(s).map_err(|_| DURATION.to_owned())?),
         other => Err(expected(DURATION, other)),
     }
+}
+
+fn bounded(duration: Duration) -> Result<Duration, String> {
+    if duration > MAX_DURATION {
+        return Err("must be at most 365d".to_owned());
+    }
+    Ok(duration)
 }
 
 /// A human duration, or `"off"` for none.
 pub(crate) fn optional_duration(value: &Value) -> Result<Option<Duration>, String> {
     match value {
         Value::String(s) if s == "off" => Ok(None),
-        Value::String(s) => humantime::parse_duration(s)
-            .map(Some)
-            .map_err(|_| OPTIONAL_DURATION.to_owned()),
+        Value::String(s) => {
+            bounded(humantime::parse_duration(s).map_err(|_| OPTIONAL_DURATION.to_owned())?).map(Some)
+        }
         other => Err(expected(OPTIONAL_DURATION, other)),
     }
 }

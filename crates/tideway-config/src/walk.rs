@@ -178,6 +178,12 @@ impl<'a> Section<'a> {
             .collect()
     }
 
+    /// Every key of the table, for tables whose keys are data (such as `env`).
+    pub(crate) fn keys(&self) -> impl Iterator<Item = &'a str> + use<'a> {
+        let table: &'a Table = self.table;
+        table.keys().map(String::as_str)
+    }
+
     /// Reports every key that no getter asked for as `unknown key`.
     pub(crate) fn finish(self, errors: &mut Errors) {
         for key in self.table.keys() {

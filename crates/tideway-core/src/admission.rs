@@ -4,8 +4,9 @@
 use std::any::Any;
 use std::collections::VecDeque;
 use std::fmt;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
+use std::task::{Context, Poll};
 
 use arc_swap::ArcSwap;
 
@@ -14,7 +15,9 @@ use crate::balance::{self, NoSeat};
 use crate::clock::{Clock, Timestamp};
 use crate::close::{CloseReason, RejectReason};
 use crate::policy::Policy;
-use crate::replica::{Replica, ReplicaId};
+use crate::replica::{Replica, ReplicaId, ReplicaState};
+use crate::scaling::{Observation, ReplicaView, replicas_needed};
+use crate::signal::Signal;
 
 /// One routed application as the data plane sees it: its policy, its replicas and the connections waiting.
 ///
@@ -27,6 +30,9 @@ pub struct App {
     replicas: ArcSwap<Vec<Arc<Replica>>>,
     queue: Queue,
     rotation: AtomicUsize,
+    seated: AtomicU64,
+    scale: Signal,
+    on_demand: AtomicBool,
     stats: AppStats,
     sessions: Sessions,
     attachment: OnceLock<Box<dyn Any + Send + Sync>>,
@@ -96,6 +102,9 @@ impl App {
                 entries: Mutex::new(VecDeque::new()),
             },
             rotation: AtomicUsize::new(0),
+            seated: AtomicU64::new(0),
+            scale: Signal::default(),
+            on_demand: AtomicBool::new(false),
             stats: AppStats::default(),
             sessions: Sessions::default(),
             attachment: OnceLock::new(),
@@ -117,6 +126,7 @@ impl App {
     pub fn set_policy(self: &Arc<Self>, policy: Policy) {
         self.policy.store(Arc::new(policy));
         self.dispatch();
+        self.scale.raise();
     }
 
     /// The replicas as last set, oldest first.
@@ -134,6 +144,14 @@ impl App {
     /// To be called after a replica in the set changed state (say, became ready) so waiters can use it.
     pub fn replicas_changed(self: &Arc<Self>) {
         self.dispatch();
+    }
+
+    /// Whether any replica takes new connections now.
+    pub fn has_ready_replica(&self) -> bool {
+        self.replicas
+            .load()
+            .iter()
+            .any(|r| r.state() == ReplicaState::Ready)
     }
 
     /// Connections seated on any of the app's replicas.
@@ -190,9 +208,11 @@ impl App {
                 return Err(QueueFull);
             }
         }
+        let before = self.demand();
         entries.push_back(waiter);
         self.queue.waiting.store(entries.len(), Ordering::SeqCst);
         self.dispatch_locked(&mut entries);
+        self.demand_moved(before);
         Ok(())
     }
 
@@ -200,9 +220,69 @@ impl App {
     /// skip: abandoned waiters are also swept whenever the queue is served or full.
     pub fn sweep_queue(&self) {
         if self.queued() > 0 {
+            let before = self.demand();
             let mut entries = self.queue.lock();
             entries.retain(|w| !w.is_abandoned());
             self.queue.waiting.store(entries.len(), Ordering::SeqCst);
+            drop(entries);
+            self.demand_moved(before);
+        }
+    }
+
+    /// Connections seated plus connections waiting: what the scaling rule sizes the app for.
+    pub fn demand(&self) -> u64 {
+        self.seated.load(Ordering::SeqCst) + self.queued() as u64
+    }
+
+    /// Ready once demand crossed a point where the scaling rule asks for a different replica count, a
+    /// connection left a draining replica, or the policy changed, since the last time it was ready.
+    /// This is the scaling loop's wake-up: it costs nothing to admissions that change nothing.
+    pub fn poll_scale_signal(&self, cx: &mut Context<'_>) -> Poll<()> {
+        self.scale.poll_raised(cx)
+    }
+
+    /// Wakes the scaling loop, for events it does not hear from the app itself.
+    pub fn raise_scale_signal(&self) {
+        self.scale.raise();
+    }
+
+    /// Declares that replicas are started on demand: a connection that finds none waits for one (up to
+    /// `startup_timeout`) instead of being refused.
+    pub fn set_on_demand(&self, on_demand: bool) {
+        self.on_demand.store(on_demand, Ordering::Relaxed);
+    }
+
+    /// Whether replicas are started on demand.
+    pub fn is_on_demand(&self) -> bool {
+        self.on_demand.load(Ordering::Relaxed)
+    }
+
+    /// What the scaler needs to decide: demand and every replica's state and load.
+    pub fn observe(&self) -> Observation {
+        Observation {
+            demand: self.demand(),
+            replicas: self
+                .replicas
+                .load()
+                .iter()
+                .map(|r| ReplicaView {
+                    id: r.id(),
+                    state: r.state(),
+                    connections: r.connections(),
+                    started_at: r.started_at(),
+                })
+                .collect(),
+            lost: 0,
+            failed_starts: 0,
+            pending_starts: 0,
+        }
+    }
+
+    /// Raises the scale signal if moving from `before` to the current demand changes the replicas needed.
+    fn demand_moved(&self, before: u64) {
+        let policy = self.policy.load();
+        if replicas_needed(&policy, before) != replicas_needed(&policy, self.demand()) {
+            self.scale.raise();
         }
     }
 
@@ -225,32 +305,55 @@ impl App {
     fn take_seat(&self, tried: &[ReplicaId]) -> Result<Arc<Replica>, NoSeat> {
         let policy = self.policy.load();
         let rotation = self.rotation.fetch_add(1, Ordering::Relaxed);
-        balance::take_seat(
+        let replica = balance::take_seat(
             &self.replicas.load(),
             policy.balance,
             policy.max_connections,
             self.now(),
             tried,
             rotation,
-        )
+        )?;
+        let before = self.seated.fetch_add(1, Ordering::SeqCst) + self.queued() as u64;
+        if replicas_needed(&policy, before) != replicas_needed(&policy, before + 1) {
+            self.scale.raise();
+        }
+        Ok(replica)
+    }
+
+    /// Gives a seat back: the replica's count and the app's demand drop; the scaler hears of it if that
+    /// changes the replicas needed or empties a draining replica further.
+    fn release_seat(&self, replica: &Replica) {
+        replica.release_seat();
+        let before = self.seated.fetch_sub(1, Ordering::SeqCst) + self.queued() as u64;
+        let policy = self.policy.load();
+        if replica.state() == ReplicaState::Draining
+            || replicas_needed(&policy, before) != replicas_needed(&policy, before - 1)
+        {
+            self.scale.raise();
+        }
     }
 
     fn dispatch(self: &Arc<Self>) {
         if self.queued() > 0 {
+            let before = self.demand();
             let mut entries = self.queue.lock();
             self.dispatch_locked(&mut entries);
+            drop(entries);
+            self.demand_moved(before);
         }
     }
 
     /// Seats waiters from the front while seats are free. A seat offered to a waiter that just left is given
     /// back without re-entering dispatch, which would deadlock on the queue lock held here.
     fn dispatch_locked(self: &Arc<Self>, entries: &mut VecDeque<Box<dyn Waiter>>) {
-        while let Some(front) = entries.front() {
-            if front.is_abandoned() {
-                entries.pop_front();
+        while let Some(waiter) = entries.pop_front() {
+            // The waiter leaves the count before its seat joins it, so demand is never counted twice.
+            self.queue.waiting.store(entries.len(), Ordering::SeqCst);
+            if waiter.is_abandoned() {
                 continue;
             }
             let Ok(replica) = self.take_seat(&[]) else {
+                entries.push_front(waiter);
                 break;
             };
             let seat = ConnectionGuard {
@@ -258,9 +361,7 @@ impl App {
                 replica,
                 dispatch_on_drop: true,
             };
-            if let Some(waiter) = entries.pop_front()
-                && let Err(mut unwanted) = waiter.offer(seat)
-            {
+            if let Err(mut unwanted) = waiter.offer(seat) {
                 unwanted.dispatch_on_drop = false;
             }
         }
@@ -299,7 +400,7 @@ impl ConnectionGuard {
 
 impl Drop for ConnectionGuard {
     fn drop(&mut self) {
-        self.replica.release_seat();
+        self.app.release_seat(&self.replica);
         if self.dispatch_on_drop {
             self.app.dispatch();
         }

@@ -13,7 +13,7 @@ use dashmap::DashMap;
 
 use crate::admission::{App, ConnectionGuard};
 use crate::clock::Timestamp;
-use crate::replica::Replica;
+use crate::replica::{Replica, ReplicaState};
 use crate::signal::Signal;
 
 /// How a client's connections are tied to a replica (the `affinity` key).
@@ -60,7 +60,7 @@ pub enum JoinSession {
     Joined(SessionSeat),
     /// The session already has `max_connections` connections open: this one is placed on its own.
     Full,
-    /// No such session (never issued, expired, or its replica is gone): start a new one.
+    /// No such session (never issued, expired, or its replica is draining or gone): start a new one.
     Unknown,
 }
 
@@ -128,8 +128,10 @@ impl App {
         let Some(session) = self.sessions().live.get(&id).map(|s| Arc::clone(&s)) else {
             return JoinSession::Unknown;
         };
-        let replica_id = session.seat.replica().id();
-        if !self.replicas().iter().any(|r| r.id() == replica_id) {
+        // A draining replica takes no new connections, not even a session's: the session starts over.
+        let replica = session.seat.replica();
+        let listed = self.replicas().iter().any(|r| r.id() == replica.id());
+        if !listed || replica.state() != ReplicaState::Ready {
             self.sessions()
                 .live
                 .remove_if(&id, |_, s| Arc::ptr_eq(s, &session));

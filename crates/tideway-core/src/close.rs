@@ -52,15 +52,18 @@ pub enum RejectReason {
     QueueFull,
     /// The connection waited `queue_timeout` in the queue without a seat freeing up.
     QueueTimeout,
+    /// The app had no ready replica and none became ready within `startup_timeout`.
+    StartupTimeout,
     /// No replica could be reached: none exists, or every one refused the connection.
     NoReplica,
 }
 
 impl RejectReason {
     /// Every reason, in label order; `ALL[r.index()] == r`.
-    pub const ALL: [RejectReason; 3] = [
+    pub const ALL: [RejectReason; 4] = [
         RejectReason::QueueFull,
         RejectReason::QueueTimeout,
+        RejectReason::StartupTimeout,
         RejectReason::NoReplica,
     ];
 
@@ -69,6 +72,7 @@ impl RejectReason {
         match self {
             RejectReason::QueueFull => "queue_full",
             RejectReason::QueueTimeout => "queue_timeout",
+            RejectReason::StartupTimeout => "startup_timeout",
             RejectReason::NoReplica => "no_replica",
         }
     }

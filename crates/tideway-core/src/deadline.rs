@@ -17,6 +17,8 @@ pub struct ConnectionTimeouts {
     pub keepalive: Option<Duration>,
     /// Longest time from the first byte of an HTTP/1 request head to its end.
     pub header_read: Option<Duration>,
+    /// Longest time the client may leave bytes unread that tideway is trying to send it.
+    pub send: Option<Duration>,
 }
 
 /// What a connection's clock reads: when it started and when things last happened on it.
@@ -30,6 +32,8 @@ pub struct ConnectionTimes {
     pub idle_since: Option<Timestamp>,
     /// When the first byte of a request head not yet complete arrived.
     pub head_started: Option<Timestamp>,
+    /// Since when a write to the client has been waiting for its socket to take bytes.
+    pub write_blocked_since: Option<Timestamp>,
 }
 
 /// The outcome of looking at a connection's clock.
@@ -42,7 +46,8 @@ pub enum TimeoutVerdict {
     },
     /// A limit was reached: start a graceful close, attributed to this reason.
     Close(CloseReason),
-    /// A request head is arriving too slowly: there is no request to answer, so drop the connection.
+    /// A request head is arriving too slowly, or the client stopped reading: no graceful close can reach
+    /// it, so drop the connection.
     Abort,
 }
 
@@ -56,11 +61,15 @@ pub fn jittered_age(max_age: Duration, sample: f64) -> Duration {
 impl ConnectionTimeouts {
     /// Decides whether the connection must close at `now`, and if not, when to look again.
     ///
-    /// When several limits are due at once, the slow-header limit wins (there is nothing to close
-    /// gracefully), then age, then inactivity; the keep-alive idle limit reports as `inactive`.
+    /// When several limits are due at once, the slow-header and send limits win (a graceful close cannot
+    /// reach such a client), then age, then inactivity; the keep-alive idle limit reports as `inactive`.
     pub fn evaluate(&self, times: &ConnectionTimes, now: Timestamp) -> TimeoutVerdict {
         let header_due = match (self.header_read, times.head_started) {
             (Some(limit), Some(started)) => Some(started.saturating_add(limit)),
+            _ => None,
+        };
+        let send_due = match (self.send, times.write_blocked_since) {
+            (Some(limit), Some(since)) => Some(since.saturating_add(limit)),
             _ => None,
         };
         let age_due = self.max_age.map(|limit| times.started.saturating_add(limit));
@@ -72,7 +81,7 @@ impl ConnectionTimeouts {
             _ => None,
         };
 
-        if header_due.is_some_and(|due| due <= now) {
+        if header_due.is_some_and(|due| due <= now) || send_due.is_some_and(|due| due <= now) {
             return TimeoutVerdict::Abort;
         }
         if age_due.is_some_and(|due| due <= now) {
@@ -81,7 +90,7 @@ impl ConnectionTimeouts {
         if inactive_due.is_some_and(|due| due <= now) || keepalive_due.is_some_and(|due| due <= now) {
             return TimeoutVerdict::Close(CloseReason::Inactive);
         }
-        let next = [header_due, age_due, inactive_due, keepalive_due]
+        let next = [header_due, send_due, age_due, inactive_due, keepalive_due]
             .into_iter()
             .flatten()
             .min();

@@ -10,6 +10,7 @@ mod close;
 mod deadline;
 mod policy;
 mod replica;
+mod scaling;
 mod signal;
 
 pub use admission::{Admission, App, AppStats, ConnectionGuard, QueueFull, Waiter};
@@ -20,4 +21,5 @@ pub use close::{CloseReason, RejectReason};
 pub use deadline::{ConnectionTimeouts, ConnectionTimes, TimeoutVerdict, jittered_age};
 pub use policy::{Policy, PolicyProblem, SpawnThreshold};
 pub use replica::{Replica, ReplicaId, ReplicaState};
+pub use scaling::{Decision, Direction, Observation, ReplicaView, ScaleReason, Scaler, replicas_needed};
 pub use signal::Signal;

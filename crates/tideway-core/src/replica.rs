@@ -198,6 +198,13 @@ impl Replica {
     }
 }
 
+impl Replica {
+    /// The attachment of type `T`, if one was created.
+    pub fn existing_attachment<T: Any + Send + Sync>(&self) -> Option<&T> {
+        self.attachment.get()?.downcast_ref::<T>()
+    }
+}
+
 impl fmt::Debug for Replica {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Replica")

@@ -1,6 +1,12 @@
-//! Where replicas come from. Each orchestrator fills an app's replica set ([`tideway_core::App`]) and,
-//! where it can, changes it on demand; the data plane only ever sees the replica set.
+//! Where replicas come from. A backend runs an app's replicas (local child processes, or a fixed list of
+//! addresses); the app's [`ScalingLoop`] decides how many there should be and which to drain. The data
+//! plane only ever sees the app's replica set.
 
+mod backend;
+pub mod local;
+mod scaling_loop;
 mod static_list;
 
+pub use backend::{Backend, ReplicaEvent};
+pub use scaling_loop::{DecisionLog, DecisionRecord, Evict, ScalingHandle, ScalingLoop};
 pub use static_list::static_replicas;

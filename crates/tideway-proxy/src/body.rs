@@ -3,6 +3,7 @@
 
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll, ready};
 
 use bytes::Bytes;
@@ -12,7 +13,7 @@ use tideway_core::CloseReason;
 
 use crate::client::{ClientConn, InFlight};
 use crate::seat::Seat;
-use crate::upstream::{Sender, UpstreamCache, UpstreamSettings};
+use crate::upstream::{ReplicaLink, Sender, UpstreamSettings};
 
 /// A response body on its way to a client.
 ///
@@ -33,6 +34,7 @@ enum Kind {
 pub(crate) struct Lease {
     seat: Seat,
     sender: Option<Sender>,
+    body_sent: Option<Arc<AtomicBool>>,
     settings: UpstreamSettings,
     client: Arc<ClientConn>,
     settled: bool,
@@ -115,26 +117,37 @@ impl Body for ProxyBody {
 }
 
 impl Lease {
-    /// Holds `seat` (and `sender`, for reuse) until the response body ends.
+    /// Holds `seat` (and `sender`, for reuse) until the response body ends. `body_sent` tells whether a
+    /// streamed request body has been sent whole (`None`: the request had no body).
     pub(crate) fn new(
         seat: Seat,
-        sender: Option<Sender>,
+        sender: Sender,
+        body_sent: Option<Arc<AtomicBool>>,
         settings: UpstreamSettings,
         client: Arc<ClientConn>,
     ) -> Self {
         Lease {
             seat,
-            sender,
+            sender: Some(sender),
+            body_sent,
             settings,
             client,
             settled: false,
         }
     }
 
-    /// The exchange completed: the replica connection can carry the next request.
+    /// The response ended. The replica connection can carry the next request — unless the request body is
+    /// still on its way (a replica may answer before reading it all), then it is not reused.
     fn complete(mut self) {
         self.settled = true;
-        if let (Some(sender), Some(cache)) = (self.sender.take(), UpstreamCache::of(self.seat.replica())) {
+        let body_sent = self
+            .body_sent
+            .as_ref()
+            .is_none_or(|sent| sent.load(Ordering::Acquire));
+        if body_sent
+            && let (Some(sender), Some(cache)) =
+                (self.sender.take(), ReplicaLink::existing(self.seat.replica()))
+        {
             cache.put(sender, &self.settings);
         }
     }

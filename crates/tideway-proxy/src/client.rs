@@ -5,11 +5,13 @@ use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
-use std::task::{Context, Poll, ready};
+use std::task::{Context, Poll, Waker, ready};
 use std::time::Duration;
 
 use arc_swap::ArcSwapOption;
+use atomic_waker::AtomicWaker;
 use pin_project_lite::pin_project;
+use tideway_config::ProxySettings;
 use tideway_core::{App, ConnectionTimeouts, ConnectionTimes, Timestamp, jittered_age};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
@@ -34,6 +36,8 @@ pub(crate) struct ClientConn {
     in_flight: AtomicU32,
     idle_since: AtomicU64,
     head_started: AtomicU64,
+    write_blocked_since: AtomicU64,
+    went_idle: AtomicWaker,
     max_age_ms: AtomicU64,
     inactive_ms: AtomicU64,
     closing: AtomicBool,
@@ -67,21 +71,28 @@ pub(crate) struct Preface {
 const PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
 impl ClientConn {
-    /// A connection accepted now from `peer`. `tracks_heads` is true for HTTP/1, where bytes that arrive
-    /// while no request is in flight start a request head (the slow-header limit).
-    pub(crate) fn new(clock: RuntimeClock, peer: SocketAddr, tracks_heads: bool) -> Arc<Self> {
+    /// A connection from `peer`, accepted at `accepted`. `tracks_heads` is true for HTTP/1, where bytes
+    /// that arrive while no request is in flight start a request head (the slow-header limit); the first
+    /// head counts from the accept, so reading the first bytes does not extend its limit.
+    pub(crate) fn new(
+        clock: RuntimeClock,
+        peer: SocketAddr,
+        tracks_heads: bool,
+        accepted: Timestamp,
+    ) -> Arc<Self> {
         let now = clock.now();
         Arc::new(ClientConn {
             clock,
             peer,
-            accepted: now,
+            accepted,
             age_jitter: fastrand::f64(),
             tracks_heads,
             last_activity: AtomicU64::new(now.as_millis()),
             in_flight: AtomicU32::new(0),
             idle_since: AtomicU64::new(now.as_millis()),
-            // A connection exists once its first bytes arrived: for HTTP/1 they begin a request head.
-            head_started: AtomicU64::new(if tracks_heads { now.as_millis() + 1 } else { 0 }),
+            head_started: AtomicU64::new(if tracks_heads { accepted.as_millis() + 1 } else { 0 }),
+            write_blocked_since: AtomicU64::new(0),
+            went_idle: AtomicWaker::new(),
             max_age_ms: AtomicU64::new(OFF),
             inactive_ms: AtomicU64::new(OFF),
             closing: AtomicBool::new(false),
@@ -136,6 +147,17 @@ impl ClientConn {
         InFlight(Arc::clone(self))
     }
 
+    /// Requests in flight now: closes of the connection count against its app only if some are.
+    pub(crate) fn in_flight(&self) -> u32 {
+        self.in_flight.load(Ordering::SeqCst)
+    }
+
+    /// Wakes the connection's task when its last request in flight ends, wherever that happens (HTTP/2
+    /// streams end on tasks of their own), so it re-arms its keep-alive timer.
+    pub(crate) fn register_idle_waker(&self, waker: &Waker) {
+        self.went_idle.register(waker);
+    }
+
     /// The connection's clock readings, for [`ConnectionTimeouts::evaluate`].
     pub(crate) fn times(&self) -> ConnectionTimes {
         let idle = self.in_flight.load(Ordering::SeqCst) == 0;
@@ -145,16 +167,22 @@ impl ClientConn {
             last_activity: Timestamp::from_millis(self.last_activity.load(Ordering::Relaxed)),
             idle_since: idle.then(|| Timestamp::from_millis(self.idle_since.load(Ordering::SeqCst))),
             head_started: (head_started != 0).then(|| Timestamp::from_millis(head_started - 1)),
+            write_blocked_since: match self.write_blocked_since.load(Ordering::Relaxed) {
+                0 => None,
+                since => Some(Timestamp::from_millis(since - 1)),
+            },
         }
     }
 
-    /// The limits in force: the app's age and inactivity plus the listener's keep-alive and header limits.
-    pub(crate) fn timeouts(&self, keepalive: Duration, header_read: Duration) -> ConnectionTimeouts {
+    /// The limits in force: the app's age and inactivity plus the listener's keep-alive, header and send
+    /// limits.
+    pub(crate) fn timeouts(&self, settings: &ProxySettings) -> ConnectionTimeouts {
         ConnectionTimeouts {
             max_age: off_or_millis(self.max_age_ms.load(Ordering::Relaxed)),
             inactive: off_or_millis(self.inactive_ms.load(Ordering::Relaxed)),
-            keepalive: Some(keepalive),
-            header_read: self.tracks_heads.then_some(header_read),
+            keepalive: Some(settings.keepalive_timeout),
+            header_read: self.tracks_heads.then_some(settings.header_read_timeout),
+            send: Some(settings.send_timeout),
         }
     }
 
@@ -172,6 +200,16 @@ impl ClientConn {
     fn on_write(&self) {
         self.last_activity
             .store(self.clock.now().as_millis(), Ordering::Relaxed);
+        if self.write_blocked_since.load(Ordering::Relaxed) != 0 {
+            self.write_blocked_since.store(0, Ordering::Relaxed);
+        }
+    }
+
+    fn on_write_blocked(&self) {
+        if self.write_blocked_since.load(Ordering::Relaxed) == 0 {
+            let now = self.clock.now().as_millis();
+            self.write_blocked_since.store(now + 1, Ordering::Relaxed);
+        }
     }
 }
 
@@ -181,6 +219,7 @@ impl Drop for InFlight {
         if conn.in_flight.fetch_sub(1, Ordering::SeqCst) == 1 {
             conn.idle_since
                 .store(conn.clock.now().as_millis(), Ordering::SeqCst);
+            conn.went_idle.wake();
         }
     }
 }
@@ -224,7 +263,13 @@ impl AsyncRead for TrackedStream {
 impl AsyncWrite for TrackedStream {
     fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         let this = self.project();
-        let written = ready!(this.stream.poll_write(cx, buf))?;
+        let written = match this.stream.poll_write(cx, buf) {
+            Poll::Pending => {
+                this.conn.on_write_blocked();
+                return Poll::Pending;
+            }
+            Poll::Ready(result) => result?,
+        };
         if written > 0 {
             this.conn.on_write();
         }
@@ -237,7 +282,13 @@ impl AsyncWrite for TrackedStream {
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         let this = self.project();
-        let written = ready!(this.stream.poll_write_vectored(cx, bufs))?;
+        let written = match this.stream.poll_write_vectored(cx, bufs) {
+            Poll::Pending => {
+                this.conn.on_write_blocked();
+                return Poll::Pending;
+            }
+            Poll::Ready(result) => result?,
+        };
         if written > 0 {
             this.conn.on_write();
         }

@@ -49,10 +49,11 @@ pin_project! {
 
 /// Serves `stream` until the client leaves or a limit closes the connection.
 pub(crate) async fn serve(shared: Arc<Shared>, mut stream: TcpStream, peer: SocketAddr) {
+    let accepted = shared.clock.now();
     if let Err(error) = stream.set_nodelay(true) {
         debug!(%peer, %error, "could not disable Nagle's algorithm");
     }
-    let settings = &shared.settings;
+    let settings = shared.settings.load_full();
     let mut preface = Preface::default();
     let http2 = match tokio::time::timeout(settings.header_read_timeout, preface.read_from(&mut stream)).await
     {
@@ -66,7 +67,7 @@ pub(crate) async fn serve(shared: Arc<Shared>, mut stream: TcpStream, peer: Sock
             return;
         }
     };
-    let client = ClientConn::new(shared.clock, peer, !http2);
+    let client = ClientConn::new(shared.clock, peer, !http2, accepted);
     let io = TokioIo::new(TrackedStream::new(stream, Arc::clone(&client), preface));
     let service = TowerToHyperService::new(Handler::new(Arc::clone(&shared), Arc::clone(&client)));
     let conn = if http2 {
@@ -137,20 +138,19 @@ impl Future for Serving {
                 }
                 return Poll::Ready(());
             }
+            this.client.register_idle_waker(cx.waker());
             let clock = this.shared.clock;
             let now = clock.now();
             let due = match *this.hard_deadline {
                 Some(deadline) => deadline,
                 None => {
-                    let settings = &this.shared.settings;
-                    let timeouts = this
-                        .client
-                        .timeouts(settings.keepalive_timeout, settings.header_read_timeout);
+                    let settings = this.shared.settings.load();
+                    let timeouts = this.client.timeouts(&settings);
                     match timeouts.evaluate(&this.client.times(), now) {
                         TimeoutVerdict::Open { next: None } => return Poll::Pending,
                         TimeoutVerdict::Open { next: Some(next) } => next,
                         TimeoutVerdict::Abort => {
-                            debug!(peer = %this.client.peer(), "request head not complete within header_read_timeout");
+                            debug!(peer = %this.client.peer(), "request head too slow, or response not read: dropped");
                             return Poll::Ready(());
                         }
                         TimeoutVerdict::Close(reason) => {
@@ -184,9 +184,14 @@ impl Future for Serving {
 
 /// Starts a graceful close: HTTP/1.1 finishes the response in flight with `Connection: close`, HTTP/2
 /// sends GOAWAY and finishes open streams.
+///
+/// The close counts against the app only if requests are in flight: an idle keep-alive connection holds no
+/// connection in the sense tideway counts.
 fn start_close(conn: Pin<&mut HttpConnection>, client: &ClientConn, reason: CloseReason) {
     client.mark_closing();
-    if let Some(app) = client.app() {
+    if client.in_flight() > 0
+        && let Some(app) = client.app()
+    {
         app.stats().record_close(reason);
     }
     debug!(peer = %client.peer(), reason = reason.as_str(), "closing client connection");

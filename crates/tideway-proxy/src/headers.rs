@@ -5,15 +5,15 @@ use std::net::IpAddr;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
 /// Headers that describe one hop and are never forwarded (RFC 9110 §7.6.1), in addition to any header
-/// the `Connection` header names.
-const HOP_BY_HOP: [HeaderName; 9] = [
+/// the `Connection` header names. `Trailer` is not among them: it announces end-to-end trailers, and the
+/// HTTP/1.1 encoder only sends trailers it announces.
+const HOP_BY_HOP: [HeaderName; 8] = [
     header::CONNECTION,
     HeaderName::from_static("keep-alive"),
     HeaderName::from_static("proxy-connection"),
     header::PROXY_AUTHENTICATE,
     header::PROXY_AUTHORIZATION,
     header::TE,
-    header::TRAILER,
     header::TRANSFER_ENCODING,
     header::UPGRADE,
 ];
@@ -33,8 +33,11 @@ pub(crate) fn requested_upgrade(headers: &HeaderMap) -> Option<HeaderValue> {
 /// Removes hop-by-hop headers; with `upgrade`, re-adds `Connection: upgrade` and `Upgrade` so the protocol
 /// switch itself crosses the proxy.
 pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: Option<HeaderValue>) {
-    if headers.contains_key(header::CONNECTION) {
+    // `Connection: keep-alive`, `close` or `upgrade` name no header: the usual case allocates nothing.
+    let names_headers = connection_tokens(headers).any(|token| !is_connection_option(token));
+    if names_headers {
         let named: Vec<HeaderName> = connection_tokens(headers)
+            .filter(|token| !is_connection_option(token))
             .filter_map(|token| HeaderName::from_bytes(token.as_bytes()).ok())
             .collect();
         for name in named {
@@ -59,9 +62,18 @@ pub(crate) fn set_forwarded(
     host: Option<HeaderValue>,
 ) {
     let client = client.to_string();
-    let forwarded_for = match headers.get(&X_FORWARDED_FOR).map(HeaderValue::to_str) {
-        Some(Ok(earlier)) if !earlier.is_empty() => format!("{earlier}, {client}"),
-        _ => client,
+    // Earlier hops may have sent the chain in several header lines; it is one list.
+    let earlier: Vec<&str> = headers
+        .get_all(&X_FORWARDED_FOR)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .map(str::trim)
+        .filter(|v| !v.is_empty())
+        .collect();
+    let forwarded_for = if earlier.is_empty() {
+        client
+    } else {
+        format!("{}, {client}", earlier.join(", "))
     };
     if let Ok(value) = HeaderValue::try_from(forwarded_for) {
         headers.insert(X_FORWARDED_FOR, value);
@@ -75,6 +87,13 @@ pub(crate) fn set_forwarded(
             headers.remove(X_FORWARDED_HOST);
         }
     }
+}
+
+/// Tokens of the `Connection` header that are options, not header names.
+fn is_connection_option(token: &str) -> bool {
+    ["keep-alive", "close", "upgrade"]
+        .iter()
+        .any(|option| token.eq_ignore_ascii_case(option))
 }
 
 fn connection_tokens(headers: &HeaderMap) -> impl Iterator<Item = &str> {
@@ -107,12 +126,14 @@ mod tests {
             ("x-secret", "1"),
             ("te", "trailers"),
             ("transfer-encoding", "chunked"),
+            ("trailer", "x-checksum"),
             ("proxy-authorization", "Basic abc"),
             ("x-kept", "yes"),
         ]);
         strip_hop_by_hop(&mut h, None);
-        assert_eq!(h.len(), 1, "{h:?}");
+        assert_eq!(h.len(), 2, "{h:?}");
         assert_eq!(h["x-kept"], "yes");
+        assert_eq!(h["trailer"], "x-checksum", "trailers are end to end");
     }
 
     #[test]
@@ -139,6 +160,12 @@ mod tests {
         assert_eq!(h["x-forwarded-for"], "203.0.113.9, 127.0.0.1");
         assert_eq!(h["x-forwarded-proto"], "http");
         assert_eq!(h["x-forwarded-host"], "hello.localhost");
+        let mut h = headers(&[
+            ("x-forwarded-for", "10.1.1.1"),
+            ("x-forwarded-for", "10.2.2.2, 10.3.3.3"),
+        ]);
+        set_forwarded(&mut h, [10, 0, 0, 9].into(), "http", None);
+        assert_eq!(h["x-forwarded-for"], "10.1.1.1, 10.2.2.2, 10.3.3.3, 10.0.0.9");
         let mut h = headers(&[("x-forwarded-host", "spoofed")]);
         set_forwarded(&mut h, [10, 0, 0, 1].into(), "http", None);
         assert_eq!(h["x-forwarded-for"], "10.0.0.1");

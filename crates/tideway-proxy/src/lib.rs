@@ -8,9 +8,11 @@ mod body;
 mod client;
 mod clock;
 mod connection;
+mod forward;
 mod handler;
 mod headers;
 mod queue;
+mod request_body;
 mod routing;
 mod seat;
 mod sessions;
@@ -31,7 +33,7 @@ use tracing::{info, warn};
 pub use clock::RuntimeClock;
 pub use routing::{Route, RouteTable};
 
-use upstream::UpstreamSettings;
+use upstream::ReplicaLink;
 
 /// The proxy: one listener's worth of client connections over a swappable routing table.
 pub struct Proxy {
@@ -41,8 +43,7 @@ pub struct Proxy {
 /// What every connection of the proxy reads: settings, routes, the clock and the shutdown signal.
 pub(crate) struct Shared {
     clock: RuntimeClock,
-    settings: ProxySettings,
-    upstream: UpstreamSettings,
+    settings: ArcSwap<ProxySettings>,
     routes: ArcSwap<RouteTable>,
     shutdown: CancellationToken,
     tasks: TaskTracker,
@@ -56,16 +57,10 @@ impl Proxy {
         clock: RuntimeClock,
         shutdown: CancellationToken,
     ) -> Self {
-        let upstream = UpstreamSettings {
-            connect_timeout: settings.upstream_connect_timeout,
-            keepalive: settings.upstream_keepalive,
-            idle_timeout: settings.upstream_idle_timeout,
-        };
         Proxy {
             shared: Arc::new(Shared {
                 clock,
-                settings,
-                upstream,
+                settings: ArcSwap::from_pointee(settings),
                 routes: ArcSwap::from_pointee(routes),
                 shutdown,
                 tasks: TaskTracker::new(),
@@ -77,6 +72,20 @@ impl Proxy {
     /// keep the app they were routed to.
     pub fn set_routes(&self, routes: RouteTable) {
         self.shared.routes.store(Arc::new(routes));
+    }
+
+    /// Puts new listener settings in force for later connections (the listen address and worker count
+    /// only change with a restart).
+    pub fn set_settings(&self, settings: ProxySettings) {
+        self.shared.settings.store(Arc::new(settings));
+    }
+
+    /// Closes the connections still open on `replica` the graceful way (tunnels get their close frames,
+    /// reason `drain`): for a drain that ran out of time.
+    pub fn evict(&self, replica: &tideway_core::Replica) {
+        if let Some(link) = ReplicaLink::of(replica, &self.shared.shutdown) {
+            link.closing().cancel();
+        }
     }
 
     /// The routing table in force.

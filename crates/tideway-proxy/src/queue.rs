@@ -24,10 +24,12 @@ impl Waiter for ChannelWaiter {
 /// client left — is not counted as waiting a moment longer.
 struct SweepOnDrop<'a>(&'a App);
 
-/// Waits in `app`'s FIFO queue for up to `timeout` until a seat frees up.
+/// Waits in `app`'s FIFO queue for up to `timeout` until a seat frees up; a timeout is reported as
+/// `timed_out` (the queue timeout, or the startup timeout of a cold start).
 pub(crate) async fn wait_for_seat(
     app: &Arc<App>,
     timeout: Duration,
+    timed_out: RejectReason,
 ) -> Result<ConnectionGuard, RejectReason> {
     // Declared first so it is dropped last, after the receiver: the waiter is abandoned by then.
     let _sweep = SweepOnDrop(app);
@@ -38,7 +40,7 @@ pub(crate) async fn wait_for_seat(
         Ok(Ok(seat)) => Ok(seat),
         // The app was dropped from the configuration while this connection waited.
         Ok(Err(_)) => Err(RejectReason::NoReplica),
-        Err(_) => Err(RejectReason::QueueTimeout),
+        Err(_) => Err(timed_out),
     }
 }
 

@@ -5,16 +5,19 @@ use std::net::SocketAddr;
 use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
-use hyper::body::Incoming;
 use hyper::client::conn::http1;
 use hyper_util::rt::TokioIo;
+use tideway_config::ProxySettings;
 use tideway_core::Replica;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
+use crate::request_body::UpstreamBody;
+
 /// A ready-to-use HTTP/1.1 connection to a replica, carrying client request bodies as they stream in.
-pub(crate) type Sender = http1::SendRequest<Incoming>;
+pub(crate) type Sender = http1::SendRequest<UpstreamBody>;
 
 /// How connections to replicas are opened and kept.
 #[derive(Clone, Copy, Debug)]
@@ -27,20 +30,34 @@ pub(crate) struct UpstreamSettings {
     pub(crate) idle_timeout: Duration,
 }
 
-/// Idle keep-alive connections to one replica.
+/// What the data plane keeps per replica: idle keep-alive connections to reuse, and the signal that
+/// closes the replica's tunnels (cancelled at shutdown, or when a drain runs out of time).
 ///
 /// Hung on the replica itself ([`Replica::attachment`]) so it is found without a lookup and dropped with
-/// the replica. Last in, first out: the warmest connection is reused and the others age out. The lock is
-/// per replica and held for a push or a pop only.
-#[derive(Default)]
-pub(crate) struct UpstreamCache {
+/// the replica. Idle connections are last in, first out: the warmest is reused and the others age out.
+/// The lock is per replica and held for a push or a pop only.
+pub(crate) struct ReplicaLink {
     idle: Mutex<Vec<(Sender, Instant)>>,
+    closing: CancellationToken,
 }
 
-impl UpstreamCache {
-    /// The cache of `replica`.
-    pub(crate) fn of(replica: &Replica) -> Option<&UpstreamCache> {
-        replica.attachment(UpstreamCache::default)
+impl ReplicaLink {
+    /// The link of `replica`, created on first use; its tunnels close when `shutdown` is cancelled.
+    pub(crate) fn of<'r>(replica: &'r Replica, shutdown: &CancellationToken) -> Option<&'r ReplicaLink> {
+        replica.attachment(|| ReplicaLink {
+            idle: Mutex::new(Vec::new()),
+            closing: shutdown.child_token(),
+        })
+    }
+
+    /// The link of `replica`, if a connection ever went there.
+    pub(crate) fn existing(replica: &Replica) -> Option<&ReplicaLink> {
+        replica.existing_attachment()
+    }
+
+    /// Cancelled when the replica's tunnels must close.
+    pub(crate) fn closing(&self) -> &CancellationToken {
+        &self.closing
     }
 
     /// Returns a connection whose response ended, for the next request to the same replica.
@@ -65,19 +82,24 @@ impl UpstreamCache {
     }
 }
 
-/// A connection to `replica`: a cached one if one is still good, else a new one.
+/// A connection to `replica`, and whether it was reused: a cached one if one is still good, else a new one.
 ///
-/// A cached connection may still be finishing its previous exchange; waiting for it is short and cheaper
-/// than a new connect. The error of a new connect is returned as is: the caller decides on another replica.
-pub(crate) async fn checkout(replica: &Replica, settings: &UpstreamSettings) -> io::Result<Sender> {
-    if let Some(cache) = UpstreamCache::of(replica) {
+/// A cached connection is only cached once its previous exchange ended both ways, so it is ready at once
+/// or within the moment its connection task needs to notice; one that is not ready within the connect
+/// timeout is dropped rather than waited for.
+pub(crate) async fn checkout(
+    replica: &Replica,
+    settings: &UpstreamSettings,
+    shutdown: &CancellationToken,
+) -> io::Result<(Sender, bool)> {
+    if let Some(cache) = ReplicaLink::of(replica, shutdown) {
         while let Some(mut sender) = cache.take(settings.idle_timeout) {
-            if sender.ready().await.is_ok() {
-                return Ok(sender);
+            if let Ok(Ok(())) = tokio::time::timeout(settings.connect_timeout, sender.ready()).await {
+                return Ok((sender, true));
             }
         }
     }
-    connect(replica.addr(), settings.connect_timeout).await
+    Ok((connect(replica.addr(), settings.connect_timeout).await?, false))
 }
 
 async fn connect(addr: SocketAddr, timeout: Duration) -> io::Result<Sender> {
@@ -95,4 +117,14 @@ async fn connect(addr: SocketAddr, timeout: Duration) -> io::Result<Sender> {
         }
     });
     Ok(sender)
+}
+
+impl From<&ProxySettings> for UpstreamSettings {
+    fn from(settings: &ProxySettings) -> Self {
+        UpstreamSettings {
+            connect_timeout: settings.upstream_connect_timeout,
+            keepalive: settings.upstream_keepalive,
+            idle_timeout: settings.upstream_idle_timeout,
+        }
+    }
 }

@@ -109,7 +109,22 @@ async fn http1_idle_keepalive_connections_close_after_inactive_timeout() {
         assert!(read_response(&mut stream).await.starts_with("HTTP/1.1 200"));
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    // ...silence closes it.
+    // ...silence closes it. An idle keep-alive connection holds no counted connection: nothing is counted.
+    assert_closed(&mut stream).await;
+    assert_eq!(app_a.stats().closed(CloseReason::Inactive), 0);
+
+    // A request whose response stays silent past the timeout is a counted connection closed for
+    // inactivity: the response still completes, with `Connection: close`.
+    let mut stream = TcpStream::connect(proxy.addr).await.expect("connect");
+    stream
+        .write_all(b"GET /delay?ms=800 HTTP/1.1\r\nHost: site.test\r\n\r\n")
+        .await
+        .expect("request");
+    let response = read_response(&mut stream).await;
+    assert!(
+        response.to_ascii_lowercase().contains("connection: close"),
+        "{response}"
+    );
     assert_closed(&mut stream).await;
     assert_eq!(app_a.stats().closed(CloseReason::Inactive), 1);
 }

@@ -3,7 +3,7 @@
 use std::io;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpListener as StdTcpListener};
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use hyper::server::conn::http1;
@@ -34,6 +34,8 @@ pub(crate) struct ConnCtx {
     pub(crate) shutdown: watch::Receiver<()>,
     /// Notified by the `/abort` body: the connection task then drops the socket mid-response.
     pub(crate) kill: Notify,
+    /// Set by `/drop-next`: the next request on this connection gets no answer, the socket is dropped.
+    pub(crate) drop_next: AtomicBool,
 }
 
 /// An address on 127.0.0.1 where nothing listens (bind an ephemeral port, drop the listener): connects are refused.
@@ -50,7 +52,13 @@ pub fn refused_addr() -> SocketAddr {
 impl Backend {
     /// Binds `127.0.0.1:0` and starts serving; `name` shows up in `x-backend`, the JSON echo and `whoami`.
     pub async fn start(name: &str) -> io::Result<Backend> {
-        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await?;
+        Self::start_on(name, 0).await
+    }
+
+    /// Like [`Backend::start`], on `127.0.0.1:port` (a replica started by tideway's local orchestrator
+    /// listens where `PORT` says).
+    pub async fn start_on(name: &str, port: u16) -> io::Result<Backend> {
+        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, port)).await?;
         let addr = listener.local_addr()?;
         let state = Arc::new(State::new(name));
         let (shutdown, shutdown_rx) = watch::channel(());
@@ -164,6 +172,7 @@ async fn serve_connection(stream: TcpStream, state: Arc<State>, shutdown: watch:
         state,
         shutdown: shutdown.clone(),
         kill: Notify::new(),
+        drop_next: AtomicBool::new(false),
     });
     let service_ctx = Arc::clone(&ctx);
     let service = service_fn(move |req| routes::handle(Arc::clone(&service_ctx), req));

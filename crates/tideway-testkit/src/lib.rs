@@ -12,6 +12,9 @@
 //! - `/delay?ms=N`: the JSON echo, `N` ms late;
 //! - `/status/{code}`: that status, empty body;
 //! - `/abort`: `200` with `content-length: 1000`, 10 body bytes, then the TCP connection is dropped;
+//! - `/bytes?n=N`: `N` bytes, for clients that stop reading;
+//! - `/drop-next`: `200`, and the next request on the same connection is read but never answered — the
+//!   connection is dropped instead (a keep-alive connection the server closes as it is reused);
 //! - `/ws`: a WebSocket echo (`"whoami"` → name, `"close"` → backend-initiated close 1000);
 //! - any request with `Upgrade: echo` + `Connection: upgrade`: `101`, then a raw byte echo until EOF.
 

@@ -1,4 +1,4 @@
-//! Request routing and the plain HTTP routes (echo, slow, delay, status, abort).
+//! Request routing and the plain HTTP routes (echo, slow, delay, status, abort, bytes, drop-next).
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -30,6 +30,11 @@ const ABORT_SENT: &[u8] = b"0123456789";
 
 /// Entry point of the hyper service: one call per request.
 pub(crate) async fn handle(ctx: Arc<ConnCtx>, req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
+    if ctx.drop_next.swap(false, Ordering::SeqCst) {
+        // `/drop-next` was asked on this connection: this request is read, never answered.
+        ctx.kill.notify_one();
+        std::future::pending::<()>().await;
+    }
     let response = route(&ctx, req).await;
     ctx.state.requests.fetch_add(1, Ordering::SeqCst);
     Ok(response)
@@ -56,6 +61,17 @@ async fn route(ctx: &Arc<ConnCtx>, req: Request<Incoming>) -> Response<Body> {
     }
     if path == "/abort" {
         return abort(ctx);
+    }
+    if path == "/drop-next" {
+        ctx.drop_next.store(true, Ordering::SeqCst);
+        return text(
+            name,
+            StatusCode::OK,
+            "the next request on this connection will be dropped\n",
+        );
+    }
+    if path == "/bytes" {
+        return bytes(name, query_u64(req.uri(), "n").unwrap_or(0));
     }
     if let Some(code) = path.strip_prefix("/status/") {
         return match code
@@ -123,6 +139,30 @@ fn slow(name: &str, chunks: u64, pause: Duration) -> Response<Body> {
         Some((Ok::<_, Infallible>(frame), i + 1))
     });
     with_backend(name, Response::new(StreamBody::new(body).boxed_unsync()))
+}
+
+/// `/bytes?n=N`: `N` bytes of `x`, in 64 KiB chunks, as fast as the client takes them.
+fn bytes(name: &str, n: u64) -> Response<Body> {
+    const CHUNK: u64 = 64 * 1024;
+    let chunk = Bytes::from(vec![b'x'; CHUNK as usize]);
+    let body = stream::unfold(n, move |left| {
+        let chunk = chunk.clone();
+        async move {
+            if left == 0 {
+                return None;
+            }
+            let take = left.min(CHUNK);
+            Some((
+                Ok::<_, Infallible>(Frame::data(chunk.slice(..take as usize))),
+                left - take,
+            ))
+        }
+    });
+    let mut response = Response::new(StreamBody::new(body).boxed_unsync());
+    response
+        .headers_mut()
+        .insert(CONTENT_LENGTH, HeaderValue::from(n));
+    with_backend(name, response)
 }
 
 /// `/abort`: promises 1000 bytes, sends 10, then has the connection task drop the socket.

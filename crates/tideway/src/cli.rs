@@ -27,13 +27,24 @@ pub(crate) struct Cli {
 }
 
 /// What to do; `serve` when omitted.
-#[derive(Debug, Default, Clone, Copy, Subcommand)]
+#[derive(Debug, Default, Clone, Subcommand)]
 pub(crate) enum Command {
     /// Run the proxy (the default).
     #[default]
     Serve,
     /// Validate the configuration file, print every problem, and exit (0 valid, 2 invalid).
     Check,
+    /// Run one local replica's command and stop its whole process group when stdin closes (used by
+    /// `serve` for every local replica; not meant to be run by hand).
+    #[command(hide = true)]
+    Supervise {
+        /// After SIGTERM, how long the command gets before SIGKILL.
+        #[arg(long, value_parser = humantime::parse_duration)]
+        stop_timeout: std::time::Duration,
+        /// The command and its arguments.
+        #[arg(last = true, required = true)]
+        command: Vec<std::ffi::OsString>,
+    },
 }
 
 /// How log lines are written.

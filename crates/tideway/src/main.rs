@@ -1,9 +1,10 @@
 //! The `tideway` command: parses arguments, loads the config, wires the data plane to the orchestrators
 //! and maps every outcome to a documented exit code.
 
-mod apps;
 mod cli;
+mod fleet;
 mod logging;
+mod reload;
 mod serve;
 
 use std::process::ExitCode;
@@ -40,6 +41,10 @@ fn main() -> ExitCode {
             logging::init(cli.log_format);
             serve::run(&cli.config)
         }
+        Command::Supervise {
+            stop_timeout,
+            command,
+        } => ExitCode::from(tideway_orchestrate::local::supervise(stop_timeout, &command)),
     }
 }
 

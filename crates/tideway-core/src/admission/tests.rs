@@ -281,3 +281,47 @@ fn concurrent_admission_never_exceeds_the_cap() {
     }
     assert_eq!(app.connections(), 0);
 }
+
+#[test]
+fn the_scale_signal_fires_only_when_the_replicas_needed_change() {
+    let app = app(2, 4, 10);
+    app.set_policy(Policy {
+        spawn_threshold: crate::SpawnThreshold::new(75).expect("valid"),
+        ..(*app.policy()).clone()
+    });
+    let waker = std::task::Waker::noop();
+    let mut cx = std::task::Context::from_waker(waker);
+    let mut raised = || app.poll_scale_signal(&mut cx).is_ready();
+    assert!(raised(), "a policy change wakes the scaler");
+    let mut seats = Vec::new();
+    let mut fired = Vec::new();
+    for n in 1..=7 {
+        seats.push(seated(app.admit()));
+        fired.push((n, raised()));
+    }
+    // 3 connections per replica at 75% of 4: the need changes at 1, 4 and 7.
+    assert_eq!(
+        fired,
+        [
+            (1, true),
+            (2, false),
+            (3, false),
+            (4, true),
+            (5, false),
+            (6, false),
+            (7, true)
+        ]
+    );
+    assert_eq!(app.demand(), 7);
+    seats.pop();
+    assert!(raised(), "7 -> 6 needs one replica less");
+    seats.pop();
+    assert!(!raised());
+    app.replicas()[0].set_state(ReplicaState::Draining);
+    let on_draining = seats
+        .iter()
+        .position(|s| s.replica().state() == ReplicaState::Draining)
+        .expect("a seat on the draining replica");
+    drop(seats.remove(on_draining));
+    assert!(raised(), "a draining replica emptying wakes the scaler");
+}

@@ -112,6 +112,16 @@ fn a_session_on_a_removed_replica_is_forgotten() {
 }
 
 #[test]
+fn a_session_on_a_draining_replica_starts_over() {
+    let (app, _) = app_with_clock(5);
+    let id = SessionId::from_bits(10);
+    let seat = app.start_session(admitted(&app), id);
+    seat.replica().set_state(ReplicaState::Draining);
+    assert!(matches!(app.join_session(id), JoinSession::Unknown));
+    assert_eq!(app.session_count(), 0);
+}
+
+#[test]
 fn a_replaced_session_releases_its_old_seat_when_its_connections_end() {
     let (app, _) = app_with_clock(5);
     let id = SessionId::from_bits(3);

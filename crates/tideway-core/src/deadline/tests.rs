@@ -16,6 +16,7 @@ fn fresh(started: u64) -> ConnectionTimes {
         last_activity: at(started),
         idle_since: Some(at(started)),
         head_started: None,
+        write_blocked_since: None,
     }
 }
 
@@ -114,6 +115,29 @@ fn slow_headers_abort_and_win_over_other_limits() {
 }
 
 #[test]
+fn a_client_that_stops_reading_is_dropped_after_the_send_timeout() {
+    let limits = ConnectionTimeouts {
+        send: secs(60),
+        max_age: secs(3_600),
+        ..Default::default()
+    };
+    let mut times = fresh(0);
+    times.idle_since = None;
+    assert_eq!(
+        limits.evaluate(&times, at(100)),
+        TimeoutVerdict::Open {
+            next: Some(at(3_600))
+        }
+    );
+    times.write_blocked_since = Some(at(100));
+    assert_eq!(
+        limits.evaluate(&times, at(159)),
+        TimeoutVerdict::Open { next: Some(at(160)) }
+    );
+    assert_eq!(limits.evaluate(&times, at(160)), TimeoutVerdict::Abort);
+}
+
+#[test]
 fn jitter_stays_within_ten_percent() {
     let hour = Duration::from_secs(3_600);
     assert_eq!(jittered_age(hour, 0.0), Duration::from_secs(3_240));
@@ -141,12 +165,14 @@ proptest! {
             inactive: inactive.and_then(secs),
             keepalive: keepalive.and_then(secs),
             header_read: header_read.and_then(secs),
+            send: None,
         };
         let times = ConnectionTimes {
             started: at(0),
             last_activity: at(last),
             idle_since: idle.map(at),
             head_started: head.map(at),
+            write_blocked_since: None,
         };
         if let TimeoutVerdict::Open { next: Some(next) } = limits.evaluate(&times, at(now)) {
             prop_assert!(next > at(now));

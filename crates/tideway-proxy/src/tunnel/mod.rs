@@ -52,8 +52,11 @@ pub(crate) struct TunnelParts {
     pub(crate) timeouts: ConnectionTimeouts,
     /// How long the peers get to answer a close before the sockets are dropped.
     pub(crate) close_grace: Duration,
-    /// Cancelled when tideway shuts down: the tunnel closes with reason `drain`.
-    pub(crate) shutdown: CancellationToken,
+    /// How long a side may leave bytes unread before the tunnel is dropped.
+    pub(crate) send_timeout: Duration,
+    /// Cancelled when tideway shuts down or the replica's drain runs out of time: the tunnel closes with
+    /// reason `drain`.
+    pub(crate) closing: CancellationToken,
 }
 
 /// Which socket of a tunnel an event came from.
@@ -68,6 +71,7 @@ enum Side {
 struct Flow {
     pending: Vec<u8>,
     sent: usize,
+    blocked_since: Option<Timestamp>,
     frames: Option<FrameTracker>,
     source_done: bool,
     sink_shut: bool,
@@ -102,6 +106,8 @@ struct Tunnel {
     closing: Option<(CloseReason, Timestamp)>,
     first_to_close: Option<Side>,
     close_grace: Duration,
+    websocket: bool,
+    client_first: bool,
 }
 
 /// Pumps a tunnel until both sides closed (or were closed), then releases its seat and counts the close.
@@ -113,7 +119,8 @@ pub(crate) async fn run(parts: TunnelParts, clock: RuntimeClock) {
         seat,
         timeouts,
         close_grace,
-        shutdown,
+        send_timeout,
+        closing,
     } = parts;
     let app = Arc::clone(seat.app());
     let replica = Arc::clone(seat.replica());
@@ -131,12 +138,15 @@ pub(crate) async fn run(parts: TunnelParts, clock: RuntimeClock) {
         closing: None,
         first_to_close: None,
         close_grace,
+        websocket,
+        client_first: true,
     };
+    tunnel.timeouts.send = Some(send_timeout);
     tunnel.to_upstream.preload(&client.1);
     tunnel.to_client.preload(&upstream.1);
     let mut timer = pin!(tokio::time::sleep_until(clock.instant(now)));
-    let mut shutdown = pin!(shutdown.cancelled_owned());
-    let reason = poll_fn(|cx| tunnel.poll(cx, timer.as_mut(), shutdown.as_mut())).await;
+    let mut closing = pin!(closing.cancelled_owned());
+    let reason = poll_fn(|cx| tunnel.poll(cx, timer.as_mut(), closing.as_mut())).await;
     tunnel.end_connection(reason);
     debug!(
         app = app.name(),
@@ -151,9 +161,9 @@ impl Tunnel {
         &mut self,
         cx: &mut Context<'_>,
         mut timer: Pin<&mut Sleep>,
-        shutdown: Pin<&mut tokio_util::sync::WaitForCancellationFutureOwned>,
+        closing: Pin<&mut tokio_util::sync::WaitForCancellationFutureOwned>,
     ) -> Poll<CloseReason> {
-        if self.closing.is_none() && shutdown.poll(cx).is_ready() {
+        if self.closing.is_none() && closing.poll(cx).is_ready() {
             self.start_close(CloseReason::Drain);
         }
         loop {
@@ -166,23 +176,34 @@ impl Tunnel {
                 self.last_activity = now;
             }
             // Whoever sends a close frame or ends its stream first is who closed the tunnel.
-            for (closed, side) in [
-                (seen.0.close || self.to_upstream.source_done, Side::Client),
-                (seen.1.close || self.to_client.source_done, Side::Upstream),
-            ] {
-                if closed && self.first_to_close.is_none() {
-                    self.first_to_close = Some(side);
-                    let reason = self.outcome(None);
-                    self.end_connection(reason);
+            let client_ended = seen.0.close || self.to_upstream.source_done;
+            let upstream_ended = seen.1.close || self.to_client.source_done;
+            if self.first_to_close.is_none() {
+                if client_ended {
+                    self.first_to_close = Some(Side::Client);
+                } else if upstream_ended {
+                    self.first_to_close = Some(Side::Upstream);
                 }
             }
             if self.to_upstream.finished() && self.to_client.finished() {
                 return Poll::Ready(self.outcome(None));
             }
-            if self.first_to_close.is_some() && self.closing.is_none() {
-                // A peer started the closing handshake: it must complete within the grace period.
+            // A WebSocket that starts its closing handshake (or loses a side) is over as a connection: its
+            // seat is free, and the handshake must complete within the grace period. A raw tunnel may be
+            // half-closed on purpose (send, then wait for the answer), so it lasts until both sides end.
+            let handshake =
+                seen.0.close || seen.1.close || (self.websocket && (client_ended || upstream_ended));
+            if handshake && self.closing.is_none() {
                 let reason = self.outcome(None);
+                self.end_connection(reason);
                 self.closing = Some((reason, now.saturating_add(self.close_grace)));
+            }
+            for flow in [&mut self.to_upstream, &mut self.to_client] {
+                flow.blocked_since = match (flow.pending.is_empty(), flow.blocked_since) {
+                    (true, _) => None,
+                    (false, None) => Some(now),
+                    (false, since) => since,
+                };
             }
             let due = match self.closing {
                 Some((_, hard_deadline)) => hard_deadline,
@@ -193,10 +214,14 @@ impl Tunnel {
                         self.start_close(reason);
                         continue;
                     }
-                    // Tunnels have no request heads, so only inactivity can be behind this.
+                    // A side left bytes unread for send_timeout: no close frame would reach it either.
                     TimeoutVerdict::Abort => {
-                        self.start_close(CloseReason::Inactive);
-                        continue;
+                        let stuck = if self.to_client.blocked_since.is_some() {
+                            Side::Client
+                        } else {
+                            Side::Upstream
+                        };
+                        return Poll::Ready(self.outcome(Some(stuck)));
                     }
                 },
             };
@@ -217,18 +242,30 @@ impl Tunnel {
         }
     }
 
+    /// Pumps both directions; which goes first alternates, so a saturated one cannot starve the other.
     fn pump(&mut self, cx: &mut Context<'_>) -> Result<(Seen, Seen), Broken> {
+        self.client_first = !self.client_first;
         SCRATCH.with_borrow_mut(|scratch| {
-            let up = self
-                .to_upstream
-                .pump(cx, &mut self.client, &mut self.upstream, true, scratch)
-                .map_err(|side| Broken(if side { Side::Client } else { Side::Upstream }))?;
-            let down = self
-                .to_client
-                .pump(cx, &mut self.upstream, &mut self.client, false, scratch)
-                .map_err(|side| Broken(if side { Side::Upstream } else { Side::Client }))?;
-            Ok((up, down))
+            if self.client_first {
+                let up = self.pump_to_upstream(cx, scratch)?;
+                Ok((up, self.pump_to_client(cx, scratch)?))
+            } else {
+                let down = self.pump_to_client(cx, scratch)?;
+                Ok((self.pump_to_upstream(cx, scratch)?, down))
+            }
         })
+    }
+
+    fn pump_to_upstream(&mut self, cx: &mut Context<'_>, scratch: &mut [u8]) -> Result<Seen, Broken> {
+        self.to_upstream
+            .pump(cx, &mut self.client, &mut self.upstream, true, scratch)
+            .map_err(|source| Broken(if source { Side::Client } else { Side::Upstream }))
+    }
+
+    fn pump_to_client(&mut self, cx: &mut Context<'_>, scratch: &mut [u8]) -> Result<Seen, Broken> {
+        self.to_client
+            .pump(cx, &mut self.upstream, &mut self.client, false, scratch)
+            .map_err(|source| Broken(if source { Side::Upstream } else { Side::Client }))
     }
 
     fn times(&self) -> ConnectionTimes {
@@ -237,6 +274,10 @@ impl Tunnel {
             last_activity: self.last_activity,
             idle_since: None,
             head_started: None,
+            write_blocked_since: [self.to_upstream.blocked_since, self.to_client.blocked_since]
+                .into_iter()
+                .flatten()
+                .min(),
         }
     }
 

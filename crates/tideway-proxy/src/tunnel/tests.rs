@@ -55,7 +55,8 @@ async fn tunnel(timeouts: ConnectionTimeouts, websocket: bool) -> Ends {
         seat: Seat::Own(seat),
         timeouts,
         close_grace: Duration::from_secs(5),
-        shutdown: shutdown.clone(),
+        send_timeout: Duration::from_secs(60),
+        closing: shutdown.clone(),
     };
     let tunnel = tokio::spawn(run(parts, clock));
     Ends {
@@ -239,6 +240,9 @@ async fn raw_tunnels_half_close_and_end_when_both_sides_do() {
         .read_to_end(&mut rest)
         .await
         .expect("the replica sees end of stream");
+    // Half-closing a raw tunnel is not closing it: an answer long after close_grace still arrives.
+    tokio::time::sleep(secs(30)).await;
+    assert_eq!(ends.app.connections(), 1, "the tunnel still holds its seat");
     ends.replica
         .write_all(b"late reply")
         .await

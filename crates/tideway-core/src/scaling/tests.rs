@@ -1,0 +1,264 @@
+use proptest::prelude::*;
+
+use super::*;
+use crate::policy::SpawnThreshold;
+
+fn policy(min: u32, max: u32, max_connections: u32, threshold: u8) -> Policy {
+    Policy {
+        min_instances: min,
+        max_instances: max,
+        max_connections,
+        spawn_threshold: SpawnThreshold::new(threshold).expect("valid threshold"),
+        scale_down_delay: Duration::from_secs(60),
+        ..Policy::default()
+    }
+}
+
+fn at(secs: u64) -> Timestamp {
+    Timestamp::from_millis(secs * 1_000)
+}
+
+fn replica(n: u64, state: ReplicaState, connections: u32, started: u64) -> ReplicaView {
+    ReplicaView {
+        id: test_id(n),
+        state,
+        connections,
+        started_at: at(started),
+    }
+}
+
+/// Replica ids are opaque; tests make distinct ones through real replicas.
+fn test_id(n: u64) -> ReplicaId {
+    use std::sync::OnceLock;
+    static IDS: OnceLock<Vec<ReplicaId>> = OnceLock::new();
+    IDS.get_or_init(|| (0..64).map(|_| ReplicaId::next()).collect())[n as usize]
+}
+
+fn ready(n: usize) -> Vec<ReplicaView> {
+    (0..n as u64)
+        .map(|i| replica(i, ReplicaState::Ready, 0, i))
+        .collect()
+}
+
+fn observe(demand: u64, replicas: Vec<ReplicaView>) -> Observation {
+    Observation {
+        demand,
+        replicas,
+        ..Observation::default()
+    }
+}
+
+#[test]
+fn the_threshold_rule_is_exact() {
+    let p = policy(1, 4, 4, 75);
+    let needed: Vec<u64> = (0..=14).map(|d| replicas_needed(&p, d)).collect();
+    assert_eq!(needed, [0, 1, 1, 1, 2, 2, 2, 3, 3, 3, 4, 4, 4, 5, 5]);
+    // 10 × 75% = 7.5: not rounded to 7.
+    let p = policy(0, 10, 10, 75);
+    assert_eq!(replicas_needed(&p, 15), 2);
+    assert_eq!(replicas_needed(&p, 16), 3);
+}
+
+#[test]
+fn sessions_opened_one_by_one_start_replicas_exactly_at_the_threshold() {
+    let p = policy(1, 4, 4, 75);
+    let mut scaler = Scaler::default();
+    let mut replicas = ready(1);
+    let mut starts = Vec::new();
+    for demand in 1..=14 {
+        if let Some(d) = scaler.decide(&p, &observe(demand, replicas.clone()), at(demand)) {
+            assert_eq!(d.reason, ScaleReason::Threshold);
+            starts.push((demand, d.start));
+            let n = replicas.len() as u64;
+            replicas.extend((0..d.start as u64).map(|i| replica(n + i, ReplicaState::Starting, 0, demand)));
+        }
+    }
+    assert_eq!(starts, [(4, 1), (7, 1), (10, 1)], "max_instances caps at 4");
+}
+
+#[test]
+fn a_cold_burst_starts_what_the_rule_asks_at_once() {
+    let p = policy(0, 10, 4, 75);
+    let decision = Scaler::default()
+        .decide(&p, &observe(10, Vec::new()), at(0))
+        .expect("a decision");
+    assert_eq!((decision.desired, decision.start), (4, 4));
+    assert_eq!(decision.direction(), Some(Direction::Up));
+}
+
+#[test]
+fn starting_capacity_counts_and_max_counts_draining_replicas() {
+    let p = policy(0, 4, 4, 75);
+    let mut replicas = ready(1);
+    replicas.push(replica(1, ReplicaState::Starting, 0, 5));
+    assert_eq!(
+        Scaler::default().decide(&p, &observe(6, replicas.clone()), at(6)),
+        None
+    );
+    replicas.push(replica(2, ReplicaState::Draining, 3, 1));
+    replicas.push(replica(3, ReplicaState::Draining, 1, 2));
+    assert_eq!(
+        Scaler::default().decide(&p, &observe(12, replicas), at(6)),
+        None,
+        "four replicas exist, two of them draining"
+    );
+}
+
+#[test]
+fn starts_not_yet_reported_count_as_starting_capacity() {
+    let p = policy(0, 10, 4, 75);
+    let mut scaler = Scaler::default();
+    let pending = |demand, pending_starts| Observation {
+        pending_starts,
+        ..observe(demand, Vec::new())
+    };
+    let d = scaler.decide(&p, &pending(1, 0), at(0)).expect("a decision");
+    assert_eq!(d.start, 1);
+    assert_eq!(
+        scaler.decide(&p, &pending(3, 1), at(0)),
+        None,
+        "the pending start covers 3"
+    );
+    let d = scaler.decide(&p, &pending(4, 1), at(0)).expect("a decision");
+    assert_eq!((d.desired, d.start), (2, 1));
+    // Pending starts are never drained: they are not replicas yet.
+    let mut scaler = Scaler::default();
+    assert_eq!(scaler.decide(&p, &pending(0, 2), at(0)), None);
+    assert_eq!(scaler.decide(&p, &pending(0, 2), at(120)), None);
+}
+
+#[test]
+fn a_capped_scale_up_says_so() {
+    let p = policy(0, 3, 4, 75);
+    let mut replicas = ready(1);
+    replicas.push(replica(1, ReplicaState::Draining, 1, 1));
+    let d = Scaler::default()
+        .decide(&p, &observe(12, replicas), at(0))
+        .expect("a decision");
+    assert_eq!((d.desired, d.start, d.reason), (3, 1, ScaleReason::MaxInstances));
+}
+
+#[test]
+fn the_floor_is_kept_and_explained() {
+    let p = policy(2, 5, 4, 75);
+    let d = Scaler::default()
+        .decide(&p, &observe(0, Vec::new()), at(0))
+        .expect("a decision");
+    assert_eq!((d.start, d.reason), (2, ScaleReason::MinInstances));
+    let lost = Observation {
+        lost: 1,
+        ..observe(0, ready(1))
+    };
+    let d = Scaler::default().decide(&p, &lost, at(0)).expect("a decision");
+    assert_eq!((d.start, d.reason), (1, ScaleReason::ReplicaLost));
+    let failed = Observation {
+        failed_starts: 1,
+        ..observe(0, ready(1))
+    };
+    assert_eq!(
+        Scaler::default().decide(&p, &failed, at(0)).map(|d| d.reason),
+        Some(ScaleReason::Startup)
+    );
+}
+
+#[test]
+fn scale_down_waits_for_the_delay_and_any_rise_restarts_it() {
+    let p = policy(1, 4, 4, 75);
+    let mut scaler = Scaler::default();
+    let replicas = ready(4);
+    assert_eq!(scaler.decide(&p, &observe(4, replicas.clone()), at(0)), None);
+    assert_eq!(scaler.next_check(p.scale_down_delay), Some(at(60)));
+    assert_eq!(scaler.decide(&p, &observe(2, replicas.clone()), at(30)), None);
+    // Demand rises (desired 1 -> 2): the wait starts over.
+    assert_eq!(scaler.decide(&p, &observe(5, replicas.clone()), at(50)), None);
+    assert_eq!(scaler.next_check(p.scale_down_delay), Some(at(110)));
+    assert_eq!(scaler.decide(&p, &observe(5, replicas.clone()), at(109)), None);
+    let d = scaler
+        .decide(&p, &observe(5, replicas.clone()), at(110))
+        .expect("scale down");
+    assert_eq!((d.desired, d.drain.len(), d.reason), (2, 2, ScaleReason::Idle));
+    assert_eq!(d.direction(), Some(Direction::Down));
+    // Back at enough replicas: no pending scale-down.
+    assert_eq!(scaler.next_check(p.scale_down_delay), None);
+}
+
+#[test]
+fn scale_down_drains_the_least_busy_then_the_youngest() {
+    let p = policy(1, 5, 10, 100);
+    let replicas = vec![
+        replica(0, ReplicaState::Ready, 2, 0),
+        replica(1, ReplicaState::Ready, 0, 10),
+        replica(2, ReplicaState::Ready, 0, 20),
+        replica(3, ReplicaState::Ready, 5, 30),
+        replica(4, ReplicaState::Draining, 0, 40),
+    ];
+    let mut scaler = Scaler::default();
+    assert_eq!(scaler.decide(&p, &observe(7, replicas.clone()), at(0)), None);
+    let d = scaler
+        .decide(&p, &observe(7, replicas), at(60))
+        .expect("scale down");
+    assert_eq!(d.desired, 1);
+    assert_eq!(d.drain, [test_id(2), test_id(1), test_id(0)]);
+}
+
+#[test]
+fn scale_to_zero_and_back() {
+    let p = policy(0, 3, 4, 100);
+    let mut scaler = Scaler::default();
+    assert_eq!(scaler.decide(&p, &observe(0, ready(1)), at(0)), None);
+    let d = scaler.decide(&p, &observe(0, ready(1)), at(60)).expect("to zero");
+    assert_eq!((d.desired, d.drain.len()), (0, 1));
+    let d = scaler
+        .decide(&p, &observe(1, Vec::new()), at(61))
+        .expect("cold start");
+    assert_eq!((d.desired, d.start, d.reason), (1, 1, ScaleReason::Threshold));
+}
+
+proptest! {
+    /// Whatever happens: the desired count stays within the bounds, a start never takes the app past
+    /// `max_instances` (draining included), a drain never takes it below `min_instances`, and nothing
+    /// drains before demand stayed low for the whole delay.
+    #[test]
+    fn decisions_respect_every_bound(
+        min in 0u32..4,
+        extra in 0u32..5,
+        max_connections in 1u32..10,
+        threshold in 1u8..=100,
+        steps in prop::collection::vec((0u64..60, 0usize..6, 0usize..3, 0u64..40), 1..60),
+    ) {
+        let p = policy(min, min + extra.max(1), max_connections, threshold);
+        let mut scaler = Scaler::default();
+        let mut low_since: Option<Timestamp> = None;
+        let mut now = at(0);
+        for (demand, active, draining, advance) in steps {
+            now = now.saturating_add(Duration::from_secs(advance));
+            let mut replicas: Vec<ReplicaView> = (0..active as u64)
+                .map(|i| replica(i, ReplicaState::Ready, (i % 3) as u32, i))
+                .collect();
+            replicas.extend((0..draining as u64).map(|i| replica(10 + i, ReplicaState::Draining, 1, i)));
+            let needed = replicas_needed(&p, demand).min(u64::from(u32::MAX)) as u32;
+            let desired = needed.clamp(p.min_instances, p.max_instances);
+            if desired >= active as u32 {
+                low_since = None;
+            } else if low_since.is_none() {
+                low_since = Some(now);
+            }
+            let decision = scaler.decide(&p, &observe(demand, replicas.clone()), now);
+            if let Some(d) = decision {
+                prop_assert_eq!(d.desired, desired);
+                prop_assert!(d.desired >= p.min_instances && d.desired <= p.max_instances);
+                prop_assert!(d.start == 0 || d.start as usize + replicas.len() <= p.max_instances as usize);
+                if !d.drain.is_empty() {
+                    prop_assert!(active - d.drain.len() >= p.min_instances as usize);
+                    prop_assert_eq!(active - d.drain.len(), desired as usize);
+                    let since = low_since.expect("low demand was observed");
+                    prop_assert!(now.saturating_since(since) >= p.scale_down_delay);
+                    low_since = None;
+                }
+                if d.start > 0 {
+                    prop_assert!(desired > active as u32);
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,30 @@
+//! A replica's standard output and error, line by line into tideway's log with `app` and `replica` fields.
+
+use std::sync::Arc;
+
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, BufReader};
+use tracing::info;
+
+/// Longest line logged whole; longer ones are split, so a replica cannot make tideway buffer without end.
+const MAX_LINE: u64 = 16 * 1024;
+
+/// Logs every line read from `source` until it closes.
+pub(super) async fn forward_lines(
+    source: impl AsyncRead + Unpin,
+    app: Arc<str>,
+    replica: Arc<str>,
+    stream: &'static str,
+) {
+    let mut reader = BufReader::new(source);
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        match (&mut reader).take(MAX_LINE).read_until(b'\n', &mut line).await {
+            Ok(0) | Err(_) => return,
+            Ok(_) => {}
+        }
+        let text = String::from_utf8_lossy(&line);
+        let text = text.trim_end_matches(['\r', '\n']);
+        info!(target: "tideway::replica", app = &*app, replica = &*replica, stream, "{text}");
+    }
+}

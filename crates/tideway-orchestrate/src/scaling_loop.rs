@@ -1,0 +1,455 @@
+//! One app's scaling loop: wakes when demand crosses a threshold, a replica changes, or a delay falls due;
+//! asks the pure [`Scaler`] what to do; starts replicas through the backend; drains replicas before
+//! stopping exactly those.
+
+use std::collections::{HashMap, VecDeque};
+use std::future::poll_fn;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, SystemTime};
+
+use tideway_core::{
+    App, Clock, Decision, Direction, Replica, ReplicaId, ReplicaState, ScaleReason, Scaler, Timestamp,
+};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info, warn};
+
+use crate::backend::{Backend, ReplicaEvent};
+
+/// Closes, through the data plane, the connections still open on a replica whose `drain_timeout` passed.
+pub type Evict = Arc<dyn Fn(&Replica) + Send + Sync>;
+
+/// How many decisions an app remembers for operators.
+const REMEMBERED_DECISIONS: usize = 50;
+/// First pause after a failed start; doubles with each consecutive failure.
+const FIRST_BACKOFF: Duration = Duration::from_secs(1);
+/// Longest pause between start attempts of an app that keeps failing.
+const MAX_BACKOFF: Duration = Duration::from_secs(60);
+
+/// A scaling decision as operators see it: what was done, why, and from which inputs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DecisionRecord {
+    /// Wall-clock time of the decision.
+    pub at: SystemTime,
+    /// Up or down.
+    pub direction: Direction,
+    /// Why.
+    pub reason: ScaleReason,
+    /// Replicas in place (not draining) before the decision.
+    pub from: u32,
+    /// Replicas wanted after it.
+    pub to: u32,
+    /// Demand (connections seated and waiting) at the time.
+    pub demand: u64,
+    /// Replicas drained, by name (empty for a scale-up).
+    pub drained: Vec<String>,
+}
+
+/// The recent decisions of one app, newest last.
+#[derive(Debug, Default)]
+pub struct DecisionLog {
+    recent: Mutex<VecDeque<DecisionRecord>>,
+}
+
+/// Controls a running scaling loop.
+pub struct ScalingHandle {
+    retire: CancellationToken,
+    stop: CancellationToken,
+    task: JoinHandle<()>,
+    decisions: Arc<DecisionLog>,
+}
+
+/// What the loop needs to run an app.
+pub struct ScalingLoop {
+    app: Arc<App>,
+    backend: Arc<dyn Backend>,
+    events: mpsc::UnboundedReceiver<ReplicaEvent>,
+    evict: Evict,
+    clock: Arc<dyn Clock>,
+    decisions: Arc<DecisionLog>,
+    scaler: Scaler,
+    lost: u32,
+    failed_starts: u32,
+    pending_starts: u32,
+    backoff: Backoff,
+    drains: HashMap<ReplicaId, Drain>,
+    retiring: bool,
+}
+
+#[derive(Debug, Default)]
+struct Backoff {
+    failures: u32,
+    until: Option<Timestamp>,
+}
+
+#[derive(Debug)]
+struct Drain {
+    deadline: Timestamp,
+    evicted_until: Option<Timestamp>,
+    stop_requested: bool,
+}
+
+impl DecisionLog {
+    /// The remembered decisions, oldest first.
+    pub fn recent(&self) -> Vec<DecisionRecord> {
+        self.lock().iter().cloned().collect()
+    }
+
+    fn push(&self, record: DecisionRecord) {
+        let mut recent = self.lock();
+        if recent.len() == REMEMBERED_DECISIONS {
+            recent.pop_front();
+        }
+        recent.push_back(record);
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<DecisionRecord>> {
+        self.recent.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl ScalingHandle {
+    /// The app's recent decisions.
+    pub fn decisions(&self) -> &Arc<DecisionLog> {
+        &self.decisions
+    }
+
+    /// The app left the configuration: drain every replica, stop them, and end the loop.
+    pub fn retire(&self) {
+        self.retire.cancel();
+    }
+
+    /// Tideway is stopping: stop every replica now and wait until they are gone.
+    pub async fn stop(self) {
+        self.stop.cancel();
+        if let Err(error) = self.task.await {
+            error!(%error, "scaling loop failed");
+        }
+    }
+
+    /// True once the loop ended (a retired app finished draining).
+    pub fn is_finished(&self) -> bool {
+        self.task.is_finished()
+    }
+}
+
+impl ScalingLoop {
+    /// Starts the scaling loop of `app` over `backend`, whose replica events arrive on `events`.
+    pub fn spawn(
+        app: Arc<App>,
+        backend: Arc<dyn Backend>,
+        events: mpsc::UnboundedReceiver<ReplicaEvent>,
+        evict: Evict,
+        clock: Arc<dyn Clock>,
+    ) -> ScalingHandle {
+        let decisions = Arc::new(DecisionLog::default());
+        let retire = CancellationToken::new();
+        let stop = CancellationToken::new();
+        let scaling = ScalingLoop {
+            app,
+            backend,
+            events,
+            evict,
+            clock,
+            decisions: Arc::clone(&decisions),
+            scaler: Scaler::default(),
+            lost: 0,
+            failed_starts: 0,
+            pending_starts: 0,
+            backoff: Backoff::default(),
+            drains: HashMap::new(),
+            retiring: false,
+        };
+        let task = tokio::spawn(scaling.run(retire.clone(), stop.clone()));
+        ScalingHandle {
+            retire,
+            stop,
+            task,
+            decisions,
+        }
+    }
+
+    async fn run(mut self, retire: CancellationToken, stop: CancellationToken) {
+        self.app.set_on_demand(true);
+        loop {
+            while let Ok(event) = self.events.try_recv() {
+                self.on_event(event);
+            }
+            let now = self.clock.now();
+            if self.retiring {
+                self.drain_everything(now);
+            } else {
+                self.decide(now);
+            }
+            self.progress_drains(now);
+            if self.retiring && self.app.replicas().is_empty() {
+                break;
+            }
+            let next = self.next_wake(now);
+            tokio::select! {
+                biased;
+                () = stop.cancelled() => {
+                    self.backend.shutdown().await;
+                    break;
+                }
+                () = retire.cancelled(), if !self.retiring => {
+                    info!(app = self.app.name(), "app removed from the configuration: draining");
+                    self.retiring = true;
+                }
+                event = self.events.recv() => match event {
+                    Some(event) => self.on_event(event),
+                    None => break,
+                },
+                () = poll_fn(|cx| self.app.poll_scale_signal(cx)) => {}
+                () = tokio::time::sleep(next.map_or(Duration::MAX, |at| at.saturating_since(now))), if next.is_some() => {}
+            }
+        }
+        self.app.set_on_demand(false);
+    }
+
+    fn decide(&mut self, now: Timestamp) {
+        let policy = self.app.policy();
+        let mut observation = self.app.observe();
+        observation.lost = self.lost;
+        observation.failed_starts = self.failed_starts;
+        observation.pending_starts = self.pending_starts;
+        let Some(decision) = self.scaler.decide(&policy, &observation, now) else {
+            return;
+        };
+        let from = u32::try_from(
+            observation
+                .replicas
+                .iter()
+                .filter(|r| r.state != ReplicaState::Draining)
+                .count(),
+        )
+        .unwrap_or(u32::MAX);
+        if decision.start > 0 {
+            if let Some(until) = self.backoff.until.filter(|until| *until > now) {
+                // Keep the reasons for the start that will happen once the backoff ends.
+                info!(
+                    app = self.app.name(),
+                    wanted = decision.start,
+                    retry_in_ms = until.saturating_since(now).as_millis() as u64,
+                    "start postponed after failed starts"
+                );
+                return;
+            }
+            self.lost = 0;
+            self.failed_starts = 0;
+            self.pending_starts += decision.start;
+            self.backend.start(decision.start);
+        }
+        let drained = self.begin_drains(&decision, now, policy.drain_timeout);
+        self.record(&decision, from, observation.demand, drained);
+    }
+
+    fn begin_drains(&mut self, decision: &Decision, now: Timestamp, drain_timeout: Duration) -> Vec<String> {
+        let replicas = self.app.replicas();
+        let mut drained = Vec::new();
+        for id in &decision.drain {
+            if let Some(replica) = replicas.iter().find(|r| r.id() == *id) {
+                self.begin_drain(replica, now, drain_timeout);
+                drained.push(replica.name().to_owned());
+            }
+        }
+        if !drained.is_empty() {
+            self.app.replicas_changed();
+        }
+        drained
+    }
+
+    fn begin_drain(&mut self, replica: &Replica, now: Timestamp, drain_timeout: Duration) {
+        replica.set_state(ReplicaState::Draining);
+        self.drains.entry(replica.id()).or_insert(Drain {
+            deadline: now.saturating_add(drain_timeout),
+            evicted_until: None,
+            stop_requested: false,
+        });
+    }
+
+    fn drain_everything(&mut self, now: Timestamp) {
+        let drain_timeout = self.app.policy().drain_timeout;
+        let replicas = self.app.replicas();
+        let fresh: Vec<_> = replicas
+            .iter()
+            .filter(|r| !self.drains.contains_key(&r.id()))
+            .collect();
+        for replica in &fresh {
+            self.begin_drain(replica, now, drain_timeout);
+        }
+        if !fresh.is_empty() {
+            self.app.replicas_changed();
+        }
+    }
+
+    /// Stops drained replicas: as soon as their last connection ended, or after `drain_timeout` (closing
+    /// what remains, gracefully, through the data plane) plus `close_grace`.
+    fn progress_drains(&mut self, now: Timestamp) {
+        let replicas = self.app.replicas();
+        let close_grace = self.app.policy().close_grace;
+        self.drains.retain(|id, _| replicas.iter().any(|r| r.id() == *id));
+        for replica in replicas.iter() {
+            let Some(drain) = self.drains.get_mut(&replica.id()) else {
+                continue;
+            };
+            if drain.stop_requested {
+                continue;
+            }
+            let evicted_long_enough = drain.evicted_until.is_some_and(|until| until <= now);
+            if replica.connections() == 0 || evicted_long_enough {
+                info!(
+                    app = self.app.name(),
+                    replica = replica.name(),
+                    "drained: stopping replica"
+                );
+                self.backend.stop(replica);
+                drain.stop_requested = true;
+            } else if drain.deadline <= now && drain.evicted_until.is_none() {
+                warn!(
+                    app = self.app.name(),
+                    replica = replica.name(),
+                    connections = replica.connections(),
+                    "drain_timeout passed: closing the remaining connections"
+                );
+                (self.evict)(replica);
+                drain.evicted_until = Some(now.saturating_add(close_grace));
+            }
+        }
+    }
+
+    fn on_event(&mut self, event: ReplicaEvent) {
+        let app = Arc::clone(&self.app);
+        match event {
+            ReplicaEvent::Started(replica) => {
+                self.pending_starts = self.pending_starts.saturating_sub(1);
+                let mut replicas = (*app.replicas()).clone();
+                replicas.push(replica);
+                app.set_replicas(replicas);
+            }
+            ReplicaEvent::Ready(id) => {
+                if let Some(replica) = app.replicas().iter().find(|r| r.id() == id)
+                    && replica.state() == ReplicaState::Starting
+                {
+                    replica.set_state(ReplicaState::Ready);
+                    app.replicas_changed();
+                    self.backoff = Backoff::default();
+                    info!(
+                        app = app.name(),
+                        replica = replica.name(),
+                        startup_ms = self
+                            .clock
+                            .now()
+                            .saturating_since(replica.started_at())
+                            .as_millis() as u64,
+                        "replica ready"
+                    );
+                }
+            }
+            ReplicaEvent::StartFailed { id, error } => {
+                let name = match self.remove(id) {
+                    Some((replica, _)) => replica.name().to_owned(),
+                    // Never reported as started: it was still counted as a pending start.
+                    None => {
+                        self.pending_starts = self.pending_starts.saturating_sub(1);
+                        String::new()
+                    }
+                };
+                self.failed_starts += 1;
+                let pause = self.backoff.fail(self.clock.now());
+                error!(app = app.name(), replica = %name, %error, retry_in_ms = pause.as_millis() as u64, "replica failed to start");
+            }
+            ReplicaEvent::Exited { id, expected, detail } => {
+                let Some((replica, state)) = self.remove(id) else {
+                    return;
+                };
+                if expected {
+                    info!(app = app.name(), replica = replica.name(), %detail, "replica stopped");
+                    return;
+                }
+                match state {
+                    ReplicaState::Starting => {
+                        self.failed_starts += 1;
+                        let pause = self.backoff.fail(self.clock.now());
+                        error!(app = app.name(), replica = replica.name(), %detail, retry_in_ms = pause.as_millis() as u64, "replica exited while starting");
+                    }
+                    ReplicaState::Ready => {
+                        self.lost += 1;
+                        warn!(app = app.name(), replica = replica.name(), %detail, "replica exited");
+                    }
+                    ReplicaState::Draining => {
+                        warn!(app = app.name(), replica = replica.name(), %detail, "draining replica exited");
+                    }
+                }
+            }
+        }
+    }
+
+    /// Takes a replica out of the app's set (no new connections reach it); returns it and its last state.
+    fn remove(&mut self, id: ReplicaId) -> Option<(Arc<Replica>, ReplicaState)> {
+        self.drains.remove(&id);
+        let replicas = self.app.replicas();
+        let removed = replicas.iter().find(|r| r.id() == id).cloned()?;
+        let state = removed.state();
+        let kept = replicas.iter().filter(|r| r.id() != id).cloned().collect();
+        self.app.set_replicas(kept);
+        Some((removed, state))
+    }
+
+    fn record(&self, decision: &Decision, from: u32, demand: u64, drained: Vec<String>) {
+        let Some(direction) = decision.direction() else {
+            return;
+        };
+        info!(
+            app = self.app.name(),
+            direction = direction.as_str(),
+            reason = decision.reason.as_str(),
+            from,
+            to = decision.desired,
+            demand,
+            start = decision.start,
+            drain = ?drained,
+            "scaling decision"
+        );
+        self.decisions.push(DecisionRecord {
+            at: SystemTime::now(),
+            direction,
+            reason: decision.reason,
+            from,
+            to: decision.desired,
+            demand,
+            drained,
+        });
+    }
+
+    fn next_wake(&self, now: Timestamp) -> Option<Timestamp> {
+        let policy = self.app.policy();
+        let drain_times = self
+            .drains
+            .values()
+            .filter(|d| !d.stop_requested)
+            .map(|d| match d.evicted_until {
+                Some(until) => until,
+                None => d.deadline,
+            });
+        self.scaler
+            .next_check(policy.scale_down_delay)
+            .into_iter()
+            .chain(self.backoff.until.filter(|until| *until > now))
+            .chain(drain_times)
+            .min()
+    }
+}
+
+impl Backoff {
+    /// Records a failed start; returns the pause before the next one.
+    fn fail(&mut self, now: Timestamp) -> Duration {
+        let pause = FIRST_BACKOFF
+            .saturating_mul(1 << self.failures.min(16))
+            .min(MAX_BACKOFF);
+        self.failures += 1;
+        self.until = Some(now.saturating_add(pause));
+        pause
+    }
+}

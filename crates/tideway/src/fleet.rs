@@ -1,0 +1,131 @@
+//! The running apps: one core [`App`] per `[[app]]`, its replicas and, for local apps, its scaling loop;
+//! brought in line with each new configuration without disturbing the connections of apps that stay.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use tideway_config::{AppConfig, Backend};
+use tideway_core::{App, Clock};
+use tideway_orchestrate::local::LocalBackend;
+use tideway_orchestrate::{Evict, ScalingHandle, ScalingLoop, static_replicas};
+use tideway_proxy::{Route, RouteTable, RuntimeClock};
+use tracing::info;
+
+/// Every app tideway runs, in configuration order, and the removed ones still draining.
+pub(crate) struct Fleet {
+    clock: RuntimeClock,
+    supervisor: PathBuf,
+    evict: Evict,
+    members: Vec<Member>,
+    retiring: Vec<ScalingHandle>,
+}
+
+struct Member {
+    config: AppConfig,
+    app: Arc<App>,
+    scaling: Option<ScalingHandle>,
+}
+
+impl Fleet {
+    /// An empty fleet. `supervisor` is the tideway executable (local replicas run under
+    /// `tideway supervise`); `evict` closes a replica's remaining connections when its drain runs out.
+    pub(crate) fn new(clock: RuntimeClock, supervisor: PathBuf, evict: Evict) -> Self {
+        Fleet {
+            clock,
+            supervisor,
+            evict,
+            members: Vec::new(),
+            retiring: Vec::new(),
+        }
+    }
+
+    /// Brings the running apps in line with `configs` and returns the routing table over them.
+    ///
+    /// An app whose backend is unchanged keeps its replicas and connections; a changed policy applies from
+    /// the next decision. An app whose backend changed is replaced: new replicas start, the old ones drain.
+    /// A removed app stops receiving requests at once and drains.
+    pub(crate) fn apply(&mut self, configs: &[AppConfig]) -> RouteTable {
+        let mut previous = std::mem::take(&mut self.members);
+        for config in configs {
+            let kept = previous
+                .iter()
+                .position(|m| m.config.name == config.name && m.config.backend == config.backend)
+                .map(|i| previous.swap_remove(i));
+            let member = match kept {
+                Some(mut member) => {
+                    if member.config.policy != config.policy {
+                        info!(app = %config.name, "policy changed");
+                        member.app.set_policy(config.policy.clone());
+                    }
+                    member.config = config.clone();
+                    member
+                }
+                None => {
+                    info!(app = %config.name, "app started");
+                    self.start(config)
+                }
+            };
+            self.members.push(member);
+        }
+        for member in previous {
+            info!(app = %member.config.name, "app retired: draining its replicas");
+            self.retire(member);
+        }
+        self.retiring.retain(|handle| !handle.is_finished());
+        RouteTable::new(self.members.iter().map(|m| Route {
+            app: Arc::clone(&m.app),
+            hosts: m.config.hosts.clone(),
+            path_prefix: m.config.path_prefix.clone(),
+        }))
+    }
+
+    /// Stops every replica of every app, retiring ones included, and waits until they are gone.
+    pub(crate) async fn shutdown(self) {
+        let handles = self
+            .members
+            .into_iter()
+            .filter_map(|m| m.scaling)
+            .chain(self.retiring);
+        futures::future::join_all(handles.map(ScalingHandle::stop)).await;
+    }
+
+    fn start(&self, config: &AppConfig) -> Member {
+        let clock: Arc<dyn Clock> = Arc::new(self.clock);
+        let app = App::new(config.name.as_str(), config.policy.clone(), Arc::clone(&clock));
+        let scaling = match &config.backend {
+            Backend::Static { addresses } => {
+                app.set_replicas(static_replicas(addresses, clock.now()));
+                None
+            }
+            Backend::Local(spec) => {
+                let (backend, events) = LocalBackend::new(
+                    Arc::clone(&app),
+                    spec.clone(),
+                    self.supervisor.clone(),
+                    Arc::clone(&clock),
+                );
+                Some(ScalingLoop::spawn(
+                    Arc::clone(&app),
+                    Arc::new(backend),
+                    events,
+                    Arc::clone(&self.evict),
+                    clock,
+                ))
+            }
+        };
+        Member {
+            config: config.clone(),
+            app,
+            scaling,
+        }
+    }
+
+    fn retire(&mut self, member: Member) {
+        // Idle sessions would hold their seats (and the app) for their grace; the app is gone for them.
+        member.app.clear_sessions();
+        if let Some(scaling) = member.scaling {
+            scaling.retire();
+            self.retiring.push(scaling);
+        }
+    }
+}

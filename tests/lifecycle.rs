@@ -1,0 +1,304 @@
+//! Replica life cycles with the local orchestrator, end to end: replicas that die, apps that cannot start,
+//! tideway killed outright, and configuration reloads under open sessions.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use futures::{SinkExt, StreamExt};
+use tideway_e2e::{PATIENCE, Tideway, children_of, fake_app, process_gone};
+use tideway_testkit::tokio_tungstenite::WebSocketStream;
+use tideway_testkit::tungstenite::Message;
+use tideway_testkit::{http1_get, ws_connect};
+use tokio::net::TcpStream;
+
+/// A local app block running the fake replica on host `{name}.test`.
+fn local_app(name: &str, policy: &str) -> String {
+    local_app_running(
+        name,
+        policy,
+        &format!("\"{}\"", fake_app().display()),
+        "path = \"/\"",
+    )
+}
+
+fn local_app_running(name: &str, policy: &str, command: &str, readiness: &str) -> String {
+    format!(
+        "[[app]]\nname = \"{name}\"\nhosts = [\"{name}.test\"]\n{policy}\n[app.local]\ncommand = [{command}]\n\
+         readiness = {{ {readiness} }}\nstop_timeout = \"2s\"\n\n"
+    )
+}
+
+fn with_proxy(apps: &str) -> String {
+    format!("[proxy]\nlisten = \"127.0.0.1:0\"\n\n{apps}")
+}
+
+async fn session(addr: SocketAddr, host: &str) -> (WebSocketStream<TcpStream>, String) {
+    let mut ws = tokio::time::timeout(PATIENCE, ws_connect(addr, host, "/ws"))
+        .await
+        .expect("a session in time")
+        .expect("a session");
+    let replica = whoami(&mut ws).await.expect("the replica answers");
+    (ws, replica)
+}
+
+/// Asks the replica holding the session for its name; `None` if the session is gone.
+async fn whoami(ws: &mut WebSocketStream<TcpStream>) -> Option<String> {
+    ws.send(Message::text("whoami")).await.ok()?;
+    loop {
+        match tokio::time::timeout(PATIENCE, ws.next())
+            .await
+            .expect("an answer in time")
+        {
+            Some(Ok(Message::Text(name))) => return Some(name.to_string()),
+            Some(Ok(Message::Close(_))) | Some(Err(_)) | None => return None,
+            Some(Ok(_)) => {}
+        }
+    }
+}
+
+/// Pid of the replica process itself (the supervisor's child) for the replica named `replica`.
+fn replica_pid(tideway: &Tideway, replica: &str) -> u32 {
+    let launched = tideway.events("replica launched");
+    let supervisor = launched
+        .iter()
+        .find(|e| e["fields"]["replica"] == replica)
+        .and_then(|e| e["fields"]["pid"].as_u64())
+        .expect("the replica's launch was logged with its pid") as u32;
+    *children_of(supervisor)
+        .first()
+        .expect("the supervisor runs the replica")
+}
+
+async fn eventually(what: &str, check: impl Fn() -> bool) {
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while !check() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting until {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_killed_replica_loses_its_sessions_and_is_replaced() {
+    let tideway = Tideway::start(&with_proxy(&local_app(
+        "app",
+        "min_instances = 2\nmax_connections = 10",
+    )));
+    tideway.wait_for("replica ready", 2, |_| true).await;
+    let mut sessions = Vec::new();
+    for _ in 0..4 {
+        sessions.push(session(tideway.addr, "app.test").await);
+    }
+    let victim = sessions[0].1.clone();
+    let pid = replica_pid(&tideway, &victim);
+    std::process::Command::new("kill")
+        .args(["-KILL", &pid.to_string()])
+        .status()
+        .expect("kill");
+
+    tideway
+        .wait_for("replica exited", 1, |e| e["replica"] == victim.as_str())
+        .await;
+    for (ws, on) in &mut sessions {
+        let answer = whoami(ws).await;
+        if *on == victim {
+            assert_eq!(answer, None, "a session on the killed replica ends");
+        } else {
+            assert_eq!(
+                answer.as_deref(),
+                Some(on.as_str()),
+                "other sessions are untouched"
+            );
+        }
+    }
+    let (_, on) = session(tideway.addr, "app.test").await;
+    assert_ne!(on, victim, "new sessions go elsewhere");
+    let replacement = tideway
+        .wait_for("scaling decision", 1, |d| d["reason"] == "replica_lost")
+        .await;
+    assert_eq!(replacement[0]["fields"]["start"], 1);
+    tideway.wait_for("replica ready", 3, |_| true).await;
+}
+
+#[tokio::test]
+async fn apps_that_cannot_start_get_a_clear_error_and_503_without_disturbing_others() {
+    let policy = "min_instances = 0\nstartup_timeout = \"1s\"\nqueue_timeout = \"1s\"";
+    let apps = [
+        local_app("good", "min_instances = 1"),
+        local_app_running(
+            "missing",
+            policy,
+            "\"/nonexistent/tideway-test-app\"",
+            "tcp = true",
+        ),
+        local_app_running("crashing", policy, "\"false\"", "tcp = true"),
+        local_app_running(
+            "unready",
+            policy,
+            &format!("\"{}\"", fake_app().display()),
+            "path = \"/status/500\"",
+        ),
+    ];
+    let tideway = Tideway::start(&with_proxy(&apps.concat()));
+    tideway.wait_for("replica ready", 1, |e| e["app"] == "good").await;
+
+    let (bad, good) = tokio::join!(
+        futures::future::join_all(
+            ["missing.test", "crashing.test", "unready.test"].map(|host| async move {
+                let response = http1_get(tideway.addr, host, "/").await.expect("a response");
+                (host, response.0, response.1.get("retry-after").cloned())
+            })
+        ),
+        async {
+            let mut statuses = Vec::new();
+            for _ in 0..10 {
+                statuses.push(
+                    http1_get(tideway.addr, "good.test", "/")
+                        .await
+                        .expect("a response")
+                        .0,
+                );
+            }
+            statuses
+        }
+    );
+    for (host, status, retry_after) in bad {
+        assert_eq!(status, 503, "{host}");
+        assert!(retry_after.is_some(), "{host}: 503 says when to retry");
+    }
+    assert!(
+        good.iter().all(|s| *s == 200),
+        "the good app is unaffected: {good:?}"
+    );
+
+    let failed = tideway.wait_for("replica failed to start", 3, |_| true).await;
+    let error_of = |app: &str| {
+        failed
+            .iter()
+            .find(|e| e["fields"]["app"] == app)
+            .and_then(|e| e["fields"]["error"].as_str())
+            .unwrap_or_default()
+            .to_owned()
+    };
+    assert!(
+        error_of("missing").contains("exited before becoming ready"),
+        "{failed:#?}"
+    );
+    assert!(error_of("crashing").contains("exit status: 1"), "{failed:#?}");
+    assert!(
+        error_of("unready").contains("not ready within startup_timeout"),
+        "{failed:#?}"
+    );
+    let cannot_run = tideway.events("tideway supervise: cannot start /nonexistent/tideway-test-app: No such file or directory (os error 2)");
+    assert!(
+        !cannot_run.is_empty(),
+        "the replica's own output names the missing program"
+    );
+    // Retries back off instead of hammering: at most a few attempts in this short test.
+    let attempts = tideway
+        .events("scaling decision")
+        .iter()
+        .filter(|d| d["fields"]["app"] == "crashing")
+        .count();
+    assert!(attempts <= 3, "{attempts} attempts");
+}
+
+#[tokio::test]
+async fn a_killed_tideway_leaves_no_replica_behind() {
+    let mut tideway = Tideway::start(&with_proxy(&local_app("app", "min_instances = 2")));
+    let ready = tideway.wait_for("replica ready", 2, |_| true).await;
+    let mut pids = Vec::new();
+    for event in &ready {
+        let replica = event["fields"]["replica"].as_str().expect("replica name");
+        let supervisor = tideway
+            .events("replica launched")
+            .iter()
+            .find(|e| e["fields"]["replica"] == replica)
+            .and_then(|e| e["fields"]["pid"].as_u64())
+            .expect("pid") as u32;
+        pids.push(supervisor);
+        pids.extend(children_of(supervisor));
+    }
+    assert_eq!(pids.len(), 4, "two supervisors, two replicas: {pids:?}");
+    tideway.signal("KILL");
+    tideway.exited().await;
+    eventually("every supervisor and replica is gone", || {
+        pids.iter().all(|pid| process_gone(*pid))
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn reloads_add_change_and_remove_apps_without_cutting_sessions_and_reject_broken_files() {
+    let keep = local_app(
+        "keep",
+        "min_instances = 1\nmax_instances = 1\nmax_connections = 2\nqueue_timeout = \"200ms\"",
+    );
+    let gone = local_app("gone", "min_instances = 1");
+    let tideway = Tideway::start(&with_proxy(&format!("{keep}{gone}")));
+    tideway.wait_for("replica ready", 2, |_| true).await;
+    let (mut first, kept_on) = session(tideway.addr, "keep.test").await;
+    let (mut second, _) = session(tideway.addr, "keep.test").await;
+    let (mut on_gone, _) = session(tideway.addr, "gone.test").await;
+    let (status, _, _) = http1_get(tideway.addr, "keep.test", "/")
+        .await
+        .expect("a response");
+    assert_eq!(status, 503, "max_connections = 2 is full");
+
+    // Raise keep's limit, add an app, remove one.
+    let keep = local_app(
+        "keep",
+        "min_instances = 1\nmax_instances = 1\nmax_connections = 5\nqueue_timeout = \"200ms\"",
+    );
+    let added = local_app("added", "min_instances = 1");
+    tideway.rewrite_config(&with_proxy(&format!("{keep}{added}")));
+    tideway.wait_for("configuration reloaded", 1, |_| true).await;
+    tideway
+        .wait_for("replica ready", 1, |e| e["app"] == "added")
+        .await;
+
+    assert_eq!(
+        whoami(&mut first).await.as_deref(),
+        Some(kept_on.as_str()),
+        "kept sessions live on"
+    );
+    assert!(whoami(&mut second).await.is_some());
+    let (status, _, _) = http1_get(tideway.addr, "keep.test", "/")
+        .await
+        .expect("a response");
+    assert_eq!(status, 200, "the raised limit applies at once");
+    let (status, _, _) = http1_get(tideway.addr, "added.test", "/")
+        .await
+        .expect("a response");
+    assert_eq!(status, 200, "the added app serves");
+    let (status, _, _) = http1_get(tideway.addr, "gone.test", "/")
+        .await
+        .expect("a response");
+    assert_eq!(status, 404, "the removed app takes no new requests");
+    assert!(
+        whoami(&mut on_gone).await.is_some(),
+        "a session of the removed app drains, it is not cut"
+    );
+    on_gone.close(None).await.expect("close");
+    tideway
+        .wait_for("replica stopped", 1, |e| e["app"] == "gone")
+        .await;
+
+    // A broken file is rejected and changes nothing.
+    tideway.rewrite_config("[proxy]\nlisten = \"127.0.0.1:0\"\n[[app]]\nname = \"Bad Name\"\n");
+    tideway.signal("HUP");
+    tideway
+        .wait_for(
+            "new configuration rejected, the running one stays in force",
+            1,
+            |_| true,
+        )
+        .await;
+    assert_eq!(whoami(&mut first).await.as_deref(), Some(kept_on.as_str()));
+    let (status, _, _) = http1_get(tideway.addr, "added.test", "/")
+        .await
+        .expect("a response");
+    assert_eq!(status, 200);
+}
