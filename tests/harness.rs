@@ -53,6 +53,23 @@ pub fn fake_app() -> PathBuf {
     binary
 }
 
+/// Sends `signal` (`TERM`, `INT`, `HUP` or `KILL`) to process `pid`.
+pub fn send_signal(pid: u32, signal: &str) {
+    use rustix::process::{Pid, Signal, kill_process};
+    let signal = match signal {
+        "TERM" => Signal::TERM,
+        "INT" => Signal::INT,
+        "HUP" => Signal::HUP,
+        "KILL" => Signal::KILL,
+        other => panic!("no such signal in the harness: {other}"),
+    };
+    let pid = i32::try_from(pid)
+        .ok()
+        .and_then(Pid::from_raw)
+        .expect("a process id");
+    kill_process(pid, signal).expect("send the signal");
+}
+
 /// Whether process `pid` is gone (or a zombie nobody reaped yet: it runs no code either way).
 pub fn process_gone(pid: u32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
@@ -144,13 +161,9 @@ impl Tideway {
         self.child.id()
     }
 
-    /// Sends `signal` (such as `TERM`, `HUP`, `KILL`) to the process.
+    /// Sends `signal` (`TERM`, `INT`, `HUP` or `KILL`) to the process.
     pub fn signal(&self, signal: &str) {
-        let status = Command::new("kill")
-            .args(["-s", signal, &self.pid().to_string()])
-            .status()
-            .expect("run kill");
-        assert!(status.success(), "kill -s {signal} failed");
+        send_signal(self.pid(), signal);
     }
 
     /// Waits for the process to exit (at most [`PATIENCE`]).

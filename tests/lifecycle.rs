@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use futures::{SinkExt, StreamExt};
-use tideway_e2e::{PATIENCE, Tideway, children_of, fake_app, process_gone};
+use tideway_e2e::{PATIENCE, Tideway, children_of, fake_app, process_gone, send_signal};
 use tideway_testkit::tokio_tungstenite::WebSocketStream;
 use tideway_testkit::tungstenite::Message;
 use tideway_testkit::{http1_get, ws_connect};
@@ -93,10 +93,7 @@ async fn a_killed_replica_loses_its_sessions_and_is_replaced() {
     }
     let victim = sessions[0].1.clone();
     let pid = replica_pid(&tideway, &victim);
-    std::process::Command::new("kill")
-        .args(["-KILL", &pid.to_string()])
-        .status()
-        .expect("kill");
+    send_signal(pid, "KILL");
 
     tideway
         .wait_for("replica exited", 1, |e| e["replica"] == victim.as_str())

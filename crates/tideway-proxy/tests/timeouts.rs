@@ -96,12 +96,12 @@ async fn http1_age_finishes_the_response_in_flight_with_connection_close() {
 #[tokio::test]
 async fn http1_idle_keepalive_connections_close_after_inactive_timeout() {
     let backend = Backend::start("a").await.expect("backend");
-    let app_a = app("a", idle(300), &[backend.addr()]);
+    let app_a = app("a", idle(1_000), &[backend.addr()]);
     let proxy = Proxied::start(vec![route(&app_a, "site.test", None)]).await;
 
     let mut stream = TcpStream::connect(proxy.addr).await.expect("connect");
     // Requests every 100 ms keep it open well past the timeout...
-    for _ in 0..8 {
+    for _ in 0..12 {
         stream
             .write_all(b"GET / HTTP/1.1\r\nHost: site.test\r\n\r\n")
             .await
@@ -117,7 +117,7 @@ async fn http1_idle_keepalive_connections_close_after_inactive_timeout() {
     // inactivity: the response still completes, with `Connection: close`.
     let mut stream = TcpStream::connect(proxy.addr).await.expect("connect");
     stream
-        .write_all(b"GET /delay?ms=800 HTTP/1.1\r\nHost: site.test\r\n\r\n")
+        .write_all(b"GET /delay?ms=2000 HTTP/1.1\r\nHost: site.test\r\n\r\n")
         .await
         .expect("request");
     let response = read_response(&mut stream).await;
@@ -175,12 +175,12 @@ async fn websocket_age_closes_both_sides_with_1001() {
 #[tokio::test]
 async fn websocket_pings_do_not_count_as_activity_but_messages_do() {
     let backend = Backend::start("a").await.expect("backend");
-    let app_a = app("a", idle(400), &[backend.addr()]);
+    let app_a = app("a", idle(1_000), &[backend.addr()]);
     let proxy = Proxied::start(vec![route(&app_a, "site.test", None)]).await;
 
     let mut chatty = ws_connect(proxy.addr, "site.test", "/ws").await.expect("ws");
     let mut pinging = ws_connect(proxy.addr, "site.test", "/ws").await.expect("ws");
-    for i in 0..12 {
+    for i in 0..15 {
         chatty
             .send(Message::text(format!("hello {i}")))
             .await
