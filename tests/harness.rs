@@ -114,11 +114,17 @@ impl Tideway {
     /// Starts `tideway serve` with `config` (whose `[proxy] listen` should be `127.0.0.1:0`) and waits
     /// until it listens.
     pub fn start(config: &str) -> Tideway {
+        Self::start_with_env(config, &[])
+    }
+
+    /// Like [`Tideway::start`], with extra environment variables.
+    pub fn start_with_env(config: &str, env: &[(&str, &str)]) -> Tideway {
         let config = config_file(config);
         let mut child = Command::new(binary())
             .args(["serve", "--log-format", "json", "--config"])
             .arg(&config)
             .env("RUST_LOG", "info,tideway_proxy=debug,tideway_orchestrate=debug")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -154,6 +160,20 @@ impl Tideway {
             config,
             logs,
         }
+    }
+
+    /// The address of another listener (`metrics` or `admin`), as reached from 127.0.0.1.
+    pub fn listener(&self, name: &str) -> SocketAddr {
+        let event = self
+            .events(&format!("{name} listening"))
+            .into_iter()
+            .next()
+            .unwrap_or_else(|| panic!("no {name} listener was logged"));
+        let addr: SocketAddr = event["fields"]["listen"]
+            .as_str()
+            .and_then(|a| a.parse().ok())
+            .expect("a listen address");
+        SocketAddr::from(([127, 0, 0, 1], addr.port()))
     }
 
     /// The process id, for signals.
@@ -227,4 +247,162 @@ impl Drop for Tideway {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// A response read whole: status, headers, body.
+pub type Answer = (http::StatusCode, http::HeaderMap, bytes::Bytes);
+
+/// Sends one HTTP/1.1 request on a fresh connection and reads the whole response.
+pub async fn request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> Answer {
+    use http_body_util::BodyExt;
+    let stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+        .await
+        .expect("handshake");
+    tokio::spawn(conn);
+    let mut req = http::Request::builder()
+        .method(method)
+        .uri(path)
+        .header("host", addr.to_string());
+    for (name, value) in headers {
+        req = req.header(*name, *value);
+    }
+    let req = req
+        .body(http_body_util::Full::new(bytes::Bytes::copy_from_slice(
+            body.as_bytes(),
+        )))
+        .expect("a valid request");
+    let response = tokio::time::timeout(PATIENCE, sender.send_request(req))
+        .await
+        .expect("a response in time")
+        .expect("a response");
+    let (parts, body) = response.into_parts();
+    let body = body.collect().await.expect("the whole body").to_bytes();
+    (parts.status, parts.headers, body)
+}
+
+/// A real Prometheus server (Debian's `prometheus`) scraping one target every second, queried over its
+/// HTTP API. Stopped when dropped.
+pub struct Prometheus {
+    child: Child,
+    addr: SocketAddr,
+    _dir: TempDir,
+}
+
+/// A directory removed when dropped.
+struct TempDir(PathBuf);
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+impl Prometheus {
+    /// Starts Prometheus scraping `target`'s `/metrics`; waits until it is ready.
+    pub async fn start(target: SocketAddr) -> Prometheus {
+        let program = "prometheus";
+        let dir = std::env::temp_dir().join(format!(
+            "tideway-prometheus-{}-{}",
+            std::process::id(),
+            target.port()
+        ));
+        std::fs::create_dir_all(&dir).expect("a data directory");
+        let dir = TempDir(dir);
+        let config = dir.0.join("prometheus.yml");
+        std::fs::write(
+            &config,
+            format!(
+                "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nscrape_configs:\n  - job_name: tideway\n    \
+                 static_configs:\n      - targets: ['{target}']\n"
+            ),
+        )
+        .expect("write the Prometheus config");
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        let child = Command::new(program)
+            .arg(format!("--config.file={}", config.display()))
+            .arg(format!("--storage.tsdb.path={}", dir.0.join("data").display()))
+            .arg(format!("--web.listen-address={addr}"))
+            .arg("--log.level=warn")
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!("cannot run {program}: {e}. Install Debian's prometheus package (scripts/test does).")
+            });
+        let prometheus = Prometheus {
+            child,
+            addr,
+            _dir: dir,
+        };
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        loop {
+            if tokio::net::TcpStream::connect(addr).await.is_ok()
+                && request(addr, "GET", "/-/ready", &[], "").await.0 == http::StatusCode::OK
+            {
+                return prometheus;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "Prometheus did not become ready"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// The value of an instant PromQL query that yields one sample, or `None` when it yields none.
+    pub async fn value(&self, query: &str) -> Option<f64> {
+        let path = format!("/api/v1/query?query={}", percent_encode(query));
+        let (status, _, body) = request(self.addr, "GET", &path, &[], "").await;
+        assert_eq!(status, http::StatusCode::OK, "{}", String::from_utf8_lossy(&body));
+        let answer: serde_json::Value = serde_json::from_slice(&body).expect("JSON from Prometheus");
+        let result = answer["data"]["result"].as_array().expect("a vector result");
+        assert!(result.len() <= 1, "{query} yields several series: {result:?}");
+        result
+            .first()
+            .and_then(|sample| sample["value"][1].as_str()?.parse().ok())
+    }
+
+    /// Waits until `query` yields exactly `expected`.
+    pub async fn wait_for(&self, query: &str, expected: f64) {
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        loop {
+            let value = self.value(query).await;
+            if value == Some(expected) {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{query}: waited for {expected}, last saw {value:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+}
+
+impl Drop for Prometheus {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Percent-encodes a query parameter value.
+fn percent_encode(value: &str) -> String {
+    value
+        .bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
 }

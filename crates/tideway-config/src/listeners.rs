@@ -4,7 +4,7 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::values::{integer_in, listen_address, nonzero_duration, string};
+use crate::values::{boolean, integer_in, listen_address, nonzero_duration, string};
 use crate::walk::{Errors, Section};
 
 /// The `[proxy]` section: where clients connect and the limits every connection is held to.
@@ -22,6 +22,9 @@ pub struct ProxySettings {
     /// How long a client may leave a response unread (tideway has bytes for it, its socket takes none)
     /// before the connection is dropped.
     pub send_timeout: Duration,
+    /// Whether every request and closed connection is written to the access log (target
+    /// `tideway::access`).
+    pub access_log: bool,
     /// Largest request head accepted, in bytes; larger ones get `431`.
     pub max_header_bytes: usize,
     /// Most header fields accepted in one request head; more get `431`.
@@ -48,9 +51,12 @@ pub struct MetricsSettings {
 pub struct AdminSettings {
     /// Address the admin listener binds; loopback unless a token protects it.
     pub listen: SocketAddr,
-    /// File holding the bearer token the admin API requires; required when `listen` is not loopback.
-    /// A relative path is taken relative to tideway's working directory.
+    /// File holding the bearer token the admin API requires. A relative path is taken relative to
+    /// tideway's working directory.
     pub token_file: Option<PathBuf>,
+    /// Environment variable holding the bearer token, for platforms that inject secrets that way. One of
+    /// `token_file` and `token_env` is required when `listen` is not loopback.
+    pub token_env: Option<String>,
 }
 
 impl Default for ProxySettings {
@@ -61,6 +67,7 @@ impl Default for ProxySettings {
             header_read_timeout: Duration::from_secs(10),
             keepalive_timeout: Duration::from_secs(75),
             send_timeout: Duration::from_secs(60),
+            access_log: true,
             max_header_bytes: 32 * 1024,
             max_headers: 100,
             upstream_connect_timeout: Duration::from_secs(5),
@@ -87,6 +94,9 @@ impl ProxySettings {
         }
         if let Some(v) = s.get("send_timeout", errors, nonzero_duration) {
             proxy.send_timeout = v;
+        }
+        if let Some(v) = s.get("access_log", errors, boolean) {
+            proxy.access_log = v;
         }
         if let Some(v) = s.get("max_header_bytes", errors, |v| integer_in(v, 1024, 1_048_576)) {
             proxy.max_header_bytes = v;
@@ -150,16 +160,34 @@ impl AdminSettings {
             }
             Ok(PathBuf::from(path))
         });
+        let env_given = section.contains("token_env");
+        let token_env = section.get("token_env", errors, |v| {
+            let name = string(v)?;
+            if name.is_empty() || name.contains(['=', '\0']) {
+                return Err("must be an environment variable name".to_owned());
+            }
+            Ok(name.to_owned())
+        });
         let listen_is_valid = listen.is_some() || !listen_given;
         let listen = listen.unwrap_or(Self::DEFAULT_LISTEN);
-        if listen_is_valid && !token_given && !listen.ip().is_loopback() {
+        if token_given && env_given {
+            errors.push(
+                section.key_path("token_env"),
+                "give either token_file or token_env, not both",
+            );
+        }
+        if listen_is_valid && !token_given && !env_given && !listen.ip().is_loopback() {
             errors.push(
                 section.key_path("token_file"),
-                "required when admin.listen is not a loopback address",
+                "required (or token_env) when admin.listen is not a loopback address",
             );
         }
         section.finish(errors);
-        AdminSettings { listen, token_file }
+        AdminSettings {
+            listen,
+            token_file,
+            token_env,
+        }
     }
 }
 
@@ -169,6 +197,7 @@ impl Default for AdminSettings {
         AdminSettings {
             listen: Self::DEFAULT_LISTEN,
             token_file: None,
+            token_env: None,
         }
     }
 }

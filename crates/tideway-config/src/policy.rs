@@ -119,3 +119,21 @@ fn affinity(value: &Value) -> Result<Affinity, String> {
         other => Err(expected(r#"expected "none" or "cookie""#, other)),
     }
 }
+
+/// A policy changed at run time: the keys of `table` (as in an `[[app]]` table: `max_instances = 8`,
+/// `inactive_timeout = "15m"`) laid over `base`, held to exactly the rules of the config file. Errors name
+/// the key (`max_instances: must be >= min_instances (3)`); keys that are not policy keys are errors.
+pub fn policy_update(base: &Policy, table: &toml::Table) -> Result<Policy, Vec<crate::FieldError>> {
+    let mut errors = Errors::default();
+    let mut section = Section::new("", table);
+    let overlay = Overlay::read(&mut section, &mut errors, base);
+    section.finish(&mut errors);
+    for problem in overlay.problems() {
+        errors.push(problem.key, problem.message);
+    }
+    if errors.is_empty() {
+        Ok(overlay.policy)
+    } else {
+        Err(errors.into_vec())
+    }
+}

@@ -76,6 +76,7 @@ listen = "[::]:80"
 header_read_timeout = "500ms"
 keepalive_timeout = "1m 30s"
 send_timeout = "20s"
+access_log = false
 max_header_bytes = 1024
 max_headers = 1000
 upstream_connect_timeout = "2s"
@@ -132,6 +133,7 @@ addresses = ["127.0.0.1:9003"]
             header_read_timeout: Duration::from_millis(500),
             keepalive_timeout: secs(90),
             send_timeout: secs(20),
+            access_log: false,
             max_header_bytes: 1024,
             max_headers: 1000,
             upstream_connect_timeout: secs(2),
@@ -151,6 +153,7 @@ addresses = ["127.0.0.1:9003"]
         Some(AdminSettings {
             listen: addr("0.0.0.0:9101"),
             token_file: Some("/run/secrets/x".into()),
+            token_env: None,
         })
     );
     assert_eq!(config.apps.len(), 2);
@@ -222,7 +225,8 @@ fn empty_sections_turn_listeners_on_with_defaults() {
         config.admin,
         Some(AdminSettings {
             listen: addr("127.0.0.1:9091"),
-            token_file: None
+            token_file: None,
+            token_env: None,
         })
     );
     assert_eq!(config.metrics, Some(MetricsSettings::default()));
@@ -566,7 +570,7 @@ fn admin_off_loopback_needs_a_token() {
     for listen in ["0.0.0.0:9091", "10.0.0.1:9091", "[::]:9091"] {
         assert_only_error(
             &format!("[admin]\nlisten = \"{listen}\"\n"),
-            "admin.token_file: required when admin.listen is not a loopback address",
+            "admin.token_file: required (or token_env) when admin.listen is not a loopback address",
         );
     }
     assert_only_error(
@@ -904,5 +908,56 @@ fn durations_are_bounded() {
     assert_only_error(
         &app("max_connection_age = \"1000000y\""),
         "app[0].max_connection_age: must be at most 365d",
+    );
+}
+
+#[test]
+fn policy_updates_follow_the_config_rules() {
+    let base = Policy {
+        min_instances: 1,
+        ..Policy::default()
+    };
+    let table: toml::Table = "max_instances = 8\ninactive_timeout = \"15m\""
+        .parse()
+        .expect("toml");
+    let updated = crate::policy_update(&base, &table).expect("valid");
+    assert_eq!(updated.max_instances, 8);
+    assert_eq!(updated.inactive_timeout, Some(secs(900)));
+    assert_eq!(updated.min_instances, 1, "keys not given keep their value");
+
+    let table: toml::Table = "min_instances = 9\nmax_instances = 3\nmax_conections = 4"
+        .parse()
+        .expect("toml");
+    let errors: Vec<String> = crate::policy_update(&base, &table)
+        .expect_err("invalid")
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    assert_eq!(
+        errors,
+        [
+            "max_conections: unknown key",
+            "max_instances: must be >= min_instances (9)"
+        ]
+    );
+    let table: toml::Table = "hosts = [\"x\"]".parse().expect("toml");
+    assert!(
+        crate::policy_update(&base, &table).is_err(),
+        "only policy keys can change at run time"
+    );
+}
+
+#[test]
+fn the_admin_token_may_come_from_the_environment() {
+    let config = parse("[admin]\nlisten = \"0.0.0.0:9091\"\ntoken_env = \"TIDEWAY_ADMIN_TOKEN\"\n");
+    let admin = config.admin.expect("admin");
+    assert_eq!(admin.token_env.as_deref(), Some("TIDEWAY_ADMIN_TOKEN"));
+    assert_only_error(
+        "[admin]\nlisten = \"0.0.0.0:9091\"\n",
+        "admin.token_file: required (or token_env) when admin.listen is not a loopback address",
+    );
+    assert_only_error(
+        "[admin]\ntoken_file = \"/x\"\ntoken_env = \"X\"\n",
+        "admin.token_env: give either token_file or token_env, not both",
     );
 }

@@ -54,6 +54,14 @@ pub(crate) fn integer_in<T: TryFrom<i64>>(value: &Value, min: i64, max: i64) -> 
     }
 }
 
+/// `true` or `false`.
+pub(crate) fn boolean(value: &Value) -> Result<bool, String> {
+    match value {
+        Value::Boolean(b) => Ok(*b),
+        other => Err(expected("expected true or false", other)),
+    }
+}
+
 /// Any `u32`: a count that may be 0.
 pub(crate) fn count(value: &Value) -> Result<u32, String> {
     integer_in(value, 0, u32::MAX.into())

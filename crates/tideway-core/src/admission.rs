@@ -294,6 +294,11 @@ impl App {
             .downcast_ref::<T>()
     }
 
+    /// The attachment of type `T`, if one was created.
+    pub fn existing_attachment<T: Any + Send + Sync>(&self) -> Option<&T> {
+        self.attachment.get()?.downcast_ref::<T>()
+    }
+
     pub(crate) fn sessions(&self) -> &Sessions {
         &self.sessions
     }

@@ -105,6 +105,16 @@ impl Decision {
 }
 
 impl ScaleReason {
+    /// Every reason.
+    pub const ALL: [ScaleReason; 6] = [
+        ScaleReason::Threshold,
+        ScaleReason::MinInstances,
+        ScaleReason::MaxInstances,
+        ScaleReason::Idle,
+        ScaleReason::Startup,
+        ScaleReason::ReplicaLost,
+    ];
+
     /// The label value used in logs and metrics.
     pub const fn as_str(self) -> &'static str {
         match self {
@@ -119,6 +129,9 @@ impl ScaleReason {
 }
 
 impl Direction {
+    /// Both directions.
+    pub const ALL: [Direction; 2] = [Direction::Up, Direction::Down];
+
     /// The label value used in logs and metrics.
     pub const fn as_str(self) -> &'static str {
         match self {

@@ -4,9 +4,11 @@
 
 mod backend;
 pub mod local;
+mod metrics;
 mod scaling_loop;
 mod static_list;
 
 pub use backend::{Backend, ReplicaEvent};
+pub use metrics::ScalingMetrics;
 pub use scaling_loop::{DecisionLog, DecisionRecord, Evict, ScalingHandle, ScalingLoop};
 pub use static_list::static_replicas;

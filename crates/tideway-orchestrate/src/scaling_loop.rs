@@ -16,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
 use crate::backend::{Backend, ReplicaEvent};
+use crate::metrics::ScalingMetrics;
 
 /// Closes, through the data plane, the connections still open on a replica whose `drain_timeout` passed.
 pub type Evict = Arc<dyn Fn(&Replica) + Send + Sync>;
@@ -67,6 +68,7 @@ pub struct ScalingLoop {
     events: mpsc::UnboundedReceiver<ReplicaEvent>,
     evict: Evict,
     clock: Arc<dyn Clock>,
+    metrics: Arc<ScalingMetrics>,
     decisions: Arc<DecisionLog>,
     scaler: Scaler,
     lost: u32,
@@ -142,7 +144,9 @@ impl ScalingLoop {
         events: mpsc::UnboundedReceiver<ReplicaEvent>,
         evict: Evict,
         clock: Arc<dyn Clock>,
+        metrics: Arc<ScalingMetrics>,
     ) -> ScalingHandle {
+        metrics.track(app.name());
         let decisions = Arc::new(DecisionLog::default());
         let retire = CancellationToken::new();
         let stop = CancellationToken::new();
@@ -152,6 +156,7 @@ impl ScalingLoop {
             events,
             evict,
             clock,
+            metrics,
             decisions: Arc::clone(&decisions),
             scaler: Scaler::default(),
             lost: 0,
@@ -335,6 +340,8 @@ impl ScalingLoop {
                     replica.set_state(ReplicaState::Ready);
                     app.replicas_changed();
                     self.backoff = Backoff::default();
+                    let startup = self.clock.now().saturating_since(replica.started_at());
+                    self.metrics.ready(app.name(), startup);
                     info!(
                         app = app.name(),
                         replica = replica.name(),
@@ -357,6 +364,7 @@ impl ScalingLoop {
                     }
                 };
                 self.failed_starts += 1;
+                self.metrics.start_failed(app.name());
                 let pause = self.backoff.fail(self.clock.now());
                 error!(app = app.name(), replica = %name, %error, retry_in_ms = pause.as_millis() as u64, "replica failed to start");
             }
@@ -371,6 +379,7 @@ impl ScalingLoop {
                 match state {
                     ReplicaState::Starting => {
                         self.failed_starts += 1;
+                        self.metrics.start_failed(app.name());
                         let pause = self.backoff.fail(self.clock.now());
                         error!(app = app.name(), replica = replica.name(), %detail, retry_in_ms = pause.as_millis() as u64, "replica exited while starting");
                     }
@@ -401,6 +410,7 @@ impl ScalingLoop {
         let Some(direction) = decision.direction() else {
             return;
         };
+        self.metrics.decision(self.app.name(), decision);
         info!(
             app = self.app.name(),
             direction = direction.as_str(),

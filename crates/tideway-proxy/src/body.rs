@@ -1,5 +1,5 @@
 //! The body of every response tideway sends: a replica's body streamed through, or a short one of its own.
-//! Either way it holds what must be released when the response ends.
+//! Either way it holds what must be released and recorded when the response ends.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -9,20 +9,22 @@ use std::task::{Context, Poll, ready};
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
-use tideway_core::CloseReason;
+use tideway_core::{CloseReason, Replica};
 
-use crate::client::{ClientConn, InFlight};
+use crate::client::ClientConn;
+use crate::exchange::{Exchange, Outcome};
 use crate::seat::Seat;
 use crate::upstream::{ReplicaLink, Sender, UpstreamSettings};
 
 /// A response body on its way to a client.
 ///
-/// Dropping it or reaching its end releases the request's seat on its replica and marks the request done
-/// on its client connection; a completed exchange also returns the replica connection for reuse.
+/// Reaching its end, failing, or being dropped (the client left) releases the request's seat on its
+/// replica, completes the request's record, and — for a completed exchange — returns the replica
+/// connection for reuse.
 pub(crate) struct ProxyBody {
     kind: Kind,
     lease: Option<Lease>,
-    _in_flight: InFlight,
+    exchange: Option<Exchange>,
 }
 
 enum Kind {
@@ -41,33 +43,49 @@ pub(crate) struct Lease {
 }
 
 impl ProxyBody {
-    /// A body tideway wrote itself (errors, 404).
-    pub(crate) fn fixed(bytes: impl Into<Bytes>, in_flight: InFlight) -> Self {
+    /// A body tideway wrote itself (errors, 404, the empty body of a `101`).
+    pub(crate) fn fixed(bytes: impl Into<Bytes>, exchange: Exchange) -> Self {
         let bytes = bytes.into();
-        ProxyBody {
-            kind: Kind::Fixed((!bytes.is_empty()).then_some(bytes)),
+        let mut body = ProxyBody {
+            kind: Kind::Fixed(None),
             lease: None,
-            _in_flight: in_flight,
+            exchange: Some(exchange),
+        };
+        if bytes.is_empty() {
+            body.end(Outcome::Complete);
+        } else {
+            body.kind = Kind::Fixed(Some(bytes));
         }
+        body
     }
 
     /// A replica's body; `lease` is released when it ends (at once if it is already empty).
-    pub(crate) fn upstream(body: Incoming, lease: Lease, in_flight: InFlight) -> Self {
+    pub(crate) fn upstream(body: Incoming, lease: Lease, exchange: Exchange) -> Self {
         let ended = body.is_end_stream();
         let mut this = ProxyBody {
             kind: Kind::Upstream(body),
             lease: Some(lease),
-            _in_flight: in_flight,
+            exchange: Some(exchange),
         };
         if ended {
-            this.finish();
+            this.end(Outcome::Complete);
         }
         this
     }
 
-    fn finish(&mut self) {
+    /// The response ended one way or another: release the lease, complete the record. Idempotent.
+    fn end(&mut self, outcome: Outcome) {
+        let replica: Option<Arc<Replica>> = self.lease.as_ref().map(|lease| Arc::clone(lease.seat.replica()));
         if let Some(lease) = self.lease.take() {
-            lease.complete();
+            match outcome {
+                Outcome::Complete => lease.complete(),
+                Outcome::UpstreamFailed => lease.fail(),
+                // Dropped unsettled: the lease counts the client leaving.
+                Outcome::ClientGone => drop(lease),
+            }
+        }
+        if let Some(exchange) = self.exchange.take() {
+            exchange.finish(replica.as_deref(), outcome);
         }
     }
 }
@@ -82,19 +100,25 @@ impl Body for ProxyBody {
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         let this = &mut *self;
         match &mut this.kind {
-            Kind::Fixed(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
+            Kind::Fixed(bytes) => {
+                let frame = bytes.take().map(|b| Ok(Frame::data(b)));
+                this.end(Outcome::Complete);
+                Poll::Ready(frame)
+            }
             Kind::Upstream(body) => {
                 let frame = ready!(Pin::new(&mut *body).poll_frame(cx));
                 let ended = body.is_end_stream();
                 match &frame {
-                    None => this.finish(),
-                    Some(Ok(_)) if ended => this.finish(),
-                    Some(Ok(_)) => {}
-                    Some(Err(_)) => {
-                        if let Some(lease) = this.lease.take() {
-                            lease.fail();
+                    None => this.end(Outcome::Complete),
+                    Some(Ok(data)) => {
+                        if let (Some(exchange), Some(data)) = (this.exchange.as_mut(), data.data_ref()) {
+                            exchange.count(data.len());
+                        }
+                        if ended {
+                            this.end(Outcome::Complete);
                         }
                     }
+                    Some(Err(_)) => this.end(Outcome::UpstreamFailed),
                 }
                 Poll::Ready(frame)
             }
@@ -113,6 +137,12 @@ impl Body for ProxyBody {
             Kind::Fixed(bytes) => SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64)),
             Kind::Upstream(body) => body.size_hint(),
         }
+    }
+}
+
+impl Drop for ProxyBody {
+    fn drop(&mut self) {
+        self.end(Outcome::ClientGone);
     }
 }
 

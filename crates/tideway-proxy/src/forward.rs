@@ -17,7 +17,8 @@ use tracing::{debug, warn};
 
 use crate::Shared;
 use crate::body::{Lease, ProxyBody};
-use crate::client::{ClientConn, InFlight, TrackedStream};
+use crate::client::{ClientConn, TrackedStream};
+use crate::exchange::Exchange;
 use crate::handler::reply;
 use crate::headers::{requested_upgrade, set_forwarded, strip_hop_by_hop};
 use crate::request_body::UpstreamBody;
@@ -53,7 +54,7 @@ impl Forwarding<'_> {
         &self,
         mut seat: Seat,
         mut req: Request<Incoming>,
-        in_flight: InFlight,
+        exchange: Exchange,
     ) -> Response<ProxyBody> {
         let app = self.app;
         let upgrade = requested_upgrade(req.headers());
@@ -88,11 +89,7 @@ impl Forwarding<'_> {
                         }
                         Err(_) => {
                             app.stats().record_reject(RejectReason::NoReplica);
-                            return reply(
-                                StatusCode::BAD_GATEWAY,
-                                "no replica could be reached\n",
-                                in_flight,
-                            );
+                            return reply(StatusCode::BAD_GATEWAY, "no replica could be reached\n", exchange);
                         }
                     }
                 }
@@ -119,7 +116,7 @@ impl Forwarding<'_> {
                             return reply(
                                 StatusCode::BAD_GATEWAY,
                                 "the replica failed to answer\n",
-                                in_flight,
+                                exchange,
                             );
                         }
                     }
@@ -132,7 +129,7 @@ impl Forwarding<'_> {
                 return reply(
                     StatusCode::BAD_GATEWAY,
                     "the replica switched protocols unasked\n",
-                    in_flight,
+                    exchange,
                 );
             };
             let upstream_upgrade = hyper::upgrade::on(&mut response);
@@ -140,7 +137,8 @@ impl Forwarding<'_> {
             let protocol = parts.headers.get(header::UPGRADE).cloned();
             strip_hop_by_hop(&mut parts.headers, protocol);
             self.spawn_tunnel(seat, client_upgrade, upstream_upgrade, websocket);
-            return Response::from_parts(parts, ProxyBody::fixed(Bytes::new(), in_flight));
+            let status = parts.status;
+            return Response::from_parts(parts, ProxyBody::fixed(Bytes::new(), exchange.responded(status)));
         }
         let (mut parts, body) = response.into_parts();
         // A 426 must say which protocol to upgrade to (RFC 9110 §15.5.22).
@@ -150,7 +148,11 @@ impl Forwarding<'_> {
         strip_hop_by_hop(&mut parts.headers, required);
         let settings = UpstreamSettings::from(&**self.shared.settings.load());
         let lease = Lease::new(seat, sender, body_sent, settings, Arc::clone(self.client));
-        Response::from_parts(parts, ProxyBody::upstream(body, lease, in_flight))
+        let status = parts.status;
+        Response::from_parts(
+            parts,
+            ProxyBody::upstream(body, lease, exchange.responded(status)),
+        )
     }
 
     /// The request as the replica receives it: origin-form URI over HTTP/1.1, hop-by-hop headers removed,
@@ -202,7 +204,10 @@ impl Forwarding<'_> {
             ..ConnectionTimeouts::default()
         };
         let close_grace = policy.close_grace;
-        let send_timeout = self.shared.settings.load().send_timeout;
+        let (send_timeout, access_log) = {
+            let settings = self.shared.settings.load();
+            (settings.send_timeout, settings.access_log)
+        };
         let closing = ReplicaLink::of(seat.replica(), &self.shared.shutdown)
             .map_or_else(|| self.shared.shutdown.clone(), |link| link.closing().clone());
         let clock = self.shared.clock;
@@ -229,6 +234,7 @@ impl Forwarding<'_> {
                 timeouts,
                 close_grace,
                 send_timeout,
+                access_log,
                 closing,
             };
             tunnel::run(parts, clock).await;

@@ -13,15 +13,18 @@ use http::header::{self, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Version};
 use hyper::body::Incoming;
 use tideway_core::{Admission, Affinity, App, ConnectionGuard, JoinSession, RejectReason, SessionId};
+use tokio::time::Instant;
 use tracing::{debug, warn};
 
 use crate::Shared;
+use crate::app_link::AppLink;
 use crate::body::ProxyBody;
-use crate::client::{ClientConn, InFlight};
+use crate::client::ClientConn;
+use crate::exchange::Exchange;
 use crate::forward::Forwarding;
 use crate::queue::wait_for_seat;
 use crate::seat::Seat;
-use crate::sessions::{ensure_expiry, new_session_id, presented_session, session_cookie};
+use crate::sessions::{new_session_id, presented_session, session_cookie, spawn_session_expiry};
 
 /// The request handler of one client connection.
 #[derive(Clone)]
@@ -38,28 +41,36 @@ impl Handler {
 
     async fn handle(self, req: Request<Incoming>) -> Response<ProxyBody> {
         if req.method() == Method::CONNECT {
-            let in_flight = self.client.request_started(None);
             return reply(
                 StatusCode::METHOD_NOT_ALLOWED,
                 "CONNECT is not supported: tideway is not a forward proxy\n",
-                in_flight,
+                self.exchange(&req, None),
             );
         }
         if req.headers().get_all(header::HOST).iter().nth(1).is_some() {
-            let in_flight = self.client.request_started(None);
-            return reply(StatusCode::BAD_REQUEST, "more than one Host header\n", in_flight);
+            return reply(
+                StatusCode::BAD_REQUEST,
+                "more than one Host header\n",
+                self.exchange(&req, None),
+            );
         }
         let host = request_host(&req);
         if host.is_none() && req.version() == Version::HTTP_11 {
-            let in_flight = self.client.request_started(None);
-            return reply(StatusCode::BAD_REQUEST, "missing Host header\n", in_flight);
+            return reply(
+                StatusCode::BAD_REQUEST,
+                "missing Host header\n",
+                self.exchange(&req, None),
+            );
         }
         let app = self.shared.routes.load().lookup(host, req.uri().path()).cloned();
         let Some(app) = app else {
-            let in_flight = self.client.request_started(None);
-            return reply(StatusCode::NOT_FOUND, "no app is routed here\n", in_flight);
+            return reply(
+                StatusCode::NOT_FOUND,
+                "no app is routed here\n",
+                self.exchange(&req, None),
+            );
         };
-        let in_flight = self.client.request_started(Some(&app));
+        let exchange = self.exchange(&req, Some(&app));
         let seat = match app.policy().affinity {
             Affinity::None => admit(&app).await.map(|seat| (Seat::Own(seat), None)),
             Affinity::Cookie => self.session_seat(&app, req.headers()).await,
@@ -71,16 +82,32 @@ impl Handler {
                     client: &self.client,
                     app: &app,
                 };
-                let mut response = forwarding.forward(seat, req, in_flight).await;
+                let mut response = forwarding.forward(seat, req, exchange).await;
                 issue_cookie(response.headers_mut(), &app, issued);
                 response
             }
             Err(reason) => {
                 app.stats().record_reject(reason);
                 debug!(app = app.name(), reason = reason.as_str(), "connection rejected");
-                unavailable(&app, in_flight)
+                unavailable(&app, exchange)
             }
         }
+    }
+
+    /// Opens the record of `req`, routed to `app` if it was, and marks a request in flight on the client
+    /// connection until its response ends.
+    fn exchange(&self, req: &Request<Incoming>, app: Option<&Arc<App>>) -> Exchange {
+        if let Some(app) = app {
+            AppLink::of(app, &self.shared.metrics);
+        }
+        Exchange::open(
+            self.client.request_started(app),
+            req.method().clone(),
+            req.uri().clone(),
+            app.cloned(),
+            Arc::clone(&self.shared.metrics),
+            self.shared.settings.load().access_log,
+        )
     }
 
     /// A seat for a request of a cookie-affinity app: a share of its session's if it presents a live one,
@@ -105,7 +132,11 @@ impl Handler {
             );
             return Ok((Seat::Own(seat), None));
         };
-        ensure_expiry(app, self.shared.clock);
+        if let Some(link) = AppLink::existing(app)
+            && link.claim_session_expiry()
+        {
+            spawn_session_expiry(app, self.shared.clock);
+        }
         Ok((Seat::Session(app.start_session(seat, id)), Some(id)))
     }
 }
@@ -131,14 +162,20 @@ async fn admit(app: &Arc<App>) -> Result<ConnectionGuard, RejectReason> {
     // With no ready replica, an app that starts them on demand makes every connection wait for the first
     // one — up to startup_timeout, whether it is the first to wait or queued behind others.
     let cold = app.is_on_demand() && !app.has_ready_replica();
-    match app.admit() {
-        Admission::Seated(seat) => Ok(seat),
+    let (timeout, timed_out) = match app.admit() {
+        Admission::Seated(seat) => return Ok(seat),
         Admission::Wait | Admission::NoReplica if cold => {
-            wait_for_seat(app, app.policy().startup_timeout, RejectReason::StartupTimeout).await
+            (app.policy().startup_timeout, RejectReason::StartupTimeout)
         }
-        Admission::Wait => wait_for_seat(app, app.policy().queue_timeout, RejectReason::QueueTimeout).await,
-        Admission::NoReplica => Err(RejectReason::NoReplica),
+        Admission::Wait => (app.policy().queue_timeout, RejectReason::QueueTimeout),
+        Admission::NoReplica => return Err(RejectReason::NoReplica),
+    };
+    let started = Instant::now();
+    let seat = wait_for_seat(app, timeout, timed_out).await;
+    if let Some(link) = AppLink::existing(app) {
+        link.metrics.queue_wait(started.elapsed());
     }
+    seat
 }
 
 /// Gives the client its new session's cookie.
@@ -157,8 +194,9 @@ fn request_host<B>(req: &Request<B>) -> Option<&str> {
 }
 
 /// A short plain-text response of tideway's own.
-pub(crate) fn reply(status: StatusCode, text: &'static str, in_flight: InFlight) -> Response<ProxyBody> {
-    let mut response = Response::new(ProxyBody::fixed(Bytes::from_static(text.as_bytes()), in_flight));
+pub(crate) fn reply(status: StatusCode, text: &'static str, exchange: Exchange) -> Response<ProxyBody> {
+    let body = ProxyBody::fixed(Bytes::from_static(text.as_bytes()), exchange.responded(status));
+    let mut response = Response::new(body);
     *response.status_mut() = status;
     response.headers_mut().insert(
         header::CONTENT_TYPE,
@@ -169,11 +207,11 @@ pub(crate) fn reply(status: StatusCode, text: &'static str, in_flight: InFlight)
 
 /// `503` with a `Retry-After` of the app's queue timeout (1–60 s): a client told to come back then finds
 /// the queue as it would have after waiting.
-fn unavailable(app: &App, in_flight: InFlight) -> Response<ProxyBody> {
+fn unavailable(app: &App, exchange: Exchange) -> Response<ProxyBody> {
     let mut response = reply(
         StatusCode::SERVICE_UNAVAILABLE,
         "no capacity for this app right now\n",
-        in_flight,
+        exchange,
     );
     let seconds = app.policy().queue_timeout.as_secs_f64().ceil().clamp(1.0, 60.0) as u64;
     response

@@ -4,13 +4,16 @@
 //! It knows apps only through [`tideway_core::App`] (policy, replicas, admission) and never where replicas
 //! come from: orchestrators fill the replica sets, the binary wires both.
 
+mod app_link;
 mod body;
 mod client;
 mod clock;
 mod connection;
+mod exchange;
 mod forward;
 mod handler;
 mod headers;
+mod metrics;
 mod queue;
 mod request_body;
 mod routing;
@@ -31,6 +34,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
 pub use clock::RuntimeClock;
+pub use metrics::ProxyMetrics;
 pub use routing::{Route, RouteTable};
 
 use upstream::ReplicaLink;
@@ -45,16 +49,19 @@ pub(crate) struct Shared {
     clock: RuntimeClock,
     settings: ArcSwap<ProxySettings>,
     routes: ArcSwap<RouteTable>,
+    metrics: Arc<ProxyMetrics>,
     shutdown: CancellationToken,
     tasks: TaskTracker,
 }
 
 impl Proxy {
-    /// A proxy with `settings` routing by `routes`; it drains and stops once `shutdown` is cancelled.
+    /// A proxy with `settings` routing by `routes`, recording into `metrics`; it drains and stops once
+    /// `shutdown` is cancelled.
     pub fn new(
         settings: ProxySettings,
         routes: RouteTable,
         clock: RuntimeClock,
+        metrics: Arc<ProxyMetrics>,
         shutdown: CancellationToken,
     ) -> Self {
         Proxy {
@@ -62,6 +69,7 @@ impl Proxy {
                 clock,
                 settings: ArcSwap::from_pointee(settings),
                 routes: ArcSwap::from_pointee(routes),
+                metrics,
                 shutdown,
                 tasks: TaskTracker::new(),
             }),

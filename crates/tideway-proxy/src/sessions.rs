@@ -15,9 +15,6 @@ use crate::clock::RuntimeClock;
 /// other's sessions.
 const COOKIE_PREFIX: &str = "tideway-";
 
-/// Marks an app whose session-expiry task is running.
-struct ExpiryRunning;
-
 /// The session id the request presents for `app`, if it carries a well-formed one.
 pub(crate) fn presented_session(headers: &HeaderMap, app: &str) -> Option<SessionId> {
     headers
@@ -45,12 +42,9 @@ pub(crate) fn session_cookie(app: &str, id: SessionId) -> Option<HeaderValue> {
     .ok()
 }
 
-/// Starts the app's session-expiry task if it is not running yet.
-pub(crate) fn ensure_expiry(app: &Arc<App>, clock: RuntimeClock) {
-    app.attachment(|| {
-        tokio::spawn(expire(Arc::downgrade(app), clock));
-        ExpiryRunning
-    });
+/// Starts the task that expires the app's idle sessions; it ends with the app.
+pub(crate) fn spawn_session_expiry(app: &Arc<App>, clock: RuntimeClock) {
+    tokio::spawn(expire(Arc::downgrade(app), clock));
 }
 
 /// Expires idle sessions when they are due, woken when a session goes idle; ends with the app.

@@ -4,20 +4,60 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use arc_swap::ArcSwap;
 use tideway_config::{AppConfig, Backend};
 use tideway_core::{App, Clock};
 use tideway_orchestrate::local::LocalBackend;
-use tideway_orchestrate::{Evict, ScalingHandle, ScalingLoop, static_replicas};
-use tideway_proxy::{Route, RouteTable, RuntimeClock};
+use tideway_orchestrate::{DecisionLog, Evict, ScalingHandle, ScalingLoop, ScalingMetrics, static_replicas};
+use tideway_proxy::{ProxyMetrics, Route, RouteTable, RuntimeClock};
 use tracing::info;
+
+/// An app as the admin API and the metrics see it.
+#[derive(Clone)]
+pub(crate) struct AppView {
+    /// The live app: policy, replicas, counters.
+    pub(crate) app: Arc<App>,
+    /// Its configuration (routes and backend; the policy in force is the app's own).
+    pub(crate) config: AppConfig,
+    /// Its recent scaling decisions, for apps that scale.
+    pub(crate) decisions: Option<Arc<DecisionLog>>,
+}
+
+impl AppView {
+    /// Replicas the app should have now: what the scaling rule asks for demand (within min and max), or the
+    /// fixed count of a static app.
+    pub(crate) fn desired_replicas(&self) -> u64 {
+        match &self.config.backend {
+            Backend::Static { addresses } => addresses.len() as u64,
+            Backend::Local(_) => {
+                let policy = self.app.policy();
+                tideway_core::replicas_needed(&policy, self.app.demand())
+                    .clamp(u64::from(policy.min_instances), u64::from(policy.max_instances))
+            }
+        }
+    }
+}
+
+/// The apps in force, swapped whole after each change: readers never block the fleet.
+pub(crate) type FleetView = Arc<ArcSwap<Vec<AppView>>>;
+
+/// The metric sets the fleet's parts record into.
+pub(crate) struct FleetMetrics {
+    /// The data plane's.
+    pub(crate) proxy: Arc<ProxyMetrics>,
+    /// The scaling loops'.
+    pub(crate) scaling: Arc<ScalingMetrics>,
+}
 
 /// Every app tideway runs, in configuration order, and the removed ones still draining.
 pub(crate) struct Fleet {
     clock: RuntimeClock,
     supervisor: PathBuf,
     evict: Evict,
+    metrics: FleetMetrics,
     members: Vec<Member>,
     retiring: Vec<ScalingHandle>,
+    view: FleetView,
 }
 
 struct Member {
@@ -29,20 +69,28 @@ struct Member {
 impl Fleet {
     /// An empty fleet. `supervisor` is the tideway executable (local replicas run under
     /// `tideway supervise`); `evict` closes a replica's remaining connections when its drain runs out.
-    pub(crate) fn new(clock: RuntimeClock, supervisor: PathBuf, evict: Evict) -> Self {
+    pub(crate) fn new(clock: RuntimeClock, supervisor: PathBuf, evict: Evict, metrics: FleetMetrics) -> Self {
         Fleet {
             clock,
             supervisor,
             evict,
+            metrics,
             members: Vec::new(),
             retiring: Vec::new(),
+            view: FleetView::default(),
         }
+    }
+
+    /// The apps in force, kept up to date by [`Fleet::apply`].
+    pub(crate) fn view(&self) -> FleetView {
+        Arc::clone(&self.view)
     }
 
     /// Brings the running apps in line with `configs` and returns the routing table over them.
     ///
-    /// An app whose backend is unchanged keeps its replicas and connections; a changed policy applies from
-    /// the next decision. An app whose backend changed is replaced: new replicas start, the old ones drain.
+    /// An app whose backend is unchanged keeps its replicas and connections; the file's policy is put back
+    /// in force if it differs (a change through the admin API lasts until the next reload), and applies
+    /// from the next decision. An app whose backend changed is replaced: new replicas start, the old ones drain.
     /// A removed app stops receiving requests at once and drains.
     pub(crate) fn apply(&mut self, configs: &[AppConfig]) -> RouteTable {
         let mut previous = std::mem::take(&mut self.members);
@@ -53,7 +101,7 @@ impl Fleet {
                 .map(|i| previous.swap_remove(i));
             let member = match kept {
                 Some(mut member) => {
-                    if member.config.policy != config.policy {
+                    if *member.app.policy() != config.policy {
                         info!(app = %config.name, "policy changed");
                         member.app.set_policy(config.policy.clone());
                     }
@@ -72,6 +120,16 @@ impl Fleet {
             self.retire(member);
         }
         self.retiring.retain(|handle| !handle.is_finished());
+        self.view.store(Arc::new(
+            self.members
+                .iter()
+                .map(|m| AppView {
+                    app: Arc::clone(&m.app),
+                    config: m.config.clone(),
+                    decisions: m.scaling.as_ref().map(|s| Arc::clone(s.decisions())),
+                })
+                .collect(),
+        ));
         RouteTable::new(self.members.iter().map(|m| Route {
             app: Arc::clone(&m.app),
             hosts: m.config.hosts.clone(),
@@ -110,6 +168,7 @@ impl Fleet {
                     events,
                     Arc::clone(&self.evict),
                     clock,
+                    Arc::clone(&self.metrics.scaling),
                 ))
             }
         };
@@ -123,6 +182,8 @@ impl Fleet {
     fn retire(&mut self, member: Member) {
         // Idle sessions would hold their seats (and the app) for their grace; the app is gone for them.
         member.app.clear_sessions();
+        self.metrics.proxy.forget_app(&member.config.name);
+        self.metrics.scaling.forget_app(&member.config.name);
         if let Some(scaling) = member.scaling {
             scaling.retire();
             self.retiring.push(scaling);

@@ -1,9 +1,13 @@
 //! The `tideway` command: parses arguments, loads the config, wires the data plane to the orchestrators
 //! and maps every outcome to a documented exit code.
 
+mod admin;
 mod cli;
 mod fleet;
+mod health;
+mod http;
 mod logging;
+mod metrics;
 mod reload;
 mod serve;
 

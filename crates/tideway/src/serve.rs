@@ -3,17 +3,20 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::Context;
 use tideway_config::Config;
-use tideway_orchestrate::Evict;
-use tideway_proxy::{Proxy, RouteTable, RuntimeClock};
+use tideway_orchestrate::{Evict, ScalingMetrics};
+use tideway_proxy::{Proxy, ProxyMetrics, RouteTable, RuntimeClock};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
+use crate::admin::{self, serve_admin};
 use crate::cli::error_chain;
-use crate::fleet::Fleet;
+use crate::fleet::{Fleet, FleetMetrics};
+use crate::health::serve_metrics;
 use crate::{exit, reload};
 
 /// Loads the config, runs until a shutdown signal, drains, and returns the exit code.
@@ -47,35 +50,59 @@ pub(crate) fn run(path: &Path) -> ExitCode {
 }
 
 async fn serve(path: PathBuf, config: Config, supervisor: PathBuf) -> ExitCode {
-    let listener = match TcpListener::bind(config.proxy.listen)
-        .await
-        .with_context(|| format!("cannot listen on {} (proxy.listen)", config.proxy.listen))
-    {
-        Ok(listener) => listener,
+    let listeners = match Listeners::bind(&config).await {
+        Ok(listeners) => listeners,
         Err(e) => {
             error!("{e:#}");
             return ExitCode::from(exit::BIND);
         }
     };
+    let token = match config.admin.as_ref().map(admin::load_token).transpose() {
+        Ok(token) => token.flatten(),
+        Err(e) => {
+            error!(problem = %error_chain(&e), "invalid configuration");
+            return ExitCode::from(exit::CONFIG);
+        }
+    };
     let clock = RuntimeClock::new();
     let shutdown = CancellationToken::new();
+    let (registry, metrics) = match registry() {
+        Ok(both) => both,
+        Err(e) => {
+            error!("cannot set up metrics: {e}");
+            return ExitCode::from(exit::RUNTIME);
+        }
+    };
     let proxy = Arc::new(Proxy::new(
         config.proxy.clone(),
         RouteTable::default(),
         clock,
+        Arc::clone(&metrics.proxy),
         shutdown.clone(),
     ));
     let evicting = Arc::clone(&proxy);
     let evict: Evict = Arc::new(move |replica| evicting.evict(replica));
-    let mut fleet = Fleet::new(clock, supervisor, evict);
+    let mut fleet = Fleet::new(clock, supervisor, evict, metrics);
     proxy.set_routes(fleet.apply(&config.apps));
     info!(apps = config.apps.len(), "configuration loaded");
-    tokio::spawn(watch_signals(shutdown));
+
+    let ready = Arc::new(AtomicBool::new(true));
+    if let Some(listener) = listeners.metrics {
+        if let Err(e) = crate::metrics::register_apps(&registry, fleet.view()) {
+            error!("cannot set up metrics: {e}");
+            return ExitCode::from(exit::RUNTIME);
+        }
+        serve_metrics(listener, shutdown.clone(), registry, Arc::clone(&ready));
+    }
+    if let Some(listener) = listeners.admin {
+        serve_admin(listener, shutdown.clone(), fleet.view(), clock, token);
+    }
+    tokio::spawn(watch_signals(shutdown.clone(), ready));
 
     let mut reloads = reload::watch(path.clone());
     let mut running = config;
     let served = {
-        let serving = proxy.serve(listener);
+        let serving = proxy.serve(listeners.proxy);
         tokio::pin!(serving);
         loop {
             tokio::select! {
@@ -99,6 +126,52 @@ async fn serve(path: PathBuf, config: Config, supervisor: PathBuf) -> ExitCode {
             ExitCode::from(exit::RUNTIME)
         }
     }
+}
+
+/// The sockets tideway listens on, bound before anything else starts so a busy port fails fast.
+struct Listeners {
+    proxy: TcpListener,
+    metrics: Option<TcpListener>,
+    admin: Option<TcpListener>,
+}
+
+impl Listeners {
+    async fn bind(config: &Config) -> anyhow::Result<Self> {
+        async fn bind(addr: std::net::SocketAddr, key: &str) -> anyhow::Result<TcpListener> {
+            TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("cannot listen on {addr} ({key})"))
+        }
+        let proxy = bind(config.proxy.listen, "proxy.listen").await?;
+        let metrics = match &config.metrics {
+            Some(metrics) => Some(bind(metrics.listen, "metrics.listen").await?),
+            None => None,
+        };
+        let admin = match &config.admin {
+            Some(admin) => Some(bind(admin.listen, "admin.listen").await?),
+            None => None,
+        };
+        for (name, listener) in [("metrics", &metrics), ("admin", &admin)] {
+            if let Some(listener) = listener {
+                info!(listen = %listener.local_addr()?, "{name} listening");
+            }
+        }
+        Ok(Listeners {
+            proxy,
+            metrics,
+            admin,
+        })
+    }
+}
+
+/// The process's metrics registry and the metric sets registered on it.
+fn registry() -> prometheus::Result<(prometheus::Registry, FleetMetrics)> {
+    let registry = crate::metrics::registry()?;
+    let metrics = FleetMetrics {
+        proxy: Arc::new(ProxyMetrics::register(&registry)?),
+        scaling: Arc::new(ScalingMetrics::register(&registry)?),
+    };
+    Ok((registry, metrics))
 }
 
 /// Applies the file at `path` if it is valid; otherwise logs why and keeps the running configuration.
@@ -130,8 +203,8 @@ fn reload_config(path: &Path, running: &mut Config, proxy: &Proxy, fleet: &mut F
     *running = config;
 }
 
-/// First SIGTERM or SIGINT: drain and stop. A second one: stop at once.
-async fn watch_signals(shutdown: CancellationToken) {
+/// First SIGTERM or SIGINT: no longer ready, drain and stop. A second one: stop at once.
+async fn watch_signals(shutdown: CancellationToken, ready: Arc<AtomicBool>) {
     use tokio::signal::unix::{SignalKind, signal};
     let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt()))
     else {
@@ -142,6 +215,7 @@ async fn watch_signals(shutdown: CancellationToken) {
         _ = term.recv() => info!("SIGTERM: draining"),
         _ = int.recv() => info!("SIGINT: draining"),
     }
+    ready.store(false, Ordering::Release);
     shutdown.cancel();
     tokio::select! {
         _ = term.recv() => {}

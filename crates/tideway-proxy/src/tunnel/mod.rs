@@ -23,8 +23,9 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::time::Sleep;
 use tokio_util::sync::CancellationToken;
-use tracing::debug;
+use tracing::info;
 
+use crate::app_link::AppLink;
 use crate::clock::RuntimeClock;
 use crate::seat::Seat;
 use frames::{FrameTracker, Seen, close_frame};
@@ -54,6 +55,8 @@ pub(crate) struct TunnelParts {
     pub(crate) close_grace: Duration,
     /// How long a side may leave bytes unread before the tunnel is dropped.
     pub(crate) send_timeout: Duration,
+    /// Whether the tunnel's close is written to the access log.
+    pub(crate) access_log: bool,
     /// Cancelled when tideway shuts down or the replica's drain runs out of time: the tunnel closes with
     /// reason `drain`.
     pub(crate) closing: CancellationToken,
@@ -71,6 +74,7 @@ enum Side {
 struct Flow {
     pending: Vec<u8>,
     sent: usize,
+    forwarded: u64,
     blocked_since: Option<Timestamp>,
     frames: Option<FrameTracker>,
     source_done: bool,
@@ -120,8 +124,10 @@ pub(crate) async fn run(parts: TunnelParts, clock: RuntimeClock) {
         timeouts,
         close_grace,
         send_timeout,
+        access_log,
         closing,
     } = parts;
+    let opened = tokio::time::Instant::now();
     let app = Arc::clone(seat.app());
     let replica = Arc::clone(seat.replica());
     let now = clock.now();
@@ -148,12 +154,23 @@ pub(crate) async fn run(parts: TunnelParts, clock: RuntimeClock) {
     let mut closing = pin!(closing.cancelled_owned());
     let reason = poll_fn(|cx| tunnel.poll(cx, timer.as_mut(), closing.as_mut())).await;
     tunnel.end_connection(reason);
-    debug!(
-        app = app.name(),
-        replica = replica.name(),
-        reason = reason.as_str(),
-        "tunnel closed"
-    );
+    let duration = opened.elapsed();
+    if let Some(link) = AppLink::existing(&app) {
+        link.metrics.connection(duration);
+    }
+    if access_log {
+        info!(
+            target: "tideway::access",
+            app = app.name(),
+            replica = replica.name(),
+            kind = if websocket { "websocket" } else { "tunnel" },
+            duration_ms = duration.as_secs_f64() * 1_000.0,
+            bytes_in = tunnel.to_upstream.forwarded,
+            bytes_out = tunnel.to_client.forwarded,
+            reason = reason.as_str(),
+            "connection closed"
+        );
+    }
 }
 
 impl Tunnel {
@@ -408,6 +425,7 @@ impl Flow {
             if self.close == Injection::Sent {
                 continue;
             }
+            self.forwarded += forward as u64;
             let bytes = &scratch[..forward];
             match Pin::new(&mut *sink).poll_write(cx, bytes) {
                 Poll::Ready(Ok(n)) if n == bytes.len() => {}

@@ -56,6 +56,7 @@ async fn tunnel(timeouts: ConnectionTimeouts, websocket: bool) -> Ends {
         timeouts,
         close_grace: Duration::from_secs(5),
         send_timeout: Duration::from_secs(60),
+        access_log: false,
         closing: shutdown.clone(),
     };
     let tunnel = tokio::spawn(run(parts, clock));

@@ -13,7 +13,7 @@ use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tideway_config::{HostPattern, ProxySettings};
 use tideway_core::{App, Policy, Replica, ReplicaState};
-use tideway_proxy::{Proxy, Route, RouteTable, RuntimeClock};
+use tideway_proxy::{Proxy, ProxyMetrics, Route, RouteTable, RuntimeClock};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
@@ -45,10 +45,12 @@ impl Proxied {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind the proxy");
         let addr = listener.local_addr().expect("proxy address");
         let shutdown = CancellationToken::new();
+        let metrics = Arc::new(ProxyMetrics::register(&prometheus::Registry::new()).expect("metrics"));
         let proxy = Arc::new(Proxy::new(
             settings,
             RouteTable::new(routes),
             clock(),
+            metrics,
             shutdown.clone(),
         ));
         let serving = Arc::clone(&proxy);

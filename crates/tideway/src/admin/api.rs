@@ -1,0 +1,180 @@
+//! The admin API's JSON: what it shows of an app, and how a policy change is read. The shape is the one
+//! documented in the README ("Admin API"); the status page relies on it.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Response, StatusCode};
+use serde_json::{Map, Value, json};
+use tideway_config::{Backend, FieldError, policy_update};
+use tideway_core::{Policy, Timestamp};
+use tracing::info;
+
+use crate::fleet::AppView;
+use crate::http::{Body, json};
+
+/// `GET /api/apps`.
+pub(super) fn apps(fleet: &[AppView], now: Timestamp) -> Value {
+    json!({ "apps": fleet.iter().map(|view| app(view, now)).collect::<Vec<_>>() })
+}
+
+/// `GET /api/apps/{name}`: the app's state, its policy in force and its recent decisions.
+pub(super) fn app(view: &AppView, now: Timestamp) -> Value {
+    let app = &view.app;
+    let replicas: Vec<Value> = app
+        .replicas()
+        .iter()
+        .map(|r| {
+            json!({
+                "name": r.name(),
+                "address": r.addr().to_string(),
+                "state": r.state().as_str(),
+                "connections": r.connections(),
+                "age_seconds": now.saturating_since(r.started_at()).as_secs_f64(),
+            })
+        })
+        .collect();
+    let decisions: Vec<Value> = view
+        .decisions
+        .as_ref()
+        .map(|log| log.recent())
+        .unwrap_or_default()
+        .iter()
+        .map(|d| {
+            json!({
+                "at": humantime::format_rfc3339_millis(d.at).to_string(),
+                "direction": d.direction.as_str(),
+                "reason": d.reason.as_str(),
+                "from": d.from,
+                "to": d.to,
+                "demand": d.demand,
+                "drained": d.drained,
+            })
+        })
+        .collect();
+    json!({
+        "name": app.name(),
+        "backend": match view.config.backend {
+            Backend::Static { .. } => "static",
+            Backend::Local(_) => "local",
+        },
+        "routes": {
+            "hosts": view.config.hosts.iter().map(ToString::to_string).collect::<Vec<_>>(),
+            "path_prefix": view.config.path_prefix,
+        },
+        "connections": app.connections(),
+        "queued": app.queued(),
+        "sessions": app.session_count(),
+        "desired_replicas": view.desired_replicas(),
+        "policy": policy(&app.policy()),
+        "replicas": replicas,
+        "decisions": decisions,
+    })
+}
+
+/// `PUT /api/apps/{name}/policy`: the keys given replace those in force, held to the rules of the config
+/// file; the change lasts until the next reload or restart.
+pub(super) fn change_policy(view: &AppView, body: &Bytes) -> Response<Body> {
+    let update = match serde_json::from_slice::<Value>(body) {
+        Ok(update) => update,
+        Err(error) => {
+            return json(
+                StatusCode::BAD_REQUEST,
+                &json!({ "error": format!("the body is not JSON: {error}") }),
+            );
+        }
+    };
+    let table = match toml_table(update) {
+        Ok(table) => table,
+        Err(errors) => return unprocessable(&errors),
+    };
+    match policy_update(&view.app.policy(), &table) {
+        Ok(updated) => {
+            info!(app = view.app.name(), keys = ?table.keys().collect::<Vec<_>>(), "policy changed through the admin API");
+            view.app.set_policy(updated.clone());
+            json(
+                StatusCode::OK,
+                &json!({
+                    "app": view.app.name(),
+                    "policy": policy(&updated),
+                    "persisted": false,
+                    "note": "in force now, in memory only: the next reload or restart puts the configuration file's policy back",
+                }),
+            )
+        }
+        Err(errors) => unprocessable(&errors),
+    }
+}
+
+fn unprocessable(errors: &[FieldError]) -> Response<Body> {
+    let errors: Vec<Value> = errors
+        .iter()
+        .map(|e| json!({ "field": e.path, "message": e.message }))
+        .collect();
+    json(StatusCode::UNPROCESSABLE_ENTITY, &json!({ "errors": errors }))
+}
+
+/// A policy as the API shows it: the config file's keys and spellings.
+fn policy(policy: &Policy) -> Value {
+    let duration = |d: Duration| humantime::format_duration(d).to_string();
+    let optional = |d: Option<Duration>| d.map_or_else(|| "off".to_owned(), duration);
+    json!({
+        "min_instances": policy.min_instances,
+        "max_instances": policy.max_instances,
+        "max_connections": policy.max_connections,
+        "spawn_threshold": policy.spawn_threshold.percent(),
+        "max_connection_age": optional(policy.max_connection_age),
+        "inactive_timeout": optional(policy.inactive_timeout),
+        "scale_down_delay": duration(policy.scale_down_delay),
+        "startup_timeout": duration(policy.startup_timeout),
+        "queue_timeout": duration(policy.queue_timeout),
+        "queue_size": policy.queue_size,
+        "drain_timeout": duration(policy.drain_timeout),
+        "close_grace": duration(policy.close_grace),
+        "balance": policy.balance.as_str(),
+        "affinity": policy.affinity.as_str(),
+        "reconnect_grace": duration(policy.reconnect_grace),
+    })
+}
+
+/// The JSON object of a policy change as the TOML table the config rules read.
+fn toml_table(update: Value) -> Result<toml::Table, Vec<FieldError>> {
+    let Value::Object(keys) = update else {
+        return Err(vec![FieldError {
+            path: String::new(),
+            message: "expected a JSON object of policy keys".to_owned(),
+        }]);
+    };
+    let mut table = toml::Table::new();
+    let mut errors = Vec::new();
+    for (key, value) in keys {
+        match toml_value(value) {
+            Some(value) => {
+                table.insert(key, value);
+            }
+            None => errors.push(FieldError {
+                path: key,
+                message: "null is not a value; give the key a value or leave it out".to_owned(),
+            }),
+        }
+    }
+    if errors.is_empty() { Ok(table) } else { Err(errors) }
+}
+
+fn toml_value(value: Value) -> Option<toml::Value> {
+    Some(match value {
+        Value::Null => return None,
+        Value::Bool(b) => toml::Value::Boolean(b),
+        Value::Number(n) => match n.as_i64() {
+            Some(i) => toml::Value::Integer(i),
+            None => toml::Value::Float(n.as_f64()?),
+        },
+        Value::String(s) => toml::Value::String(s),
+        Value::Array(items) => toml::Value::Array(items.into_iter().map(toml_value).collect::<Option<_>>()?),
+        Value::Object(map) => toml::Value::Table(object(map)?),
+    })
+}
+
+fn object(map: Map<String, Value>) -> Option<toml::Table> {
+    map.into_iter().map(|(k, v)| Some((k, toml_value(v)?))).collect()
+}

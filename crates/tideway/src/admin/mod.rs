@@ -1,0 +1,185 @@
+//! The admin listener: a JSON API over the running apps (read, and change a policy) and a live status page.
+//! On loopback by default; anywhere else a bearer token is required (from `token_file` or `token_env`).
+
+mod api;
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::header::{self, HeaderValue};
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+use tideway_config::AdminSettings;
+use tideway_proxy::RuntimeClock;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::fleet::FleetView;
+use crate::http::{Body, json, respond, serve, text};
+
+/// The status page, embedded: it polls `api/apps` and needs nothing from the network.
+const STATUS_PAGE: &str = include_str!("status.html");
+/// Largest request body the API reads (a policy change is a few hundred bytes).
+const MAX_BODY: usize = 64 * 1024;
+
+/// What the admin handlers read.
+struct Admin {
+    fleet: FleetView,
+    clock: RuntimeClock,
+    token: Option<Vec<u8>>,
+}
+
+/// Why the admin token could not be loaded; reported as a configuration error.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum TokenError {
+    /// The token file could not be read.
+    #[error("admin.token_file: cannot read {path}")]
+    Unreadable {
+        /// The file.
+        path: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The token file or variable is empty (or absent, for a variable).
+    #[error("{0}: the admin token is empty or missing")]
+    Empty(&'static str),
+}
+
+/// Reads the configured admin token, if any.
+pub(crate) fn load_token(settings: &AdminSettings) -> Result<Option<Vec<u8>>, TokenError> {
+    let (token, source) = if let Some(path) = &settings.token_file {
+        let token = std::fs::read_to_string(path).map_err(|source| TokenError::Unreadable {
+            path: path.display().to_string(),
+            source,
+        })?;
+        (token, "admin.token_file")
+    } else if let Some(name) = &settings.token_env {
+        (std::env::var(name).unwrap_or_default(), "admin.token_env")
+    } else {
+        return Ok(None);
+    };
+    let token = token.trim();
+    if token.is_empty() {
+        return Err(TokenError::Empty(source));
+    }
+    Ok(Some(token.as_bytes().to_vec()))
+}
+
+/// Serves the admin listener until `shutdown`.
+pub(crate) fn serve_admin(
+    listener: TcpListener,
+    shutdown: CancellationToken,
+    fleet: FleetView,
+    clock: RuntimeClock,
+    token: Option<Vec<u8>>,
+) {
+    let admin = Arc::new(Admin { fleet, clock, token });
+    serve(listener, shutdown, move |req: Request<Incoming>| {
+        let admin = Arc::clone(&admin);
+        async move { admin.route(req).await }
+    });
+}
+
+impl Admin {
+    async fn route(&self, req: Request<Incoming>) -> Response<Body> {
+        let path = req.uri().path().trim_end_matches('/').to_owned();
+        let segments: Vec<&str> = path.split('/').skip(1).collect();
+        let method = req.method().clone();
+        // The page itself holds no data; it asks for the token when the API answers 401.
+        if segments.is_empty() || segments == [""] {
+            return match method {
+                Method::GET | Method::HEAD => {
+                    respond(StatusCode::OK, "text/html; charset=utf-8", STATUS_PAGE)
+                }
+                _ => text(StatusCode::METHOD_NOT_ALLOWED, "only GET\n"),
+            };
+        }
+        if !self.authorized(&req) {
+            let mut response = json(
+                StatusCode::UNAUTHORIZED,
+                &serde_json::json!({ "error": "a bearer token is required: Authorization: Bearer <token>" }),
+            );
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"tideway\""),
+            );
+            return response;
+        }
+        let fleet = self.fleet.load();
+        let now = self.clock.now();
+        match (&method, segments.as_slice()) {
+            (&Method::GET, ["api", "apps"]) => json(StatusCode::OK, &api::apps(&fleet, now)),
+            (&Method::GET, ["api", "apps", name]) => match fleet.iter().find(|v| v.app.name() == *name) {
+                Some(view) => json(StatusCode::OK, &api::app(view, now)),
+                None => not_found(name),
+            },
+            (&Method::PUT | &Method::PATCH, ["api", "apps", name, "policy"]) => {
+                let Some(view) = fleet.iter().find(|v| v.app.name() == *name) else {
+                    return not_found(name);
+                };
+                match read_body(req).await {
+                    Ok(body) => api::change_policy(view, &body),
+                    Err(response) => response,
+                }
+            }
+            (_, ["api", ..]) => json(
+                StatusCode::NOT_FOUND,
+                &serde_json::json!({ "error": "no such endpoint: see GET /api/apps" }),
+            ),
+            _ => text(StatusCode::NOT_FOUND, "not found\n"),
+        }
+    }
+
+    /// Whether the request carries the token (or none is needed). Compared in constant time, so the
+    /// response time does not tell how much of a guess was right.
+    fn authorized(&self, req: &Request<Incoming>) -> bool {
+        let Some(expected) = &self.token else {
+            return true;
+        };
+        let presented = req
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(str::trim)
+            .unwrap_or_default();
+        constant_time_eq(presented.as_bytes(), expected)
+    }
+}
+
+async fn read_body(req: Request<Incoming>) -> Result<Bytes, Response<Body>> {
+    match Limited::new(req.into_body(), MAX_BODY).collect().await {
+        Ok(body) => Ok(body.to_bytes()),
+        Err(_) => Err(json(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            &serde_json::json!({ "error": "the body is larger than 64 KiB" }),
+        )),
+    }
+}
+
+fn not_found(name: &str) -> Response<Body> {
+    json(
+        StatusCode::NOT_FOUND,
+        &serde_json::json!({ "error": format!("no app named {name:?}") }),
+    )
+}
+
+/// Equality of secrets that takes as long whatever the first differing byte.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |diff, (x, y)| diff | (x ^ y)) == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_compare_whole() {
+        assert!(constant_time_eq(b"s3cret", b"s3cret"));
+        assert!(!constant_time_eq(b"s3cret", b"s3creT"));
+        assert!(!constant_time_eq(b"s3cre", b"s3cret"));
+        assert!(!constant_time_eq(b"", b"s3cret"));
+    }
+}

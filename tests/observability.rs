@@ -1,0 +1,235 @@
+//! Metrics, end to end: a real Prometheus scrapes the real binary through a scale-up and a scale-down,
+//! and PromQL over its HTTP API sees what happened; the exposition passes `promtool check metrics`; the
+//! Grafana dashboard only asks for metrics tideway exports.
+
+use std::collections::BTreeSet;
+use std::io::Write;
+use std::process::{Command, Stdio};
+
+use futures::{SinkExt, StreamExt};
+use tideway_e2e::{Prometheus, Tideway, fake_app, request};
+use tideway_testkit::tungstenite::Message;
+use tideway_testkit::{http1_get, ws_connect};
+
+fn config() -> String {
+    format!(
+        "[proxy]\nlisten = \"127.0.0.1:0\"\n[metrics]\nlisten = \"127.0.0.1:0\"\n\n[[app]]\nname = \"app\"\n\
+         hosts = [\"app.test\"]\nmin_instances = 1\nmax_instances = 3\nmax_connections = 4\nspawn_threshold = 75\n\
+         scale_down_delay = \"2s\"\n[app.local]\ncommand = [\"{}\"]\nreadiness = {{ path = \"/\" }}\n",
+        fake_app().display()
+    )
+}
+
+#[tokio::test]
+async fn prometheus_sees_a_scale_up_and_a_scale_down() {
+    let tideway = Tideway::start(&config());
+    tideway.wait_for("replica ready", 1, |_| true).await;
+    let prometheus = Prometheus::start(tideway.listener("metrics")).await;
+    prometheus
+        .wait_for(r#"tideway_replicas{app="app",state="ready"}"#, 1.0)
+        .await;
+
+    for _ in 0..3 {
+        assert_eq!(
+            http1_get(tideway.addr, "app.test", "/")
+                .await
+                .expect("response")
+                .0,
+            200
+        );
+    }
+    let mut sessions = Vec::new();
+    for _ in 0..4 {
+        sessions.push(
+            ws_connect(tideway.addr, "app.test", "/ws")
+                .await
+                .expect("session"),
+        );
+    }
+    prometheus
+        .wait_for(r#"tideway_replicas{app="app",state="ready"}"#, 2.0)
+        .await;
+    prometheus
+        .wait_for(r#"tideway_app_connections{app="app"}"#, 4.0)
+        .await;
+    prometheus
+        .wait_for(r#"tideway_desired_replicas{app="app"}"#, 2.0)
+        .await;
+    prometheus
+        .wait_for(
+            r#"tideway_scale_decisions_total{app="app",direction="up",reason="threshold"}"#,
+            1.0,
+        )
+        .await;
+    prometheus
+        .wait_for(r#"tideway_requests_total{app="app",status="2xx"}"#, 3.0)
+        .await;
+    prometheus
+        .wait_for(r#"tideway_requests_total{app="app",status="1xx"}"#, 4.0)
+        .await;
+    prometheus
+        .wait_for(r#"tideway_cold_start_seconds_count{app="app"}"#, 2.0)
+        .await;
+    prometheus
+        .wait_for(r#"sum(tideway_replica_connections{app="app"}) == bool 4"#, 1.0)
+        .await;
+
+    for mut ws in sessions {
+        ws.send(Message::Close(None)).await.expect("close");
+        while let Some(Ok(_)) = ws.next().await {}
+    }
+    prometheus
+        .wait_for(r#"tideway_replicas{app="app",state="ready"}"#, 1.0)
+        .await;
+    prometheus
+        .wait_for(
+            r#"tideway_scale_decisions_total{app="app",direction="down",reason="idle"}"#,
+            1.0,
+        )
+        .await;
+    prometheus
+        .wait_for(
+            r#"tideway_connections_closed_total{app="app",reason="client"}"#,
+            4.0,
+        )
+        .await;
+    prometheus
+        .wait_for(r#"tideway_connection_duration_seconds_count{app="app"}"#, 4.0)
+        .await;
+    prometheus
+        .wait_for(r#"tideway_app_connections{app="app"}"#, 0.0)
+        .await;
+    assert_eq!(
+        prometheus
+            .value(r#"count(tideway_replica_connections{app="app"})"#)
+            .await,
+        Some(1.0),
+        "the drained replica's series is gone"
+    );
+}
+
+#[tokio::test]
+async fn the_exposition_passes_promtool_and_covers_the_dashboard() {
+    let tideway = Tideway::start(&config());
+    tideway.wait_for("replica ready", 1, |_| true).await;
+    assert_eq!(
+        http1_get(tideway.addr, "app.test", "/")
+            .await
+            .expect("response")
+            .0,
+        200
+    );
+    assert_eq!(
+        http1_get(tideway.addr, "other.test", "/")
+            .await
+            .expect("response")
+            .0,
+        404
+    );
+    let (status, headers, body) = request(tideway.listener("metrics"), "GET", "/metrics", &[], "").await;
+    assert_eq!(status, 200);
+    assert!(
+        headers["content-type"]
+            .to_str()
+            .expect("ascii")
+            .starts_with("text/plain; version=0.0.4")
+    );
+    let exposition = String::from_utf8(body.to_vec()).expect("utf-8");
+
+    let mut promtool = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("promtool: install Debian's prometheus package (scripts/test does)");
+    promtool
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(exposition.as_bytes())
+        .expect("feed promtool");
+    let checked = promtool.wait_with_output().expect("promtool");
+    assert!(
+        checked.status.success() && checked.stdout.is_empty() && checked.stderr.is_empty(),
+        "promtool check metrics: {}{}",
+        String::from_utf8_lossy(&checked.stdout),
+        String::from_utf8_lossy(&checked.stderr)
+    );
+
+    let exported: BTreeSet<&str> = exposition
+        .lines()
+        .filter_map(|line| line.strip_prefix("# TYPE "))
+        .filter_map(|line| line.split_whitespace().next())
+        .collect();
+    for required in [
+        "tideway_replica_connections",
+        "tideway_app_capacity_connections",
+        "tideway_app_occupancy_ratio",
+        "tideway_replicas",
+        "tideway_desired_replicas",
+        "tideway_scale_decisions_total",
+        "tideway_requests_total",
+        "tideway_request_duration_seconds",
+        "tideway_queue_wait_seconds",
+        "tideway_connections_rejected_total",
+        "tideway_connections_closed_total",
+        "tideway_cold_start_seconds",
+    ] {
+        assert!(exported.contains(required), "{required} is not exported");
+    }
+    let dashboard_path =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/grafana/tideway.json");
+    let dashboard: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dashboard_path).expect("the dashboard")).expect("JSON");
+    let mut exprs = Vec::new();
+    collect_exprs(&dashboard, &mut exprs);
+    assert!(exprs.len() > 10, "the dashboard has queries");
+    for expr in &exprs {
+        for name in metric_names(expr) {
+            let family = ["_bucket", "_sum", "_count"]
+                .iter()
+                .find_map(|suffix| name.strip_suffix(suffix).filter(|base| exported.contains(base)))
+                .unwrap_or(&name);
+            assert!(
+                exported.contains(family),
+                "the dashboard queries {name}, which tideway does not export: {expr}"
+            );
+        }
+    }
+}
+
+fn collect_exprs(value: &serde_json::Value, exprs: &mut Vec<String>) {
+    match value {
+        serde_json::Value::Object(map) => {
+            for (key, value) in map {
+                match (key.as_str(), value) {
+                    ("expr", serde_json::Value::String(expr)) => exprs.push(expr.clone()),
+                    _ => collect_exprs(value, exprs),
+                }
+            }
+        }
+        serde_json::Value::Array(items) => items.iter().for_each(|item| collect_exprs(item, exprs)),
+        _ => {}
+    }
+}
+
+/// Identifiers starting with `tideway_` in a PromQL expression.
+fn metric_names(expr: &str) -> Vec<String> {
+    let mut names = Vec::new();
+    let bytes = expr.as_bytes();
+    let mut at = 0;
+    while let Some(found) = expr[at..].find("tideway_") {
+        let start = at + found;
+        let boundary = start == 0 || !(bytes[start - 1].is_ascii_alphanumeric() || bytes[start - 1] == b'_');
+        let end = start
+            + expr[start..]
+                .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                .unwrap_or(expr.len() - start);
+        if boundary {
+            names.push(expr[start..end].to_owned());
+        }
+        at = end;
+    }
+    names
+}
