@@ -71,7 +71,7 @@ impl Default for ProxySettings {
             max_header_bytes: 32 * 1024,
             max_headers: 100,
             upstream_connect_timeout: Duration::from_secs(5),
-            upstream_keepalive: 32,
+            upstream_keepalive: 1024,
             upstream_idle_timeout: Duration::from_secs(60),
             workers: None,
         }

@@ -59,7 +59,7 @@ fn empty_file_is_all_defaults() {
     assert_eq!(config.proxy.max_header_bytes, 32768);
     assert_eq!(config.proxy.max_headers, 100);
     assert_eq!(config.proxy.upstream_connect_timeout, secs(5));
-    assert_eq!(config.proxy.upstream_keepalive, 32);
+    assert_eq!(config.proxy.upstream_keepalive, 1024);
     assert_eq!(config.proxy.upstream_idle_timeout, secs(60));
     assert_eq!(config.proxy.workers, None);
     assert_eq!(config.metrics, None);

@@ -3,18 +3,20 @@
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll, Waker, ready};
 use std::time::Duration;
 
 use arc_swap::ArcSwapOption;
 use atomic_waker::AtomicWaker;
+use bytes::Bytes;
 use pin_project_lite::pin_project;
 use tideway_config::ProxySettings;
 use tideway_core::{App, ConnectionTimeouts, ConnectionTimes, Timestamp, jittered_age};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
+use tokio::sync::oneshot;
 
 use crate::clock::RuntimeClock;
 
@@ -42,6 +44,7 @@ pub(crate) struct ClientConn {
     inactive_ms: AtomicU64,
     closing: AtomicBool,
     app: ArcSwapOption<App>,
+    upgrade: Mutex<Option<oneshot::Sender<Upgraded>>>,
 }
 
 /// Marks a request in flight on its client connection until dropped (when its response body ends or is
@@ -50,22 +53,19 @@ pub(crate) struct InFlight(Arc<ClientConn>);
 
 pin_project! {
     /// The client socket, recording every byte that moves as activity of its connection, and replaying
-    /// the first bytes that were read to tell HTTP/2 from HTTP/1.
+    /// bytes that were read before the HTTP layer took it over (the first bytes, read to tell HTTP/2 from
+    /// HTTP/1; bytes an HTTP connection had read when it was parked).
     pub(crate) struct TrackedStream {
         #[pin]
         stream: TcpStream,
         conn: Arc<ClientConn>,
-        preface: Preface,
+        replay: Bytes,
     }
 }
 
-/// The bytes read before the HTTP version was known: at most the length of the HTTP/2 preface.
-#[derive(Default)]
-pub(crate) struct Preface {
-    bytes: [u8; PREFACE.len()],
-    start: u8,
-    end: u8,
-}
+/// The socket of an HTTP/1.1 connection that switched protocols, with the bytes the HTTP layer read
+/// past the switch, on its way to the tunnel.
+pub(crate) type Upgraded = (TcpStream, Bytes);
 
 /// What an HTTP/2 client with prior knowledge sends first (RFC 9113 §3.4).
 const PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
@@ -97,6 +97,7 @@ impl ClientConn {
             inactive_ms: AtomicU64::new(OFF),
             closing: AtomicBool::new(false),
             app: ArcSwapOption::empty(),
+            upgrade: Mutex::new(None),
         })
     }
 
@@ -145,6 +146,19 @@ impl ClientConn {
         self.in_flight.fetch_add(1, Ordering::SeqCst);
         self.head_started.store(0, Ordering::Relaxed);
         InFlight(Arc::clone(self))
+    }
+
+    /// Announces that the response being sent switches protocols: the connection's task hands its socket
+    /// to the returned receiver once the response is out, instead of reading another request.
+    pub(crate) fn expect_upgrade(&self) -> oneshot::Receiver<Upgraded> {
+        let (sender, receiver) = oneshot::channel();
+        *self.upgrade.lock().unwrap_or_else(PoisonError::into_inner) = Some(sender);
+        receiver
+    }
+
+    /// The tunnel waiting for this connection's socket, if a protocol switch was announced.
+    pub(crate) fn take_upgrade(&self) -> Option<oneshot::Sender<Upgraded>> {
+        self.upgrade.lock().unwrap_or_else(PoisonError::into_inner).take()
     }
 
     /// Requests in flight now: closes of the connection count against its app only if some are.
@@ -225,30 +239,34 @@ impl Drop for InFlight {
 }
 
 impl TrackedStream {
-    /// Wraps an accepted socket whose first bytes are in `preface`.
-    pub(crate) fn new(stream: TcpStream, conn: Arc<ClientConn>, preface: Preface) -> Self {
-        TrackedStream {
-            stream,
-            conn,
-            preface,
-        }
+    /// Wraps a client socket; `replay` holds bytes already read from it, delivered first.
+    pub(crate) fn new(stream: TcpStream, conn: Arc<ClientConn>, replay: Bytes) -> Self {
+        TrackedStream { stream, conn, replay }
     }
 
-    /// The socket, once the connection became a tunnel and no longer needs HTTP bookkeeping.
-    pub(crate) fn into_inner(self) -> TcpStream {
-        self.stream
+    /// The socket and any bytes read from it but not yet delivered: for a tunnel, which needs neither
+    /// HTTP bookkeeping nor activity tracking.
+    pub(crate) fn into_parts(self) -> (TcpStream, Bytes) {
+        (self.stream, self.replay)
+    }
+
+    /// Whether bytes read earlier are still to be delivered.
+    pub(crate) fn has_replay(&self) -> bool {
+        !self.replay.is_empty()
+    }
+
+    /// Ready once the client sent something (or closed): a parked connection needs HTTP again.
+    pub(crate) fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.stream.poll_read_ready(cx)
     }
 }
 
 impl AsyncRead for TrackedStream {
     fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         let this = self.project();
-        let preface = this.preface;
-        if preface.start < preface.end {
-            let pending = &preface.bytes[usize::from(preface.start)..usize::from(preface.end)];
-            let n = pending.len().min(buf.remaining());
-            buf.put_slice(&pending[..n]);
-            preface.start += n as u8;
+        if !this.replay.is_empty() {
+            let n = this.replay.len().min(buf.remaining());
+            buf.put_slice(&this.replay.split_to(n));
             return Poll::Ready(Ok(()));
         }
         let before = buf.filled().len();
@@ -308,25 +326,24 @@ impl AsyncWrite for TrackedStream {
     }
 }
 
-impl Preface {
-    /// Reads from `stream` until the bytes either are the HTTP/2 preface (`Ok(true)`) or cannot be
-    /// (`Ok(false)`). Fails on end of stream before a decision.
-    pub(crate) async fn read_from(&mut self, stream: &mut TcpStream) -> io::Result<bool> {
-        use tokio::io::AsyncReadExt;
-        loop {
-            let end = usize::from(self.end);
-            let read = stream.read(&mut self.bytes[end..]).await?;
-            if read == 0 {
-                return Err(io::ErrorKind::UnexpectedEof.into());
-            }
-            let end = end + read;
-            self.end = end as u8;
-            if self.bytes[..end] != PREFACE[..end] {
-                return Ok(false);
-            }
-            if end == PREFACE.len() {
-                return Ok(true);
-            }
+/// Reads from `stream` until its first bytes either are the HTTP/2 preface or cannot be; returns them
+/// (for replay) and whether they are. Fails on end of stream before a decision.
+pub(crate) async fn read_preface(stream: &mut TcpStream) -> io::Result<(Bytes, bool)> {
+    use tokio::io::AsyncReadExt;
+    let mut bytes = [0u8; PREFACE.len()];
+    let mut end = 0;
+    loop {
+        let read = stream.read(&mut bytes[end..]).await?;
+        if read == 0 {
+            return Err(io::ErrorKind::UnexpectedEof.into());
+        }
+        end += read;
+        let first = Bytes::copy_from_slice(&bytes[..end]);
+        if bytes[..end] != PREFACE[..end] {
+            return Ok((first, false));
+        }
+        if end == PREFACE.len() {
+            return Ok((first, true));
         }
     }
 }

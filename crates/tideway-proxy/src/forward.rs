@@ -13,17 +13,18 @@ use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 use tideway_core::{App, ConnectionTimeouts, RejectReason, ReplicaId, jittered_age};
 use tokio::net::TcpStream;
+use tokio::sync::oneshot;
 use tracing::{debug, warn};
 
 use crate::Shared;
 use crate::body::{Lease, ProxyBody};
-use crate::client::{ClientConn, TrackedStream};
+use crate::client::{ClientConn, Upgraded};
 use crate::exchange::Exchange;
 use crate::handler::reply;
 use crate::headers::{requested_upgrade, set_forwarded, strip_hop_by_hop};
 use crate::request_body::UpstreamBody;
 use crate::seat::Seat;
-use crate::tunnel::{self, TunnelParts};
+use crate::tunnel::{TunnelParts, TunnelTask};
 use crate::upstream::{self, ReplicaLink, UpstreamSettings};
 
 /// How many times one request is sent again: after a connection closed before taking it, or after a
@@ -53,16 +54,16 @@ impl Forwarding<'_> {
     pub(crate) async fn forward(
         &self,
         mut seat: Seat,
-        mut req: Request<Incoming>,
+        req: Request<Incoming>,
         exchange: Exchange,
     ) -> Response<ProxyBody> {
         let app = self.app;
         let upgrade = requested_upgrade(req.headers());
-        let client_upgrade = upgrade.is_some().then(|| hyper::upgrade::on(&mut req));
         let websocket = upgrade
             .as_ref()
             .is_some_and(|p| p.as_bytes().eq_ignore_ascii_case(b"websocket"));
-        let idempotent = upgrade.is_none() && is_idempotent(req.method());
+        let upgrading = upgrade.is_some();
+        let idempotent = !upgrading && is_idempotent(req.method());
         let (mut req, body_sent) = self.upstream_request(req, upgrade);
         let replayable = idempotent && body_sent.is_none();
         let mut tried: Vec<ReplicaId> = Vec::new();
@@ -125,13 +126,15 @@ impl Forwarding<'_> {
         };
 
         if response.status() == StatusCode::SWITCHING_PROTOCOLS {
-            let Some(client_upgrade) = client_upgrade else {
+            if !upgrading {
                 return reply(
                     StatusCode::BAD_GATEWAY,
                     "the replica switched protocols unasked\n",
                     exchange,
                 );
             };
+            // The connection's task hands the client socket over once this response is out.
+            let client_upgrade = self.client.expect_upgrade();
             let upstream_upgrade = hyper::upgrade::on(&mut response);
             let (mut parts, _) = response.into_parts();
             let protocol = parts.headers.get(header::UPGRADE).cloned();
@@ -191,7 +194,7 @@ impl Forwarding<'_> {
     fn spawn_tunnel(
         &self,
         seat: Seat,
-        client_upgrade: OnUpgrade,
+        client_upgrade: oneshot::Receiver<Upgraded>,
         upstream_upgrade: OnUpgrade,
         websocket: bool,
     ) {
@@ -211,23 +214,21 @@ impl Forwarding<'_> {
         let closing = ReplicaLink::of(seat.replica(), &self.shared.shutdown)
             .map_or_else(|| self.shared.shutdown.clone(), |link| link.closing().clone());
         let clock = self.shared.clock;
+        let tasks = self.shared.tasks.clone();
+        // Waits for both sides to switch, then hands over to the tunnel's own task and ends: the state of
+        // the handshake does not stay around for the life of the tunnel.
         self.shared.tasks.spawn(async move {
-            let (client, upstream) = match tokio::try_join!(client_upgrade, upstream_upgrade) {
-                Ok(both) => both,
-                Err(error) => {
-                    debug!(%error, "upgrade did not complete");
-                    return;
-                }
+            let (client, upstream) = tokio::join!(client_upgrade, upstream_upgrade);
+            let (Ok(client), Ok(upstream)) = (client, upstream) else {
+                debug!("upgrade did not complete: a side went away");
+                return;
             };
-            let (Ok(client), Ok(upstream)) = (
-                client.downcast::<TokioIo<TrackedStream>>(),
-                upstream.downcast::<TokioIo<TcpStream>>(),
-            ) else {
-                warn!("upgraded connection of an unexpected type");
+            let Ok(upstream) = upstream.downcast::<TokioIo<TcpStream>>() else {
+                warn!("upgraded replica connection of an unexpected type");
                 return;
             };
             let parts = TunnelParts {
-                client: (client.io.into_inner().into_inner(), client.read_buf),
+                client,
                 upstream: (upstream.io.into_inner(), upstream.read_buf),
                 websocket,
                 seat,
@@ -237,7 +238,7 @@ impl Forwarding<'_> {
                 access_log,
                 closing,
             };
-            tunnel::run(parts, clock).await;
+            tasks.spawn(TunnelTask::new(parts, clock));
         });
     }
 }

@@ -10,19 +10,22 @@
 mod frames;
 
 use std::cell::RefCell;
+use std::future::Future;
 use std::io;
-use std::pin::{Pin, pin};
+use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures::future::poll_fn;
-use tideway_core::{CloseReason, ConnectionTimeouts, ConnectionTimes, TimeoutVerdict, Timestamp};
+use pin_project_lite::pin_project;
+use tideway_core::{
+    App, CloseReason, ConnectionTimeouts, ConnectionTimes, Replica, TimeoutVerdict, Timestamp,
+};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::time::Sleep;
-use tokio_util::sync::CancellationToken;
+use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 use tracing::info;
 
 use crate::app_link::AppLink;
@@ -114,62 +117,98 @@ struct Tunnel {
     client_first: bool,
 }
 
-/// Pumps a tunnel until both sides closed (or were closed), then releases its seat and counts the close.
-pub(crate) async fn run(parts: TunnelParts, clock: RuntimeClock) {
-    let TunnelParts {
-        client,
-        upstream,
-        websocket,
-        seat,
-        timeouts,
-        close_grace,
-        send_timeout,
-        access_log,
-        closing,
-    } = parts;
-    let opened = tokio::time::Instant::now();
-    let app = Arc::clone(seat.app());
-    let replica = Arc::clone(seat.replica());
-    let now = clock.now();
-    let mut tunnel = Tunnel {
-        seat: Some(seat),
-        client: client.0,
-        upstream: upstream.0,
-        to_upstream: Flow::new(websocket),
-        to_client: Flow::new(websocket),
-        clock,
-        timeouts,
-        started: now,
-        last_activity: now,
-        closing: None,
-        first_to_close: None,
-        close_grace,
-        websocket,
-        client_first: true,
-    };
-    tunnel.timeouts.send = Some(send_timeout);
-    tunnel.to_upstream.preload(&client.1);
-    tunnel.to_client.preload(&upstream.1);
-    let mut timer = pin!(tokio::time::sleep_until(clock.instant(now)));
-    let mut closing = pin!(closing.cancelled_owned());
-    let reason = poll_fn(|cx| tunnel.poll(cx, timer.as_mut(), closing.as_mut())).await;
-    tunnel.end_connection(reason);
-    let duration = opened.elapsed();
-    if let Some(link) = AppLink::existing(&app) {
-        link.metrics.connection(duration);
+pin_project! {
+    /// A tunnel as a task of its own: pumped until both sides closed (or were closed), then its seat is
+    /// released and its close counted and logged. A plain struct rather than an `async` block, so an idle
+    /// tunnel costs exactly its state.
+    pub(crate) struct TunnelTask {
+        tunnel: Tunnel,
+        #[pin]
+        timer: Sleep,
+        #[pin]
+        closing: WaitForCancellationFutureOwned,
+        app: Arc<App>,
+        replica: Arc<Replica>,
+        opened: tokio::time::Instant,
+        access_log: bool,
     }
-    if access_log {
-        info!(
-            target: "tideway::access",
-            app = app.name(),
-            replica = replica.name(),
-            kind = if websocket { "websocket" } else { "tunnel" },
-            duration_ms = duration.as_secs_f64() * 1_000.0,
-            bytes_in = tunnel.to_upstream.forwarded,
-            bytes_out = tunnel.to_client.forwarded,
-            reason = reason.as_str(),
-            "connection closed"
-        );
+}
+
+impl TunnelTask {
+    /// A tunnel over `parts`.
+    pub(crate) fn new(parts: TunnelParts, clock: RuntimeClock) -> Self {
+        let TunnelParts {
+            client,
+            upstream,
+            websocket,
+            seat,
+            mut timeouts,
+            close_grace,
+            send_timeout,
+            access_log,
+            closing,
+        } = parts;
+        timeouts.send = Some(send_timeout);
+        let app = Arc::clone(seat.app());
+        let replica = Arc::clone(seat.replica());
+        let now = clock.now();
+        let mut tunnel = Tunnel {
+            seat: Some(seat),
+            client: client.0,
+            upstream: upstream.0,
+            to_upstream: Flow::new(websocket),
+            to_client: Flow::new(websocket),
+            clock,
+            timeouts,
+            started: now,
+            last_activity: now,
+            closing: None,
+            first_to_close: None,
+            close_grace,
+            websocket,
+            client_first: true,
+        };
+        // Bytes read past the upgrade are copied out, so the buffers they sit in do not live as long as
+        // the tunnel.
+        tunnel.to_upstream.preload(&client.1);
+        tunnel.to_client.preload(&upstream.1);
+        TunnelTask {
+            tunnel,
+            timer: tokio::time::sleep_until(clock.instant(now)),
+            closing: closing.cancelled_owned(),
+            app,
+            replica,
+            opened: tokio::time::Instant::now(),
+            access_log,
+        }
+    }
+}
+
+impl Future for TunnelTask {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let this = self.project();
+        let reason = ready!(this.tunnel.poll(cx, this.timer, this.closing));
+        this.tunnel.end_connection(reason);
+        let duration = this.opened.elapsed();
+        if let Some(link) = AppLink::existing(this.app) {
+            link.metrics.connection(duration);
+        }
+        if *this.access_log {
+            info!(
+                target: "tideway::access",
+                app = this.app.name(),
+                replica = this.replica.name(),
+                kind = if this.tunnel.websocket { "websocket" } else { "tunnel" },
+                duration_ms = duration.as_secs_f64() * 1_000.0,
+                bytes_in = this.tunnel.to_upstream.forwarded,
+                bytes_out = this.tunnel.to_client.forwarded,
+                reason = reason.as_str(),
+                "connection closed"
+            );
+        }
+        Poll::Ready(())
     }
 }
 
@@ -178,7 +217,7 @@ impl Tunnel {
         &mut self,
         cx: &mut Context<'_>,
         mut timer: Pin<&mut Sleep>,
-        closing: Pin<&mut tokio_util::sync::WaitForCancellationFutureOwned>,
+        closing: Pin<&mut WaitForCancellationFutureOwned>,
     ) -> Poll<CloseReason> {
         if self.closing.is_none() && closing.poll(cx).is_ready() {
             self.start_close(CloseReason::Drain);

@@ -59,7 +59,7 @@ async fn tunnel(timeouts: ConnectionTimeouts, websocket: bool) -> Ends {
         access_log: false,
         closing: shutdown.clone(),
     };
-    let tunnel = tokio::spawn(run(parts, clock));
+    let tunnel = tokio::spawn(TunnelTask::new(parts, clock));
     Ends {
         client,
         replica,

@@ -32,6 +32,7 @@ pub fn clock() -> RuntimeClock {
 pub struct Proxied {
     pub addr: SocketAddr,
     pub proxy: Arc<Proxy>,
+    pub metrics: Arc<ProxyMetrics>,
     shutdown: CancellationToken,
     served: JoinHandle<io::Result<bool>>,
 }
@@ -50,7 +51,7 @@ impl Proxied {
             settings,
             RouteTable::new(routes),
             clock(),
-            metrics,
+            Arc::clone(&metrics),
             shutdown.clone(),
         ));
         let serving = Arc::clone(&proxy);
@@ -58,6 +59,7 @@ impl Proxied {
         Proxied {
             addr,
             proxy,
+            metrics,
             shutdown,
             served,
         }

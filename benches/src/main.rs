@@ -1,0 +1,400 @@
+//! `compare`: tideway side by side with nginx and HAProxy on this machine, in one run. See BENCHMARKS.md.
+//!
+//! Each proxy runs pinned to CPU 0; wrk, the idle-connection clients and the upstream run on CPU 1. Targets
+//! alternate between repetitions so that drift on a shared machine hits all of them alike; medians are
+//! reported. Everything listens on 127.0.0.1 and the runner stops only what it started.
+
+mod hold;
+mod load;
+mod process;
+mod proxies;
+mod scaling;
+mod setup;
+mod upstream;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+
+use crate::hold::Idle;
+use crate::process::Started;
+use crate::proxies::{Proxy, Target};
+
+/// Benchmarks tideway against nginx and HAProxy.
+#[derive(Parser)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    run: RunArgs,
+}
+
+#[derive(clap::Args, Clone)]
+struct RunArgs {
+    /// A few seconds: tideway only, one short round of each measurement.
+    #[arg(long)]
+    smoke: bool,
+    /// Proxies to compare.
+    #[arg(long, value_delimiter = ',', default_values = ["tideway", "haproxy", "nginx"])]
+    targets: Vec<Target>,
+    /// Client connections of the throughput runs.
+    #[arg(long, value_delimiter = ',', default_values = ["64", "256"])]
+    connections: Vec<usize>,
+    /// Length of one throughput run.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    duration: Duration,
+    /// Throughput runs per target and connection count (medians are reported).
+    #[arg(long, default_value = "5")]
+    repetitions: usize,
+    /// Idle connections held for the memory measurements.
+    #[arg(long, value_delimiter = ',', default_values = ["5000", "9000"])]
+    idle: Vec<usize>,
+    /// Samples of each scaling latency.
+    #[arg(long, default_value = "10")]
+    scaling_samples: usize,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// The upstream (started by the runner).
+    #[command(hide = true)]
+    Upstream {
+        #[arg(long)]
+        listen: SocketAddr,
+    },
+    /// Holds idle connections (started by the runner).
+    #[command(hide = true)]
+    Hold {
+        #[arg(long)]
+        target: SocketAddr,
+        #[arg(long)]
+        count: usize,
+        #[arg(long, value_enum)]
+        idle: Idle,
+    },
+}
+
+/// The port layout of a run: all on 127.0.0.1.
+const UPSTREAM: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 18_901);
+const PROXY_PORTS: [(Target, u16); 3] = [
+    (Target::Tideway, 18_911),
+    (Target::Haproxy, 18_912),
+    (Target::Nginx, 18_913),
+];
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()?;
+    match cli.command {
+        Some(Command::Upstream { listen }) => runtime.block_on(upstream::serve(listen)),
+        Some(Command::Hold { target, count, idle }) => runtime.block_on(hold::hold(target, count, idle)),
+        None => runtime.block_on(run(cli.run)),
+    }
+}
+
+async fn run(mut args: RunArgs) -> anyhow::Result<()> {
+    if args.smoke {
+        args.targets = vec![Target::Tideway];
+        args.connections = vec![16];
+        args.duration = Duration::from_secs(2);
+        args.repetitions = 1;
+        args.idle = vec![200];
+        args.scaling_samples = 2;
+    }
+    let root = setup::workspace_root()?;
+    setup::install_missing_tools(&args.targets)?;
+    let binaries = setup::build(&root)?;
+    let (proxy_cpu, load_cpu) = setup::cpus();
+    let dir = root
+        .join("target/bench")
+        .join(format!("run-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let machine = setup::describe_machine();
+    eprintln!("== {machine}");
+
+    let upstream = Started::spawn(
+        "upstream",
+        load_cpu,
+        &binaries.compare,
+        &["upstream".into(), "--listen".into(), UPSTREAM.to_string()],
+        &dir.join("upstream.log"),
+    )?;
+    let mut running = Vec::new();
+    for target in &args.targets {
+        let port = PROXY_PORTS
+            .iter()
+            .find(|(t, _)| t == target)
+            .map_or(18_919, |(_, p)| *p);
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        running.push(proxies::start(*target, addr, UPSTREAM, proxy_cpu, &dir, &binaries.tideway).await?);
+    }
+
+    let mut report = Report::new(machine, &args);
+    for proxy in &running {
+        // Warm-up: connections to the upstream, allocator pools, caches.
+        load::wrk(proxy.addr, args.connections[0], Duration::from_secs(2), load_cpu)?;
+    }
+    for &connections in &args.connections {
+        for repetition in 0..args.repetitions {
+            for i in 0..running.len() {
+                let proxy = &running[(i + repetition) % running.len()];
+                let cpu_before = proxy.process.cpu_seconds();
+                let result = load::wrk(proxy.addr, connections, args.duration, load_cpu)?;
+                let cpu = proxy.process.cpu_seconds() - cpu_before;
+                eprintln!(
+                    "{:<8} c={connections:<4} run {}: {:>9.0} req/s  p50 {:>7.0} us  p99 {:>7.0} us  {:.1} us CPU/req{}",
+                    proxy.target.name(),
+                    repetition + 1,
+                    result.requests_per_second,
+                    result.p50_us,
+                    result.p99_us,
+                    cpu * 1e6 / result.requests.max(1) as f64,
+                    if result.errors > 0 {
+                        format!("  ({} errors)", result.errors)
+                    } else {
+                        String::new()
+                    },
+                );
+                report.throughput(proxy.target, connections, result, cpu);
+            }
+        }
+    }
+    for proxy in &running {
+        for &count in &args.idle {
+            for idle in [Idle::Websocket, Idle::Keepalive] {
+                let bytes = idle_memory(proxy, count, idle, load_cpu, &binaries.compare, &dir).await?;
+                eprintln!(
+                    "{:<8} {count} idle {idle:?}: {bytes:.0} bytes each",
+                    proxy.target.name()
+                );
+                report.memory(proxy.target, count, idle, bytes);
+            }
+        }
+    }
+    drop(running);
+    drop(upstream);
+    if args.targets.contains(&Target::Tideway) {
+        report.scaling = Some(scaling::measure(&binaries, args.scaling_samples, &dir).await?);
+    }
+    let text = report.render();
+    println!("{text}");
+    std::fs::write(root.join("target/bench/report.md"), &text)?;
+    eprintln!("== report written to target/bench/report.md");
+    Ok(())
+}
+
+/// Resident memory the proxy gains per idle connection while `count` of them are held.
+async fn idle_memory(
+    proxy: &Proxy,
+    count: usize,
+    idle: Idle,
+    cpu: Option<usize>,
+    compare: &Path,
+    dir: &Path,
+) -> anyhow::Result<f64> {
+    use tokio::io::AsyncBufReadExt;
+    let before = proxy.process.rss_bytes();
+    let mut command = match cpu {
+        Some(cpu) => {
+            let mut command = tokio::process::Command::new("taskset");
+            command.arg("-c").arg(cpu.to_string()).arg(compare);
+            command
+        }
+        None => tokio::process::Command::new(compare),
+    };
+    let idle_name = match idle {
+        Idle::Websocket => "websocket",
+        Idle::Keepalive => "keepalive",
+    };
+    let mut holder = command
+        .args([
+            "hold",
+            "--target",
+            &proxy.addr.to_string(),
+            "--count",
+            &count.to_string(),
+            "--idle",
+            idle_name,
+        ])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::fs::File::create(dir.join("hold.log"))?)
+        .kill_on_drop(true)
+        .spawn()?;
+    let stdout = holder.stdout.take().ok_or_else(|| anyhow::anyhow!("no stdout"))?;
+    let mut lines = tokio::io::BufReader::new(stdout).lines();
+    let ready = tokio::time::timeout(Duration::from_secs(120), lines.next_line()).await??;
+    anyhow::ensure!(
+        ready.as_deref() == Some(&format!("ready {count}")),
+        "{} did not take {count} idle connections (see {})",
+        proxy.target.name(),
+        dir.join("hold.log").display()
+    );
+    // Let the proxy finish whatever it does once a connection is set up.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let during = proxy.process.rss_bytes();
+    drop(holder.stdin.take());
+    holder.wait().await?;
+    // Give the proxy time to close its side of the connections before the next measurement.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    Ok(during.saturating_sub(before) as f64 / count as f64)
+}
+
+/// What the run found, rendered as Markdown.
+struct Report {
+    machine: String,
+    command: String,
+    throughput: Vec<(Target, usize, load::Run, f64)>,
+    memory: Vec<(Target, usize, Idle, f64)>,
+    scaling: Option<scaling::Figures>,
+}
+
+impl Report {
+    fn new(machine: String, args: &RunArgs) -> Self {
+        let targets: Vec<&str> = args.targets.iter().map(|t| t.name()).collect();
+        let command = format!(
+            "cargo run --release -p tideway-bench --bin compare -- --targets {} --connections {} --duration {}s --repetitions {} --idle {}",
+            targets.join(","),
+            args.connections
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(","),
+            args.duration.as_secs(),
+            args.repetitions,
+            args.idle
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(","),
+        );
+        Report {
+            machine,
+            command,
+            throughput: Vec::new(),
+            memory: Vec::new(),
+            scaling: None,
+        }
+    }
+
+    fn throughput(&mut self, target: Target, connections: usize, run: load::Run, cpu: f64) {
+        self.throughput.push((target, connections, run, cpu));
+    }
+
+    fn memory(&mut self, target: Target, count: usize, idle: Idle, bytes: f64) {
+        self.memory.push((target, count, idle, bytes));
+    }
+
+    fn median_of(
+        &self,
+        target: Target,
+        connections: usize,
+        pick: impl Fn(&load::Run, f64) -> f64,
+    ) -> Option<f64> {
+        let mut values: Vec<f64> = self
+            .throughput
+            .iter()
+            .filter(|(t, c, _, _)| *t == target && *c == connections)
+            .map(|(_, _, run, cpu)| pick(run, *cpu))
+            .collect();
+        values.sort_by(f64::total_cmp);
+        values.get(values.len() / 2).copied()
+    }
+
+    fn render(&self) -> String {
+        let mut out = format!(
+            "## Results\n\nMachine: {}\n\nCommand: `{}`\n\n### Throughput (medians)\n\n\
+             | proxy | connections | req/s | p50 | p99 | CPU per request | errors |\n|---|---|---|---|---|---|---|\n",
+            self.machine, self.command
+        );
+        let mut targets: Vec<Target> = self.throughput.iter().map(|(t, ..)| *t).collect();
+        targets.dedup();
+        targets.sort_by_key(|t| t.name());
+        targets.dedup();
+        let mut connection_counts: Vec<usize> = self.throughput.iter().map(|(_, c, ..)| *c).collect();
+        connection_counts.sort_unstable();
+        connection_counts.dedup();
+        for &connections in &connection_counts {
+            for &target in &targets {
+                let rps = self.median_of(target, connections, |r, _| r.requests_per_second);
+                let p50 = self.median_of(target, connections, |r, _| r.p50_us);
+                let p99 = self.median_of(target, connections, |r, _| r.p99_us);
+                let cpu = self.median_of(target, connections, |r, cpu| cpu * 1e6 / r.requests.max(1) as f64);
+                let errors: u64 = self
+                    .throughput
+                    .iter()
+                    .filter(|(t, c, ..)| *t == target && *c == connections)
+                    .map(|(_, _, r, _)| r.errors)
+                    .sum();
+                out += &format!(
+                    "| {} | {connections} | {:.0} | {:.0} µs | {:.0} µs | {:.1} µs | {errors} |\n",
+                    target.name(),
+                    rps.unwrap_or(0.0),
+                    p50.unwrap_or(0.0),
+                    p99.unwrap_or(0.0),
+                    cpu.unwrap_or(0.0)
+                );
+            }
+        }
+        for other in [Target::Haproxy, Target::Nginx] {
+            if !targets.contains(&other) || !targets.contains(&Target::Tideway) {
+                continue;
+            }
+            for &connections in &connection_counts {
+                let ratio = |pick: &dyn Fn(&load::Run, f64) -> f64| {
+                    Some(
+                        self.median_of(Target::Tideway, connections, pick)?
+                            / self.median_of(other, connections, pick)?,
+                    )
+                };
+                out += &format!(
+                    "\ntideway / {} at c={connections}: throughput {:.2}×, p99 {:.2}×, CPU per request {:.2}×",
+                    other.name(),
+                    ratio(&|r, _| r.requests_per_second).unwrap_or(0.0),
+                    ratio(&|r, _| r.p99_us).unwrap_or(0.0),
+                    ratio(&|r, cpu| cpu / r.requests.max(1) as f64).unwrap_or(0.0),
+                );
+            }
+        }
+        out += "\n\n### Memory per idle connection (resident bytes gained per connection held)\n\n\
+                | proxy | idle connections | WebSocket | HTTP/1.1 keep-alive |\n|---|---|---|---|\n";
+        let mut counts: Vec<usize> = self.memory.iter().map(|(_, c, ..)| *c).collect();
+        counts.sort_unstable();
+        counts.dedup();
+        for &target in &targets {
+            for &count in &counts {
+                let bytes = |idle: &str| {
+                    self.memory
+                        .iter()
+                        .find(|(t, c, i, _)| *t == target && *c == count && format!("{i:?}") == idle)
+                        .map_or_else(|| "–".to_owned(), |(.., b)| format!("{b:.0}"))
+                };
+                out += &format!(
+                    "| {} | {count} | {} | {} |\n",
+                    target.name(),
+                    bytes("Websocket"),
+                    bytes("Keepalive")
+                );
+            }
+        }
+        if let Some(scaling) = &self.scaling {
+            out += &scaling.render();
+        }
+        out
+    }
+}
+
+/// The binaries a run uses.
+pub(crate) struct Binaries {
+    /// This runner (also the upstream and the idle-connection holder).
+    pub(crate) compare: PathBuf,
+    /// tideway, release build.
+    pub(crate) tideway: PathBuf,
+    /// The test kit's fake replica, for the scaling measurements.
+    pub(crate) fake_app: PathBuf,
+}

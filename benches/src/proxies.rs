@@ -1,0 +1,193 @@
+//! The proxies compared, each configured the way its users would for this job: one worker, keep-alive to
+//! the upstream, no access log, WebSocket upgrades passed through.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+
+use crate::process::Started;
+
+/// A proxy under test.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum Target {
+    /// nginx, 1 worker process.
+    Nginx,
+    /// HAProxy, 1 thread.
+    Haproxy,
+    /// tideway, 1 worker thread.
+    Tideway,
+}
+
+/// A running proxy.
+pub(crate) struct Proxy {
+    pub(crate) target: Target,
+    pub(crate) addr: SocketAddr,
+    pub(crate) process: Started,
+}
+
+impl Target {
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Target::Nginx => "nginx",
+            Target::Haproxy => "haproxy",
+            Target::Tideway => "tideway",
+        }
+    }
+}
+
+/// Starts `target` on `addr` in front of `upstream`, pinned to `cpu`; waits until it answers.
+pub(crate) async fn start(
+    target: Target,
+    addr: SocketAddr,
+    upstream: SocketAddr,
+    cpu: Option<usize>,
+    dir: &Path,
+    tideway: &Path,
+) -> anyhow::Result<Proxy> {
+    let dir = dir.join(target.name());
+    std::fs::create_dir_all(dir.join("logs"))?;
+    let (program, args): (PathBuf, Vec<String>) = match target {
+        Target::Nginx => {
+            let config = dir.join("nginx.conf");
+            std::fs::write(&config, nginx_config(addr, upstream, &dir))?;
+            let args = vec!["-p".into(), path(&dir), "-c".into(), path(&config)];
+            ("nginx".into(), args)
+        }
+        Target::Haproxy => {
+            let config = dir.join("haproxy.cfg");
+            std::fs::write(&config, haproxy_config(addr, upstream))?;
+            ("haproxy".into(), vec!["-f".into(), path(&config)])
+        }
+        Target::Tideway => {
+            let config = dir.join("tideway.toml");
+            std::fs::write(&config, tideway_config(addr, upstream))?;
+            (
+                tideway.to_owned(),
+                vec!["serve".into(), "--config".into(), path(&config)],
+            )
+        }
+    };
+    let process = Started::spawn(target.name(), cpu, &program, &args, &dir.join("output.log"))?;
+    wait_until_serving(addr).await.with_context(|| {
+        let output = std::fs::read_to_string(dir.join("output.log")).unwrap_or_default();
+        format!("{} did not start:\n{output}", target.name())
+    })?;
+    Ok(Proxy {
+        target,
+        addr,
+        process,
+    })
+}
+
+async fn wait_until_serving(addr: SocketAddr) -> anyhow::Result<()> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    for _ in 0..100 {
+        if let Ok(mut stream) = tokio::net::TcpStream::connect(addr).await {
+            stream
+                .write_all(b"GET / HTTP/1.1\r\nHost: bench.test\r\nConnection: close\r\n\r\n")
+                .await?;
+            let mut answer = Vec::new();
+            stream.read_to_end(&mut answer).await?;
+            if answer.starts_with(b"HTTP/1.1 200") {
+                return Ok(());
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    bail!("{addr} does not answer 200")
+}
+
+fn path(p: &Path) -> String {
+    p.display().to_string()
+}
+
+fn nginx_config(addr: SocketAddr, upstream: SocketAddr, dir: &Path) -> String {
+    let dir = dir.display();
+    format!(
+        r#"daemon off;
+master_process on;
+worker_processes 1;
+worker_rlimit_nofile 20000;
+pid {dir}/nginx.pid;
+error_log {dir}/logs/error.log warn;
+events {{ worker_connections 19500; }}
+http {{
+    access_log off;
+    client_body_temp_path {dir}/body;
+    proxy_temp_path {dir}/proxy;
+    fastcgi_temp_path {dir}/fastcgi;
+    uwsgi_temp_path {dir}/uwsgi;
+    scgi_temp_path {dir}/scgi;
+    keepalive_timeout 3600s;
+    keepalive_requests 1000000;
+    upstream app {{
+        server {upstream};
+        keepalive 64;
+        keepalive_requests 1000000;
+    }}
+    map $http_upgrade $connection_upgrade {{
+        default upgrade;
+        ''      '';
+    }}
+    server {{
+        listen {addr} backlog=4096;
+        location / {{
+            proxy_pass http://app;
+            proxy_http_version 1.1;
+            proxy_set_header Host $host;
+            proxy_set_header Upgrade $http_upgrade;
+            proxy_set_header Connection $connection_upgrade;
+            proxy_read_timeout 3600s;
+        }}
+    }}
+}}
+"#
+    )
+}
+
+fn haproxy_config(addr: SocketAddr, upstream: SocketAddr) -> String {
+    format!(
+        r#"global
+    nbthread 1
+    maxconn 9900
+
+defaults
+    mode http
+    option http-keep-alive
+    http-reuse always
+    timeout connect 5s
+    timeout client 1h
+    timeout server 1h
+    timeout tunnel 1h
+    timeout http-keep-alive 1h
+
+frontend proxy
+    bind {addr}
+    default_backend app
+
+backend app
+    server app {upstream}
+"#
+    )
+}
+
+fn tideway_config(addr: SocketAddr, upstream: SocketAddr) -> String {
+    format!(
+        r#"[proxy]
+listen = "{addr}"
+workers = 1
+access_log = false
+keepalive_timeout = "1h"
+
+
+[[app]]
+name = "bench"
+path_prefix = "/"
+max_connections = 1000000
+[app.static]
+addresses = ["{upstream}"]
+"#
+    )
+}
