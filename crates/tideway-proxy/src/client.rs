@@ -3,8 +3,8 @@
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll, Waker, ready};
 use std::time::Duration;
 
@@ -16,7 +16,6 @@ use tideway_config::ProxySettings;
 use tideway_core::{App, ConnectionTimeouts, ConnectionTimes, Timestamp, jittered_age};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
-use tokio::sync::oneshot;
 
 use crate::clock::RuntimeClock;
 
@@ -44,7 +43,6 @@ pub(crate) struct ClientConn {
     inactive_ms: AtomicU64,
     closing: AtomicBool,
     app: ArcSwapOption<App>,
-    upgrade: Mutex<Option<oneshot::Sender<Upgraded>>>,
 }
 
 /// Marks a request in flight on its client connection until dropped (when its response body ends or is
@@ -52,9 +50,8 @@ pub(crate) struct ClientConn {
 pub(crate) struct InFlight(Arc<ClientConn>);
 
 pin_project! {
-    /// The client socket, recording every byte that moves as activity of its connection, and replaying
-    /// bytes that were read before the HTTP layer took it over (the first bytes, read to tell HTTP/2 from
-    /// HTTP/1; bytes an HTTP connection had read when it was parked).
+    /// An HTTP/2 client socket, recording every byte that moves as activity of its connection, and
+    /// replaying the first bytes, read to tell HTTP/2 from HTTP/1.
     pub(crate) struct TrackedStream {
         #[pin]
         stream: TcpStream,
@@ -62,10 +59,6 @@ pin_project! {
         replay: Bytes,
     }
 }
-
-/// The socket of an HTTP/1.1 connection that switched protocols, with the bytes the HTTP layer read
-/// past the switch, on its way to the tunnel.
-pub(crate) type Upgraded = (TcpStream, Bytes);
 
 /// What an HTTP/2 client with prior knowledge sends first (RFC 9113 §3.4).
 const PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
@@ -97,7 +90,6 @@ impl ClientConn {
             inactive_ms: AtomicU64::new(OFF),
             closing: AtomicBool::new(false),
             app: ArcSwapOption::empty(),
-            upgrade: Mutex::new(None),
         })
     }
 
@@ -148,19 +140,6 @@ impl ClientConn {
         InFlight(Arc::clone(self))
     }
 
-    /// Announces that the response being sent switches protocols: the connection's task hands its socket
-    /// to the returned receiver once the response is out, instead of reading another request.
-    pub(crate) fn expect_upgrade(&self) -> oneshot::Receiver<Upgraded> {
-        let (sender, receiver) = oneshot::channel();
-        *self.upgrade.lock().unwrap_or_else(PoisonError::into_inner) = Some(sender);
-        receiver
-    }
-
-    /// The tunnel waiting for this connection's socket, if a protocol switch was announced.
-    pub(crate) fn take_upgrade(&self) -> Option<oneshot::Sender<Upgraded>> {
-        self.upgrade.lock().unwrap_or_else(PoisonError::into_inner).take()
-    }
-
     /// Requests in flight now: closes of the connection count against its app only if some are.
     pub(crate) fn in_flight(&self) -> u32 {
         self.in_flight.load(Ordering::SeqCst)
@@ -200,7 +179,8 @@ impl ClientConn {
         }
     }
 
-    fn on_read(&self) {
+    /// Records bytes read from the client: activity, and the start of a request head if none is in flight.
+    pub(crate) fn on_read(&self) {
         let now = self.clock.now().as_millis();
         self.last_activity.store(now, Ordering::Relaxed);
         if self.tracks_heads
@@ -211,7 +191,8 @@ impl ClientConn {
         }
     }
 
-    fn on_write(&self) {
+    /// Records bytes written to the client.
+    pub(crate) fn on_write(&self) {
         self.last_activity
             .store(self.clock.now().as_millis(), Ordering::Relaxed);
         if self.write_blocked_since.load(Ordering::Relaxed) != 0 {
@@ -219,7 +200,8 @@ impl ClientConn {
         }
     }
 
-    fn on_write_blocked(&self) {
+    /// Records that the client's socket takes no more bytes for now (the start of a send timeout).
+    pub(crate) fn on_write_blocked(&self) {
         if self.write_blocked_since.load(Ordering::Relaxed) == 0 {
             let now = self.clock.now().as_millis();
             self.write_blocked_since.store(now + 1, Ordering::Relaxed);
@@ -242,22 +224,6 @@ impl TrackedStream {
     /// Wraps a client socket; `replay` holds bytes already read from it, delivered first.
     pub(crate) fn new(stream: TcpStream, conn: Arc<ClientConn>, replay: Bytes) -> Self {
         TrackedStream { stream, conn, replay }
-    }
-
-    /// The socket and any bytes read from it but not yet delivered: for a tunnel, which needs neither
-    /// HTTP bookkeeping nor activity tracking.
-    pub(crate) fn into_parts(self) -> (TcpStream, Bytes) {
-        (self.stream, self.replay)
-    }
-
-    /// Whether bytes read earlier are still to be delivered.
-    pub(crate) fn has_replay(&self) -> bool {
-        !self.replay.is_empty()
-    }
-
-    /// Ready once the client sent something (or closed): a parked connection needs HTTP again.
-    pub(crate) fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        self.stream.poll_read_ready(cx)
     }
 }
 

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use http::{Method, StatusCode, Uri};
+use http::StatusCode;
 use tideway_core::{App, Replica};
 use tokio::time::Instant;
 use tracing::info;
@@ -16,13 +16,12 @@ use crate::metrics::ProxyMetrics;
 pub(crate) struct Exchange {
     _in_flight: InFlight,
     started: Instant,
-    method: Method,
-    uri: Uri,
     app: Option<Arc<App>>,
     status: StatusCode,
     bytes: u64,
     metrics: Arc<ProxyMetrics>,
-    access_log: bool,
+    /// The method and path the access log names; kept only when the access log is on.
+    access: Option<Box<(Box<str>, Box<str>)>>,
 }
 
 /// How a response ended.
@@ -37,11 +36,11 @@ pub(crate) enum Outcome {
 }
 
 impl Exchange {
-    /// Opens the record of a request for `uri` routed to `app` (if it was).
+    /// Opens the record of a request (its method and path, if it could be parsed) routed to `app` (if it
+    /// was).
     pub(crate) fn open(
         in_flight: InFlight,
-        method: Method,
-        uri: Uri,
+        request: Option<(&str, &str)>,
         app: Option<Arc<App>>,
         metrics: Arc<ProxyMetrics>,
         access_log: bool,
@@ -49,20 +48,26 @@ impl Exchange {
         Exchange {
             _in_flight: in_flight,
             started: Instant::now(),
-            method,
-            uri,
             app,
             status: StatusCode::OK,
             bytes: 0,
             metrics,
-            access_log,
+            access: access_log.then(|| {
+                let (method, path) = request.unwrap_or_default();
+                Box::new((method.into(), path.into()))
+            }),
         }
     }
 
     /// Records the status of the response being sent.
     pub(crate) fn responded(mut self, status: StatusCode) -> Self {
-        self.status = status;
+        self.set_status(status);
         self
+    }
+
+    /// Records the status of the response being sent.
+    pub(crate) fn set_status(&mut self, status: StatusCode) {
+        self.status = status;
     }
 
     /// Counts response body bytes passed to the client.
@@ -77,13 +82,14 @@ impl Exchange {
             Some(link) => link.metrics.request(self.status, duration),
             None => self.metrics.unrouted(),
         }
-        if self.access_log {
+        if let Some(access) = &self.access {
+            let (method, path) = &**access;
             info!(
                 target: "tideway::access",
                 app = self.app.as_deref().map_or("", App::name),
                 replica = replica.map_or("", Replica::name),
-                method = %self.method,
-                path = self.uri.path(),
+                method = &**method,
+                path = &**path,
                 status = self.status.as_u16(),
                 duration_ms = duration.as_secs_f64() * 1_000.0,
                 bytes = self.bytes,

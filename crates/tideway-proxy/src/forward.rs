@@ -1,35 +1,29 @@
-//! Forwarding an admitted request to its replica: the request rewritten for the hop, sent over a reused or
-//! new connection (moving to another replica if one refuses the connection, sending again when that is
-//! safe), and the response streamed back — or the exchange turned into a tunnel when both sides upgrade.
+//! Forwarding an admitted HTTP/2 request to its replica over HTTP/1.1: the request rewritten for the hop,
+//! sent over a reused or new connection (moving to another replica if one refuses the connection, sending
+//! again when that is safe), and the response streamed back.
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
-use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Uri, Version, uri};
 use hyper::body::Incoming;
-use hyper::upgrade::OnUpgrade;
-use hyper_util::rt::TokioIo;
-use tideway_core::{App, ConnectionTimeouts, RejectReason, ReplicaId, jittered_age};
-use tokio::net::TcpStream;
-use tokio::sync::oneshot;
+use tideway_core::{App, RejectReason, Replica, ReplicaId};
 use tracing::{debug, warn};
 
 use crate::Shared;
 use crate::body::{Lease, ProxyBody};
-use crate::client::{ClientConn, Upgraded};
+use crate::client::ClientConn;
 use crate::exchange::Exchange;
 use crate::handler::reply;
-use crate::headers::{requested_upgrade, set_forwarded, strip_hop_by_hop};
+use crate::headers::{set_forwarded, strip_hop_by_hop};
 use crate::request_body::UpstreamBody;
 use crate::seat::Seat;
-use crate::tunnel::{TunnelParts, TunnelTask};
-use crate::upstream::{self, ReplicaLink, UpstreamSettings};
+use crate::upstream::{self, UpstreamSettings};
 
 /// How many times one request is sent again: after a connection closed before taking it, or after a
 /// reused connection dropped an idempotent request without answering.
-const RETRIES: usize = 2;
+pub(crate) const RETRIES: usize = 2;
 
 /// One admitted request's way to its replica.
 pub(crate) struct Forwarding<'a> {
@@ -58,42 +52,23 @@ impl Forwarding<'_> {
         exchange: Exchange,
     ) -> Response<ProxyBody> {
         let app = self.app;
-        let upgrade = requested_upgrade(req.headers());
-        let websocket = upgrade
-            .as_ref()
-            .is_some_and(|p| p.as_bytes().eq_ignore_ascii_case(b"websocket"));
-        let upgrading = upgrade.is_some();
-        let idempotent = !upgrading && is_idempotent(req.method());
-        let (mut req, body_sent) = self.upstream_request(req, upgrade);
+        let idempotent = is_idempotent(req.method());
+        let (mut req, body_sent) = self.upstream_request(req);
         let replayable = idempotent && body_sent.is_none();
         let mut tried: Vec<ReplicaId> = Vec::new();
         let mut retries = 0;
-        let (mut response, sender) = loop {
+        let (response, sender) = loop {
             let replica = Arc::clone(seat.replica());
             let settings = UpstreamSettings::from(&**self.shared.settings.load());
-            let (mut sender, reused) = match upstream::checkout(&replica, &settings, &self.shared.shutdown)
-                .await
-            {
+            let (mut sender, reused) = match upstream::checkout(&replica, &settings).await {
                 Ok(checked_out) => checked_out,
-                Err(error) => {
-                    warn!(app = app.name(), replica = replica.name(), %error, "replica refused the connection");
-                    replica.record_connect_failure(self.shared.clock.now());
-                    tried.push(replica.id());
-                    match app.seat_excluding(&tried) {
-                        Ok(other) => {
-                            // A session moves with its connection: the next one finds it on the new replica.
-                            seat = match seat.session() {
-                                Some(id) => Seat::Session(app.start_session(other, id)),
-                                None => Seat::Own(other),
-                            };
-                            continue;
-                        }
-                        Err(_) => {
-                            app.stats().record_reject(RejectReason::NoReplica);
-                            return reply(StatusCode::BAD_GATEWAY, "no replica could be reached\n", exchange);
-                        }
+                Err(error) => match reseat(app, seat, &replica, &error, &mut tried, self.shared) {
+                    Some(other) => {
+                        seat = other;
+                        continue;
                     }
-                }
+                    None => return reply(StatusCode::BAD_GATEWAY, UNREACHABLE, exchange),
+                },
             };
             replica.record_connect_success();
             let replay = (reused && replayable).then(|| Replay::of(&req));
@@ -126,22 +101,12 @@ impl Forwarding<'_> {
         };
 
         if response.status() == StatusCode::SWITCHING_PROTOCOLS {
-            if !upgrading {
-                return reply(
-                    StatusCode::BAD_GATEWAY,
-                    "the replica switched protocols unasked\n",
-                    exchange,
-                );
-            };
-            // The connection's task hands the client socket over once this response is out.
-            let client_upgrade = self.client.expect_upgrade();
-            let upstream_upgrade = hyper::upgrade::on(&mut response);
-            let (mut parts, _) = response.into_parts();
-            let protocol = parts.headers.get(header::UPGRADE).cloned();
-            strip_hop_by_hop(&mut parts.headers, protocol);
-            self.spawn_tunnel(seat, client_upgrade, upstream_upgrade, websocket);
-            let status = parts.status;
-            return Response::from_parts(parts, ProxyBody::fixed(Bytes::new(), exchange.responded(status)));
+            // HTTP/2 requests cannot ask to switch protocols.
+            return reply(
+                StatusCode::BAD_GATEWAY,
+                "the replica switched protocols unasked\n",
+                exchange,
+            );
         }
         let (mut parts, body) = response.into_parts();
         // A 426 must say which protocol to upgrade to (RFC 9110 §15.5.22).
@@ -161,11 +126,7 @@ impl Forwarding<'_> {
     /// The request as the replica receives it: origin-form URI over HTTP/1.1, hop-by-hop headers removed,
     /// `Host` set to the host the request was routed by, `X-Forwarded-*` set, HTTP/2 cookie fields joined.
     /// Also returns the flag telling when a streamed body has been sent whole.
-    fn upstream_request(
-        &self,
-        req: Request<Incoming>,
-        upgrade: Option<HeaderValue>,
-    ) -> (Request<UpstreamBody>, Option<Arc<AtomicBool>>) {
+    fn upstream_request(&self, req: Request<Incoming>) -> (Request<UpstreamBody>, Option<Arc<AtomicBool>>) {
         let (mut parts, body) = req.into_parts();
         // The authority of an absolute-form or HTTP/2 request is what routing used; the replica must see
         // the same host (RFC 9112 §3.2.2), not a different Host header sent alongside.
@@ -178,7 +139,7 @@ impl Forwarding<'_> {
             join_cookies(&mut parts.headers);
         }
         let host = parts.headers.get(header::HOST).cloned();
-        strip_hop_by_hop(&mut parts.headers, upgrade);
+        strip_hop_by_hop(&mut parts.headers, None);
         set_forwarded(&mut parts.headers, self.client.peer().ip(), "http", host);
         if parts.uri.scheme().is_some() || parts.uri.authority().is_some() {
             let mut origin = uri::Parts::default();
@@ -189,57 +150,34 @@ impl Forwarding<'_> {
         let (body, sent) = UpstreamBody::from_client(body);
         (Request::from_parts(parts, body), sent)
     }
+}
 
-    /// Runs the tunnel in its own task once both upgrades complete; the seat moves with it.
-    fn spawn_tunnel(
-        &self,
-        seat: Seat,
-        client_upgrade: oneshot::Receiver<Upgraded>,
-        upstream_upgrade: OnUpgrade,
-        websocket: bool,
-    ) {
-        let policy = self.app.policy();
-        let timeouts = ConnectionTimeouts {
-            max_age: policy
-                .max_connection_age
-                .map(|age| jittered_age(age, self.client.age_jitter())),
-            inactive: policy.inactive_timeout,
-            ..ConnectionTimeouts::default()
-        };
-        let close_grace = policy.close_grace;
-        let (send_timeout, access_log) = {
-            let settings = self.shared.settings.load();
-            (settings.send_timeout, settings.access_log)
-        };
-        let closing = ReplicaLink::of(seat.replica(), &self.shared.shutdown)
-            .map_or_else(|| self.shared.shutdown.clone(), |link| link.closing().clone());
-        let clock = self.shared.clock;
-        let tasks = self.shared.tasks.clone();
-        // Waits for both sides to switch, then hands over to the tunnel's own task and ends: the state of
-        // the handshake does not stay around for the life of the tunnel.
-        self.shared.tasks.spawn(async move {
-            let (client, upstream) = tokio::join!(client_upgrade, upstream_upgrade);
-            let (Ok(client), Ok(upstream)) = (client, upstream) else {
-                debug!("upgrade did not complete: a side went away");
-                return;
-            };
-            let Ok(upstream) = upstream.downcast::<TokioIo<TcpStream>>() else {
-                warn!("upgraded replica connection of an unexpected type");
-                return;
-            };
-            let parts = TunnelParts {
-                client,
-                upstream: (upstream.io.into_inner(), upstream.read_buf),
-                websocket,
-                seat,
-                timeouts,
-                close_grace,
-                send_timeout,
-                access_log,
-                closing,
-            };
-            tasks.spawn(TunnelTask::new(parts, clock));
-        });
+/// The body of a `502`: no replica took the connection.
+pub(crate) const UNREACHABLE: &str = "no replica could be reached\n";
+
+/// After `replica` refused a connection: records the failure and finds the request a seat on another
+/// replica — `None` (counted as rejected) if none is left to try. A session moves with its connection,
+/// so its next one finds it on the new replica.
+pub(crate) fn reseat(
+    app: &Arc<App>,
+    seat: Seat,
+    replica: &Replica,
+    error: &std::io::Error,
+    tried: &mut Vec<ReplicaId>,
+    shared: &Shared,
+) -> Option<Seat> {
+    warn!(app = app.name(), replica = replica.name(), %error, "replica refused the connection");
+    replica.record_connect_failure(shared.clock.now());
+    tried.push(replica.id());
+    match app.seat_excluding(tried) {
+        Ok(other) => Some(match seat.session() {
+            Some(id) => Seat::Session(app.start_session(other, id)),
+            None => Seat::Own(other),
+        }),
+        Err(_) => {
+            app.stats().record_reject(RejectReason::NoReplica);
+            None
+        }
     }
 }
 
@@ -262,7 +200,7 @@ impl Replay {
 }
 
 /// Methods a client may expect to be repeated without harm (RFC 9110 §9.2.2).
-fn is_idempotent(method: &Method) -> bool {
+pub(crate) fn is_idempotent(method: &Method) -> bool {
     matches!(
         *method,
         Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE

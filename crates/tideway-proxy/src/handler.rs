@@ -24,7 +24,9 @@ use crate::exchange::Exchange;
 use crate::forward::Forwarding;
 use crate::queue::wait_for_seat;
 use crate::seat::Seat;
-use crate::sessions::{new_session_id, presented_session, session_cookie, spawn_session_expiry};
+use crate::sessions::{
+    cookie_values, new_session_id, presented_session, session_cookie, spawn_session_expiry,
+};
 
 /// The request handler of one client connection.
 #[derive(Clone)]
@@ -40,42 +42,18 @@ impl Handler {
     }
 
     async fn handle(self, req: Request<Incoming>) -> Response<ProxyBody> {
-        if req.method() == Method::CONNECT {
-            return reply(
-                StatusCode::METHOD_NOT_ALLOWED,
-                "CONNECT is not supported: tideway is not a forward proxy\n",
-                self.exchange(&req, None),
-            );
-        }
-        if req.headers().get_all(header::HOST).iter().nth(1).is_some() {
-            return reply(
-                StatusCode::BAD_REQUEST,
-                "more than one Host header\n",
-                self.exchange(&req, None),
-            );
-        }
         let host = request_host(&req);
-        if host.is_none() && req.version() == Version::HTTP_11 {
-            return reply(
-                StatusCode::BAD_REQUEST,
-                "missing Host header\n",
-                self.exchange(&req, None),
-            );
+        let host_fields = req.headers().get_all(header::HOST).iter().count();
+        if let Err(refusal) = screen(req.method(), host_fields, host, req.version() == Version::HTTP_10) {
+            return reply(refusal.status, refusal.text, self.exchange(&req, None));
         }
         let app = self.shared.routes.load().lookup(host, req.uri().path()).cloned();
         let Some(app) = app else {
-            return reply(
-                StatusCode::NOT_FOUND,
-                "no app is routed here\n",
-                self.exchange(&req, None),
-            );
+            return reply(StatusCode::NOT_FOUND, NOT_ROUTED, self.exchange(&req, None));
         };
         let exchange = self.exchange(&req, Some(&app));
-        let seat = match app.policy().affinity {
-            Affinity::None => admit(&app).await.map(|seat| (Seat::Own(seat), None)),
-            Affinity::Cookie => self.session_seat(&app, req.headers()).await,
-        };
-        match seat {
+        let presented = presented_session(cookie_values(req.headers()), app.name());
+        match seat_for(&self.shared, &app, presented).await {
             Ok((seat, issued)) => {
                 let forwarding = Forwarding {
                     shared: &self.shared,
@@ -83,14 +61,12 @@ impl Handler {
                     app: &app,
                 };
                 let mut response = forwarding.forward(seat, req, exchange).await;
-                issue_cookie(response.headers_mut(), &app, issued);
+                if let Some(cookie) = issued.and_then(|id| session_cookie(app.name(), id)) {
+                    response.headers_mut().append(header::SET_COOKIE, cookie);
+                }
                 response
             }
-            Err(reason) => {
-                app.stats().record_reject(reason);
-                debug!(app = app.name(), reason = reason.as_str(), "connection rejected");
-                unavailable(&app, exchange)
-            }
+            Err(reason) => unavailable(&app, reason, exchange),
         }
     }
 
@@ -102,42 +78,11 @@ impl Handler {
         }
         Exchange::open(
             self.client.request_started(app),
-            req.method().clone(),
-            req.uri().clone(),
+            Some((req.method().as_str(), req.uri().path())),
             app.cloned(),
             Arc::clone(&self.shared.metrics),
             self.shared.settings.load().access_log,
         )
-    }
-
-    /// A seat for a request of a cookie-affinity app: a share of its session's if it presents a live one,
-    /// else a seat of its own that starts a new session (whose id is returned, to be issued as a cookie).
-    async fn session_seat(
-        &self,
-        app: &Arc<App>,
-        headers: &http::HeaderMap,
-    ) -> Result<(Seat, Option<SessionId>), RejectReason> {
-        if let Some(id) = presented_session(headers, app.name()) {
-            match app.join_session(id) {
-                JoinSession::Joined(seat) => return Ok((Seat::Session(seat), None)),
-                JoinSession::Full => return admit(app).await.map(|seat| (Seat::Own(seat), None)),
-                JoinSession::Unknown => {}
-            }
-        }
-        let seat = admit(app).await?;
-        let Some(id) = new_session_id() else {
-            warn!(
-                app = app.name(),
-                "no randomness for a session id; connection placed without affinity"
-            );
-            return Ok((Seat::Own(seat), None));
-        };
-        if let Some(link) = AppLink::existing(app)
-            && link.claim_session_expiry()
-        {
-            spawn_session_expiry(app, self.shared.clock);
-        }
-        Ok((Seat::Session(app.start_session(seat, id)), Some(id)))
     }
 }
 
@@ -178,12 +123,85 @@ async fn admit(app: &Arc<App>) -> Result<ConnectionGuard, RejectReason> {
     seat
 }
 
-/// Gives the client its new session's cookie.
-fn issue_cookie(headers: &mut http::HeaderMap, app: &App, issued: Option<SessionId>) {
-    if let Some(cookie) = issued.and_then(|id| session_cookie(app.name(), id)) {
-        headers.append(header::SET_COOKIE, cookie);
+/// A seat for a request routed to `app`: for a cookie-affinity app, a share of the seat of the session it
+/// presents (if that is live), else a seat of its own that starts a new session, whose id is returned to be
+/// issued as a cookie.
+pub(crate) async fn seat_for(
+    shared: &Shared,
+    app: &Arc<App>,
+    presented: Option<SessionId>,
+) -> Result<(Seat, Option<SessionId>), RejectReason> {
+    if app.policy().affinity == Affinity::None {
+        return admit(app).await.map(|seat| (Seat::Own(seat), None));
     }
+    if let Some(id) = presented {
+        match app.join_session(id) {
+            JoinSession::Joined(seat) => return Ok((Seat::Session(seat), None)),
+            JoinSession::Full => return admit(app).await.map(|seat| (Seat::Own(seat), None)),
+            JoinSession::Unknown => {}
+        }
+    }
+    let seat = admit(app).await?;
+    let Some(id) = new_session_id() else {
+        warn!(
+            app = app.name(),
+            "no randomness for a session id; connection placed without affinity"
+        );
+        return Ok((Seat::Own(seat), None));
+    };
+    if let Some(link) = AppLink::existing(app)
+        && link.claim_session_expiry()
+    {
+        spawn_session_expiry(app, shared.clock);
+    }
+    Ok((Seat::Session(app.start_session(seat, id)), Some(id)))
 }
+
+/// A request tideway answers itself, and what it tells the client.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Refusal {
+    /// The status of the answer.
+    pub(crate) status: StatusCode,
+    /// A line for the client.
+    pub(crate) text: &'static str,
+}
+
+/// The body of a `404`: no route matched.
+pub(crate) const NOT_ROUTED: &str = "no app is routed here\n";
+
+/// Checks what every request must satisfy before it is routed, whatever its protocol.
+pub(crate) fn screen(
+    method: &Method,
+    host_fields: usize,
+    host: Option<&str>,
+    http10: bool,
+) -> Result<(), Refusal> {
+    let refuse = |status, text| Err(Refusal { status, text });
+    if *method == Method::CONNECT {
+        return refuse(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "CONNECT is not supported: tideway is not a forward proxy\n",
+        );
+    }
+    if host_fields > 1 {
+        return refuse(StatusCode::BAD_REQUEST, "more than one Host header\n");
+    }
+    if host.is_none() && !http10 {
+        return refuse(StatusCode::BAD_REQUEST, "missing Host header\n");
+    }
+    Ok(())
+}
+
+/// Counts a connection `app` could not seat; the `Retry-After` (seconds) to answer it with: the app's queue
+/// timeout (1–60 s), so a client told to come back then finds the queue as it would have after waiting.
+pub(crate) fn rejected(app: &App, reason: RejectReason) -> u64 {
+    app.stats().record_reject(reason);
+    debug!(app = app.name(), reason = reason.as_str(), "connection rejected");
+    app.policy().queue_timeout.as_secs_f64().ceil().clamp(1.0, 60.0) as u64
+}
+
+/// The body of a `503`: no capacity.
+pub(crate) const UNAVAILABLE: &str = "no capacity for this app right now\n";
 
 /// The host a request is for: the URI's authority (absolute-form, HTTP/2 `:authority`) or `Host`.
 fn request_host<B>(req: &Request<B>) -> Option<&str> {
@@ -205,15 +223,10 @@ pub(crate) fn reply(status: StatusCode, text: &'static str, exchange: Exchange) 
     response
 }
 
-/// `503` with a `Retry-After` of the app's queue timeout (1–60 s): a client told to come back then finds
-/// the queue as it would have after waiting.
-fn unavailable(app: &App, exchange: Exchange) -> Response<ProxyBody> {
-    let mut response = reply(
-        StatusCode::SERVICE_UNAVAILABLE,
-        "no capacity for this app right now\n",
-        exchange,
-    );
-    let seconds = app.policy().queue_timeout.as_secs_f64().ceil().clamp(1.0, 60.0) as u64;
+/// `503` with a `Retry-After`.
+fn unavailable(app: &App, reason: RejectReason, exchange: Exchange) -> Response<ProxyBody> {
+    let seconds = rejected(app, reason);
+    let mut response = reply(StatusCode::SERVICE_UNAVAILABLE, UNAVAILABLE, exchange);
     response
         .headers_mut()
         .insert(header::RETRY_AFTER, HeaderValue::from(seconds));

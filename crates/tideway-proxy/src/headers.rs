@@ -23,13 +23,6 @@ const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto
 const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 const UPGRADE_TOKEN: HeaderValue = HeaderValue::from_static("upgrade");
 
-/// The protocol a request asks to switch to, if it is a valid HTTP/1.1 upgrade request
-/// (`Connection: upgrade` and an `Upgrade` header).
-pub(crate) fn requested_upgrade(headers: &HeaderMap) -> Option<HeaderValue> {
-    let asks = connection_tokens(headers).any(|token| token.eq_ignore_ascii_case("upgrade"));
-    asks.then(|| headers.get(header::UPGRADE).cloned()).flatten()
-}
-
 /// Removes hop-by-hop headers; with `upgrade`, re-adds `Connection: upgrade` and `Upgrade` so the protocol
 /// switch itself crosses the proxy.
 pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: Option<HeaderValue>) {
@@ -134,18 +127,6 @@ mod tests {
         assert_eq!(h.len(), 2, "{h:?}");
         assert_eq!(h["x-kept"], "yes");
         assert_eq!(h["trailer"], "x-checksum", "trailers are end to end");
-    }
-
-    #[test]
-    fn upgrades_are_recognised_and_kept() {
-        let mut h = headers(&[("connection", "keep-alive, Upgrade"), ("upgrade", "websocket")]);
-        let upgrade = requested_upgrade(&h);
-        assert_eq!(upgrade.as_ref().map(|v| v.as_bytes()), Some(&b"websocket"[..]));
-        strip_hop_by_hop(&mut h, upgrade);
-        assert_eq!(h["connection"], "upgrade");
-        assert_eq!(h["upgrade"], "websocket");
-        assert!(requested_upgrade(&headers(&[("upgrade", "websocket")])).is_none());
-        assert!(requested_upgrade(&headers(&[("connection", "upgrade")])).is_none());
     }
 
     #[test]

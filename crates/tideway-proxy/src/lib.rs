@@ -11,6 +11,7 @@ mod clock;
 mod connection;
 mod exchange;
 mod forward;
+mod h1;
 mod handler;
 mod headers;
 mod metrics;
@@ -19,8 +20,10 @@ mod request_body;
 mod routing;
 mod seat;
 mod sessions;
+mod signal;
 mod tunnel;
 mod upstream;
+mod watch;
 
 use std::io;
 use std::sync::Arc;
@@ -37,6 +40,7 @@ pub use clock::RuntimeClock;
 pub use metrics::ProxyMetrics;
 pub use routing::{Route, RouteTable};
 
+use signal::Signal;
 use upstream::ReplicaLink;
 
 /// The proxy: one listener's worth of client connections over a swappable routing table.
@@ -51,6 +55,8 @@ pub(crate) struct Shared {
     routes: ArcSwap<RouteTable>,
     metrics: Arc<ProxyMetrics>,
     shutdown: CancellationToken,
+    /// Raised once shutdown starts: every connection drains.
+    draining: Arc<Signal>,
     tasks: TaskTracker,
 }
 
@@ -71,6 +77,7 @@ impl Proxy {
                 routes: ArcSwap::from_pointee(routes),
                 metrics,
                 shutdown,
+                draining: Arc::default(),
                 tasks: TaskTracker::new(),
             }),
         }
@@ -91,8 +98,8 @@ impl Proxy {
     /// Closes the connections still open on `replica` the graceful way (tunnels get their close frames,
     /// reason `drain`): for a drain that ran out of time.
     pub fn evict(&self, replica: &tideway_core::Replica) {
-        if let Some(link) = ReplicaLink::of(replica, &self.shared.shutdown) {
-            link.closing().cancel();
+        if let Some(link) = ReplicaLink::of(replica) {
+            link.evicted().raise();
         }
     }
 
@@ -124,6 +131,7 @@ impl Proxy {
             }
         }
         drop(listener);
+        shared.draining.raise();
         shared.tasks.close();
         let limit = self.drain_limit();
         info!(open = shared.tasks.len(), limit = ?limit, "draining connections");

@@ -5,9 +5,7 @@
 use std::time::Duration;
 
 use http::StatusCode;
-use prometheus::{
-    Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
-};
+use prometheus::{Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, Opts, Registry};
 
 /// Bucket bounds (seconds) that fit millisecond requests and hour-long sessions alike.
 const DURATION_BUCKETS: &[f64] = &[
@@ -25,7 +23,6 @@ pub struct ProxyMetrics {
     request_duration: HistogramVec,
     queue_wait: HistogramVec,
     connection_duration: HistogramVec,
-    parked: IntGauge,
 }
 
 /// One app's handles on the proxy metrics, resolved once.
@@ -69,17 +66,12 @@ impl ProxyMetrics {
                 "tideway_connection_duration_seconds",
                 "Lifetime of upgraded connections (WebSocket and other tunnels), from the upgrade to the close.",
             )?,
-            parked: IntGauge::new(
-                "tideway_parked_connections",
-                "Idle HTTP/1.1 client connections held without HTTP state until the client sends again.",
-            )?,
         };
         registry.register(Box::new(metrics.requests.clone()))?;
         registry.register(Box::new(metrics.unrouted.clone()))?;
         registry.register(Box::new(metrics.request_duration.clone()))?;
         registry.register(Box::new(metrics.queue_wait.clone()))?;
         registry.register(Box::new(metrics.connection_duration.clone()))?;
-        registry.register(Box::new(metrics.parked.clone()))?;
         Ok(metrics)
     }
 
@@ -96,17 +88,6 @@ impl ProxyMetrics {
         ] {
             let _ = vec.remove_label_values(&[app]);
         }
-    }
-
-    /// Idle HTTP/1.1 client connections parked right now.
-    pub fn parked_connections(&self) -> i64 {
-        self.parked.get()
-    }
-
-    /// Counts a connection as parked until the returned mark is dropped.
-    pub(crate) fn parked(&self) -> ParkedMark {
-        self.parked.inc();
-        ParkedMark(self.parked.clone())
     }
 
     pub(crate) fn unrouted(&self) {
@@ -136,14 +117,5 @@ impl AppMetrics {
 
     pub(crate) fn connection(&self, duration: Duration) {
         self.connection_duration.observe(duration.as_secs_f64());
-    }
-}
-
-/// A parked connection's place in the gauge, given back when it wakes or closes.
-pub(crate) struct ParkedMark(IntGauge);
-
-impl Drop for ParkedMark {
-    fn drop(&mut self) {
-        self.0.dec();
     }
 }

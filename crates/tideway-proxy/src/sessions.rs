@@ -15,16 +15,24 @@ use crate::clock::RuntimeClock;
 /// other's sessions.
 const COOKIE_PREFIX: &str = "tideway-";
 
-/// The session id the request presents for `app`, if it carries a well-formed one.
-pub(crate) fn presented_session(headers: &HeaderMap, app: &str) -> Option<SessionId> {
-    headers
-        .get_all(COOKIE)
-        .iter()
-        .filter_map(|h| h.to_str().ok())
+/// The session id a request presents for `app` in its `Cookie` field values, if it carries a well-formed
+/// one.
+pub(crate) fn presented_session<'a>(
+    cookies: impl IntoIterator<Item = &'a [u8]>,
+    app: &str,
+) -> Option<SessionId> {
+    cookies
+        .into_iter()
+        .filter_map(|value| std::str::from_utf8(value).ok())
         .flat_map(|h| h.split(';'))
         .filter_map(|pair| pair.trim().split_once('='))
         .find(|(name, _)| name.strip_prefix(COOKIE_PREFIX) == Some(app))
         .and_then(|(_, value)| value.trim().parse().ok())
+}
+
+/// The `Cookie` field values of a header map.
+pub(crate) fn cookie_values(headers: &HeaderMap) -> impl Iterator<Item = &[u8]> {
+    headers.get_all(COOKIE).iter().map(HeaderValue::as_bytes)
 }
 
 /// A new session id: 128 bits from the operating system's generator, so ids cannot be guessed.
@@ -88,11 +96,11 @@ mod tests {
             COOKIE,
             HeaderValue::try_from(format!("tideway-hello={id}")).expect("header"),
         );
-        assert_eq!(presented_session(&headers, "hello"), Some(id));
-        assert_eq!(presented_session(&headers, "missing"), None);
+        assert_eq!(presented_session(cookie_values(&headers), "hello"), Some(id));
+        assert_eq!(presented_session(cookie_values(&headers), "missing"), None);
         let mut forged = HeaderMap::new();
         forged.insert(COOKIE, HeaderValue::from_static("tideway-hello=not-an-id"));
-        assert_eq!(presented_session(&forged, "hello"), None);
+        assert_eq!(presented_session(cookie_values(&forged), "hello"), None);
     }
 
     #[test]
@@ -108,6 +116,6 @@ mod tests {
             COOKIE,
             HeaderValue::try_from(value.split(';').next().expect("pair")).expect("header"),
         );
-        assert_eq!(presented_session(&headers, "hello"), Some(id));
+        assert_eq!(presented_session(cookie_values(&headers), "hello"), Some(id));
     }
 }

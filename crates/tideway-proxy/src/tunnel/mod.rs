@@ -25,12 +25,12 @@ use tideway_core::{
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::time::Sleep;
-use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 use tracing::info;
 
 use crate::app_link::AppLink;
 use crate::clock::RuntimeClock;
 use crate::seat::Seat;
+use crate::signal::{Signal, Subscription};
 use frames::{FrameTracker, Seen, close_frame};
 
 /// WebSocket close code 1001: the endpoint is going away (RFC 6455 §7.4.1).
@@ -60,9 +60,9 @@ pub(crate) struct TunnelParts {
     pub(crate) send_timeout: Duration,
     /// Whether the tunnel's close is written to the access log.
     pub(crate) access_log: bool,
-    /// Cancelled when tideway shuts down or the replica's drain runs out of time: the tunnel closes with
+    /// Raised when tideway shuts down or the replica's drain runs out of time: the tunnel closes with
     /// reason `drain`.
-    pub(crate) closing: CancellationToken,
+    pub(crate) signals: [Option<Arc<Signal>>; 2],
 }
 
 /// Which socket of a tunnel an event came from.
@@ -126,7 +126,9 @@ pin_project! {
         #[pin]
         timer: Sleep,
         #[pin]
-        closing: WaitForCancellationFutureOwned,
+        shutdown: Option<Subscription>,
+        #[pin]
+        evicted: Option<Subscription>,
         app: Arc<App>,
         replica: Arc<Replica>,
         opened: tokio::time::Instant,
@@ -146,7 +148,7 @@ impl TunnelTask {
             close_grace,
             send_timeout,
             access_log,
-            closing,
+            signals: [shutdown, evicted],
         } = parts;
         timeouts.send = Some(send_timeout);
         let app = Arc::clone(seat.app());
@@ -175,7 +177,8 @@ impl TunnelTask {
         TunnelTask {
             tunnel,
             timer: tokio::time::sleep_until(clock.instant(now)),
-            closing: closing.cancelled_owned(),
+            shutdown: shutdown.map(|signal| signal.subscribe()),
+            evicted: evicted.map(|signal| signal.subscribe()),
             app,
             replica,
             opened: tokio::time::Instant::now(),
@@ -189,7 +192,10 @@ impl Future for TunnelTask {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         let this = self.project();
-        let reason = ready!(this.tunnel.poll(cx, this.timer, this.closing));
+        let drain = [this.shutdown, this.evicted]
+            .into_iter()
+            .any(|signal| signal.as_pin_mut().is_some_and(|s| s.poll(cx).is_ready()));
+        let reason = ready!(this.tunnel.poll(cx, this.timer, drain));
         this.tunnel.end_connection(reason);
         let duration = this.opened.elapsed();
         if let Some(link) = AppLink::existing(this.app) {
@@ -213,13 +219,8 @@ impl Future for TunnelTask {
 }
 
 impl Tunnel {
-    fn poll(
-        &mut self,
-        cx: &mut Context<'_>,
-        mut timer: Pin<&mut Sleep>,
-        closing: Pin<&mut WaitForCancellationFutureOwned>,
-    ) -> Poll<CloseReason> {
-        if self.closing.is_none() && closing.poll(cx).is_ready() {
+    fn poll(&mut self, cx: &mut Context<'_>, mut timer: Pin<&mut Sleep>, drain: bool) -> Poll<CloseReason> {
+        if self.closing.is_none() && drain {
             self.start_close(CloseReason::Drain);
         }
         loop {

@@ -19,7 +19,7 @@ struct Ends {
     client: TcpStream,
     replica: TcpStream,
     app: Arc<App>,
-    shutdown: CancellationToken,
+    shutdown: Arc<Signal>,
     tunnel: JoinHandle<()>,
 }
 
@@ -47,7 +47,7 @@ async fn tunnel(timeouts: ConnectionTimeouts, websocket: bool) -> Ends {
     };
     let (client, client_inner) = socket_pair().await;
     let (replica, replica_inner) = socket_pair().await;
-    let shutdown = CancellationToken::new();
+    let shutdown = Arc::new(Signal::default());
     let parts = TunnelParts {
         client: (client_inner, Bytes::new()),
         upstream: (replica_inner, Bytes::new()),
@@ -57,7 +57,7 @@ async fn tunnel(timeouts: ConnectionTimeouts, websocket: bool) -> Ends {
         close_grace: Duration::from_secs(5),
         send_timeout: Duration::from_secs(60),
         access_log: false,
-        closing: shutdown.clone(),
+        signals: [Some(Arc::clone(&shutdown)), None],
     };
     let tunnel = tokio::spawn(TunnelTask::new(parts, clock));
     Ends {
@@ -218,7 +218,7 @@ async fn age_is_jittered_within_ten_percent() {
 #[tokio::test(start_paused = true)]
 async fn silent_peers_are_cut_after_the_grace_period() {
     let mut ends = tunnel(ConnectionTimeouts::default(), true).await;
-    ends.shutdown.cancel();
+    ends.shutdown.raise();
     assert_eq!(read_frame(&mut ends.client).await.0, 0x8);
     let asked = Instant::now();
     // The client never answers; the replica never closes. Grace is 5 s.

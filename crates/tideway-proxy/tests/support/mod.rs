@@ -32,7 +32,6 @@ pub fn clock() -> RuntimeClock {
 pub struct Proxied {
     pub addr: SocketAddr,
     pub proxy: Arc<Proxy>,
-    pub metrics: Arc<ProxyMetrics>,
     shutdown: CancellationToken,
     served: JoinHandle<io::Result<bool>>,
 }
@@ -51,7 +50,7 @@ impl Proxied {
             settings,
             RouteTable::new(routes),
             clock(),
-            Arc::clone(&metrics),
+            metrics,
             shutdown.clone(),
         ));
         let serving = Arc::clone(&proxy);
@@ -59,7 +58,6 @@ impl Proxied {
         Proxied {
             addr,
             proxy,
-            metrics,
             shutdown,
             served,
         }

@@ -1,0 +1,699 @@
+//! One HTTP/1.1 exchange: the request checked, routed and seated, sent to its replica over a kept-alive
+//! connection — on another replica if one refuses the connection, again on a fresh connection when a kept
+//! one was closed under it and that is safe — and the response relayed back as it comes; or, when the
+//! replica switches protocols, both sockets handed to a tunnel.
+
+use std::future::{Future, poll_fn};
+use std::io;
+use std::pin::{Pin, pin};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::Poll;
+
+use bytes::Bytes;
+use http::{Method, StatusCode};
+use tideway_core::{CloseReason, ConnectionTimeouts, jittered_age};
+use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::net::TcpStream;
+use tokio::net::tcp::{ReadHalf, WriteHalf};
+use tracing::debug;
+
+use super::framing::{BodyCursor, Framing};
+use super::head::{self, RequestHead, ResponseRewrite};
+use super::{BUFFER, Conn};
+use crate::app_link::AppLink;
+use crate::client::ClientConn;
+use crate::exchange::{Exchange, Outcome};
+use crate::forward::{RETRIES, UNREACHABLE, is_idempotent, reseat};
+use crate::handler::{NOT_ROUTED, UNAVAILABLE, rejected, screen, seat_for};
+use crate::seat::Seat;
+use crate::sessions::{presented_session, session_cookie};
+use crate::tunnel::TunnelParts;
+use crate::upstream::{self, ReplicaLink, UpstreamSettings};
+use crate::watch::Watch;
+
+/// Room for reading a response: its head in one read, and the unit of body reads.
+const RELAY_BUFFER: usize = 16 * 1024;
+
+/// What becomes of the client connection after an exchange.
+pub(super) enum Next {
+    /// Read the next request.
+    KeepAlive,
+    /// Close it.
+    Close,
+    /// Close it, though the client may still be sending a request body.
+    CloseUnread,
+    /// It switched protocols: the tunnel takes it (and what it sent past the switch).
+    Upgrade(Box<Tunnel>),
+}
+
+/// A tunnel waiting for the client socket.
+pub(super) struct Tunnel {
+    upstream: (TcpStream, Bytes),
+    websocket: bool,
+    seat: Seat,
+    timeouts: ConnectionTimeouts,
+    close_grace: std::time::Duration,
+}
+
+/// How relaying an exchange ended.
+enum Relayed {
+    /// The whole response reached the client. `reusable`: the replica connection is at a message boundary
+    /// and may carry another request; `close`: the client was told the connection closes.
+    Done { reusable: bool, close: bool },
+    /// The replica closed the connection without answering. `written`: whether the request head was
+    /// written to it at all.
+    NoAnswer { written: bool },
+    /// The exchange broke off on `side`; `answered`: the client has part of the response already.
+    Broken { side: Side, answered: bool },
+    /// The replica's response head cannot be relayed.
+    BadResponse,
+    /// The replica switched protocols; `rest` is what it sent past its `101`.
+    Upgrade { rest: Vec<u8> },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Side {
+    Client,
+    Upstream,
+}
+
+/// How the request body's relay ended; it also watches for the client leaving once the body is sent.
+enum BodyEnd {
+    ClientLeft,
+    Malformed,
+    UpstreamFailed,
+}
+
+/// What the relay of one exchange reads.
+struct Trip<'a> {
+    client: &'a ClientConn,
+    head: &'a RequestHead,
+    set_cookie: Option<&'a [u8]>,
+    /// Set once the request body has been sent whole. (Atomics only so the exchange can move between
+    /// threads; the two relays that share them run in one task.)
+    body_sent: AtomicBool,
+    /// Set once the client has been sent part of the response.
+    answered: AtomicBool,
+}
+
+/// Runs the exchange of `head`, whose bytes are at the front of the connection's buffer.
+pub(super) async fn run(conn: &mut Conn, head: RequestHead, mut watch: Pin<&mut Watch>) -> Next {
+    let shared = Arc::clone(&conn.shared);
+    let access_log = shared.settings.load().access_log;
+    let (routed, exchange) = {
+        let text = |range: &std::ops::Range<usize>| std::str::from_utf8(&conn.buf[range.clone()]).ok();
+        let path = if head.path.is_empty() {
+            "/"
+        } else {
+            text(&head.path).unwrap_or("/")
+        };
+        let host = head.host.as_ref().and_then(text);
+        let screened = screen(&head.method, head.host_fields, host, head.http10);
+        let app = screened
+            .ok()
+            .and_then(|()| shared.routes.load().lookup(host, path).cloned());
+        if let Some(app) = &app {
+            AppLink::of(app, &shared.metrics);
+        }
+        let exchange = Exchange::open(
+            conn.client.request_started(app.as_ref()),
+            Some((head.method.as_str(), path)),
+            app.clone(),
+            Arc::clone(&shared.metrics),
+            access_log,
+        );
+        let routed = match (screened, app) {
+            (Err(refusal), _) => Err((refusal.status, refusal.text)),
+            (Ok(()), None) => Err((StatusCode::NOT_FOUND, NOT_ROUTED)),
+            (Ok(()), Some(app)) => {
+                let cookies = head.cookies.iter().map(|c| &conn.buf[c.clone()]);
+                let presented = presented_session(cookies, app.name());
+                Ok((app, presented))
+            }
+        };
+        (routed, exchange)
+    };
+    conn.buf.drain(..head.len);
+    let (app, presented) = match routed {
+        Ok(routed) => routed,
+        Err((status, text)) => return reply(conn, &head, exchange, status, text, None, watch).await,
+    };
+
+    let waited = watch
+        .as_mut()
+        .guard(until_client_leaves(
+            &conn.stream,
+            head.body == Framing::Empty,
+            seat_for(&shared, &app, presented),
+        ))
+        .await;
+    let (mut seat, issued) = match waited {
+        Ok(Some(Ok(seated))) => seated,
+        Ok(Some(Err(reason))) => {
+            let retry_after = rejected(&app, reason);
+            return reply(
+                conn,
+                &head,
+                exchange,
+                StatusCode::SERVICE_UNAVAILABLE,
+                UNAVAILABLE,
+                Some(retry_after),
+                watch,
+            )
+            .await;
+        }
+        Ok(None) | Err(_) => {
+            exchange.finish(None, Outcome::ClientGone);
+            return Next::Close;
+        }
+    };
+    let cookie = issued.and_then(|id| session_cookie(app.name(), id));
+    let trip = Trip {
+        client: &conn.client,
+        head: &head,
+        set_cookie: cookie.as_ref().map(|c| c.as_bytes()),
+        body_sent: AtomicBool::new(head.body == Framing::Empty),
+        answered: AtomicBool::new(false),
+    };
+    let mut exchange = exchange;
+    let settings = UpstreamSettings::from(&**shared.settings.load());
+    let replayable = head.body == Framing::Empty && is_idempotent(&head.method);
+    let mut tried = Vec::new();
+    let mut retries = 0;
+    loop {
+        let replica = Arc::clone(seat.replica());
+        let link = ReplicaLink::of(&replica);
+        let pooled = link.and_then(|link| link.take_stream(settings.idle_timeout));
+        let reused = pooled.is_some();
+        let mut upstream = match pooled {
+            Some(stream) => stream,
+            None => {
+                let connect = upstream::connect_stream(replica.addr(), settings.connect_timeout);
+                match watch.as_mut().guard(connect).await {
+                    Ok(Ok(stream)) => {
+                        replica.record_connect_success();
+                        stream
+                    }
+                    Ok(Err(error)) => match reseat(&app, seat, &replica, &error, &mut tried, &shared) {
+                        Some(other) => {
+                            seat = other;
+                            continue;
+                        }
+                        None => {
+                            return reply(
+                                conn,
+                                &head,
+                                exchange,
+                                StatusCode::BAD_GATEWAY,
+                                UNREACHABLE,
+                                None,
+                                watch,
+                            )
+                            .await;
+                        }
+                    },
+                    Err(_) => {
+                        exchange.finish(Some(&replica), Outcome::ClientGone);
+                        return Next::Close;
+                    }
+                }
+            }
+        };
+        if let Some(link) = link {
+            watch
+                .as_mut()
+                .watch_replica(link.evicted(), app.policy().drain_timeout);
+        }
+        let relayed = watch
+            .as_mut()
+            .guard(relay(
+                &mut conn.stream,
+                &mut conn.buf,
+                &mut upstream,
+                &trip,
+                &mut exchange,
+            ))
+            .await
+            // Cut by a limit: counted as the client's doing unless tideway was closing it anyway.
+            .unwrap_or(Relayed::Broken {
+                side: Side::Client,
+                answered: true,
+            });
+        watch.as_mut().unwatch_replica();
+        let unread = if trip.body_sent.load(Ordering::Relaxed) {
+            Next::Close
+        } else {
+            Next::CloseUnread
+        };
+        match relayed {
+            Relayed::Done { reusable, close } => {
+                if reusable && let Some(link) = link {
+                    link.put_stream(upstream, &settings);
+                }
+                drop(seat);
+                exchange.finish(Some(&replica), Outcome::Complete);
+                return if close { unread } else { Next::KeepAlive };
+            }
+            Relayed::NoAnswer { written } if retries < RETRIES && (!written || (reused && replayable)) => {
+                // Never written, or written on a kept-alive connection the replica had just closed and safe
+                // to send twice: send it again on a fresh connection.
+                retries += 1;
+                trip.answered.store(false, Ordering::Relaxed);
+            }
+            Relayed::NoAnswer { .. }
+            | Relayed::Broken {
+                side: Side::Upstream,
+                answered: false,
+            } => {
+                debug!(
+                    app = app.name(),
+                    replica = replica.name(),
+                    "replica failed the request"
+                );
+                return reply(
+                    conn,
+                    &head,
+                    exchange,
+                    StatusCode::BAD_GATEWAY,
+                    FAILED,
+                    None,
+                    watch,
+                )
+                .await;
+            }
+            Relayed::BadResponse => {
+                debug!(
+                    app = app.name(),
+                    replica = replica.name(),
+                    "replica sent a malformed response"
+                );
+                return reply(
+                    conn,
+                    &head,
+                    exchange,
+                    StatusCode::BAD_GATEWAY,
+                    MALFORMED,
+                    None,
+                    watch,
+                )
+                .await;
+            }
+            Relayed::Broken { side, .. } => {
+                let outcome = match side {
+                    Side::Upstream => {
+                        app.stats().record_close(CloseReason::Upstream);
+                        Outcome::UpstreamFailed
+                    }
+                    Side::Client => {
+                        if !conn.client.is_closing() {
+                            app.stats().record_close(CloseReason::Client);
+                        }
+                        Outcome::ClientGone
+                    }
+                };
+                drop(seat);
+                exchange.finish(Some(&replica), outcome);
+                return Next::Close;
+            }
+            Relayed::Upgrade { rest } => {
+                exchange.finish(Some(&replica), Outcome::Complete);
+                let policy = app.policy();
+                return Next::Upgrade(Box::new(Tunnel {
+                    upstream: (upstream, Bytes::from(rest)),
+                    websocket: head.websocket,
+                    seat,
+                    timeouts: ConnectionTimeouts {
+                        max_age: policy
+                            .max_connection_age
+                            .map(|age| jittered_age(age, conn.client.age_jitter())),
+                        inactive: policy.inactive_timeout,
+                        ..ConnectionTimeouts::default()
+                    },
+                    close_grace: policy.close_grace,
+                }));
+            }
+        }
+    }
+}
+
+/// The body of a `502`: the replica took the connection but did not answer.
+const FAILED: &str = "the replica failed to answer\n";
+/// The body of a `502`: the replica's answer was not HTTP tideway can relay.
+const MALFORMED: &str = "the replica sent a malformed response\n";
+
+/// Answers a request that cannot be parsed; false if the client is gone.
+pub(super) async fn refuse(
+    conn: &mut Conn,
+    status: StatusCode,
+    text: &'static str,
+    watch: Pin<&mut Watch>,
+) -> bool {
+    let shared = &conn.shared;
+    let exchange = Exchange::open(
+        conn.client.request_started(None),
+        None,
+        None,
+        Arc::clone(&shared.metrics),
+        shared.settings.load().access_log,
+    );
+    let written = write_own(conn, exchange, status, text, None, true, watch).await;
+    debug!(peer = %conn.client.peer(), status = status.as_u16(), written, "request refused");
+    written
+}
+
+/// Answers a request with one of tideway's own responses.
+async fn reply(
+    conn: &mut Conn,
+    head: &RequestHead,
+    exchange: Exchange,
+    status: StatusCode,
+    text: &'static str,
+    retry_after: Option<u64>,
+    watch: Pin<&mut Watch>,
+) -> Next {
+    // A body tideway did not read would be taken for the next request.
+    let unread = head.body != Framing::Empty;
+    let close = unread || !head.keep_alive || conn.client.is_closing();
+    if !write_own(conn, exchange, status, text, retry_after, close, watch).await {
+        return Next::Close;
+    }
+    match (close, unread) {
+        (true, true) => Next::CloseUnread,
+        (true, false) => Next::Close,
+        (false, _) => Next::KeepAlive,
+    }
+}
+
+/// Writes one of tideway's own responses; false if the client is gone.
+async fn write_own(
+    conn: &mut Conn,
+    mut exchange: Exchange,
+    status: StatusCode,
+    text: &str,
+    retry_after: Option<u64>,
+    close: bool,
+    watch: Pin<&mut Watch>,
+) -> bool {
+    let response = head::own_response(status, text, retry_after, close);
+    exchange.set_status(status);
+    exchange.count(text.len());
+    let (_, mut writer) = conn.stream.split();
+    let written = matches!(
+        watch
+            .guard(write_to_client(&mut writer, &conn.client, &response))
+            .await,
+        Ok(Ok(()))
+    );
+    exchange.finish(
+        None,
+        if written {
+            Outcome::Complete
+        } else {
+            Outcome::ClientGone
+        },
+    );
+    written
+}
+
+/// Waits for `wait` on behalf of a client that has sent its whole request: `None` if it closes its
+/// connection first.
+async fn until_client_leaves<F: Future>(
+    stream: &TcpStream,
+    request_complete: bool,
+    wait: F,
+) -> Option<F::Output> {
+    let mut wait = pin!(wait);
+    let mut watching = request_complete;
+    poll_fn(|cx| {
+        if let Poll::Ready(output) = wait.as_mut().poll(cx) {
+            return Poll::Ready(Some(output));
+        }
+        if watching {
+            let mut byte = [0u8; 1];
+            match stream.poll_peek(cx, &mut ReadBuf::new(&mut byte)) {
+                Poll::Ready(Ok(0) | Err(_)) => return Poll::Ready(None),
+                // A pipelined request: the client is still there, and its next bytes say nothing more.
+                Poll::Ready(Ok(_)) => watching = false,
+                Poll::Pending => {}
+            }
+        }
+        Poll::Pending
+    })
+    .await
+}
+
+/// Sends the request to the replica and relays the response, the request body going up meanwhile.
+async fn relay(
+    client: &mut TcpStream,
+    buf: &mut Vec<u8>,
+    upstream: &mut TcpStream,
+    trip: &Trip<'_>,
+    exchange: &mut Exchange,
+) -> Relayed {
+    let (mut client_reader, mut client_writer) = client.split();
+    let (mut upstream_reader, mut upstream_writer) = upstream.split();
+    if upstream_writer.write_all(&trip.head.forward).await.is_err() {
+        return Relayed::NoAnswer { written: false };
+    }
+    let mut body = pin!(relay_body(&mut client_reader, &mut upstream_writer, buf, trip));
+    let mut response = pin!(relay_response(
+        &mut upstream_reader,
+        &mut client_writer,
+        trip,
+        exchange
+    ));
+    let mut body_end = None;
+    poll_fn(|cx| {
+        if let Poll::Ready(relayed) = response.as_mut().poll(cx) {
+            return Poll::Ready(relayed);
+        }
+        if body_end.is_none()
+            && let Poll::Ready(end) = body.as_mut().poll(cx)
+        {
+            body_end = Some(end);
+        }
+        let answered = trip.answered.load(Ordering::Relaxed);
+        match body_end {
+            Some(BodyEnd::ClientLeft | BodyEnd::Malformed) => Poll::Ready(Relayed::Broken {
+                side: Side::Client,
+                answered,
+            }),
+            // The replica may have answered before reading the whole body: its response tells.
+            Some(BodyEnd::UpstreamFailed) | None => Poll::Pending,
+        }
+    })
+    .await
+}
+
+/// Relays the request body from `buf` and the client socket to the replica; then waits for the client to
+/// leave, which ends the exchange (it never returns while the client stays).
+async fn relay_body(
+    client: &mut ReadHalf<'_>,
+    upstream: &mut WriteHalf<'_>,
+    buf: &mut Vec<u8>,
+    trip: &Trip<'_>,
+) -> BodyEnd {
+    let mut cursor = BodyCursor::new(trip.head.body);
+    while !cursor.is_done() {
+        if buf.is_empty() {
+            buf.reserve(BUFFER);
+            match client.read_buf(buf).await {
+                Ok(0) | Err(_) => return BodyEnd::ClientLeft,
+                Ok(_) => trip.client.on_read(),
+            }
+        }
+        let Ok(taken) = cursor.advance(buf, &mut |_| {}) else {
+            return BodyEnd::Malformed;
+        };
+        if upstream.write_all(&buf[..taken]).await.is_err() {
+            return BodyEnd::UpstreamFailed;
+        }
+        buf.drain(..taken);
+    }
+    trip.body_sent.store(true, Ordering::Relaxed);
+    if !buf.is_empty() {
+        // The client already sent its next request: it is still there.
+        return std::future::pending().await;
+    }
+    let mut byte = [0u8; 1];
+    match client.peek(&mut byte).await {
+        Ok(0) | Err(_) => BodyEnd::ClientLeft,
+        Ok(_) => std::future::pending().await,
+    }
+}
+
+/// Relays the replica's response to the client: interim responses, the final head rewritten, and the body
+/// in its framing.
+async fn relay_response(
+    upstream: &mut ReadHalf<'_>,
+    client: &mut WriteHalf<'_>,
+    trip: &Trip<'_>,
+    exchange: &mut Exchange,
+) -> Relayed {
+    let request = trip.head;
+    let mut buf = Vec::with_capacity(RELAY_BUFFER);
+    let mut out = Vec::new();
+    let (head, close) = 'head: loop {
+        match upstream.read_buf(&mut buf).await {
+            Ok(0) | Err(_) if buf.is_empty() && !trip.answered.load(Ordering::Relaxed) => {
+                return Relayed::NoAnswer { written: true };
+            }
+            Ok(0) | Err(_) => {
+                return Relayed::Broken {
+                    side: Side::Upstream,
+                    answered: trip.answered.load(Ordering::Relaxed),
+                };
+            }
+            Ok(_) => {}
+        }
+        loop {
+            out.clear();
+            let close =
+                !request.keep_alive || trip.client.is_closing() || !trip.body_sent.load(Ordering::Relaxed);
+            let rewrite = ResponseRewrite {
+                head_request: request.method == Method::HEAD,
+                http10_client: request.http10,
+                upgrade_requested: request.upgrade,
+                close,
+                set_cookie: trip.set_cookie,
+            };
+            match head::parse_response(&buf, rewrite, &mut out) {
+                Err(_) => return Relayed::BadResponse,
+                Ok(None) => break,
+                Ok(Some(interim))
+                    if interim.status.is_informational()
+                        && interim.status != StatusCode::SWITCHING_PROTOCOLS =>
+                {
+                    trip.answered.store(true, Ordering::Relaxed);
+                    if !request.http10 && write_to_client(client, trip.client, &out).await.is_err() {
+                        return Relayed::Broken {
+                            side: Side::Client,
+                            answered: true,
+                        };
+                    }
+                    buf.drain(..interim.len);
+                    if buf.is_empty() {
+                        break;
+                    }
+                }
+                Ok(Some(head)) => break 'head (head, close),
+            }
+        }
+    };
+    exchange.set_status(head.status);
+    trip.answered.store(true, Ordering::Relaxed);
+    if head.status == StatusCode::SWITCHING_PROTOCOLS {
+        if write_to_client(client, trip.client, &out).await.is_err() {
+            return Relayed::Broken {
+                side: Side::Client,
+                answered: true,
+            };
+        }
+        buf.drain(..head.len);
+        return Relayed::Upgrade { rest: buf };
+    }
+
+    // Chunked bodies are decoded for HTTP/1.0 clients; everything else goes through as it is.
+    let decode = head.body == Framing::Chunked && request.http10;
+    let mut cursor = BodyCursor::new(head.body);
+    let mut extra = false;
+    let mut start = head.len;
+    loop {
+        let input = &buf[start..];
+        let mut payload = 0;
+        let taken = cursor.advance(input, &mut |range| {
+            payload += range.len();
+            if decode {
+                out.extend_from_slice(&input[range]);
+            }
+        });
+        let Ok(taken) = taken else {
+            return Relayed::Broken {
+                side: Side::Upstream,
+                answered: true,
+            };
+        };
+        extra |= taken < input.len();
+        exchange.count(payload);
+        let chunk = if decode || start > 0 {
+            if !decode {
+                out.extend_from_slice(&input[..taken]);
+            }
+            &out[..]
+        } else {
+            &input[..taken]
+        };
+        if write_to_client(client, trip.client, chunk).await.is_err() {
+            return Relayed::Broken {
+                side: Side::Client,
+                answered: true,
+            };
+        }
+        if cursor.is_done() {
+            break;
+        }
+        buf.clear();
+        out.clear();
+        start = 0;
+        match upstream.read_buf(&mut buf).await {
+            Ok(0) if cursor.at_close() => break,
+            Ok(0) | Err(_) => {
+                return Relayed::Broken {
+                    side: Side::Upstream,
+                    answered: true,
+                };
+            }
+            Ok(_) => {}
+        }
+    }
+    Relayed::Done {
+        reusable: head.reusable && !extra && trip.body_sent.load(Ordering::Relaxed),
+        close: close || head.body == Framing::UntilClose || decode,
+    }
+}
+
+/// Writes `bytes` to the client, recording progress and stalls for its send timeout.
+async fn write_to_client(
+    writer: &mut WriteHalf<'_>,
+    client: &ClientConn,
+    mut bytes: &[u8],
+) -> io::Result<()> {
+    poll_fn(|cx| {
+        while !bytes.is_empty() {
+            match Pin::new(&mut *writer).poll_write(cx, bytes) {
+                Poll::Pending => {
+                    client.on_write_blocked();
+                    return Poll::Pending;
+                }
+                Poll::Ready(Ok(0)) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
+                Poll::Ready(Ok(n)) => {
+                    bytes = &bytes[n..];
+                    client.on_write();
+                }
+                Poll::Ready(Err(error)) => return Poll::Ready(Err(error)),
+            }
+        }
+        Poll::Ready(Ok(()))
+    })
+    .await
+}
+
+impl Tunnel {
+    /// The tunnel's parts, with the client's socket and what the client sent past its upgrade request.
+    pub(super) fn with_client(self, client: (TcpStream, Bytes), shared: &crate::Shared) -> TunnelParts {
+        let settings = shared.settings.load();
+        let evicted = ReplicaLink::of(self.seat.replica()).map(|link| Arc::clone(link.evicted()));
+        TunnelParts {
+            client,
+            upstream: self.upstream,
+            websocket: self.websocket,
+            seat: self.seat,
+            timeouts: self.timeouts,
+            close_grace: self.close_grace,
+            send_timeout: settings.send_timeout,
+            access_log: settings.access_log,
+            signals: [Some(Arc::clone(&shared.draining)), evicted],
+        }
+    }
+}

@@ -1,0 +1,258 @@
+//! Where an HTTP/1.1 message body ends (RFC 9112 §6): relayed bytes are followed through the framing so
+//! that the next message on the connection starts exactly where this one stops.
+
+use std::ops::Range;
+
+/// How a message body is delimited.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Framing {
+    /// No body.
+    Empty,
+    /// `Content-Length` bytes.
+    Length(u64),
+    /// `Transfer-Encoding: chunked`, forwarded as it is.
+    Chunked,
+    /// Everything until the sender closes (responses only).
+    UntilClose,
+}
+
+/// The position of a relay inside a body.
+#[derive(Debug)]
+pub(crate) struct BodyCursor {
+    state: State,
+}
+
+/// A chunked body that does not follow RFC 9112 §7.1.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct BadChunk;
+
+#[derive(Debug)]
+enum State {
+    Length(u64),
+    Chunked(Chunk),
+    UntilClose,
+    Done,
+}
+
+/// Where a chunked body stands. `line` counts the bytes of the size line or trailer field being read,
+/// which are bounded so a peer cannot make tideway buffer or scan without end.
+#[derive(Debug)]
+struct Chunk {
+    phase: Phase,
+    size: u64,
+    digits: u8,
+    line: usize,
+    trailers: usize,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Phase {
+    /// Hex digits of a chunk size.
+    Size,
+    /// Whitespace or extensions after the size, up to CR.
+    Extension,
+    /// LF ending a size line.
+    SizeLf,
+    /// Chunk data; `size` bytes remain.
+    Data,
+    /// CR after chunk data.
+    DataCr,
+    /// LF after chunk data.
+    DataLf,
+    /// Start of a trailer line (or the final CR).
+    TrailerStart,
+    /// Inside a trailer field, up to its LF.
+    Trailer,
+    /// LF ending the message.
+    EndLf,
+    /// The message ended.
+    End,
+}
+
+/// Longest chunk-size line (with extensions) accepted.
+const MAX_SIZE_LINE: usize = 4096;
+/// Most trailer bytes accepted.
+const MAX_TRAILERS: usize = 16 * 1024;
+
+impl BodyCursor {
+    /// The start of a body framed by `framing`.
+    pub(crate) fn new(framing: Framing) -> Self {
+        let state = match framing {
+            Framing::Empty | Framing::Length(0) => State::Done,
+            Framing::Length(n) => State::Length(n),
+            Framing::Chunked => State::Chunked(Chunk {
+                phase: Phase::Size,
+                size: 0,
+                digits: 0,
+                line: 0,
+                trailers: 0,
+            }),
+            Framing::UntilClose => State::UntilClose,
+        };
+        BodyCursor { state }
+    }
+
+    /// True once the whole body went by.
+    pub(crate) fn is_done(&self) -> bool {
+        matches!(self.state, State::Done)
+    }
+
+    /// Takes the body's bytes from the front of `input` and returns how many there are; bytes after the
+    /// body's end are left for the next message. `payload` receives the ranges of `input` that are content
+    /// rather than chunk framing, for a peer that cannot take chunked encoding.
+    pub(crate) fn advance(
+        &mut self,
+        input: &[u8],
+        payload: &mut impl FnMut(Range<usize>),
+    ) -> Result<usize, BadChunk> {
+        match &mut self.state {
+            State::Done => Ok(0),
+            State::UntilClose => {
+                payload(0..input.len());
+                Ok(input.len())
+            }
+            State::Length(remaining) => {
+                let take = usize::try_from(*remaining).map_or(input.len(), |r| r.min(input.len()));
+                payload(0..take);
+                *remaining -= take as u64;
+                if *remaining == 0 {
+                    self.state = State::Done;
+                }
+                Ok(take)
+            }
+            State::Chunked(chunk) => {
+                let taken = chunk.advance(input, payload)?;
+                if chunk.phase == Phase::End {
+                    self.state = State::Done;
+                }
+                Ok(taken)
+            }
+        }
+    }
+
+    /// The sender closed: fine for a body delimited by the close, a truncation for any other unfinished one.
+    pub(crate) fn at_close(&mut self) -> bool {
+        match self.state {
+            State::UntilClose | State::Done => {
+                self.state = State::Done;
+                true
+            }
+            State::Length(_) | State::Chunked(_) => false,
+        }
+    }
+}
+
+impl Chunk {
+    fn advance(&mut self, input: &[u8], payload: &mut impl FnMut(Range<usize>)) -> Result<usize, BadChunk> {
+        let mut at = 0;
+        while at < input.len() && self.phase != Phase::End {
+            let byte = input[at];
+            match self.phase {
+                Phase::End => break,
+                Phase::Data => {
+                    let take =
+                        usize::try_from(self.size).map_or(input.len() - at, |s| s.min(input.len() - at));
+                    payload(at..at + take);
+                    self.size -= take as u64;
+                    at += take;
+                    if self.size == 0 {
+                        self.phase = Phase::DataCr;
+                    }
+                    continue;
+                }
+                Phase::Size => match hex_value(byte) {
+                    Some(digit) => {
+                        // 16 hex digits fill a u64; more can only overflow.
+                        if self.digits == 16 {
+                            return Err(BadChunk);
+                        }
+                        self.size = self.size << 4 | u64::from(digit);
+                        self.digits += 1;
+                    }
+                    None if self.digits == 0 => return Err(BadChunk),
+                    None => {
+                        self.phase = Phase::Extension;
+                        continue;
+                    }
+                },
+                Phase::Extension => match byte {
+                    b'\r' => self.phase = Phase::SizeLf,
+                    b'\n' => return Err(BadChunk),
+                    _ => {}
+                },
+                Phase::SizeLf => {
+                    if byte != b'\n' {
+                        return Err(BadChunk);
+                    }
+                    self.line = 0;
+                    self.digits = 0;
+                    self.phase = if self.size == 0 {
+                        Phase::TrailerStart
+                    } else {
+                        Phase::Data
+                    };
+                }
+                Phase::DataCr => {
+                    if byte != b'\r' {
+                        return Err(BadChunk);
+                    }
+                    self.phase = Phase::DataLf;
+                }
+                Phase::DataLf => {
+                    if byte != b'\n' {
+                        return Err(BadChunk);
+                    }
+                    self.phase = Phase::Size;
+                }
+                Phase::TrailerStart => {
+                    self.phase = if byte == b'\r' {
+                        Phase::EndLf
+                    } else {
+                        Phase::Trailer
+                    };
+                }
+                Phase::Trailer => {
+                    if byte == b'\n' {
+                        self.phase = Phase::TrailerStart;
+                    }
+                }
+                Phase::EndLf => {
+                    if byte != b'\n' {
+                        return Err(BadChunk);
+                    }
+                    self.phase = Phase::End;
+                    return Ok(at + 1);
+                }
+            }
+            match self.phase {
+                Phase::Size | Phase::Extension | Phase::SizeLf => {
+                    self.line += 1;
+                    if self.line > MAX_SIZE_LINE {
+                        return Err(BadChunk);
+                    }
+                }
+                Phase::Trailer | Phase::TrailerStart | Phase::EndLf => {
+                    self.trailers += 1;
+                    if self.trailers > MAX_TRAILERS {
+                        return Err(BadChunk);
+                    }
+                }
+                Phase::Data | Phase::DataCr | Phase::DataLf | Phase::End => {}
+            }
+            at += 1;
+        }
+        Ok(at)
+    }
+}
+
+fn hex_value(byte: u8) -> Option<u8> {
+    match byte {
+        b'0'..=b'9' => Some(byte - b'0'),
+        b'a'..=b'f' => Some(byte - b'a' + 10),
+        b'A'..=b'F' => Some(byte - b'A' + 10),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,232 @@
+//! The watch over one client connection: a single timer for all of its limits (age, inactivity,
+//! keep-alive, slow request heads, unread responses), the shutdown signal, and the eviction of the
+//! replica its request is on.
+
+use std::future::{Future, poll_fn};
+use std::pin::{Pin, pin};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use pin_project_lite::pin_project;
+use tideway_core::{CloseReason, Policy, TimeoutVerdict, Timestamp};
+use tokio::time::Sleep;
+use tracing::debug;
+
+use crate::Shared;
+use crate::client::ClientConn;
+use crate::signal::{Signal, Subscription};
+
+pin_project! {
+    /// Tells a connection when to start closing gracefully and when to drop it.
+    pub(crate) struct Watch {
+        #[pin]
+        timer: Sleep,
+        #[pin]
+        shutdown: Subscription,
+        // The eviction signal of the replica the request in flight is on, subscribed to once the request
+        // has lasted `subscribe_at`.
+        #[pin]
+        eviction: Option<Subscription>,
+        replica: Option<(Arc<Signal>, Timestamp)>,
+        client: Arc<ClientConn>,
+        shared: Arc<Shared>,
+        // Set once the connection is closing: past it, the connection is dropped whatever its state.
+        hard_deadline: Option<Timestamp>,
+    }
+}
+
+/// What the watch asks of its connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Alarm {
+    /// Start closing gracefully: HTTP/1.1 sends `Connection: close` with the response in flight, HTTP/2
+    /// sends GOAWAY. Raised once.
+    Close,
+    /// Drop the connection now: a limit that allows no grace (slow head, unread response), or the grace of
+    /// a graceful close ran out.
+    Cut,
+}
+
+/// The connection had to be dropped while something was still in progress.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Cut;
+
+impl Watch {
+    /// A watch over `client`, in force from now.
+    pub(crate) fn new(shared: &Arc<Shared>, client: &Arc<ClientConn>) -> Self {
+        let now = shared.clock.now();
+        Watch {
+            timer: tokio::time::sleep_until(shared.clock.instant(now)),
+            shutdown: shared.draining.subscribe(),
+            eviction: None,
+            replica: None,
+            client: Arc::clone(client),
+            shared: Arc::clone(shared),
+            hard_deadline: None,
+        }
+    }
+
+    /// Closes the connection, the graceful way, if the replica behind `evicted` is evicted while a request
+    /// is in flight there (its drain ran out of time).
+    ///
+    /// Replicas being drained take no new requests, so a request still in flight when one is evicted has
+    /// lasted the drain timeout at least: the signal is only subscribed to (which takes its lock) once the
+    /// request has lasted that long or a second, whichever is shorter — never for the short requests that
+    /// make up most traffic. Until then it costs an atomic load per poll.
+    pub(crate) fn watch_replica(self: Pin<&mut Self>, evicted: &Arc<Signal>, drain_timeout: Duration) {
+        let this = self.project();
+        let after = drain_timeout.min(Duration::from_secs(1));
+        *this.replica = Some((Arc::clone(evicted), this.shared.clock.now().saturating_add(after)));
+    }
+
+    /// The request in flight ended: its replica's eviction no longer concerns this connection.
+    pub(crate) fn unwatch_replica(self: Pin<&mut Self>) {
+        let mut this = self.project();
+        *this.replica = None;
+        if this.eviction.is_some() {
+            this.eviction.set(None);
+        }
+    }
+
+    /// True once a graceful close started.
+    pub(crate) fn is_closing(&self) -> bool {
+        self.hard_deadline.is_some()
+    }
+
+    /// Checks the limits; registers the task to be woken when the next one is due.
+    pub(crate) fn poll_alarm(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Alarm> {
+        let mut this = self.project();
+        let clock = this.shared.clock;
+        loop {
+            let now = clock.now();
+            if this.hard_deadline.is_none() {
+                let closing = if this.shutdown.as_mut().poll(cx).is_ready() {
+                    Some((CloseReason::Drain, policy_of(this.client).drain_timeout))
+                } else if evicted(this.replica, this.eviction.as_mut(), cx) {
+                    Some((CloseReason::Drain, policy_of(this.client).close_grace))
+                } else {
+                    None
+                };
+                if let Some((reason, grace)) = closing {
+                    begin_close(this.client, reason);
+                    *this.hard_deadline = Some(now.saturating_add(grace));
+                    return Poll::Ready(Alarm::Close);
+                }
+            }
+            let mut subscribe_at = None;
+            if let Some((signal, at)) = this.replica.as_ref()
+                && this.eviction.is_none()
+            {
+                if *at <= now {
+                    this.eviction.set(Some(signal.subscribe()));
+                    continue;
+                }
+                subscribe_at = Some(*at);
+            }
+            let due = match *this.hard_deadline {
+                Some(deadline) => deadline,
+                None => {
+                    let settings = this.shared.settings.load();
+                    match this
+                        .client
+                        .timeouts(&settings)
+                        .evaluate(&this.client.times(), now)
+                    {
+                        TimeoutVerdict::Open { next } => match next.into_iter().chain(subscribe_at).min() {
+                            Some(due) => due,
+                            None => return Poll::Pending,
+                        },
+                        TimeoutVerdict::Abort => {
+                            debug!(peer = %this.client.peer(), "request head too slow, or response not read: dropped");
+                            return Poll::Ready(Alarm::Cut);
+                        }
+                        TimeoutVerdict::Close(reason) => {
+                            begin_close(this.client, reason);
+                            *this.hard_deadline =
+                                Some(now.saturating_add(policy_of(this.client).close_grace));
+                            return Poll::Ready(Alarm::Close);
+                        }
+                    }
+                }
+            };
+            if due <= now {
+                return Poll::Ready(Alarm::Cut);
+            }
+            // Arm lazily: activity only ever moves deadlines later, so a timer armed too early fires once,
+            // finds nothing due and is re-armed; re-arming on every byte would cost far more.
+            let at = clock.instant(due);
+            let armed = this.timer.deadline();
+            if at < armed || armed <= clock.instant(now) {
+                this.timer.as_mut().reset(at);
+            }
+            if this.timer.as_mut().poll(cx).is_pending() {
+                return Poll::Pending;
+            }
+        }
+    }
+
+    /// Runs `io` under the connection's limits. A graceful close that starts meanwhile only marks the
+    /// connection closing (`io` goes on and sees it); `Err(Cut)` if the connection must be dropped first.
+    pub(crate) async fn guard<F: Future>(mut self: Pin<&mut Self>, io: F) -> Result<F::Output, Cut> {
+        let mut io = pin!(io);
+        poll_fn(|cx| {
+            if let Poll::Ready(output) = io.as_mut().poll(cx) {
+                return Poll::Ready(Ok(output));
+            }
+            loop {
+                match self.as_mut().poll_alarm(cx) {
+                    Poll::Ready(Alarm::Cut) => return Poll::Ready(Err(Cut)),
+                    Poll::Ready(Alarm::Close) => continue,
+                    Poll::Pending => return Poll::Pending,
+                }
+            }
+        })
+        .await
+    }
+
+    /// Waits for `io` while the connection is idle (no request in flight): here a graceful close has
+    /// nothing to finish, so it ends the wait like a cut.
+    pub(crate) async fn guard_idle<F: Future>(mut self: Pin<&mut Self>, io: F) -> Result<F::Output, Cut> {
+        let mut io = pin!(io);
+        poll_fn(|cx| {
+            if let Poll::Ready(output) = io.as_mut().poll(cx) {
+                return Poll::Ready(Ok(output));
+            }
+            match self.as_mut().poll_alarm(cx) {
+                Poll::Ready(_) => Poll::Ready(Err(Cut)),
+                Poll::Pending if self.is_closing() => Poll::Ready(Err(Cut)),
+                Poll::Pending => Poll::Pending,
+            }
+        })
+        .await
+    }
+}
+
+/// The policy of the app the connection last talked to, or the defaults.
+fn policy_of(client: &ClientConn) -> Arc<Policy> {
+    client.app().map_or_else(Arc::default, |app| app.policy())
+}
+
+/// Whether the replica the request in flight is on was evicted.
+fn evicted(
+    replica: &Option<(Arc<Signal>, Timestamp)>,
+    subscription: Pin<&mut Option<Subscription>>,
+    cx: &mut Context<'_>,
+) -> bool {
+    let Some((signal, _)) = replica else {
+        return false;
+    };
+    signal.is_raised() || subscription.as_pin_mut().is_some_and(|s| s.poll(cx).is_ready())
+}
+
+/// Marks `client` closing and counts the close against its app — only if requests are in flight: an idle
+/// keep-alive connection holds no connection in the sense tideway counts.
+fn begin_close(client: &ClientConn, reason: CloseReason) {
+    client.mark_closing();
+    if client.in_flight() > 0
+        && let Some(app) = client.app()
+    {
+        app.stats().record_close(reason);
+    }
+    debug!(peer = %client.peer(), reason = reason.as_str(), "closing client connection");
+}
