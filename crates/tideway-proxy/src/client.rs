@@ -60,9 +60,6 @@ pin_project! {
     }
 }
 
-/// What an HTTP/2 client with prior knowledge sends first (RFC 9113 §3.4).
-const PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
-
 impl ClientConn {
     /// A connection from `peer`, accepted at `accepted`. `tracks_heads` is true for HTTP/1, where bytes
     /// that arrive while no request is in flight start a request head (the slow-header limit); the first
@@ -91,6 +88,11 @@ impl ClientConn {
             closing: AtomicBool::new(false),
             app: ArcSwapOption::empty(),
         })
+    }
+
+    /// When the connection was accepted.
+    pub(crate) fn accepted(&self) -> Timestamp {
+        self.accepted
     }
 
     /// The client's address, for `X-Forwarded-For` and logs.
@@ -289,28 +291,6 @@ impl AsyncWrite for TrackedStream {
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         self.project().stream.poll_shutdown(cx)
-    }
-}
-
-/// Reads from `stream` until its first bytes either are the HTTP/2 preface or cannot be; returns them
-/// (for replay) and whether they are. Fails on end of stream before a decision.
-pub(crate) async fn read_preface(stream: &mut TcpStream) -> io::Result<(Bytes, bool)> {
-    use tokio::io::AsyncReadExt;
-    let mut bytes = [0u8; PREFACE.len()];
-    let mut end = 0;
-    loop {
-        let read = stream.read(&mut bytes[end..]).await?;
-        if read == 0 {
-            return Err(io::ErrorKind::UnexpectedEof.into());
-        }
-        end += read;
-        let first = Bytes::copy_from_slice(&bytes[..end]);
-        if bytes[..end] != PREFACE[..end] {
-            return Ok((first, false));
-        }
-        if end == PREFACE.len() {
-            return Ok((first, true));
-        }
     }
 }
 

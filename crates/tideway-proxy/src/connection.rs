@@ -1,6 +1,7 @@
-//! Serving one client connection: HTTP/2 with prior knowledge (told apart by the first bytes) by hyper,
-//! HTTP/1.1 by tideway's own engine, each under the watch that closes it — gracefully for age, inactivity
-//! and shutdown, at once for slow request heads or a client that stops reading.
+//! Serving one client connection. Every connection starts as HTTP/1.1, served by tideway's own engine
+//! ([`crate::h1`]); one whose first bytes are the HTTP/2 preface (prior knowledge, h2c) is handed to hyper,
+//! under the same watch that closes connections — gracefully for age, inactivity and shutdown, at once for
+//! slow request heads or a client that stops reading.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -8,15 +9,17 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
+use bytes::Bytes;
 use hyper::server::conn::http2;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::service::TowerToHyperService;
 use pin_project_lite::pin_project;
+use tideway_core::Timestamp;
 use tokio::net::TcpStream;
 use tracing::debug;
 
 use crate::Shared;
-use crate::client::{ClientConn, TrackedStream, read_preface};
+use crate::client::{ClientConn, TrackedStream};
 use crate::h1;
 use crate::handler::Handler;
 use crate::watch::{Alarm, Watch};
@@ -35,29 +38,29 @@ pin_project! {
 }
 
 /// Serves one accepted client connection until it closes.
-pub(crate) async fn serve(shared: Arc<Shared>, mut stream: TcpStream, peer: SocketAddr) {
+///
+/// Not an `async fn`: the future returned is the HTTP/1.1 engine's own, so an idle connection's task holds
+/// nothing more than the engine needs.
+pub(crate) fn serve(shared: Arc<Shared>, stream: TcpStream, peer: SocketAddr) -> impl Future<Output = ()> {
     let accepted = shared.clock.now();
     if let Err(error) = stream.set_nodelay(true) {
         debug!(%peer, %error, "could not disable Nagle's algorithm");
     }
-    let header_read_timeout = shared.settings.load().header_read_timeout;
-    let (first_bytes, http2) =
-        match tokio::time::timeout(header_read_timeout, read_preface(&mut stream)).await {
-            Ok(Ok(read)) => read,
-            Ok(Err(error)) => {
-                debug!(%peer, %error, "connection closed before a request");
-                return;
-            }
-            Err(_) => {
-                debug!(%peer, "no request within the header read timeout");
-                return;
-            }
-        };
-    let client = ClientConn::new(shared.clock, peer, !http2, accepted);
-    if !http2 {
-        return h1::serve(shared, client, stream, first_bytes).await;
-    }
-    let stream = TrackedStream::new(stream, Arc::clone(&client), first_bytes);
+    // The first request head is due within the header read timeout from the accept.
+    let client = ClientConn::new(shared.clock, peer, true, accepted);
+    h1::serve(shared, client, stream)
+}
+
+/// Serves a connection that opened with the HTTP/2 preface; `first` holds what was read of it so far.
+pub(crate) async fn serve_http2(
+    shared: Arc<Shared>,
+    stream: TcpStream,
+    peer: SocketAddr,
+    accepted: Timestamp,
+    first: Bytes,
+) {
+    let client = ClientConn::new(shared.clock, peer, false, accepted);
+    let stream = TrackedStream::new(stream, Arc::clone(&client), first);
     let service = TowerToHyperService::new(Handler::new(Arc::clone(&shared), Arc::clone(&client)));
     let mut builder = http2::Builder::new(TokioExecutor::new());
     builder.max_header_list_size(u32::try_from(shared.settings.load().max_header_bytes).unwrap_or(u32::MAX));

@@ -25,9 +25,8 @@ pin_project! {
         #[pin]
         shutdown: Subscription,
         // The eviction signal of the replica the request in flight is on, subscribed to once the request
-        // has lasted `subscribe_at`.
-        #[pin]
-        eviction: Option<Subscription>,
+        // has lasted `subscribe_at` (boxed: rare, and an idle connection should not carry its room).
+        eviction: Option<Pin<Box<Subscription>>>,
         replica: Option<(Arc<Signal>, Timestamp)>,
         client: Arc<ClientConn>,
         shared: Arc<Shared>,
@@ -81,16 +80,9 @@ impl Watch {
 
     /// The request in flight ended: its replica's eviction no longer concerns this connection.
     pub(crate) fn unwatch_replica(self: Pin<&mut Self>) {
-        let mut this = self.project();
+        let this = self.project();
         *this.replica = None;
-        if this.eviction.is_some() {
-            this.eviction.set(None);
-        }
-    }
-
-    /// True once a graceful close started.
-    pub(crate) fn is_closing(&self) -> bool {
-        self.hard_deadline.is_some()
+        *this.eviction = None;
     }
 
     /// Checks the limits; registers the task to be woken when the next one is due.
@@ -102,7 +94,7 @@ impl Watch {
             if this.hard_deadline.is_none() {
                 let closing = if this.shutdown.as_mut().poll(cx).is_ready() {
                     Some((CloseReason::Drain, policy_of(this.client).drain_timeout))
-                } else if evicted(this.replica, this.eviction.as_mut(), cx) {
+                } else if evicted(this.replica, this.eviction, cx) {
                     Some((CloseReason::Drain, policy_of(this.client).close_grace))
                 } else {
                     None
@@ -118,7 +110,7 @@ impl Watch {
                 && this.eviction.is_none()
             {
                 if *at <= now {
-                    this.eviction.set(Some(signal.subscribe()));
+                    *this.eviction = Some(Box::pin(signal.subscribe()));
                     continue;
                 }
                 subscribe_at = Some(*at);
@@ -183,23 +175,6 @@ impl Watch {
         })
         .await
     }
-
-    /// Waits for `io` while the connection is idle (no request in flight): here a graceful close has
-    /// nothing to finish, so it ends the wait like a cut.
-    pub(crate) async fn guard_idle<F: Future>(mut self: Pin<&mut Self>, io: F) -> Result<F::Output, Cut> {
-        let mut io = pin!(io);
-        poll_fn(|cx| {
-            if let Poll::Ready(output) = io.as_mut().poll(cx) {
-                return Poll::Ready(Ok(output));
-            }
-            match self.as_mut().poll_alarm(cx) {
-                Poll::Ready(_) => Poll::Ready(Err(Cut)),
-                Poll::Pending if self.is_closing() => Poll::Ready(Err(Cut)),
-                Poll::Pending => Poll::Pending,
-            }
-        })
-        .await
-    }
 }
 
 /// The policy of the app the connection last talked to, or the defaults.
@@ -210,13 +185,16 @@ fn policy_of(client: &ClientConn) -> Arc<Policy> {
 /// Whether the replica the request in flight is on was evicted.
 fn evicted(
     replica: &Option<(Arc<Signal>, Timestamp)>,
-    subscription: Pin<&mut Option<Subscription>>,
+    subscription: &mut Option<Pin<Box<Subscription>>>,
     cx: &mut Context<'_>,
 ) -> bool {
     let Some((signal, _)) = replica else {
         return false;
     };
-    signal.is_raised() || subscription.as_pin_mut().is_some_and(|s| s.poll(cx).is_ready())
+    signal.is_raised()
+        || subscription
+            .as_mut()
+            .is_some_and(|s| s.as_mut().poll(cx).is_ready())
 }
 
 /// Marks `client` closing and counts the close against its app — only if requests are in flight: an idle
