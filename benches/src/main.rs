@@ -164,10 +164,15 @@ async fn run(mut args: RunArgs) -> anyhow::Result<()> {
             }
         }
     }
-    for proxy in &running {
+    drop(running);
+    // Memory is measured on a fresh process each time, warmed up the same way, so that no proxy reuses
+    // what an earlier measurement left in its allocator.
+    for target in &args.targets {
         for &count in &args.idle {
             for idle in [Idle::Websocket, Idle::Keepalive] {
-                let bytes = idle_memory(proxy, count, idle, load_cpu, &binaries.compare, &dir).await?;
+                let proxy = start_proxy(*target, proxy_cpu, &dir, &binaries).await?;
+                load::wrk(proxy.addr, 16, Duration::from_secs(1), load_cpu)?;
+                let bytes = idle_memory(&proxy, count, idle, load_cpu, &binaries.compare, &dir).await?;
                 eprintln!(
                     "{:<8} {count} idle {idle:?}: {bytes:.0} bytes each",
                     proxy.target.name()
@@ -176,7 +181,6 @@ async fn run(mut args: RunArgs) -> anyhow::Result<()> {
             }
         }
     }
-    drop(running);
     drop(upstream);
     if args.targets.contains(&Target::Tideway) {
         report.scaling = Some(scaling::measure(&binaries, args.scaling_samples, &dir).await?);
@@ -186,6 +190,21 @@ async fn run(mut args: RunArgs) -> anyhow::Result<()> {
     std::fs::write(root.join("target/bench/report.md"), &text)?;
     eprintln!("== report written to target/bench/report.md");
     Ok(())
+}
+
+/// Starts `target` on its port of the run's layout.
+async fn start_proxy(
+    target: Target,
+    cpu: Option<usize>,
+    dir: &Path,
+    binaries: &Binaries,
+) -> anyhow::Result<Proxy> {
+    let port = PROXY_PORTS
+        .iter()
+        .find(|(t, _)| *t == target)
+        .map_or(18_919, |(_, p)| *p);
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    proxies::start(target, addr, UPSTREAM, cpu, dir, &binaries.tideway).await
 }
 
 /// Resident memory the proxy gains per idle connection while `count` of them are held.
@@ -240,8 +259,6 @@ async fn idle_memory(
     let during = proxy.process.rss_bytes();
     drop(holder.stdin.take());
     holder.wait().await?;
-    // Give the proxy time to close its side of the connections before the next measurement.
-    tokio::time::sleep(Duration::from_secs(2)).await;
     Ok(during.saturating_sub(before) as f64 / count as f64)
 }
 

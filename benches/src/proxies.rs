@@ -124,7 +124,8 @@ http {{
     keepalive_requests 1000000;
     upstream app {{
         server {upstream};
-        keepalive 64;
+        # Room for every connection of the largest run, like HAProxy's and tideway's pools.
+        keepalive 1024;
         keepalive_requests 1000000;
     }}
     map $http_upgrade $connection_upgrade {{

@@ -143,12 +143,15 @@ pub(crate) fn describe_machine() -> String {
             })
             .unwrap_or_default()
     };
+    let versions: Vec<String> = [("haproxy", "-v"), ("nginx", "-v"), ("wrk", "-v")]
+        .into_iter()
+        .map(|(program, flag)| version(program, flag))
+        .filter(|v| !v.is_empty())
+        .collect();
     format!(
-        "{}, {model}, {cpus} CPUs, {memory} GiB, Linux {}; {}; {}; {}",
+        "{}, {model}, {cpus} CPUs, {memory} GiB, Linux {}; {}",
         humantime::format_rfc3339_seconds(std::time::SystemTime::now()),
         kernel.trim(),
-        version("haproxy", "-v"),
-        version("nginx", "-v"),
-        version("wrk", "-v"),
+        versions.join("; "),
     )
 }

@@ -7,9 +7,9 @@ use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::mpsc;
 use tracing::{error, info};
 
-/// How often the file is looked at. A stat per second costs nothing and, unlike file-system events, also
-/// sees a Kubernetes ConfigMap update (an atomic swap of a symlinked directory) and editors that replace
-/// the file.
+/// How often the file is read and compared. Reading a small file once a second costs next to nothing
+/// and, unlike file-system events, also sees a Kubernetes ConfigMap update (an atomic swap of a symlinked
+/// directory) and editors that replace the file.
 const FILE_CHECK_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Why a reload happens, for the log.
@@ -25,16 +25,17 @@ pub(crate) enum Trigger {
 pub(crate) fn watch(path: PathBuf) -> mpsc::Receiver<Trigger> {
     let (triggers, receiver) = mpsc::channel(4);
     tokio::spawn(async move {
-        let Ok(mut hangup) = signal(SignalKind::hangup()) else {
-            error!("cannot listen for SIGHUP; reloads happen on file changes only");
-            return;
-        };
+        let mut hangup = signal(SignalKind::hangup())
+            .inspect_err(
+                |error| error!(%error, "cannot listen for SIGHUP; reloads happen on file changes only"),
+            )
+            .ok();
         let mut last = std::fs::read(&path).ok();
         let mut ticks = tokio::time::interval(FILE_CHECK_INTERVAL);
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let trigger = tokio::select! {
-                _ = hangup.recv() => {
+                Some(_) = async { hangup.as_mut()?.recv().await }, if hangup.is_some() => {
                     last = std::fs::read(&path).ok();
                     Trigger::Signal
                 }

@@ -138,12 +138,14 @@ impl Admin {
         let Some(expected) = &self.token else {
             return true;
         };
+        // The scheme is case-insensitive (RFC 9110 §11.1).
         let presented = req
             .headers()
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .map(str::trim)
+            .and_then(|v| v.trim().split_once(' '))
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+            .map(|(_, token)| token.trim())
             .unwrap_or_default();
         constant_time_eq(presented.as_bytes(), expected)
     }
@@ -166,9 +168,17 @@ fn not_found(name: &str) -> Response<Body> {
     )
 }
 
-/// Equality of secrets that takes as long whatever the first differing byte.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |diff, (x, y)| diff | (x ^ y)) == 0
+/// Equality of a presented secret with the expected one that takes as long whatever the presented one is:
+/// every byte of the expected secret is compared, even past a wrong length.
+fn constant_time_eq(presented: &[u8], expected: &[u8]) -> bool {
+    let length_differs = u8::from(presented.len() != expected.len());
+    let diff = expected
+        .iter()
+        .enumerate()
+        .fold(length_differs, |diff, (i, byte)| {
+            diff | (byte ^ presented.get(i).copied().unwrap_or(!byte))
+        });
+    diff == 0
 }
 
 #[cfg(test)]
@@ -181,5 +191,7 @@ mod tests {
         assert!(!constant_time_eq(b"s3cret", b"s3creT"));
         assert!(!constant_time_eq(b"s3cre", b"s3cret"));
         assert!(!constant_time_eq(b"", b"s3cret"));
+        assert!(!constant_time_eq(b"s3cret-and-more", b"s3cret"));
+        assert!(!constant_time_eq(b"s3cre\xff", b"s3cre"));
     }
 }
