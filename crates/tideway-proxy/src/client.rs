@@ -3,8 +3,8 @@
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll, Waker, ready};
 use std::time::Duration;
 
@@ -18,6 +18,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
 use crate::clock::RuntimeClock;
+use crate::signal::Signal;
 
 /// Sentinel for "limit off" in the millisecond atomics below.
 const OFF: u64 = u64::MAX;
@@ -43,7 +44,14 @@ pub(crate) struct ClientConn {
     inactive_ms: AtomicU64,
     closing: AtomicBool,
     app: ArcSwapOption<App>,
+    /// The eviction signal of the replica the request in flight is on, and when the watch subscribes to it.
+    serving_on: Mutex<Option<(Arc<Signal>, Timestamp)>>,
+    /// Counts changes of `serving_on`, so the watch reads it only when it changed.
+    serving_changes: AtomicU64,
 }
+
+/// Marks the request in flight as being on a replica until dropped.
+pub(crate) struct OnReplica<'a>(&'a ClientConn);
 
 /// Marks a request in flight on its client connection until dropped (when its response body ends or is
 /// abandoned), so the keep-alive and slow-header limits only apply between requests.
@@ -87,6 +95,8 @@ impl ClientConn {
             inactive_ms: AtomicU64::new(OFF),
             closing: AtomicBool::new(false),
             app: ArcSwapOption::empty(),
+            serving_on: Mutex::new(None),
+            serving_changes: AtomicU64::new(0),
         })
     }
 
@@ -140,6 +150,39 @@ impl ClientConn {
         self.in_flight.fetch_add(1, Ordering::SeqCst);
         self.head_started.store(0, Ordering::Relaxed);
         InFlight(Arc::clone(self))
+    }
+
+    /// Records that the request in flight is on the replica whose eviction `evicted` signals, until the
+    /// returned mark is dropped: the connection then closes gracefully if that replica is evicted.
+    ///
+    /// Replicas being drained take no new requests, so a request still in flight when one is evicted has
+    /// lasted the drain timeout at least: the watch subscribes to the signal (which takes its lock) only
+    /// once the request has lasted that long or a second, whichever is shorter — never for the short
+    /// requests that make up most traffic.
+    pub(crate) fn serving_on(&self, evicted: &Arc<Signal>, drain_timeout: Duration) -> OnReplica<'_> {
+        let subscribe_at = self
+            .clock
+            .now()
+            .saturating_add(drain_timeout.min(Duration::from_secs(1)));
+        *self.serving_on.lock().unwrap_or_else(PoisonError::into_inner) =
+            Some((Arc::clone(evicted), subscribe_at));
+        self.serving_changes.fetch_add(1, Ordering::Release);
+        OnReplica(self)
+    }
+
+    /// The replica signal the request in flight is on, if it changed since `seen` (which is updated).
+    pub(crate) fn serving_on_since(&self, seen: &mut u64) -> Option<Option<(Arc<Signal>, Timestamp)>> {
+        let changes = self.serving_changes.load(Ordering::Acquire);
+        if changes == *seen {
+            return None;
+        }
+        *seen = changes;
+        Some(
+            self.serving_on
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .clone(),
+        )
     }
 
     /// Requests in flight now: closes of the connection count against its app only if some are.
@@ -208,6 +251,13 @@ impl ClientConn {
             let now = self.clock.now().as_millis();
             self.write_blocked_since.store(now + 1, Ordering::Relaxed);
         }
+    }
+}
+
+impl Drop for OnReplica<'_> {
+    fn drop(&mut self) {
+        *self.0.serving_on.lock().unwrap_or_else(PoisonError::into_inner) = None;
+        self.0.serving_changes.fetch_add(1, Ordering::Release);
     }
 }
 

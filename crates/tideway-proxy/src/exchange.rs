@@ -22,6 +22,7 @@ pub(crate) struct Exchange {
     metrics: Arc<ProxyMetrics>,
     /// The method and path the access log names; kept only when the access log is on.
     access: Option<Box<(Box<str>, Box<str>)>>,
+    finished: bool,
 }
 
 /// How a response ended.
@@ -56,6 +57,7 @@ impl Exchange {
                 let (method, path) = request.unwrap_or_default();
                 Box::new((method.into(), path.into()))
             }),
+            finished: false,
         }
     }
 
@@ -76,7 +78,12 @@ impl Exchange {
     }
 
     /// Completes the record: the request's metrics and its access-log line.
-    pub(crate) fn finish(self, replica: Option<&Replica>, outcome: Outcome) {
+    pub(crate) fn finish(mut self, replica: Option<&Replica>, outcome: Outcome) {
+        self.record(replica, outcome);
+    }
+
+    fn record(&mut self, replica: Option<&Replica>, outcome: Outcome) {
+        self.finished = true;
         let duration = self.started.elapsed();
         match self.app.as_deref().and_then(AppLink::existing) {
             Some(link) => link.metrics.request(self.status, duration),
@@ -96,6 +103,15 @@ impl Exchange {
                 outcome = outcome.as_str(),
                 "request"
             );
+        }
+    }
+}
+
+impl Drop for Exchange {
+    /// A record dropped unfinished belongs to a request cut short with its connection.
+    fn drop(&mut self) {
+        if !self.finished {
+            self.record(None, Outcome::ClientGone);
         }
     }
 }

@@ -2,11 +2,10 @@
 //! keep-alive, slow request heads, unread responses), the shutdown signal, and the eviction of the
 //! replica its request is on.
 
-use std::future::{Future, poll_fn};
-use std::pin::{Pin, pin};
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Duration;
 
 use pin_project_lite::pin_project;
 use tideway_core::{CloseReason, Policy, TimeoutVerdict, Timestamp};
@@ -24,10 +23,11 @@ pin_project! {
         timer: Sleep,
         #[pin]
         shutdown: Subscription,
-        // The eviction signal of the replica the request in flight is on, subscribed to once the request
-        // has lasted `subscribe_at` (boxed: rare, and an idle connection should not carry its room).
+        // The eviction signal of the replica the request in flight is on (see `ClientConn::serving_on`),
+        // subscribed to once it is due (boxed: rare, and an idle connection should not carry its room).
         eviction: Option<Pin<Box<Subscription>>>,
         replica: Option<(Arc<Signal>, Timestamp)>,
+        replica_changes: u64,
         client: Arc<ClientConn>,
         shared: Arc<Shared>,
         // Set once the connection is closing: past it, the connection is dropped whatever its state.
@@ -46,10 +46,6 @@ pub(crate) enum Alarm {
     Cut,
 }
 
-/// The connection had to be dropped while something was still in progress.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct Cut;
-
 impl Watch {
     /// A watch over `client`, in force from now.
     pub(crate) fn new(shared: &Arc<Shared>, client: &Arc<ClientConn>) -> Self {
@@ -59,36 +55,32 @@ impl Watch {
             shutdown: shared.draining.subscribe(),
             eviction: None,
             replica: None,
+            replica_changes: 0,
             client: Arc::clone(client),
             shared: Arc::clone(shared),
             hard_deadline: None,
         }
     }
 
-    /// Closes the connection, the graceful way, if the replica behind `evicted` is evicted while a request
-    /// is in flight there (its drain ran out of time).
-    ///
-    /// Replicas being drained take no new requests, so a request still in flight when one is evicted has
-    /// lasted the drain timeout at least: the signal is only subscribed to (which takes its lock) once the
-    /// request has lasted that long or a second, whichever is shorter — never for the short requests that
-    /// make up most traffic. Until then it costs an atomic load per poll.
-    pub(crate) fn watch_replica(self: Pin<&mut Self>, evicted: &Arc<Signal>, drain_timeout: Duration) {
-        let this = self.project();
-        let after = drain_timeout.min(Duration::from_secs(1));
-        *this.replica = Some((Arc::clone(evicted), this.shared.clock.now().saturating_add(after)));
-    }
-
-    /// The request in flight ended: its replica's eviction no longer concerns this connection.
-    pub(crate) fn unwatch_replica(self: Pin<&mut Self>) {
-        let this = self.project();
-        *this.replica = None;
-        *this.eviction = None;
+    /// Counts a cut that ends a request in flight: unless tideway was closing the connection anyway (and
+    /// counted that), it is the client's doing — it stopped reading.
+    pub(crate) fn count_cut(&self) {
+        if !self.client.is_closing()
+            && self.client.in_flight() > 0
+            && let Some(app) = self.client.app()
+        {
+            app.stats().record_close(CloseReason::Client);
+        }
     }
 
     /// Checks the limits; registers the task to be woken when the next one is due.
     pub(crate) fn poll_alarm(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Alarm> {
         let mut this = self.project();
         let clock = this.shared.clock;
+        if let Some(replica) = this.client.serving_on_since(this.replica_changes) {
+            *this.replica = replica;
+            *this.eviction = None;
+        }
         loop {
             let now = clock.now();
             if this.hard_deadline.is_none() {
@@ -155,25 +147,6 @@ impl Watch {
                 return Poll::Pending;
             }
         }
-    }
-
-    /// Runs `io` under the connection's limits. A graceful close that starts meanwhile only marks the
-    /// connection closing (`io` goes on and sees it); `Err(Cut)` if the connection must be dropped first.
-    pub(crate) async fn guard<F: Future>(mut self: Pin<&mut Self>, io: F) -> Result<F::Output, Cut> {
-        let mut io = pin!(io);
-        poll_fn(|cx| {
-            if let Poll::Ready(output) = io.as_mut().poll(cx) {
-                return Poll::Ready(Ok(output));
-            }
-            loop {
-                match self.as_mut().poll_alarm(cx) {
-                    Poll::Ready(Alarm::Cut) => return Poll::Ready(Err(Cut)),
-                    Poll::Ready(Alarm::Close) => continue,
-                    Poll::Pending => return Poll::Pending,
-                }
-            }
-        })
-        .await
     }
 }
 

@@ -30,10 +30,13 @@ use crate::seat::Seat;
 use crate::sessions::{presented_session, session_cookie};
 use crate::tunnel::TunnelParts;
 use crate::upstream::{self, ReplicaLink, UpstreamSettings};
-use crate::watch::Watch;
 
-/// Room for reading a response: its head in one read, and the unit of body reads.
-const RELAY_BUFFER: usize = 16 * 1024;
+/// Room for reading a response at first: a usual head and small body in one read. It doubles, up to
+/// [`MAX_RELAY_BUFFER`], while reads fill it, so a large body moves in few system calls and a small
+/// response holds little memory.
+const RELAY_BUFFER: usize = 4 * 1024;
+/// The most room a response relay reads into at once.
+const MAX_RELAY_BUFFER: usize = 64 * 1024;
 
 /// What becomes of the client connection after an exchange.
 pub(super) enum Next {
@@ -97,8 +100,15 @@ struct Trip<'a> {
     answered: AtomicBool,
 }
 
-/// Runs the exchange of `head`, whose bytes are at the front of the connection's buffer.
-pub(super) async fn run(conn: &mut Conn, head: RequestHead, mut watch: Pin<&mut Watch>) -> Next {
+/// Runs the exchange of `head`, whose bytes are at the front of the connection's buffer, and gives the
+/// connection back with what becomes of it. The connection's watch runs beside it: when a limit cuts the
+/// connection, this future is dropped mid-way — its seat, its record and its sockets go with it.
+pub(super) async fn run(mut conn: Conn, head: RequestHead) -> (Conn, Next) {
+    let next = exchange(&mut conn, head).await;
+    (conn, next)
+}
+
+async fn exchange(conn: &mut Conn, head: RequestHead) -> Next {
     let shared = Arc::clone(&conn.shared);
     let access_log = shared.settings.load().access_log;
     let (routed, exchange) = {
@@ -137,33 +147,23 @@ pub(super) async fn run(conn: &mut Conn, head: RequestHead, mut watch: Pin<&mut 
     conn.buf.drain(..head.len);
     let (app, presented) = match routed {
         Ok(routed) => routed,
-        Err((status, text)) => return reply(conn, &head, exchange, status, text, None, watch).await,
+        Err((status, text)) => return reply(conn, &head, exchange, status, text, None).await,
     };
 
-    let waited = watch
-        .as_mut()
-        .guard(until_client_leaves(
-            &conn.stream,
-            head.body == Framing::Empty,
-            seat_for(&shared, &app, presented),
-        ))
-        .await;
+    let waited = until_client_leaves(
+        &conn.stream,
+        head.body == Framing::Empty,
+        seat_for(&shared, &app, presented),
+    )
+    .await;
     let (mut seat, issued) = match waited {
-        Ok(Some(Ok(seated))) => seated,
-        Ok(Some(Err(reason))) => {
+        Some(Ok(seated)) => seated,
+        Some(Err(reason)) => {
             let retry_after = rejected(&app, reason);
-            return reply(
-                conn,
-                &head,
-                exchange,
-                StatusCode::SERVICE_UNAVAILABLE,
-                UNAVAILABLE,
-                Some(retry_after),
-                watch,
-            )
-            .await;
+            let status = StatusCode::SERVICE_UNAVAILABLE;
+            return reply(conn, &head, exchange, status, UNAVAILABLE, Some(retry_after)).await;
         }
-        Ok(None) | Err(_) => {
+        None => {
             exchange.finish(None, Outcome::ClientGone);
             return Next::Close;
         }
@@ -188,59 +188,36 @@ pub(super) async fn run(conn: &mut Conn, head: RequestHead, mut watch: Pin<&mut 
         let reused = pooled.is_some();
         let mut upstream = match pooled {
             Some(stream) => stream,
-            None => {
-                let connect = upstream::connect_stream(replica.addr(), settings.connect_timeout);
-                match watch.as_mut().guard(connect).await {
-                    Ok(Ok(stream)) => {
-                        replica.record_connect_success();
-                        stream
-                    }
-                    Ok(Err(error)) => match reseat(&app, seat, &replica, &error, &mut tried, &shared) {
-                        Some(other) => {
-                            seat = other;
-                            continue;
-                        }
-                        None => {
-                            return reply(
-                                conn,
-                                &head,
-                                exchange,
-                                StatusCode::BAD_GATEWAY,
-                                UNREACHABLE,
-                                None,
-                                watch,
-                            )
-                            .await;
-                        }
-                    },
-                    Err(_) => {
-                        exchange.finish(Some(&replica), Outcome::ClientGone);
-                        return Next::Close;
-                    }
+            None => match upstream::connect_stream(replica.addr(), settings.connect_timeout).await {
+                Ok(stream) => {
+                    replica.record_connect_success();
+                    stream
                 }
-            }
+                Err(error) => match reseat(&app, seat, &replica, &error, &mut tried, &shared) {
+                    Some(other) => {
+                        seat = other;
+                        continue;
+                    }
+                    None => {
+                        let status = StatusCode::BAD_GATEWAY;
+                        return reply(conn, &head, exchange, status, UNREACHABLE, None).await;
+                    }
+                },
+            },
         };
-        if let Some(link) = link {
-            watch
-                .as_mut()
-                .watch_replica(link.evicted(), app.policy().drain_timeout);
-        }
-        let relayed = watch
-            .as_mut()
-            .guard(relay(
+        let relayed = {
+            // The connection's watch closes it gracefully if this replica is evicted meanwhile.
+            let drain_timeout = app.policy().drain_timeout;
+            let _on_replica = link.map(|link| conn.client.serving_on(link.evicted(), drain_timeout));
+            relay(
                 &mut conn.stream,
                 &mut conn.buf,
                 &mut upstream,
                 &trip,
                 &mut exchange,
-            ))
+            )
             .await
-            // Cut by a limit: counted as the client's doing unless tideway was closing it anyway.
-            .unwrap_or(Relayed::Broken {
-                side: Side::Client,
-                answered: true,
-            });
-        watch.as_mut().unwatch_replica();
+        };
         let unread = if trip.body_sent.load(Ordering::Relaxed) {
             Next::Close
         } else {
@@ -271,16 +248,7 @@ pub(super) async fn run(conn: &mut Conn, head: RequestHead, mut watch: Pin<&mut 
                     replica = replica.name(),
                     "replica failed the request"
                 );
-                return reply(
-                    conn,
-                    &head,
-                    exchange,
-                    StatusCode::BAD_GATEWAY,
-                    FAILED,
-                    None,
-                    watch,
-                )
-                .await;
+                return reply(conn, &head, exchange, StatusCode::BAD_GATEWAY, FAILED, None).await;
             }
             Relayed::BadResponse => {
                 debug!(
@@ -288,16 +256,7 @@ pub(super) async fn run(conn: &mut Conn, head: RequestHead, mut watch: Pin<&mut 
                     replica = replica.name(),
                     "replica sent a malformed response"
                 );
-                return reply(
-                    conn,
-                    &head,
-                    exchange,
-                    StatusCode::BAD_GATEWAY,
-                    MALFORMED,
-                    None,
-                    watch,
-                )
-                .await;
+                return reply(conn, &head, exchange, StatusCode::BAD_GATEWAY, MALFORMED, None).await;
             }
             Relayed::Broken { side, .. } => {
                 let outcome = match side {
@@ -343,12 +302,7 @@ const FAILED: &str = "the replica failed to answer\n";
 const MALFORMED: &str = "the replica sent a malformed response\n";
 
 /// Answers a request that cannot be parsed; false if the client is gone.
-pub(super) async fn refuse(
-    conn: &mut Conn,
-    status: StatusCode,
-    text: &'static str,
-    watch: Pin<&mut Watch>,
-) -> bool {
+pub(super) async fn refuse(conn: &mut Conn, status: StatusCode, text: &'static str) -> bool {
     let shared = &conn.shared;
     let exchange = Exchange::open(
         conn.client.request_started(None),
@@ -357,7 +311,7 @@ pub(super) async fn refuse(
         Arc::clone(&shared.metrics),
         shared.settings.load().access_log,
     );
-    let written = write_own(conn, exchange, status, text, None, true, watch).await;
+    let written = write_own(conn, exchange, status, text, None, true).await;
     debug!(peer = %conn.client.peer(), status = status.as_u16(), written, "request refused");
     written
 }
@@ -370,12 +324,11 @@ async fn reply(
     status: StatusCode,
     text: &'static str,
     retry_after: Option<u64>,
-    watch: Pin<&mut Watch>,
 ) -> Next {
     // A body tideway did not read would be taken for the next request.
     let unread = head.body != Framing::Empty;
     let close = unread || !head.keep_alive || conn.client.is_closing();
-    if !write_own(conn, exchange, status, text, retry_after, close, watch).await {
+    if !write_own(conn, exchange, status, text, retry_after, close).await {
         return Next::Close;
     }
     match (close, unread) {
@@ -393,18 +346,14 @@ async fn write_own(
     text: &str,
     retry_after: Option<u64>,
     close: bool,
-    watch: Pin<&mut Watch>,
 ) -> bool {
     let response = head::own_response(status, text, retry_after, close);
     exchange.set_status(status);
     exchange.count(text.len());
     let (_, mut writer) = conn.stream.split();
-    let written = matches!(
-        watch
-            .guard(write_to_client(&mut writer, &conn.client, &response))
-            .await,
-        Ok(Ok(()))
-    );
+    let written = write_to_client(&mut writer, &conn.client, &response)
+        .await
+        .is_ok();
     exchange.finish(
         None,
         if written {
@@ -535,6 +484,9 @@ async fn relay_response(
     let mut buf = Vec::with_capacity(RELAY_BUFFER);
     let mut out = Vec::new();
     let (head, close) = 'head: loop {
+        if buf.len() == buf.capacity() {
+            buf.reserve(buf.capacity().clamp(RELAY_BUFFER, MAX_RELAY_BUFFER));
+        }
         match upstream.read_buf(&mut buf).await {
             Ok(0) | Err(_) if buf.is_empty() && !trip.answered.load(Ordering::Relaxed) => {
                 return Relayed::NoAnswer { written: true };
@@ -632,6 +584,10 @@ async fn relay_response(
         }
         if cursor.is_done() {
             break;
+        }
+        if buf.len() == buf.capacity() && buf.capacity() < MAX_RELAY_BUFFER {
+            // The last read filled the room: a large body is coming.
+            buf.reserve(buf.capacity());
         }
         buf.clear();
         out.clear();

@@ -3,20 +3,23 @@
 //! connections, and an upgrade hands both sockets to a tunnel.
 //!
 //! A connection costs its socket and a small state while it is idle: its buffer is given back between
-//! requests, and the state of an exchange lives only while one is in flight.
+//! requests, and the state of an exchange is allocated only while one is in flight. The connection's
+//! task is a plain future rather than an `async fn`, so that it holds exactly that: the connection, its
+//! watch, and the exchange in flight if there is one.
 
 mod exchange;
 mod framing;
 mod head;
 
-use std::future::{Future, poll_fn};
-use std::pin::{Pin, pin};
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use bytes::Bytes;
-use tokio::io::AsyncReadExt;
+use pin_project_lite::pin_project;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_util::io::poll_read_buf;
 use tracing::debug;
@@ -26,16 +29,18 @@ use crate::client::ClientConn;
 use crate::tunnel::TunnelTask;
 use crate::watch::{Alarm, Watch};
 use exchange::Next;
-use head::{Limits, RequestHead};
+use head::{Limits, Refusal, RequestHead};
 
-/// Room a connection's buffer starts with when the client sends; it grows to `max_header_bytes` for a
-/// head and is the unit of body reads.
-const BUFFER: usize = 8 * 1024;
+/// Room a connection's buffer starts with when the client sends (a usual request head fits); it grows to
+/// `max_header_bytes` for a large head and is the unit of request body reads.
+const BUFFER: usize = 4 * 1024;
 /// How long a connection closed with a request body still coming keeps reading it, so that closing does
 /// not reset the connection under the response the client has yet to read.
 const LINGER: Duration = Duration::from_secs(2);
+/// What an HTTP/2 client with prior knowledge sends first (RFC 9113 §3.4).
+const PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
-/// One client connection served as HTTP/1.1.
+/// One client connection served as HTTP/1.1: what its exchanges work with.
 struct Conn {
     shared: Arc<Shared>,
     client: Arc<ClientConn>,
@@ -46,79 +51,130 @@ struct Conn {
     fresh: bool,
 }
 
+pin_project! {
+    /// A client connection's task: reading the next request head, or running an exchange (which owns
+    /// the connection meanwhile), always under the connection's watch.
+    struct Connection {
+        #[pin]
+        watch: Watch,
+        phase: Phase,
+    }
+}
+
+enum Phase {
+    /// Waiting for, and reading, the next request head.
+    Reading(Conn),
+    /// An exchange in flight; it gives the connection back when it ends.
+    Exchange(Pin<Box<dyn Future<Output = (Conn, Next)> + Send>>),
+    /// The connection's last act: an answer to a malformed request, or a lingering close.
+    Closing(Pin<Box<dyn Future<Output = ()> + Send>>),
+    /// Over.
+    Done,
+}
+
 /// What the client sent next.
 enum Incoming {
     /// A complete request head, at the front of the buffer.
     Head(RequestHead),
+    /// A head that cannot be served.
+    Refused(Refusal),
     /// The HTTP/2 preface: the connection is HTTP/2 with prior knowledge.
     Http2,
+    /// Nothing more: the client closed or failed, or the watch ended an idle connection.
+    End,
 }
 
-/// What an HTTP/2 client with prior knowledge sends first (RFC 9113 §3.4).
-const PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
-
 /// Serves `stream` until either side closes it.
-///
-/// Not an `async fn`: its arguments would be kept in the task's state for its whole life, next to the
-/// connection that holds them.
 pub(crate) fn serve(
     shared: Arc<Shared>,
     client: Arc<ClientConn>,
     stream: TcpStream,
-) -> impl Future<Output = ()> {
-    Conn {
-        shared,
-        client,
-        stream,
-        buf: Vec::new(),
-        fresh: true,
+) -> impl Future<Output = ()> + Send {
+    Connection {
+        watch: Watch::new(&shared, &client),
+        phase: Phase::Reading(Conn {
+            shared,
+            client,
+            stream,
+            buf: Vec::new(),
+            fresh: true,
+        }),
     }
-    .run()
 }
 
-impl Conn {
-    async fn run(mut self) {
-        let mut watch = pin!(Watch::new(&self.shared, &self.client));
+impl Future for Connection {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let mut this = self.project();
         loop {
-            // Boxed: the state of an exchange is allocated only while one is in flight.
-            let exchange = match self.next_head(watch.as_mut()).await {
-                Some(Incoming::Head(head)) => Box::pin(exchange::run(&mut self, head, watch.as_mut())),
-                Some(Incoming::Http2) => return self.into_http2().await,
-                None => return,
-            };
-            match exchange.await {
-                Next::KeepAlive if !self.client.is_closing() => {}
-                Next::KeepAlive | Next::Close => return,
-                Next::CloseUnread => return Box::pin(self.linger()).await,
-                Next::Upgrade(tunnel) => {
-                    let Conn {
-                        shared, stream, buf, ..
-                    } = self;
-                    let parts = tunnel.with_client((stream, Bytes::from(buf)), &shared);
-                    shared.tasks.spawn(TunnelTask::new(parts, shared.clock));
-                    return;
+            match this.phase {
+                Phase::Reading(conn) => {
+                    let incoming = ready!(conn.poll_incoming(cx, this.watch.as_mut()));
+                    let Phase::Reading(conn) = std::mem::replace(this.phase, Phase::Done) else {
+                        return Poll::Ready(());
+                    };
+                    *this.phase = match incoming {
+                        Incoming::Head(head) => Phase::Exchange(Box::pin(exchange::run(conn, head))),
+                        Incoming::Refused(refusal) => Phase::Closing(Box::pin(conn.refuse(refusal))),
+                        Incoming::Http2 => {
+                            conn.into_http2();
+                            return Poll::Ready(());
+                        }
+                        Incoming::End => return Poll::Ready(()),
+                    };
                 }
+                Phase::Exchange(exchange) => {
+                    let Poll::Ready((conn, next)) = exchange.as_mut().poll(cx) else {
+                        // The exchange sees a graceful close when it answers (`Connection: close`); a cut
+                        // drops it with its seat and its record.
+                        ready!(poll_cut(this.watch.as_mut(), cx));
+                        this.watch.count_cut();
+                        *this.phase = Phase::Done;
+                        return Poll::Ready(());
+                    };
+                    *this.phase = match next {
+                        Next::KeepAlive if !conn.client.is_closing() => Phase::Reading(conn),
+                        Next::KeepAlive | Next::Close => return Poll::Ready(()),
+                        Next::CloseUnread => Phase::Closing(Box::pin(conn.linger())),
+                        Next::Upgrade(tunnel) => {
+                            let Conn {
+                                shared, stream, buf, ..
+                            } = conn;
+                            let parts = tunnel.with_client((stream, Bytes::from(buf)), &shared);
+                            shared.tasks.spawn(TunnelTask::new(parts, shared.clock));
+                            return Poll::Ready(());
+                        }
+                    };
+                }
+                Phase::Closing(last) => {
+                    if last.as_mut().poll(cx).is_ready() {
+                        return Poll::Ready(());
+                    }
+                    ready!(poll_cut(this.watch.as_mut(), cx));
+                    *this.phase = Phase::Done;
+                    return Poll::Ready(());
+                }
+                Phase::Done => return Poll::Ready(()),
             }
         }
     }
+}
 
-    /// Hands a connection that opened with the HTTP/2 preface to the HTTP/2 server. A plain function that
-    /// boxes: built inside an `async fn`, the HTTP/2 state would take room in every connection's task.
-    fn into_http2(self) -> Pin<Box<dyn Future<Output = ()> + Send>> {
-        let (peer, accepted) = (self.client.peer(), self.client.accepted());
-        let first = Bytes::from(self.buf);
-        Box::pin(crate::connection::serve_http2(
-            self.shared,
-            self.stream,
-            peer,
-            accepted,
-            first,
-        ))
+/// Ready when the watch cuts the connection; a graceful close only marks it closing.
+fn poll_cut(mut watch: Pin<&mut Watch>, cx: &mut Context<'_>) -> Poll<()> {
+    loop {
+        match ready!(watch.as_mut().poll_alarm(cx)) {
+            Alarm::Close => {}
+            Alarm::Cut => return Poll::Ready(()),
+        }
     }
+}
 
-    /// Reads until a complete request head (or the HTTP/2 preface) is buffered; `None` once the connection
-    /// is over (closed, timed out, or answered with an error).
-    async fn next_head(&mut self, mut watch: Pin<&mut Watch>) -> Option<Incoming> {
+impl Conn {
+    /// Reads until a complete request head (or the HTTP/2 preface) is buffered. While the buffer is
+    /// empty the connection is idle: the buffer is given back, and a graceful close ends it at once.
+    fn poll_incoming(&mut self, cx: &mut Context<'_>, mut watch: Pin<&mut Watch>) -> Poll<Incoming> {
         let limits = {
             let settings = self.shared.settings.load();
             Limits {
@@ -129,35 +185,24 @@ impl Conn {
         loop {
             if self.fresh && !self.buf.is_empty() {
                 let preface = self.buf.len().min(PREFACE.len());
-                if self.buf[..preface] == PREFACE[..preface] {
-                    if preface == PREFACE.len() {
-                        return Some(Incoming::Http2);
-                    }
-                } else {
+                if self.buf[..preface] != PREFACE[..preface] {
                     self.fresh = false;
+                } else if preface == PREFACE.len() {
+                    return Poll::Ready(Incoming::Http2);
                 }
             }
             if !self.fresh && !self.buf.is_empty() {
-                // Decided before any await, so that a parsed head is not part of the waiting state.
-                let refusal = match head::parse_request(&self.buf, limits, self.client.peer().ip()) {
-                    Ok(Some(head)) => return Some(Incoming::Head(head)),
-                    Ok(None) => None,
-                    Err(refusal) => Some(refusal),
-                };
-                if let Some(refusal) = refusal {
-                    // The rest of what the client sent is unread: linger so the refusal reaches it.
-                    // Boxed, like every rare path, so that it does not add to an idle connection's state.
-                    if Box::pin(exchange::refuse(self, refusal.status, refusal.text, watch)).await {
-                        Box::pin(self.linger()).await;
-                    }
-                    return None;
+                match head::parse_request(&self.buf, limits, self.client.peer().ip()) {
+                    Ok(Some(head)) => return Poll::Ready(Incoming::Head(head)),
+                    Ok(None) => {}
+                    Err(refusal) => return Poll::Ready(Incoming::Refused(refusal)),
                 }
             } else if self.buf.is_empty() && self.buf.capacity() > 0 {
                 // Idle between requests: the buffer goes back until the client sends again.
                 self.buf = Vec::new();
             }
-            match poll_fn(|cx| self.poll_read_more(cx, watch.as_mut(), limits.max_bytes)).await {
-                Ok(0) | Err(()) => return None,
+            match ready!(self.poll_read_more(cx, watch.as_mut(), limits.max_bytes)) {
+                Ok(0) | Err(()) => return Poll::Ready(Incoming::End),
                 Ok(_) => self.client.on_read(),
             }
         }
@@ -165,7 +210,7 @@ impl Conn {
 
     /// Reads what the client sent next into the buffer, which is only allocated once the client sends.
     /// `Err` once the connection is over: the client closed or failed, or the watch ended it — a graceful
-    /// close included, while no request is in flight.
+    /// close included, while no head is on its way.
     fn poll_read_more(
         &mut self,
         cx: &mut Context<'_>,
@@ -187,25 +232,40 @@ impl Conn {
                     Poll::Pending => {}
                 }
             }
-            match watch.as_mut().poll_alarm(cx) {
-                Poll::Pending => return Poll::Pending,
-                Poll::Ready(Alarm::Close) if self.buf.is_empty() => return Poll::Ready(Err(())),
+            match ready!(watch.as_mut().poll_alarm(cx)) {
+                Alarm::Close if self.buf.is_empty() => return Poll::Ready(Err(())),
                 // A head is on its way: it is answered, with `Connection: close`.
-                Poll::Ready(Alarm::Close) => continue,
-                Poll::Ready(Alarm::Cut) => return Poll::Ready(Err(())),
+                Alarm::Close => {}
+                Alarm::Cut => return Poll::Ready(Err(())),
             }
         }
+    }
+
+    /// Answers a head that cannot be served, then closes: what the client sent after it is unread, so the
+    /// close lingers for the answer to reach it.
+    async fn refuse(mut self, refusal: Refusal) {
+        if exchange::refuse(&mut self, refusal.status, refusal.text).await {
+            self.linger().await;
+        }
+    }
+
+    /// Hands a connection that opened with the HTTP/2 preface to the HTTP/2 server, in a task of its own.
+    fn into_http2(self) {
+        let (peer, accepted) = (self.client.peer(), self.client.accepted());
+        let first = Bytes::from(self.buf);
+        let shared = Arc::clone(&self.shared);
+        let http2 = crate::connection::serve_http2(self.shared, self.stream, peer, accepted, first);
+        shared.tasks.spawn(http2);
     }
 
     /// Closes after a response while the client may still be sending a request body: stops writing, then
     /// reads what comes for a moment, so that the close does not reset the connection while the client has
     /// not read the response yet.
-    async fn linger(&mut self) {
-        use tokio::io::AsyncWriteExt;
+    async fn linger(mut self) {
         if self.stream.shutdown().await.is_err() {
             return;
         }
-        let mut sink = [0u8; 4096];
+        let mut sink = vec![0u8; 4096];
         let discard = async { while matches!(self.stream.read(&mut sink).await, Ok(n) if n > 0) {} };
         let _ = tokio::time::timeout(LINGER, discard).await;
     }
@@ -222,7 +282,7 @@ mod tests {
     use crate::{Proxy, ProxyMetrics, RouteTable, RuntimeClock};
 
     #[tokio::test]
-    async fn an_idle_connection_holds_under_a_kilobyte_of_state() {
+    async fn an_idle_connection_holds_a_small_state() {
         let metrics = ProxyMetrics::register(&prometheus::Registry::new()).expect("metrics");
         let clock = RuntimeClock::new();
         let proxy = Proxy::new(
@@ -237,9 +297,9 @@ mod tests {
             .await
             .expect("connect");
         let (stream, peer) = listener.accept().await.expect("accept");
-        // The task of a connection is as large as its largest state; exchanges are boxed apart.
+        // A connection's task is as large as its state; exchanges are boxed apart.
         let task = crate::connection::serve(Arc::clone(&proxy.shared), stream, peer);
         let size = std::mem::size_of_val(&task);
-        assert!(size < 1024, "a connection's task state is {size} bytes");
+        assert!(size <= 400, "a connection's task state is {size} bytes");
     }
 }
