@@ -241,11 +241,6 @@ impl App {
         self.scale.poll_raised(cx)
     }
 
-    /// Wakes the scaling loop, for events it does not hear from the app itself.
-    pub fn raise_scale_signal(&self) {
-        self.scale.raise();
-    }
-
     /// Declares that replicas are started on demand: a connection that finds none waits for one (up to
     /// `startup_timeout`) instead of being refused.
     pub fn set_on_demand(&self, on_demand: bool) {

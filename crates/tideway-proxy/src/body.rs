@@ -113,6 +113,7 @@ impl Body for ProxyBody {
                     Some(Ok(data)) => {
                         if let (Some(exchange), Some(data)) = (this.exchange.as_mut(), data.data_ref()) {
                             exchange.count(data.len());
+                            exchange.client().on_data();
                         }
                         if ended {
                             this.end(Outcome::Complete);

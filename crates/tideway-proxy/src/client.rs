@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::task::{Context, Poll, Waker, ready};
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use arc_swap::ArcSwapOption;
@@ -58,8 +58,9 @@ pub(crate) struct OnReplica<'a>(&'a ClientConn);
 pub(crate) struct InFlight(Arc<ClientConn>);
 
 pin_project! {
-    /// An HTTP/2 client socket, recording every byte that moves as activity of its connection, and
-    /// replaying the first bytes, read to tell HTTP/2 from HTTP/1.
+    /// An HTTP/2 client socket: it records when writes stall (the send timeout), and replays the first
+    /// bytes, read to tell HTTP/2 from HTTP/1. Activity is recorded per stream instead (see
+    /// [`ClientConn::on_data`]).
     pub(crate) struct TrackedStream {
         #[pin]
         stream: TcpStream,
@@ -236,13 +237,24 @@ impl ClientConn {
         }
     }
 
-    /// Records bytes written to the client.
-    pub(crate) fn on_write(&self) {
+    /// Records application data moving on an HTTP/2 connection (a request, body data either way): only
+    /// that counts as activity there, not the protocol's own frames (PING, WINDOW_UPDATE, SETTINGS).
+    pub(crate) fn on_data(&self) {
         self.last_activity
             .store(self.clock.now().as_millis(), Ordering::Relaxed);
+    }
+
+    /// Records that the client's socket took bytes again after a stall: the send timeout is off.
+    fn on_unblocked(&self) {
         if self.write_blocked_since.load(Ordering::Relaxed) != 0 {
             self.write_blocked_since.store(0, Ordering::Relaxed);
         }
+    }
+
+    /// Records bytes written to the client.
+    pub(crate) fn on_write(&self) {
+        self.on_data();
+        self.on_unblocked();
     }
 
     /// Records that the client's socket takes no more bytes for now (the start of a send timeout).
@@ -258,6 +270,13 @@ impl Drop for OnReplica<'_> {
     fn drop(&mut self) {
         *self.0.serving_on.lock().unwrap_or_else(PoisonError::into_inner) = None;
         self.0.serving_changes.fetch_add(1, Ordering::Release);
+    }
+}
+
+impl InFlight {
+    /// The connection the request is on.
+    pub(crate) fn client(&self) -> &ClientConn {
+        &self.0
     }
 }
 
@@ -287,12 +306,7 @@ impl AsyncRead for TrackedStream {
             buf.put_slice(&this.replay.split_to(n));
             return Poll::Ready(Ok(()));
         }
-        let before = buf.filled().len();
-        ready!(this.stream.poll_read(cx, buf))?;
-        if buf.filled().len() > before {
-            this.conn.on_read();
-        }
-        Poll::Ready(Ok(()))
+        this.stream.poll_read(cx, buf)
     }
 }
 
@@ -307,7 +321,7 @@ impl AsyncWrite for TrackedStream {
             Poll::Ready(result) => result?,
         };
         if written > 0 {
-            this.conn.on_write();
+            this.conn.on_unblocked();
         }
         Poll::Ready(Ok(written))
     }
@@ -326,7 +340,7 @@ impl AsyncWrite for TrackedStream {
             Poll::Ready(result) => result?,
         };
         if written > 0 {
-            this.conn.on_write();
+            this.conn.on_unblocked();
         }
         Poll::Ready(Ok(written))
     }

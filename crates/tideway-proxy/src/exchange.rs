@@ -9,7 +9,7 @@ use tokio::time::Instant;
 use tracing::info;
 
 use crate::app_link::AppLink;
-use crate::client::InFlight;
+use crate::client::{ClientConn, InFlight};
 use crate::metrics::ProxyMetrics;
 
 /// A request on its way through the proxy: also keeps its client connection's "request in flight" mark.
@@ -75,6 +75,11 @@ impl Exchange {
     /// Counts response body bytes passed to the client.
     pub(crate) fn count(&mut self, bytes: usize) {
         self.bytes += bytes as u64;
+    }
+
+    /// The client connection the request came on.
+    pub(crate) fn client(&self) -> &ClientConn {
+        self._in_flight.client()
     }
 
     /// Completes the record: the request's metrics and its access-log line.

@@ -147,7 +147,7 @@ impl Forwarding<'_> {
             parts.uri = Uri::from_parts(origin).unwrap_or_else(|_| Uri::from_static("/"));
         }
         parts.version = Version::HTTP_11;
-        let (body, sent) = UpstreamBody::from_client(body);
+        let (body, sent) = UpstreamBody::from_client(body, self.client);
         (Request::from_parts(parts, body), sent)
     }
 }

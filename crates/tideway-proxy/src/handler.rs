@@ -42,6 +42,7 @@ impl Handler {
     }
 
     async fn handle(self, req: Request<Incoming>) -> Response<ProxyBody> {
+        self.client.on_data();
         let host = request_host(&req);
         let host_fields = req.headers().get_all(header::HOST).iter().count();
         if let Err(refusal) = screen(req.method(), host_fields, host, req.version() == Version::HTTP_10) {

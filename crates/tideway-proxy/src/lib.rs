@@ -43,6 +43,9 @@ pub use routing::{Route, RouteTable};
 use signal::Signal;
 use upstream::ReplicaLink;
 
+/// How long after the drain deadline shutdown waits for connections to take their last steps.
+const DRAIN_SLACK: Duration = Duration::from_millis(100);
+
 /// The proxy: one listener's worth of client connections over a swappable routing table.
 pub struct Proxy {
     shared: Arc<Shared>,
@@ -103,14 +106,9 @@ impl Proxy {
         }
     }
 
-    /// The routing table in force.
-    pub fn routes(&self) -> Arc<RouteTable> {
-        self.shared.routes.load_full()
-    }
-
     /// Accepts client connections on `listener` until shutdown, then waits for them to drain: in-flight
-    /// requests finish, tunnels get their close frames. Waits at most the longest `drain_timeout` (plus
-    /// `close_grace`) of any app; returns `false` if connections were still open then.
+    /// requests finish, tunnels get their close frames. Every connection ends by the longest
+    /// `drain_timeout` (or `close_grace`) of any app; returns `false` if some were still open then.
     pub async fn serve(&self, listener: TcpListener) -> io::Result<bool> {
         let shared = &self.shared;
         info!(listen = %listener.local_addr()?, "proxy listening");
@@ -159,6 +157,7 @@ impl Proxy {
             .map(|p| p.close_grace)
             .max()
             .unwrap_or(default.close_grace);
-        drain + grace
+        // Each connection's own timer fires at that deadline; the slack covers its last steps.
+        drain.max(grace) + DRAIN_SLACK
     }
 }

@@ -10,6 +10,8 @@ use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 
+use crate::client::ClientConn;
+
 /// A request body forwarded to a replica.
 pub(crate) enum UpstreamBody {
     /// No body: nothing can be pending after the request head.
@@ -20,12 +22,14 @@ pub(crate) enum UpstreamBody {
         body: Incoming,
         /// Shared with the response's lease, which reuses the connection only once this is set.
         sent: Arc<AtomicBool>,
+        /// The connection it comes on: its data is the connection's activity.
+        client: Arc<ClientConn>,
     },
 }
 
 impl UpstreamBody {
     /// Wraps a client's body. An empty one costs nothing; a streaming one gets a flag to report its end.
-    pub(crate) fn from_client(body: Incoming) -> (Self, Option<Arc<AtomicBool>>) {
+    pub(crate) fn from_client(body: Incoming, client: &Arc<ClientConn>) -> (Self, Option<Arc<AtomicBool>>) {
         if body.is_end_stream() {
             return (UpstreamBody::Empty, None);
         }
@@ -33,6 +37,7 @@ impl UpstreamBody {
         let body = UpstreamBody::Client {
             body,
             sent: Arc::clone(&sent),
+            client: Arc::clone(client),
         };
         (body, Some(sent))
     }
@@ -48,8 +53,14 @@ impl Body for UpstreamBody {
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         match &mut *self {
             UpstreamBody::Empty => Poll::Ready(None),
-            UpstreamBody::Client { body, sent } => {
+            UpstreamBody::Client { body, sent, client } => {
                 let frame = ready!(Pin::new(&mut *body).poll_frame(cx));
+                if frame
+                    .as_ref()
+                    .is_some_and(|f| f.as_ref().is_ok_and(|f| f.is_data()))
+                {
+                    client.on_data();
+                }
                 if frame.is_none() || body.is_end_stream() {
                     sent.store(true, Ordering::Release);
                 }

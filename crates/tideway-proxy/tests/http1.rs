@@ -35,7 +35,9 @@ impl Response {
 async fn read_response(stream: &mut TcpStream, pending: &mut Vec<u8>) -> Response {
     async fn fill(stream: &mut TcpStream, pending: &mut Vec<u8>) -> bool {
         let mut chunk = [0u8; 8192];
-        let n = within("more of the response", stream.read(&mut chunk)).await.unwrap_or(0);
+        let n = within("more of the response", stream.read(&mut chunk))
+            .await
+            .unwrap_or(0);
         pending.extend_from_slice(&chunk[..n]);
         n > 0
     }
@@ -43,7 +45,10 @@ async fn read_response(stream: &mut TcpStream, pending: &mut Vec<u8>) -> Respons
         if let Some(at) = pending.windows(4).position(|w| w == b"\r\n\r\n") {
             break at + 4;
         }
-        assert!(fill(stream, pending).await, "the connection closed before a response head");
+        assert!(
+            fill(stream, pending).await,
+            "the connection closed before a response head"
+        );
     };
     let head = String::from_utf8_lossy(&pending[..end]).into_owned();
     pending.drain(..end);
@@ -62,7 +67,10 @@ async fn read_response(stream: &mut TcpStream, pending: &mut Vec<u8>) -> Respons
             assert!(fill(stream, pending).await, "the body was cut short");
         }
         response.body = pending.drain(..length).collect();
-    } else if response.header("transfer-encoding").is_some_and(|te| te.ends_with("chunked")) {
+    } else if response
+        .header("transfer-encoding")
+        .is_some_and(|te| te.ends_with("chunked"))
+    {
         loop {
             let line_end = loop {
                 if let Some(at) = pending.windows(2).position(|w| w == b"\r\n") {
@@ -71,11 +79,14 @@ async fn read_response(stream: &mut TcpStream, pending: &mut Vec<u8>) -> Respons
                 assert!(fill(stream, pending).await, "a chunk was cut short");
             };
             let size_text = String::from_utf8_lossy(&pending[..line_end]).into_owned();
-            let size = usize::from_str_radix(size_text.split(';').next().unwrap_or("").trim(), 16).expect("a size");
+            let size =
+                usize::from_str_radix(size_text.split(';').next().unwrap_or("").trim(), 16).expect("a size");
             while pending.len() < line_end + 2 + size + 2 {
                 assert!(fill(stream, pending).await, "a chunk was cut short");
             }
-            response.body.extend_from_slice(&pending[line_end + 2..line_end + 2 + size]);
+            response
+                .body
+                .extend_from_slice(&pending[line_end + 2..line_end + 2 + size]);
             pending.drain(..line_end + 2 + size + 2);
             if size == 0 {
                 break;
@@ -110,10 +121,15 @@ async fn request_bodies_of_every_framing_reach_the_replica_on_one_kept_connectio
     assert_eq!(echo(&sized.body.into())["body_len"], 11);
 
     stream
-        .write_all(b"POST /chunked HTTP/1.1\r\nHost: site.test\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n")
+        .write_all(
+            b"POST /chunked HTTP/1.1\r\nHost: site.test\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n",
+        )
         .await
         .expect("a first chunk");
-    stream.write_all(b"6;ext=1\r\n world\r\n0\r\n\r\n").await.expect("the rest");
+    stream
+        .write_all(b"6;ext=1\r\n world\r\n0\r\n\r\n")
+        .await
+        .expect("the rest");
     let chunked = read_response(&mut stream, &mut pending).await;
     assert_eq!(chunked.status, 200);
     let doc = echo(&chunked.body.into());
@@ -127,7 +143,11 @@ async fn request_bodies_of_every_framing_reach_the_replica_on_one_kept_connectio
     let after = read_response(&mut stream, &mut pending).await;
     assert_eq!(echo(&after.body.into())["path"], "/after");
     assert_eq!(backend.requests(), 3);
-    assert_eq!(backend.accepted(), 1, "the bodies ended where their framing said: one replica connection");
+    assert_eq!(
+        backend.accepted(),
+        1,
+        "the bodies ended where their framing said: one replica connection"
+    );
 }
 
 #[tokio::test]
@@ -155,12 +175,17 @@ async fn expect_100_continue_is_relayed_before_the_body_is_sent() {
     let (proxy, _app) = proxy_for(&backend).await;
     let mut stream = TcpStream::connect(proxy.addr).await.expect("connect");
     stream
-        .write_all(b"PUT /upload HTTP/1.1\r\nHost: site.test\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\n")
+        .write_all(
+            b"PUT /upload HTTP/1.1\r\nHost: site.test\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\n",
+        )
         .await
         .expect("the head alone");
     let mut pending = Vec::new();
     let interim = read_response(&mut stream, &mut pending).await;
-    assert_eq!(interim.status, 100, "the replica's 100 Continue reaches the client");
+    assert_eq!(
+        interim.status, 100,
+        "the replica's 100 Continue reaches the client"
+    );
     stream.write_all(b"12345").await.expect("the body");
     let done = read_response(&mut stream, &mut pending).await;
     assert_eq!(done.status, 200);
@@ -182,7 +207,10 @@ async fn chunked_responses_pass_through_and_http10_clients_get_them_decoded() {
             .expect("request");
         let response = read_response(&mut stream, &mut pending).await;
         assert_eq!(response.header("transfer-encoding"), Some("chunked"));
-        assert_eq!(response.body, expected, "and the connection carries the next request");
+        assert_eq!(
+            response.body, expected,
+            "and the connection carries the next request"
+        );
     }
 
     let mut old = TcpStream::connect(proxy.addr).await.expect("connect");
@@ -192,7 +220,11 @@ async fn chunked_responses_pass_through_and_http10_clients_get_them_decoded() {
     let mut pending = Vec::new();
     let response = read_response(&mut old, &mut pending).await;
     assert_eq!(response.status, 200);
-    assert!(response.header("transfer-encoding").is_none(), "{}", response.head);
+    assert!(
+        response.header("transfer-encoding").is_none(),
+        "{}",
+        response.head
+    );
     assert_eq!(response.header("connection"), Some("close"));
     assert_eq!(response.body, expected, "delimited by the close");
 }
@@ -206,7 +238,9 @@ async fn a_response_without_framing_ends_with_its_connection() {
         while let Ok((mut socket, _)) = replica.accept().await {
             let mut request = [0u8; 4096];
             let _ = socket.read(&mut request).await;
-            let _ = socket.write_all(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\nuntil the end").await;
+            let _ = socket
+                .write_all(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\nuntil the end")
+                .await;
         }
     });
     let app_a = app("a", Policy::default(), &[replica_addr]);
@@ -244,7 +278,10 @@ async fn an_http2_preface_split_across_reads_is_still_http2() {
     let (proxy, _app) = proxy_for(&backend).await;
     let mut stream = TcpStream::connect(proxy.addr).await.expect("connect");
     stream.set_nodelay(true).expect("nodelay");
-    stream.write_all(b"PRI * HTTP/2.0\r\n").await.expect("half the preface");
+    stream
+        .write_all(b"PRI * HTTP/2.0\r\n")
+        .await
+        .expect("half the preface");
     // The rest comes in a later read of the proxy's.
     tokio::time::sleep(Duration::from_millis(50)).await;
     // The rest of the preface, then an empty SETTINGS frame.
@@ -259,7 +296,11 @@ async fn an_http2_preface_split_across_reads_is_still_http2() {
     assert_eq!(frame_head[3], 0x4, "a SETTINGS frame: {frame_head:?}");
 
     // A method that starts like the preface is no preface.
-    let put = raw(proxy.addr, b"PUT /p HTTP/1.1\r\nHost: site.test\r\nContent-Length: 0\r\nConnection: close\r\n\r\n").await;
+    let put = raw(
+        proxy.addr,
+        b"PUT /p HTTP/1.1\r\nHost: site.test\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+    )
+    .await;
     assert!(put.starts_with("HTTP/1.1 200"), "{put}");
 }
 
@@ -287,10 +328,18 @@ async fn a_request_in_flight_on_an_evicted_replica_is_closed_with_reason_drain()
         let replica = app_a.replicas()[0].clone();
         proxy.proxy.evict(&replica);
         let mut rest = Vec::new();
-        let read = within("the eviction closes the connection", stream.read_to_end(&mut rest)).await;
+        let read = within(
+            "the eviction closes the connection",
+            stream.read_to_end(&mut rest),
+        )
+        .await;
         assert!(read.is_err() || rest.is_empty(), "no response was on its way");
         eventually("the seat is released", || app_a.connections() == 0).await;
-        assert_eq!(app_a.stats().closed(CloseReason::Drain), 1, "evicted after {evict_after:?}");
+        assert_eq!(
+            app_a.stats().closed(CloseReason::Drain),
+            1,
+            "evicted after {evict_after:?}"
+        );
         assert_eq!(app_a.stats().closed(CloseReason::Client), 0);
     }
 }

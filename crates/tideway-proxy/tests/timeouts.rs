@@ -147,6 +147,38 @@ async fn http2_age_sends_goaway_and_finishes_open_streams() {
 }
 
 #[tokio::test]
+async fn http2_inactivity_closes_the_connection_though_the_client_pings() {
+    let backend = Backend::start("a").await.expect("backend");
+    let app_a = app("a", idle(400), &[backend.addr()]);
+    let proxy = Proxied::start(vec![route(&app_a, "site.test", None)]).await;
+
+    // A client that keeps pinging: PING frames are the protocol's, not application data.
+    let stream = TcpStream::connect(proxy.addr).await.expect("connect");
+    let (mut h2, conn) = hyper::client::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+        .timer(hyper_util::rt::TokioTimer::new())
+        .keep_alive_interval(Duration::from_millis(50))
+        .keep_alive_while_idle(true)
+        .handshake(hyper_util::rt::TokioIo::new(stream))
+        .await
+        .expect("HTTP/2 handshake");
+    let conn = tokio::spawn(conn);
+    // A response streaming slower than the limit in total, but never silent that long, keeps it open.
+    let (status, _, body) = http2_get(&mut h2, "site.test", "/slow?chunks=6&ms=150").await;
+    assert_eq!(status, 200);
+    assert_eq!(body.len(), "chunk 0\n".len() * 6);
+    let opened = tokio::time::Instant::now();
+    within("inactivity ends the connection", conn)
+        .await
+        .expect("task")
+        .expect("a clean end (GOAWAY)");
+    assert!(
+        opened.elapsed() >= Duration::from_millis(350),
+        "closed after {:?}: too early for inactivity",
+        opened.elapsed()
+    );
+}
+
+#[tokio::test]
 async fn websocket_age_closes_both_sides_with_1001() {
     let backend = Backend::start("a").await.expect("backend");
     let app_a = app("a", aged(300), &[backend.addr()]);

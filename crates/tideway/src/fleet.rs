@@ -182,8 +182,11 @@ impl Fleet {
     fn retire(&mut self, member: Member) {
         // Idle sessions would hold their seats (and the app) for their grace; the app is gone for them.
         member.app.clear_sessions();
-        self.metrics.proxy.forget_app(&member.config.name);
-        self.metrics.scaling.forget_app(&member.config.name);
+        // An app that stays under the same name (its backend changed) keeps its series.
+        if !self.members.iter().any(|m| m.config.name == member.config.name) {
+            self.metrics.proxy.forget_app(&member.config.name);
+            self.metrics.scaling.forget_app(&member.config.name);
+        }
         if let Some(scaling) = member.scaling {
             scaling.retire();
             self.retiring.push(scaling);
