@@ -960,4 +960,24 @@ fn the_admin_token_may_come_from_the_environment() {
         "[admin]\ntoken_file = \"/x\"\ntoken_env = \"X\"\n",
         "admin.token_env: give either token_file or token_env, not both",
     );
+    assert_only_error(
+        "[admin]\ntoken_env = \"A=B\"\n",
+        "admin.token_env: must be an environment variable name",
+    );
+    assert_only_error(
+        "[admin]\ntoken_env = \"\"\n",
+        "admin.token_env: must be an environment variable name",
+    );
+    assert_only_error(
+        "[admin]\ntoken_file = \"\"\n",
+        "admin.token_file: must not be empty",
+    );
+}
+
+#[test]
+fn access_log_is_a_boolean() {
+    assert_only_error(
+        "[proxy]\naccess_log = \"off\"\n",
+        "proxy.access_log: expected true or false, found a string",
+    );
 }

@@ -106,6 +106,10 @@ fn env_rejections() {
         &format!("{cmd}env = \"A=1\""),
         "app[0].local.env: expected a table, found a string",
     );
+    assert_only_error(
+        &format!("{cmd}env = {{ A = \"x\\u0000y\" }}"),
+        "app[0].local.env.A: must not contain a NUL character",
+    );
 }
 
 #[test]
@@ -130,6 +134,10 @@ fn readiness_rejections() {
     assert_only_error(
         &format!("{cmd}readiness = {{ port = 80 }}"),
         "app[0].local.readiness.port: unknown key",
+    );
+    assert_only_error(
+        &format!("{cmd}readiness = {{ path = \"/health check\" }}"),
+        "app[0].local.readiness.path: must not contain whitespace",
     );
 }
 
