@@ -14,6 +14,9 @@ pub(crate) struct Run {
     pub(crate) p99_us: f64,
     pub(crate) requests: u64,
     pub(crate) errors: u64,
+    /// Share of the load CPU that was busy (wrk and the upstream): near 1.0, the load side, not the proxy,
+    /// set the pace, and latency reflects its queues.
+    pub(crate) load_busy: f64,
 }
 
 /// Runs `wrk -t1 -c<connections> -d<duration> --latency` against `addr`, pinned to `cpu`.
@@ -31,6 +34,7 @@ pub(crate) fn wrk(
         }
         None => Command::new("wrk"),
     };
+    let before = cpu_ticks(cpu);
     let output = command
         .args([
             "-t1",
@@ -45,7 +49,28 @@ pub(crate) fn wrk(
     if !output.status.success() {
         bail!("wrk failed: {report}{}", String::from_utf8_lossy(&output.stderr));
     }
-    parse(&report).with_context(|| format!("unexpected wrk report:\n{report}"))
+    let mut run = parse(&report).with_context(|| format!("unexpected wrk report:\n{report}"))?;
+    if let (Some((busy_before, all_before)), Some((busy_after, all_after))) = (before, cpu_ticks(cpu)) {
+        run.load_busy = (busy_after - busy_before) as f64 / (all_after - all_before).max(1) as f64;
+    }
+    Ok(run)
+}
+
+/// Busy and total ticks of `cpu` so far, from /proc/stat.
+fn cpu_ticks(cpu: Option<usize>) -> Option<(u64, u64)> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let name = cpu.map_or_else(|| "cpu".to_owned(), |cpu| format!("cpu{cpu}"));
+    let fields: Vec<u64> = stat
+        .lines()
+        .find(|line| line.split_whitespace().next() == Some(name.as_str()))?
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|f| f.parse().ok())
+        .collect();
+    let total: u64 = fields.iter().take(8).sum();
+    // idle and iowait
+    let idle = fields.get(3).copied().unwrap_or(0) + fields.get(4).copied().unwrap_or(0);
+    Some((total - idle, total))
 }
 
 fn parse(report: &str) -> Option<Run> {
@@ -82,6 +107,7 @@ fn parse(report: &str) -> Option<Run> {
         p99_us,
         requests,
         errors: non_2xx + socket_errors,
+        load_busy: 0.0,
     })
 }
 

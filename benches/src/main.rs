@@ -8,6 +8,7 @@ mod hold;
 mod load;
 mod process;
 mod proxies;
+mod report;
 mod scaling;
 mod setup;
 mod upstream;
@@ -21,6 +22,7 @@ use clap::{Parser, Subcommand};
 use crate::hold::Idle;
 use crate::process::Started;
 use crate::proxies::{Proxy, Target};
+use crate::report::{Report, Round};
 
 /// Benchmarks tideway against nginx and HAProxy.
 #[derive(Parser)]
@@ -54,6 +56,10 @@ struct RunArgs {
     /// Samples of each scaling latency.
     #[arg(long, default_value = "10")]
     scaling_samples: usize,
+    /// Also run the throughput rounds with a busy loop sharing the proxies' CPU: each proxy then has half
+    /// a CPU and is the bottleneck, whatever the load side can drive.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    contended: bool,
 }
 
 #[derive(Subcommand)]
@@ -63,6 +69,12 @@ enum Command {
     Upstream {
         #[arg(long)]
         listen: SocketAddr,
+    },
+    /// Keeps a CPU busy for `seconds` (started by the runner, for the contended rounds).
+    #[command(hide = true)]
+    Spin {
+        #[arg(long)]
+        seconds: u64,
     },
     /// Holds idle connections (started by the runner).
     #[command(hide = true)]
@@ -93,6 +105,13 @@ fn main() -> anyhow::Result<()> {
     match cli.command {
         Some(Command::Upstream { listen }) => runtime.block_on(upstream::serve(listen)),
         Some(Command::Hold { target, count, idle }) => runtime.block_on(hold::hold(target, count, idle)),
+        Some(Command::Spin { seconds }) => {
+            let until = tokio::time::Instant::now() + Duration::from_secs(seconds);
+            while tokio::time::Instant::now() < until {
+                std::hint::spin_loop();
+            }
+            Ok(())
+        }
         None => runtime.block_on(run(cli.run)),
     }
 }
@@ -105,6 +124,7 @@ async fn run(mut args: RunArgs) -> anyhow::Result<()> {
         args.repetitions = 1;
         args.idle = vec![200];
         args.scaling_samples = 2;
+        args.contended = false;
     }
     let root = setup::workspace_root()?;
     setup::install_missing_tools(&args.targets)?;
@@ -126,43 +146,26 @@ async fn run(mut args: RunArgs) -> anyhow::Result<()> {
     )?;
     let mut running = Vec::new();
     for target in &args.targets {
-        let port = PROXY_PORTS
-            .iter()
-            .find(|(t, _)| t == target)
-            .map_or(18_919, |(_, p)| *p);
-        let addr = SocketAddr::from(([127, 0, 0, 1], port));
-        running.push(proxies::start(*target, addr, UPSTREAM, proxy_cpu, &dir, &binaries.tideway).await?);
+        running.push(start_proxy(*target, proxy_cpu, &dir, &binaries).await?);
     }
 
-    let mut report = Report::new(machine, &args);
+    let mut report = Report::new(machine, command_line(&args));
     for proxy in &running {
         // Warm-up: connections to the upstream, allocator pools, caches.
         load::wrk(proxy.addr, args.connections[0], Duration::from_secs(2), load_cpu)?;
     }
-    for &connections in &args.connections {
-        for repetition in 0..args.repetitions {
-            for i in 0..running.len() {
-                let proxy = &running[(i + repetition) % running.len()];
-                let cpu_before = proxy.process.cpu_seconds();
-                let result = load::wrk(proxy.addr, connections, args.duration, load_cpu)?;
-                let cpu = proxy.process.cpu_seconds() - cpu_before;
-                eprintln!(
-                    "{:<8} c={connections:<4} run {}: {:>9.0} req/s  p50 {:>7.0} us  p99 {:>7.0} us  {:.1} us CPU/req{}",
-                    proxy.target.name(),
-                    repetition + 1,
-                    result.requests_per_second,
-                    result.p50_us,
-                    result.p99_us,
-                    cpu * 1e6 / result.requests.max(1) as f64,
-                    if result.errors > 0 {
-                        format!("  ({} errors)", result.errors)
-                    } else {
-                        String::new()
-                    },
-                );
-                report.throughput(proxy.target, connections, result, cpu);
-            }
-        }
+    throughput_round(&running, &args, load_cpu, Round::Alone, &mut report)?;
+    if args.contended {
+        let rounds = args.connections.len() * args.repetitions * running.len();
+        let seconds = (args.duration.as_secs() + 2) * rounds as u64 + 10;
+        let _spinner = Started::spawn(
+            "spinner",
+            proxy_cpu,
+            &binaries.compare,
+            &["spin".into(), "--seconds".into(), seconds.to_string()],
+            &dir.join("spinner.log"),
+        )?;
+        throughput_round(&running, &args, load_cpu, Round::Contended, &mut report)?;
     }
     drop(running);
     // Memory is measured on a fresh process each time, warmed up the same way, so that no proxy reuses
@@ -190,6 +193,61 @@ async fn run(mut args: RunArgs) -> anyhow::Result<()> {
     std::fs::write(root.join("target/bench/report.md"), &text)?;
     eprintln!("== report written to target/bench/report.md");
     Ok(())
+}
+
+/// The wrk runs of one round: every connection count, repetitions alternating between the proxies.
+fn throughput_round(
+    running: &[Proxy],
+    args: &RunArgs,
+    load_cpu: Option<usize>,
+    round: Round,
+    report: &mut Report,
+) -> anyhow::Result<()> {
+    for &connections in &args.connections {
+        for repetition in 0..args.repetitions {
+            for i in 0..running.len() {
+                let proxy = &running[(i + repetition) % running.len()];
+                let cpu_before = proxy.process.cpu_seconds();
+                let result = load::wrk(proxy.addr, connections, args.duration, load_cpu)?;
+                let cpu = proxy.process.cpu_seconds() - cpu_before;
+                eprintln!(
+                    "{:<8} {round:?} c={connections:<4} run {}: {:>9.0} req/s  p50 {:>7.0} us  p99 {:>7.0} us  {:.1} us CPU/req  load CPU {:.0}%{}",
+                    proxy.target.name(),
+                    repetition + 1,
+                    result.requests_per_second,
+                    result.p50_us,
+                    result.p99_us,
+                    cpu * 1e6 / result.requests.max(1) as f64,
+                    result.load_busy * 100.0,
+                    if result.errors > 0 {
+                        format!("  ({} errors)", result.errors)
+                    } else {
+                        String::new()
+                    },
+                );
+                report.throughput(round, proxy.target, connections, result, cpu);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The command that reproduces a run with these arguments.
+fn command_line(args: &RunArgs) -> String {
+    let list = |items: &[String]| items.join(",");
+    let targets: Vec<String> = args.targets.iter().map(|t| t.name().to_owned()).collect();
+    let connections: Vec<String> = args.connections.iter().map(ToString::to_string).collect();
+    let idle: Vec<String> = args.idle.iter().map(ToString::to_string).collect();
+    format!(
+        "cargo run --release -p tideway-bench --bin compare -- --targets {} --connections {} --duration {}s \
+         --repetitions {} --idle {} --contended {}",
+        list(&targets),
+        list(&connections),
+        args.duration.as_secs(),
+        args.repetitions,
+        list(&idle),
+        args.contended,
+    )
 }
 
 /// Starts `target` on its port of the run's layout.
@@ -260,150 +318,6 @@ async fn idle_memory(
     drop(holder.stdin.take());
     holder.wait().await?;
     Ok(during.saturating_sub(before) as f64 / count as f64)
-}
-
-/// What the run found, rendered as Markdown.
-struct Report {
-    machine: String,
-    command: String,
-    throughput: Vec<(Target, usize, load::Run, f64)>,
-    memory: Vec<(Target, usize, Idle, f64)>,
-    scaling: Option<scaling::Figures>,
-}
-
-impl Report {
-    fn new(machine: String, args: &RunArgs) -> Self {
-        let targets: Vec<&str> = args.targets.iter().map(|t| t.name()).collect();
-        let command = format!(
-            "cargo run --release -p tideway-bench --bin compare -- --targets {} --connections {} --duration {}s --repetitions {} --idle {}",
-            targets.join(","),
-            args.connections
-                .iter()
-                .map(ToString::to_string)
-                .collect::<Vec<_>>()
-                .join(","),
-            args.duration.as_secs(),
-            args.repetitions,
-            args.idle
-                .iter()
-                .map(ToString::to_string)
-                .collect::<Vec<_>>()
-                .join(","),
-        );
-        Report {
-            machine,
-            command,
-            throughput: Vec::new(),
-            memory: Vec::new(),
-            scaling: None,
-        }
-    }
-
-    fn throughput(&mut self, target: Target, connections: usize, run: load::Run, cpu: f64) {
-        self.throughput.push((target, connections, run, cpu));
-    }
-
-    fn memory(&mut self, target: Target, count: usize, idle: Idle, bytes: f64) {
-        self.memory.push((target, count, idle, bytes));
-    }
-
-    fn median_of(
-        &self,
-        target: Target,
-        connections: usize,
-        pick: impl Fn(&load::Run, f64) -> f64,
-    ) -> Option<f64> {
-        let mut values: Vec<f64> = self
-            .throughput
-            .iter()
-            .filter(|(t, c, _, _)| *t == target && *c == connections)
-            .map(|(_, _, run, cpu)| pick(run, *cpu))
-            .collect();
-        values.sort_by(f64::total_cmp);
-        values.get(values.len() / 2).copied()
-    }
-
-    fn render(&self) -> String {
-        let mut out = format!(
-            "## Results\n\nMachine: {}\n\nCommand: `{}`\n\n### Throughput (medians)\n\n\
-             | proxy | connections | req/s | p50 | p99 | CPU per request | errors |\n|---|---|---|---|---|---|---|\n",
-            self.machine, self.command
-        );
-        let mut targets: Vec<Target> = self.throughput.iter().map(|(t, ..)| *t).collect();
-        targets.dedup();
-        targets.sort_by_key(|t| t.name());
-        targets.dedup();
-        let mut connection_counts: Vec<usize> = self.throughput.iter().map(|(_, c, ..)| *c).collect();
-        connection_counts.sort_unstable();
-        connection_counts.dedup();
-        for &connections in &connection_counts {
-            for &target in &targets {
-                let rps = self.median_of(target, connections, |r, _| r.requests_per_second);
-                let p50 = self.median_of(target, connections, |r, _| r.p50_us);
-                let p99 = self.median_of(target, connections, |r, _| r.p99_us);
-                let cpu = self.median_of(target, connections, |r, cpu| cpu * 1e6 / r.requests.max(1) as f64);
-                let errors: u64 = self
-                    .throughput
-                    .iter()
-                    .filter(|(t, c, ..)| *t == target && *c == connections)
-                    .map(|(_, _, r, _)| r.errors)
-                    .sum();
-                out += &format!(
-                    "| {} | {connections} | {:.0} | {:.0} µs | {:.0} µs | {:.1} µs | {errors} |\n",
-                    target.name(),
-                    rps.unwrap_or(0.0),
-                    p50.unwrap_or(0.0),
-                    p99.unwrap_or(0.0),
-                    cpu.unwrap_or(0.0)
-                );
-            }
-        }
-        for other in [Target::Haproxy, Target::Nginx] {
-            if !targets.contains(&other) || !targets.contains(&Target::Tideway) {
-                continue;
-            }
-            for &connections in &connection_counts {
-                let ratio = |pick: &dyn Fn(&load::Run, f64) -> f64| {
-                    Some(
-                        self.median_of(Target::Tideway, connections, pick)?
-                            / self.median_of(other, connections, pick)?,
-                    )
-                };
-                out += &format!(
-                    "\ntideway / {} at c={connections}: throughput {:.2}×, p99 {:.2}×, CPU per request {:.2}×",
-                    other.name(),
-                    ratio(&|r, _| r.requests_per_second).unwrap_or(0.0),
-                    ratio(&|r, _| r.p99_us).unwrap_or(0.0),
-                    ratio(&|r, cpu| cpu / r.requests.max(1) as f64).unwrap_or(0.0),
-                );
-            }
-        }
-        out += "\n\n### Memory per idle connection (resident bytes gained per connection held)\n\n\
-                | proxy | idle connections | WebSocket | HTTP/1.1 keep-alive |\n|---|---|---|---|\n";
-        let mut counts: Vec<usize> = self.memory.iter().map(|(_, c, ..)| *c).collect();
-        counts.sort_unstable();
-        counts.dedup();
-        for &target in &targets {
-            for &count in &counts {
-                let bytes = |idle: &str| {
-                    self.memory
-                        .iter()
-                        .find(|(t, c, i, _)| *t == target && *c == count && format!("{i:?}") == idle)
-                        .map_or_else(|| "–".to_owned(), |(.., b)| format!("{b:.0}"))
-                };
-                out += &format!(
-                    "| {} | {count} | {} | {} |\n",
-                    target.name(),
-                    bytes("Websocket"),
-                    bytes("Keepalive")
-                );
-            }
-        }
-        if let Some(scaling) = &self.scaling {
-            out += &scaling.render();
-        }
-        out
-    }
 }
 
 /// The binaries a run uses.

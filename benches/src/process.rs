@@ -5,7 +5,8 @@ use std::process::{Child, Command, Stdio};
 
 use anyhow::Context;
 
-/// A process the runner started (with its children, for nginx's worker), killed when dropped.
+/// A process the runner started, in a process group of its own (with its children, for nginx's workers),
+/// killed when dropped.
 pub(crate) struct Started {
     child: Child,
 }
@@ -31,7 +32,10 @@ impl Started {
             }
             None => Command::new(program),
         };
+        // A group of its own, so that stopping it reaches every process it forks (nginx's workers).
+        use std::os::unix::process::CommandExt;
         let child = command
+            .process_group(0)
             .args(args)
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
@@ -65,14 +69,13 @@ impl Started {
 }
 
 impl Drop for Started {
+    /// Kills the whole process group, descendants that outlived their parent included.
     fn drop(&mut self) {
-        for pid in self.pids().into_iter().rev() {
-            let _ = Command::new("kill")
-                .arg("-KILL")
-                .arg(pid.to_string())
-                .stderr(Stdio::null())
-                .status();
-        }
+        let group = format!("-{}", self.child.id());
+        let _ = Command::new("kill")
+            .args(["-KILL", "--", &group])
+            .stderr(Stdio::null())
+            .status();
         let _ = self.child.wait();
     }
 }

@@ -48,6 +48,7 @@ pub(crate) async fn start(
 ) -> anyhow::Result<Proxy> {
     let dir = dir.join(target.name());
     std::fs::create_dir_all(dir.join("logs"))?;
+    wait_until_free(addr).await?;
     let (program, args): (PathBuf, Vec<String>) = match target {
         Target::Nginx => {
             let config = dir.join("nginx.conf");
@@ -79,6 +80,18 @@ pub(crate) async fn start(
         addr,
         process,
     })
+}
+
+/// Waits for the port a stopped proxy held to be free (its processes take a moment to go once killed);
+/// one still taken after a few seconds belongs to someone else, which would answer in this proxy's place.
+async fn wait_until_free(addr: SocketAddr) -> anyhow::Result<()> {
+    for _ in 0..250 {
+        if std::net::TcpListener::bind(addr).is_ok() {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    bail!("{addr} is taken: is a process from an earlier run still there?")
 }
 
 async fn wait_until_serving(addr: SocketAddr) -> anyhow::Result<()> {

@@ -1,0 +1,190 @@
+//! What a run found, rendered as the Markdown that goes into BENCHMARKS.md.
+
+use std::fmt::Write as _;
+
+use crate::hold::Idle;
+use crate::load::Run;
+use crate::proxies::Target;
+use crate::scaling;
+
+/// Whether the proxies' CPU is theirs alone or shared with a busy loop.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Round {
+    /// The proxy has its CPU to itself; a fast one may outrun what the load side can drive.
+    Alone,
+    /// A busy loop takes half the proxy's CPU: the proxy is the bottleneck.
+    Contended,
+}
+
+/// Every figure of a run.
+pub(crate) struct Report {
+    machine: String,
+    command: String,
+    samples: Vec<Sample>,
+    memory: Vec<(Target, usize, Idle, f64)>,
+    /// tideway's scaling latencies, when measured.
+    pub(crate) scaling: Option<scaling::Figures>,
+}
+
+/// One wrk run.
+struct Sample {
+    round: Round,
+    target: Target,
+    connections: usize,
+    run: Run,
+    /// CPU time of the proxy per request, in microseconds.
+    cpu_us: f64,
+}
+
+impl Report {
+    /// An empty report of a run on `machine`, reproduced by `command`.
+    pub(crate) fn new(machine: String, command: String) -> Self {
+        Report {
+            machine,
+            command,
+            samples: Vec::new(),
+            memory: Vec::new(),
+            scaling: None,
+        }
+    }
+
+    /// Records a wrk run and the proxy CPU seconds it took.
+    pub(crate) fn throughput(
+        &mut self,
+        round: Round,
+        target: Target,
+        connections: usize,
+        run: Run,
+        cpu: f64,
+    ) {
+        let cpu_us = cpu * 1e6 / run.requests.max(1) as f64;
+        self.samples.push(Sample {
+            round,
+            target,
+            connections,
+            run,
+            cpu_us,
+        });
+    }
+
+    /// Records the resident bytes per idle connection.
+    pub(crate) fn memory(&mut self, target: Target, count: usize, idle: Idle, bytes: f64) {
+        self.memory.push((target, count, idle, bytes));
+    }
+
+    fn median(
+        &self,
+        round: Round,
+        target: Target,
+        connections: usize,
+        pick: fn(&Sample) -> f64,
+    ) -> Option<f64> {
+        let mut values: Vec<f64> = self
+            .samples
+            .iter()
+            .filter(|s| s.round == round && s.target == target && s.connections == connections)
+            .map(pick)
+            .collect();
+        values.sort_by(f64::total_cmp);
+        values.get(values.len() / 2).copied()
+    }
+
+    /// The report as Markdown.
+    pub(crate) fn render(&self) -> String {
+        let mut out = format!(
+            "## Results\n\nMachine: {}\n\nCommand: `{}`\n",
+            self.machine, self.command
+        );
+        let mut targets: Vec<Target> = self.samples.iter().map(|s| s.target).collect();
+        targets.sort_by_key(|t| t.name());
+        targets.dedup();
+        let mut connection_counts: Vec<usize> = self.samples.iter().map(|s| s.connections).collect();
+        connection_counts.sort_unstable();
+        connection_counts.dedup();
+        for (round, title) in [
+            (
+                Round::Alone,
+                "Throughput, each proxy on a CPU of its own (medians)",
+            ),
+            (
+                Round::Contended,
+                "Throughput, each proxy sharing its CPU with a busy loop (medians)",
+            ),
+        ] {
+            if !self.samples.iter().any(|s| s.round == round) {
+                continue;
+            }
+            let _ = write!(
+                out,
+                "\n### {title}\n\n| proxy | connections | req/s | p50 | p99 | CPU per request | load CPU busy | errors |\n\
+                 |---|---|---|---|---|---|---|---|\n"
+            );
+            for &connections in &connection_counts {
+                for &target in &targets {
+                    let median = |pick| self.median(round, target, connections, pick).unwrap_or(0.0);
+                    let errors: u64 = self
+                        .samples
+                        .iter()
+                        .filter(|s| s.round == round && s.target == target && s.connections == connections)
+                        .map(|s| s.run.errors)
+                        .sum();
+                    let _ = writeln!(
+                        out,
+                        "| {} | {connections} | {:.0} | {:.0} µs | {:.0} µs | {:.1} µs | {:.0}% | {errors} |",
+                        target.name(),
+                        median(|s| s.run.requests_per_second),
+                        median(|s| s.run.p50_us),
+                        median(|s| s.run.p99_us),
+                        median(|s| s.cpu_us),
+                        median(|s| s.run.load_busy * 100.0),
+                    );
+                }
+            }
+            for other in [Target::Haproxy, Target::Nginx] {
+                if !targets.contains(&other) || !targets.contains(&Target::Tideway) {
+                    continue;
+                }
+                for &connections in &connection_counts {
+                    let ratio = |pick: fn(&Sample) -> f64| {
+                        let ours = self.median(round, Target::Tideway, connections, pick)?;
+                        Some(ours / self.median(round, other, connections, pick)?)
+                    };
+                    let _ = write!(
+                        out,
+                        "\ntideway / {} at c={connections}: throughput {:.2}×, p99 {:.2}×, CPU per request {:.2}×\n",
+                        other.name(),
+                        ratio(|s| s.run.requests_per_second).unwrap_or(0.0),
+                        ratio(|s| s.run.p99_us).unwrap_or(0.0),
+                        ratio(|s| s.cpu_us).unwrap_or(0.0),
+                    );
+                }
+            }
+        }
+        out += "\n### Memory per idle connection (resident bytes gained per connection held, fresh process)\n\n\
+                | proxy | idle connections | WebSocket | HTTP/1.1 keep-alive |\n|---|---|---|---|\n";
+        let mut counts: Vec<usize> = self.memory.iter().map(|(_, c, ..)| *c).collect();
+        counts.sort_unstable();
+        counts.dedup();
+        for &target in &targets {
+            for &count in &counts {
+                let bytes = |idle: Idle| {
+                    self.memory
+                        .iter()
+                        .find(|(t, c, i, _)| *t == target && *c == count && *i == idle)
+                        .map_or_else(|| "–".to_owned(), |(.., b)| format!("{b:.0}"))
+                };
+                let _ = writeln!(
+                    out,
+                    "| {} | {count} | {} | {} |",
+                    target.name(),
+                    bytes(Idle::Websocket),
+                    bytes(Idle::Keepalive)
+                );
+            }
+        }
+        if let Some(scaling) = &self.scaling {
+            out += &scaling.render();
+        }
+        out
+    }
+}
