@@ -228,6 +228,27 @@ async fn a_killed_tideway_leaves_no_replica_behind() {
 }
 
 #[tokio::test]
+async fn a_killed_supervisor_takes_its_replica_with_it() {
+    let tideway = Tideway::start(&with_proxy(&local_app("app", "min_instances = 1")));
+    let ready = tideway.wait_for("replica ready", 1, |_| true).await;
+    let replica = ready[0]["fields"]["replica"]
+        .as_str()
+        .expect("replica name")
+        .to_owned();
+    let supervisor = tideway
+        .events("replica launched")
+        .iter()
+        .find(|e| e["fields"]["replica"] == replica.as_str())
+        .and_then(|e| e["fields"]["pid"].as_u64())
+        .expect("pid") as u32;
+    let app = children_of(supervisor);
+    assert_eq!(app.len(), 1, "the supervisor runs the app itself: {app:?}");
+    // `pkill -9 tideway` kills supervisors too: their replicas must not outlive them.
+    send_signal(supervisor, "KILL");
+    eventually("the replica dies with its supervisor", || process_gone(app[0])).await;
+}
+
+#[tokio::test]
 async fn reloads_add_change_and_remove_apps_without_cutting_sessions_and_reject_broken_files() {
     let keep = local_app(
         "keep",

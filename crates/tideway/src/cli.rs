@@ -45,6 +45,17 @@ pub(crate) enum Command {
         #[arg(last = true, required = true)]
         command: Vec<std::ffi::OsString>,
     },
+    /// Become one local replica's command, dying with the supervisor `parent` (used by `supervise`; not
+    /// meant to be run by hand).
+    #[command(hide = true)]
+    Exec {
+        /// The supervisor's process id.
+        #[arg(long)]
+        parent: u32,
+        /// The command and its arguments.
+        #[arg(last = true, required = true)]
+        command: Vec<std::ffi::OsString>,
+    },
 }
 
 /// How log lines are written.

@@ -54,6 +54,9 @@ fn main() -> ExitCode {
             stop_timeout,
             command,
         } => ExitCode::from(tideway_orchestrate::local::supervise(stop_timeout, &command)),
+        Command::Exec { parent, command } => {
+            ExitCode::from(tideway_orchestrate::local::exec(parent, &command))
+        }
     }
 }
 

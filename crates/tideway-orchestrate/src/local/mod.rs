@@ -26,7 +26,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::backend::{Backend, ReplicaEvent};
 
-pub use supervise::supervise;
+pub use supervise::{exec, supervise};
 
 /// Runs an app's replicas as supervised child processes.
 pub struct LocalBackend {

@@ -1,13 +1,17 @@
 //! `tideway supervise`: the parent of one replica process. It runs the app in a process group of its own
 //! and kills that whole group — first SIGTERM, then SIGKILL after the stop timeout — when its stdin closes,
 //! which happens when tideway stops the replica or when tideway is gone, however it died.
+//!
+//! The app is started through `tideway exec`, which asks the kernel to kill it if the supervisor itself
+//! dies (`PR_SET_PDEATHSIG`, kept across `execve`) and then becomes the app: so even `kill -9` of every
+//! tideway process leaves no replica behind.
 
 use std::ffi::OsString;
 use std::io;
 use std::process::{ExitStatus, Stdio};
 use std::time::Duration;
 
-use rustix::process::{Pid, Signal, kill_process_group};
+use rustix::process::{Pid, Signal, getppid, kill_process_group, set_parent_process_death_signal};
 use tokio::io::AsyncReadExt;
 use tokio::process::Command;
 use tokio::signal::unix::{SignalKind, signal};
@@ -31,12 +35,23 @@ pub fn supervise(stop_timeout: Duration, command: &[OsString]) -> u8 {
 }
 
 async fn run(stop_timeout: Duration, command: &[OsString]) -> u8 {
-    let Some((program, args)) = command.split_first() else {
+    let Some(program) = command.first() else {
         eprintln!("tideway supervise: no command given");
         return CANNOT_START;
     };
-    let mut child = match Command::new(program)
-        .args(args)
+    let this = match std::env::current_exe() {
+        Ok(this) => this,
+        Err(error) => {
+            eprintln!("tideway supervise: cannot find the tideway executable: {error}");
+            return CANNOT_START;
+        }
+    };
+    let mut child = match Command::new(this)
+        .arg("exec")
+        .arg("--parent")
+        .arg(std::process::id().to_string())
+        .arg("--")
+        .args(command)
         .stdin(Stdio::null())
         .process_group(0)
         .spawn()
@@ -95,6 +110,34 @@ async fn stop(
             child.wait().await
         }
     }
+}
+
+/// `tideway exec`: becomes `command` (same process, so the supervisor's process group and signals apply),
+/// set to be killed by the kernel when the supervisor `parent` dies. Returns only if that fails.
+pub fn exec(parent: u32, command: &[OsString]) -> u8 {
+    use std::os::unix::process::CommandExt;
+    let Some((program, args)) = command.split_first() else {
+        eprintln!("tideway supervise: no command given");
+        return CANNOT_START;
+    };
+    if let Err(error) = set_parent_process_death_signal(Some(Signal::KILL)) {
+        eprintln!("tideway supervise: cannot tie the replica to its supervisor: {error}");
+        return 1;
+    }
+    // The supervisor may have died before the kernel knew to tell: then it is already someone else's child.
+    if getppid()
+        .map(Pid::as_raw_nonzero)
+        .map(|pid| pid.get().unsigned_abs())
+        != Some(parent)
+    {
+        return 1;
+    }
+    let error = std::process::Command::new(program).args(args).exec();
+    eprintln!(
+        "tideway supervise: cannot start {}: {error}",
+        program.to_string_lossy()
+    );
+    CANNOT_START
 }
 
 fn signal_group(group: Option<Pid>, signal: Signal) {
