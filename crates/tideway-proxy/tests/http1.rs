@@ -273,6 +273,52 @@ async fn smuggling_shapes_are_refused_before_reaching_a_replica() {
 }
 
 #[tokio::test]
+async fn a_body_stays_a_body_whatever_connection_names() {
+    let backend = Backend::start("a").await.expect("backend");
+    let (proxy, _app) = proxy_for(&backend).await;
+    // If Content-Length were dropped as hop-by-hop, the replica would read the body as a second request.
+    let smuggled = b"GET /smuggled HTTP/1.1\r\nHost: site.test\r\n\r\n";
+    let mut request = format!(
+        "POST /outer HTTP/1.1\r\nHost: site.test\r\nConnection: content-length\r\nContent-Length: {}\r\n\r\n",
+        smuggled.len()
+    )
+    .into_bytes();
+    request.extend_from_slice(smuggled);
+    let mut stream = TcpStream::connect(proxy.addr).await.expect("connect");
+    stream.write_all(&request).await.expect("request");
+    let mut pending = Vec::new();
+    let response = read_response(&mut stream, &mut pending).await;
+    let doc = echo(&response.body.into());
+    assert_eq!(doc["path"], "/outer");
+    assert_eq!(doc["body_len"], smuggled.len());
+    // A desynchronised replica connection would answer the next request with the smuggled one's response.
+    stream
+        .write_all(b"GET /follow HTTP/1.1\r\nHost: site.test\r\n\r\n")
+        .await
+        .expect("the next request");
+    let next = read_response(&mut stream, &mut pending).await;
+    assert_eq!(echo(&next.body.into())["path"], "/follow");
+    assert_eq!(backend.requests(), 2, "two requests, the first with its body");
+}
+
+#[tokio::test]
+async fn an_http10_request_without_host_reaches_a_hostless_app() {
+    let backend = Backend::start("a").await.expect("backend");
+    let app_a = app("a", Policy::default(), &[backend.addr()]);
+    let route = tideway_proxy::Route {
+        app: std::sync::Arc::clone(&app_a),
+        hosts: Vec::new(),
+        path_prefix: Some("/old".to_owned()),
+    };
+    let proxy = Proxied::start(vec![route]).await;
+    let response = raw(proxy.addr, b"GET /old/page HTTP/1.0\r\n\r\n").await;
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    let body = response.split("\r\n\r\n").nth(1).expect("a body");
+    let doc = echo(&bytes::Bytes::copy_from_slice(body.as_bytes()));
+    assert_eq!(doc["headers"]["host"][0], backend.addr().to_string());
+}
+
+#[tokio::test]
 async fn an_http2_preface_split_across_reads_is_still_http2() {
     let backend = Backend::start("a").await.expect("backend");
     let (proxy, _app) = proxy_for(&backend).await;

@@ -108,7 +108,7 @@ pub(super) async fn run(mut conn: Conn, head: RequestHead) -> (Conn, Next) {
     (conn, next)
 }
 
-async fn exchange(conn: &mut Conn, head: RequestHead) -> Next {
+async fn exchange(conn: &mut Conn, mut head: RequestHead) -> Next {
     let shared = Arc::clone(&conn.shared);
     let access_log = shared.settings.load().access_log;
     let (routed, exchange) = {
@@ -169,6 +169,9 @@ async fn exchange(conn: &mut Conn, head: RequestHead) -> Next {
         }
     };
     let cookie = issued.and_then(|id| session_cookie(app.name(), id));
+    if head.host.is_none() {
+        head::add_host(&mut head.forward, seat.replica().addr());
+    }
     let trip = Trip {
         client: &conn.client,
         head: &head,
@@ -517,12 +520,15 @@ async fn relay_response(
                     if interim.status.is_informational()
                         && interim.status != StatusCode::SWITCHING_PROTOCOLS =>
                 {
-                    trip.answered.store(true, Ordering::Relaxed);
-                    if !request.http10 && write_to_client(client, trip.client, &out).await.is_err() {
-                        return Relayed::Broken {
-                            side: Side::Client,
-                            answered: true,
-                        };
+                    // HTTP/1.0 clients know no interim responses: theirs are dropped.
+                    if !request.http10 {
+                        trip.answered.store(true, Ordering::Relaxed);
+                        if write_to_client(client, trip.client, &out).await.is_err() {
+                            return Relayed::Broken {
+                                side: Side::Client,
+                                answered: true,
+                            };
+                        }
                     }
                     buf.drain(..interim.len);
                     if buf.is_empty() {

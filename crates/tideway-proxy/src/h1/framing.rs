@@ -61,8 +61,10 @@ enum Phase {
     DataLf,
     /// Start of a trailer line (or the final CR).
     TrailerStart,
-    /// Inside a trailer field, up to its LF.
+    /// Inside a trailer field, up to its CR.
     Trailer,
+    /// LF ending a trailer field.
+    TrailerLf,
     /// LF ending the message.
     EndLf,
     /// The message ended.
@@ -204,17 +206,26 @@ impl Chunk {
                     }
                     self.phase = Phase::Size;
                 }
+                // Lines end with CRLF only: a peer that also takes a bare LF for a line end would see the
+                // message end elsewhere than tideway does.
                 Phase::TrailerStart => {
-                    self.phase = if byte == b'\r' {
-                        Phase::EndLf
-                    } else {
-                        Phase::Trailer
+                    self.phase = match byte {
+                        b'\r' => Phase::EndLf,
+                        b'\n' => return Err(BadChunk),
+                        _ if is_field_byte(byte) => Phase::Trailer,
+                        _ => return Err(BadChunk),
                     };
                 }
-                Phase::Trailer => {
-                    if byte == b'\n' {
-                        self.phase = Phase::TrailerStart;
+                Phase::Trailer => match byte {
+                    b'\r' => self.phase = Phase::TrailerLf,
+                    _ if is_field_byte(byte) => {}
+                    _ => return Err(BadChunk),
+                },
+                Phase::TrailerLf => {
+                    if byte != b'\n' {
+                        return Err(BadChunk);
                     }
+                    self.phase = Phase::TrailerStart;
                 }
                 Phase::EndLf => {
                     if byte != b'\n' {
@@ -231,7 +242,7 @@ impl Chunk {
                         return Err(BadChunk);
                     }
                 }
-                Phase::Trailer | Phase::TrailerStart | Phase::EndLf => {
+                Phase::Trailer | Phase::TrailerLf | Phase::TrailerStart | Phase::EndLf => {
                     self.trailers += 1;
                     if self.trailers > MAX_TRAILERS {
                         return Err(BadChunk);
@@ -243,6 +254,11 @@ impl Chunk {
         }
         Ok(at)
     }
+}
+
+/// A byte a trailer field may hold: visible characters, spaces and tabs, and obs-text; no control bytes.
+fn is_field_byte(byte: u8) -> bool {
+    byte == b'\t' || (byte >= b' ' && byte != 0x7f)
 }
 
 fn hex_value(byte: u8) -> Option<u8> {

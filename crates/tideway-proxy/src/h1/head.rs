@@ -239,9 +239,10 @@ pub(crate) fn parse_request(
         let dropped = match kind {
             Kind::HopByHop | Kind::Connection | Kind::Upgrade | Kind::Forwarded => true,
             Kind::Host => absolute,
-            Kind::Other | Kind::Cookie | Kind::ContentLength | Kind::TransferEncoding => {
-                is_named(&named, field.name)
-            }
+            // The framing fields stay whatever `Connection` says: the body is relayed as they frame it,
+            // and a replica that did not see them would take the body for another request.
+            Kind::ContentLength | Kind::TransferEncoding => false,
+            Kind::Other | Kind::Cookie => is_named(&named, field.name),
         };
         if !dropped {
             put_field(&mut forward, field.name.as_bytes(), field.value);
@@ -391,13 +392,15 @@ pub(crate) fn parse_response(
         };
         out.extend_from_slice(b"Connection: upgrade\r\n");
         put_field(out, b"Upgrade", protocol);
-    } else if !status.is_informational() {
-        if rewrite.close || body == Framing::UntilClose || decode_chunks {
-            out.extend_from_slice(b"Connection: close\r\n");
-        }
-        if let Some(cookie) = rewrite.set_cookie {
-            put_field(out, b"Set-Cookie", cookie);
-        }
+    } else if !status.is_informational() && (rewrite.close || body == Framing::UntilClose || decode_chunks) {
+        out.extend_from_slice(b"Connection: close\r\n");
+    }
+    // A new session's cookie goes with the final response — a switch of protocols included, so a WebSocket
+    // that opened the session finds it again when it reconnects.
+    if (switching || !status.is_informational())
+        && let Some(cookie) = rewrite.set_cookie
+    {
+        put_field(out, b"Set-Cookie", cookie);
     }
     out.extend_from_slice(b"\r\n");
     Ok(Some(ResponseHead {
@@ -406,6 +409,16 @@ pub(crate) fn parse_response(
         body,
         reusable: !close && body != Framing::UntilClose,
     }))
+}
+
+/// Gives a forwarded request head without a `Host` (an HTTP/1.0 request) the replica's address as one:
+/// it reaches the replica as HTTP/1.1, which requires the field.
+pub(crate) fn add_host(forward: &mut Vec<u8>, host: impl std::fmt::Display) {
+    let Some(line_end) = forward.windows(2).position(|w| w == b"\r\n") else {
+        return;
+    };
+    let field = format!("Host: {host}\r\n");
+    forward.splice(line_end + 2..line_end + 2, field.into_bytes());
 }
 
 /// A response tideway writes itself: a short plain-text body, `Retry-After` when it says when to come back.

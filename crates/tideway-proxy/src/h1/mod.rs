@@ -134,7 +134,13 @@ impl Future for Connection {
                         return Poll::Ready(());
                     };
                     *this.phase = match next {
-                        Next::KeepAlive if !conn.client.is_closing() => Phase::Reading(conn),
+                        Next::KeepAlive if !conn.client.is_closing() => {
+                            if !conn.buf.is_empty() {
+                                // The next head began during this exchange: its time limit starts now.
+                                conn.client.on_read();
+                            }
+                            Phase::Reading(conn)
+                        }
                         Next::KeepAlive | Next::Close => return Poll::Ready(()),
                         Next::CloseUnread => Phase::Closing(Box::pin(conn.linger())),
                         Next::Upgrade(tunnel) => {

@@ -63,6 +63,10 @@ fn malformed_chunks_are_refused() {
         b"5\r\nhello\rX",
         b"0\r\n\rX",
         b"11111111111111111\r\n",
+        // Bare LFs where a peer might see the end of the message.
+        b"0\r\n\nGET /smuggled HTTP/1.1\r\n\r\n",
+        b"0\r\nX-T: 1\n\r\n",
+        b"0\r\nX-T: \x01\r\n\r\n",
     ] {
         assert_eq!(
             feed(Framing::Chunked, bad, 64),

@@ -63,6 +63,17 @@ fn hop_by_hop_and_connection_named_fields_stay_behind() {
 }
 
 #[test]
+fn connection_cannot_name_away_the_framing() {
+    let raw = "POST / HTTP/1.1\r\nHost: h\r\nConnection: content-length, transfer-encoding\r\nContent-Length: 4\r\n\r\n";
+    let (head, forward) = complete(raw);
+    assert_eq!(head.body, Framing::Length(4));
+    assert!(
+        forward.contains("Content-Length: 4\r\n"),
+        "the replica frames the body as tideway does: {forward}"
+    );
+}
+
+#[test]
 fn earlier_hops_are_kept_in_x_forwarded_for() {
     let raw = "GET / HTTP/1.1\r\nHost: h\r\nX-Forwarded-For: 10.1.1.1\r\nX-Forwarded-For: 10.2.2.2, ,10.3.3.3\r\n\r\n";
     let (_, forward) = complete(raw);
@@ -172,6 +183,17 @@ fn heads_beyond_the_limits_get_431() {
 fn an_unfinished_head_waits_for_more() {
     assert!(matches!(request("GET / HTTP/1.1\r\nHost: h\r\n"), Ok(None)));
     assert!(matches!(request("GE"), Ok(None)));
+}
+
+#[test]
+fn a_request_without_host_gets_one_for_the_replica() {
+    let (mut head, _) = complete("GET /old HTTP/1.0\r\nX-A: 1\r\n\r\n");
+    add_host(&mut head.forward, "127.0.0.1:9001");
+    let forward = String::from_utf8(head.forward).expect("ascii");
+    assert!(
+        forward.starts_with("GET /old HTTP/1.1\r\nHost: 127.0.0.1:9001\r\nX-A: 1\r\n"),
+        "{forward}"
+    );
 }
 
 #[test]
