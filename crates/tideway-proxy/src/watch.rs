@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use pin_project_lite::pin_project;
+use tideway_config::ProxySettings;
 use tideway_core::{CloseReason, Policy, TimeoutVerdict, Timestamp};
 use tokio::time::Sleep;
 use tracing::debug;
@@ -30,6 +31,9 @@ pin_project! {
         replica_changes: u64,
         client: Arc<ClientConn>,
         shared: Arc<Shared>,
+        // The listener settings in force when the connection was accepted: they apply to it for its
+        // life, and reading them here spares a load of the shared settings on every poll.
+        settings: Arc<ProxySettings>,
         // Set once the connection is closing: past it, the connection is dropped whatever its state.
         hard_deadline: Option<Timestamp>,
     }
@@ -58,6 +62,7 @@ impl Watch {
             replica_changes: 0,
             client: Arc::clone(client),
             shared: Arc::clone(shared),
+            settings: shared.settings.load_full(),
             hard_deadline: None,
         }
     }
@@ -110,10 +115,9 @@ impl Watch {
             let due = match *this.hard_deadline {
                 Some(deadline) => deadline,
                 None => {
-                    let settings = this.shared.settings.load();
                     match this
                         .client
-                        .timeouts(&settings)
+                        .timeouts(this.settings)
                         .evaluate(&this.client.times(), now)
                     {
                         TimeoutVerdict::Open { next } => match next.into_iter().chain(subscribe_at).min() {

@@ -183,9 +183,7 @@ impl Chunk {
                     _ => {}
                 },
                 Phase::SizeLf => {
-                    if byte != b'\n' {
-                        return Err(BadChunk);
-                    }
+                    expect(byte, b'\n')?;
                     self.line = 0;
                     self.digits = 0;
                     self.phase = if self.size == 0 {
@@ -194,18 +192,8 @@ impl Chunk {
                         Phase::Data
                     };
                 }
-                Phase::DataCr => {
-                    if byte != b'\r' {
-                        return Err(BadChunk);
-                    }
-                    self.phase = Phase::DataLf;
-                }
-                Phase::DataLf => {
-                    if byte != b'\n' {
-                        return Err(BadChunk);
-                    }
-                    self.phase = Phase::Size;
-                }
+                Phase::DataCr => self.phase = expect(byte, b'\r').map(|()| Phase::DataLf)?,
+                Phase::DataLf => self.phase = expect(byte, b'\n').map(|()| Phase::Size)?,
                 // Lines end with CRLF only: a peer that also takes a bare LF for a line end would see the
                 // message end elsewhere than tideway does.
                 Phase::TrailerStart => {
@@ -221,16 +209,9 @@ impl Chunk {
                     _ if is_field_byte(byte) => {}
                     _ => return Err(BadChunk),
                 },
-                Phase::TrailerLf => {
-                    if byte != b'\n' {
-                        return Err(BadChunk);
-                    }
-                    self.phase = Phase::TrailerStart;
-                }
+                Phase::TrailerLf => self.phase = expect(byte, b'\n').map(|()| Phase::TrailerStart)?,
                 Phase::EndLf => {
-                    if byte != b'\n' {
-                        return Err(BadChunk);
-                    }
+                    expect(byte, b'\n')?;
                     self.phase = Phase::End;
                     return Ok(at + 1);
                 }
@@ -254,6 +235,11 @@ impl Chunk {
         }
         Ok(at)
     }
+}
+
+/// The framing byte `wanted`, or a malformed body.
+fn expect(byte: u8, wanted: u8) -> Result<(), BadChunk> {
+    if byte == wanted { Ok(()) } else { Err(BadChunk) }
 }
 
 /// A byte a trailer field may hold: visible characters, spaces and tabs, and obs-text; no control bytes.
