@@ -10,6 +10,9 @@ use std::sync::mpsc;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
+pub mod browser;
+pub mod python;
+
 /// Longest the harness waits for tideway to start or stop.
 pub const PATIENCE: Duration = Duration::from_secs(20);
 

@@ -58,6 +58,9 @@ impl Overlay {
         p.read("reconnect_grace", duration, |policy, v| {
             policy.reconnect_grace = v
         });
+        p.read("max_session_connections", count, |policy, v| {
+            policy.max_session_connections = v
+        });
         overlay
     }
 

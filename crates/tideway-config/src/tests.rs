@@ -116,6 +116,7 @@ close_grace = "1s"
 balance = "least-connections"
 affinity = "cookie"
 reconnect_grace = "45s"
+max_session_connections = 12
 [app.static]
 addresses = ["127.0.0.1:9001", "[::1]:9002"]
 
@@ -187,6 +188,7 @@ addresses = ["127.0.0.1:9003"]
             balance: Balance::LeastConnections,
             affinity: Affinity::Cookie,
             reconnect_grace: secs(45),
+            max_session_connections: 12,
         }
     );
     assert_eq!(
@@ -654,6 +656,14 @@ fn an_app_changing_the_problem_is_reported() {
 fn an_app_fixing_a_bad_default_is_fine() {
     let text = format!("[defaults]\nmax_connections = 0\n{}", app("max_connections = 5"));
     assert_only_error(&text, "defaults.max_connections: must be at least 1");
+}
+
+#[test]
+fn a_session_needs_room_for_one_connection() {
+    assert_only_error(
+        &app("max_session_connections = 0"),
+        "app[0].max_session_connections: must be at least 1",
+    );
 }
 
 // ---- name ----

@@ -197,6 +197,20 @@ impl App {
         })
     }
 
+    /// A seat on `replica` alone, if it is ready, has room, and nobody waits in the queue (who would go
+    /// first): for a session returning to the replica it was on.
+    pub(crate) fn seat_on(self: &Arc<Self>, replica: &Arc<Replica>) -> Option<ConnectionGuard> {
+        if self.queued() > 0 {
+            return None;
+        }
+        let replica = self.take_seat_among(std::slice::from_ref(replica), &[]).ok()?;
+        Some(ConnectionGuard {
+            app: Arc::clone(self),
+            replica,
+            dispatch_on_drop: true,
+        })
+    }
+
     /// Queues a connection for the next free seat (FIFO). It may be seated before this returns.
     pub fn enqueue(self: &Arc<Self>, waiter: Box<dyn Waiter>) -> Result<(), QueueFull> {
         let capacity = usize::try_from(self.policy.load().queue_size).unwrap_or(usize::MAX);
@@ -303,10 +317,18 @@ impl App {
     }
 
     fn take_seat(&self, tried: &[ReplicaId]) -> Result<Arc<Replica>, NoSeat> {
+        self.take_seat_among(&self.replicas.load(), tried)
+    }
+
+    fn take_seat_among(
+        &self,
+        replicas: &[Arc<Replica>],
+        tried: &[ReplicaId],
+    ) -> Result<Arc<Replica>, NoSeat> {
         let policy = self.policy.load();
         let rotation = self.rotation.fetch_add(1, Ordering::Relaxed);
         let replica = balance::take_seat(
-            &self.replicas.load(),
+            replicas,
             policy.balance,
             policy.max_connections,
             self.now(),

@@ -1,20 +1,30 @@
-//! Cookie affinity (DESIGN §1): the connections of one session go to one replica and count once together.
-//! A session holds one seat while any of its connections is open, and for `reconnect_grace` after the last
-//! one closes, so a client that reconnects (a page reload, a dropped WebSocket) finds its replica — and
-//! its seat — still there.
+//! Cookie affinity (DESIGN §1): with `affinity = "cookie"` the unit of occupancy is the *session*. Every
+//! connection that presents a session's cookie goes to the session's replica, and the session holds one
+//! seat there however many connections it has open — up to `max_session_connections`; past that, its
+//! connections wait in the session's own queue, never in the app's, so they are never demand.
+//!
+//! A session is *tentative* until its client sends the cookie back: a client that ignores cookies (a bot, a
+//! health checker, `curl`) would otherwise lock a seat for `reconnect_grace` with every request. A tentative
+//! session gives its seat back when its last connection ends; only the replica it was on is remembered, so
+//! that the client's next request returns there if the replica has room. A *confirmed* session keeps its
+//! seat for `reconnect_grace` after its last connection closes, so a reconnecting client finds its replica
+//! and its seat still there.
+
+mod idle;
 
 use std::collections::VecDeque;
 use std::fmt;
 use std::str::FromStr;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use dashmap::DashMap;
 
 use crate::admission::{App, ConnectionGuard};
 use crate::clock::Timestamp;
-use crate::replica::{Replica, ReplicaState};
+use crate::replica::Replica;
 use crate::signal::Signal;
+
+use idle::{IdleSessions, Went};
 
 /// How a client's connections are tied to a replica (the `affinity` key).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
@@ -27,30 +37,21 @@ pub enum Affinity {
 }
 
 /// A session's identity: 128 random bits, written as 32 hex digits in the affinity cookie.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct SessionId(u128);
 
-/// The sessions of one app: who is where, and which idle ones are waiting out their grace.
-#[derive(Default)]
-pub(crate) struct Sessions {
-    live: DashMap<SessionId, Arc<Session>>,
-    idle: Mutex<VecDeque<(SessionId, Timestamp)>>,
-    went_idle: Signal,
-}
-
-/// One session: its seat, and how many of its connections are open.
-pub(crate) struct Session {
-    id: SessionId,
-    seat: ConnectionGuard,
-    open: AtomicU32,
-    /// When the last connection closed, in milliseconds plus one; 0 while a connection is open.
-    idle_since: AtomicU64,
-}
-
-/// One connection's share of its session's seat; the last share dropped starts the grace period.
+/// One connection's share of its session's seat. The last share dropped releases a tentative session's
+/// seat at once and starts a confirmed session's grace.
 #[must_use = "the connection belongs to the session only while this lives"]
 pub struct SessionSeat {
+    app: Arc<App>,
     session: Arc<Session>,
+    replica: Arc<Replica>,
+    /// The session's placement this share belongs to; shares of an earlier one (on a replica that is gone)
+    /// no longer count.
+    epoch: u64,
+    /// False for a share that was offered to a waiter who had left: it was never counted.
+    counted: bool,
 }
 
 /// What became of a connection that presented a session cookie.
@@ -58,10 +59,98 @@ pub struct SessionSeat {
 pub enum JoinSession {
     /// It shares its session's seat.
     Joined(SessionSeat),
-    /// The session already has `max_connections` connections open: this one is placed on its own.
-    Full,
-    /// No such session (never issued, expired, or its replica is draining or gone): start a new one.
+    /// The session has `max_session_connections` connections open, or is being placed by another of its
+    /// connections: this one waits in the session's queue.
+    Wait(SessionQueue),
+    /// The session holds no seat and its replica cannot take it back (full, draining, gone, or others wait
+    /// for a seat in the app's queue): this connection finds the session a seat through ordinary admission
+    /// and hands it to [`Placement::seated`]; the session's other connections wait for it meanwhile.
+    Place(Placement),
+    /// No such session (never issued, or expired): start a new one.
     Unknown,
+}
+
+/// The way into a session's own queue, for a connection that must wait for a share.
+#[must_use = "the connection is not queued until enqueued"]
+pub struct SessionQueue {
+    app: Arc<App>,
+    session: Arc<Session>,
+}
+
+/// What a connection waiting in a session's queue is handed.
+#[derive(Debug)]
+pub enum SessionGrant {
+    /// A share of the session's seat.
+    Joined(SessionSeat),
+    /// The duty to place the session: the connection that was placing it gave up.
+    Place(Placement),
+}
+
+/// A connection waiting in a session's queue.
+///
+/// The data plane implements it over a one-shot channel, as it does [`crate::Waiter`] for the app's queue.
+pub trait SessionWaiter: Send {
+    /// True once the connection stopped waiting (timed out, client gone); it is then skipped.
+    fn is_abandoned(&self) -> bool;
+    /// Hands the waiter its grant, or gives it back if the waiter is gone.
+    fn offer(self: Box<Self>, grant: SessionGrant) -> Result<(), SessionGrant>;
+}
+
+/// The session's queue already holds `max_session_connections` waiters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SessionQueueFull;
+
+/// The duty to find a session a seat. Dropped without [`Placement::seated`] (the connection was refused or
+/// left), the duty passes to the session's next waiting connection.
+#[must_use = "the session's other connections wait until it is placed"]
+pub struct Placement {
+    app: Arc<App>,
+    session: Arc<Session>,
+    done: bool,
+}
+
+/// Sessions in each state, for metrics and the admin API.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SessionCounts {
+    /// Sessions whose client has not sent their cookie back yet.
+    pub tentative: usize,
+    /// Sessions whose client sent their cookie back.
+    pub confirmed: usize,
+}
+
+/// The sessions of one app: who is where, and which idle ones are waiting to expire.
+#[derive(Default)]
+pub(crate) struct Sessions {
+    live: DashMap<SessionId, Arc<Session>>,
+    idle: Mutex<IdleSessions>,
+    went_idle: Signal,
+}
+
+/// One session. Its state sits behind a lock of its own: only the connections of one client contend for it.
+pub(crate) struct Session {
+    id: SessionId,
+    state: Mutex<SessionState>,
+}
+
+struct SessionState {
+    /// Where the session lives (or, without a seat, last lived).
+    replica: Arc<Replica>,
+    /// The session's one seat: held while a connection is open, and through the grace once confirmed.
+    seat: Option<ConnectionGuard>,
+    /// Connections sharing the seat now.
+    open: u32,
+    /// Raised each time the session is placed again because its replica is gone: the connections still
+    /// open there are not the session's any more.
+    epoch: u64,
+    /// The client sent the cookie back.
+    confirmed: bool,
+    /// A connection is finding the session a seat; the others wait for it.
+    placing: bool,
+    /// When the last connection closed; `None` while one is open.
+    idle_since: Option<Timestamp>,
+    /// The session has an entry among the idle sessions that hold a seat (there is at most one).
+    listed_idle: bool,
+    waiters: VecDeque<Box<dyn SessionWaiter>>,
 }
 
 impl Drop for Sessions {
@@ -121,77 +210,80 @@ impl FromStr for SessionId {
 }
 
 impl App {
-    /// Seats a connection in the session `id` presented, on the session's replica, without taking another
-    /// seat. A session may not hold more than `max_connections` connections at once, so a cookie cannot be
-    /// used to get around the replica's limit.
-    pub fn join_session(&self, id: SessionId) -> JoinSession {
+    /// Seats a connection in the session `id` its cookie names: on the session's replica, without taking
+    /// another seat, for as long as that replica is in the app's set (draining included — the session's
+    /// state lives there). Presenting the cookie confirms the session.
+    pub fn join_session(self: &Arc<Self>, id: SessionId) -> JoinSession {
         let Some(session) = self.sessions().live.get(&id).map(|s| Arc::clone(&s)) else {
             return JoinSession::Unknown;
         };
-        // A draining replica takes no new connections, not even a session's: the session starts over.
-        let replica = session.seat.replica();
-        let listed = self.replicas().iter().any(|r| r.id() == replica.id());
-        if !listed || replica.state() != ReplicaState::Ready {
-            self.sessions()
-                .live
-                .remove_if(&id, |_, s| Arc::ptr_eq(s, &session));
-            return JoinSession::Unknown;
-        }
-        let max = self.policy().max_connections;
-        let mut open = session.open.load(Ordering::SeqCst);
-        loop {
-            if open >= max {
-                return JoinSession::Full;
+        let mut stale = None;
+        let joined = {
+            let mut state = session.lock();
+            state.confirmed = true;
+            let listed = self.replicas().iter().any(|r| r.id() == state.replica.id());
+            if state.placing {
+                JoinSession::Wait(self.session_queue(&session))
+            } else if state.seat.is_some() && !listed {
+                // The replica is gone: so is what the session kept there. It starts over elsewhere.
+                stale = state.seat.take();
+                state.epoch += 1;
+                state.open = 0;
+                state.placing = true;
+                JoinSession::Place(self.placement(&session))
+            } else if state.seat.is_some() {
+                match self.share(&session, &mut state) {
+                    Some(share) => JoinSession::Joined(share),
+                    None => JoinSession::Wait(self.session_queue(&session)),
+                }
+            } else if let Some(seat) = listed.then(|| self.seat_on(&state.replica)).flatten() {
+                state.seat = Some(seat);
+                match self.share(&session, &mut state) {
+                    Some(share) => JoinSession::Joined(share),
+                    None => JoinSession::Wait(self.session_queue(&session)),
+                }
+            } else {
+                state.placing = true;
+                JoinSession::Place(self.placement(&session))
             }
-            match session
-                .open
-                .compare_exchange(open, open + 1, Ordering::SeqCst, Ordering::SeqCst)
-            {
-                Ok(_) => break,
-                Err(actual) => open = actual,
-            }
-        }
-        session.idle_since.store(0, Ordering::SeqCst);
-        JoinSession::Joined(SessionSeat { session })
+        };
+        // Released outside the session's lock: giving a seat back may seat a waiter of the app.
+        drop(stale);
+        joined
     }
 
-    /// Makes a freshly admitted connection the first of session `id`, replacing any session of that id
-    /// (whose remaining connections keep their old seat until they close).
-    pub fn start_session(&self, seat: ConnectionGuard, id: SessionId) -> SessionSeat {
+    /// Makes a freshly admitted connection the first of a new, tentative session `id`.
+    pub fn start_session(self: &Arc<Self>, seat: ConnectionGuard, id: SessionId) -> SessionSeat {
+        let replica = Arc::clone(seat.replica());
         let session = Arc::new(Session {
             id,
-            seat,
-            open: AtomicU32::new(1),
-            idle_since: AtomicU64::new(0),
+            state: Mutex::new(SessionState {
+                replica: Arc::clone(&replica),
+                seat: Some(seat),
+                open: 1,
+                epoch: 0,
+                confirmed: false,
+                placing: false,
+                idle_since: None,
+                listed_idle: false,
+                waiters: VecDeque::new(),
+            }),
         });
         self.sessions().live.insert(id, Arc::clone(&session));
-        SessionSeat { session }
+        SessionSeat {
+            app: Arc::clone(self),
+            session,
+            replica,
+            epoch: 0,
+            counted: true,
+        }
     }
 
-    /// Ends sessions idle for longer than `reconnect_grace`, releasing their seats; returns when the next
-    /// idle session would expire.
+    /// Ends what is due: confirmed sessions idle for `reconnect_grace` give their seat back, and remembered
+    /// seatless sessions are forgotten after the same time (or sooner, oldest first, when there are too
+    /// many). Returns when the next one is due.
     pub fn expire_sessions(&self) -> Option<Timestamp> {
-        let now = self.now();
-        let grace = self.policy().reconnect_grace;
-        let sessions = self.sessions();
-        loop {
-            let (id, since) = {
-                let mut idle = sessions.idle.lock().unwrap_or_else(PoisonError::into_inner);
-                match idle.front() {
-                    None => return None,
-                    Some(&(_, since)) if since.saturating_add(grace) > now => {
-                        return Some(since.saturating_add(grace));
-                    }
-                    Some(_) => idle.pop_front()?,
-                }
-            };
-            // Dropped here, outside the map's lock: releasing the seat may seat a waiter.
-            let expired = sessions.live.remove_if(&id, |_, s| {
-                s.open.load(Ordering::SeqCst) == 0
-                    && s.idle_since.load(Ordering::SeqCst) == since.as_millis() + 1
-            });
-            drop(expired);
-        }
+        idle::expire(self, self.now(), self.policy().reconnect_grace)
     }
 
     /// Ready when a session went idle since the last time it was ready: its expiry must be scheduled.
@@ -199,55 +291,267 @@ impl App {
         self.sessions().went_idle.poll_raised(cx)
     }
 
-    /// Sessions currently known (open or within their grace).
+    /// Sessions currently known (open, within their grace, or remembered without a seat).
     pub fn session_count(&self) -> usize {
         self.sessions().live.len()
+    }
+
+    /// Sessions known now, by state.
+    pub fn session_counts(&self) -> SessionCounts {
+        let mut counts = SessionCounts::default();
+        for entry in &self.sessions().live {
+            if entry.value().lock().confirmed {
+                counts.confirmed += 1;
+            } else {
+                counts.tentative += 1;
+            }
+        }
+        counts
     }
 
     /// Forgets every session, releasing idle ones' seats: for an app leaving the configuration (sessions
     /// hold their app, so they would otherwise keep it alive).
     pub fn clear_sessions(&self) {
+        let sessions: Vec<_> = self
+            .sessions()
+            .live
+            .iter()
+            .map(|e| Arc::clone(e.value()))
+            .collect();
         self.sessions().live.clear();
-        self.sessions()
-            .idle
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clear();
+        for session in sessions {
+            let (seat, waiters) = {
+                let mut state = session.lock();
+                (state.seat.take(), std::mem::take(&mut state.waiters))
+            };
+            drop((seat, waiters));
+        }
+        self.sessions().idle_lock().clear();
+    }
+
+    /// A share of `session`'s seat if it has room for another connection; the caller holds its lock.
+    fn share(self: &Arc<Self>, session: &Arc<Session>, state: &mut SessionState) -> Option<SessionSeat> {
+        if state.seat.is_none() || state.open >= self.policy().max_session_connections {
+            return None;
+        }
+        state.open += 1;
+        state.idle_since = None;
+        Some(SessionSeat {
+            app: Arc::clone(self),
+            session: Arc::clone(session),
+            replica: Arc::clone(&state.replica),
+            epoch: state.epoch,
+            counted: true,
+        })
+    }
+
+    fn session_queue(self: &Arc<Self>, session: &Arc<Session>) -> SessionQueue {
+        SessionQueue {
+            app: Arc::clone(self),
+            session: Arc::clone(session),
+        }
+    }
+
+    fn placement(self: &Arc<Self>, session: &Arc<Session>) -> Placement {
+        Placement {
+            app: Arc::clone(self),
+            session: Arc::clone(session),
+            done: false,
+        }
+    }
+
+    /// Hands shares to the session's waiting connections while it has a seat and room; the caller holds
+    /// its lock. A waiter that left gets nothing: the share it was offered is taken back uncounted.
+    fn serve_session_waiters(self: &Arc<Self>, session: &Arc<Session>, state: &mut SessionState) {
+        while !state.placing && !state.waiters.is_empty() {
+            let Some(share) = self.share(session, state) else {
+                return;
+            };
+            let Some(waiter) = state.waiters.pop_front() else {
+                return;
+            };
+            if let Err(unwanted) = waiter.offer(SessionGrant::Joined(share)) {
+                unwanted.disarm();
+                state.open -= 1;
+            }
+        }
+    }
+
+    /// Passes the duty of placing `session` to its first waiting connection still there; the caller holds
+    /// its lock and has cleared `placing`.
+    fn hand_over_placement(self: &Arc<Self>, session: &Arc<Session>, state: &mut SessionState) {
+        while let Some(waiter) = state.waiters.pop_front() {
+            if waiter.is_abandoned() {
+                continue;
+            }
+            state.placing = true;
+            match waiter.offer(SessionGrant::Place(self.placement(session))) {
+                Ok(()) => return,
+                Err(unwanted) => {
+                    unwanted.disarm();
+                    state.placing = false;
+                }
+            }
+        }
+    }
+}
+
+impl Session {
+    fn lock(&self) -> MutexGuard<'_, SessionState> {
+        // Every update of the state is complete before anything that could panic, so a poisoned lock is usable.
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl Sessions {
+    fn idle_lock(&self) -> MutexGuard<'_, IdleSessions> {
+        self.idle.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Notes that a session went idle, so that its expiry is scheduled.
+    fn went_idle(&self, id: SessionId, went: Went) {
+        self.idle_lock().push(id, went);
+        self.went_idle.raise();
+    }
+}
+
+impl SessionQueue {
+    /// Queues the connection for the session's next free share (FIFO), or for placing the session; it may
+    /// be served before this returns. At most `max_session_connections` connections wait per session.
+    pub fn enqueue(self, waiter: Box<dyn SessionWaiter>) -> Result<(), SessionQueueFull> {
+        let mut state = self.session.lock();
+        state.waiters.retain(|w| !w.is_abandoned());
+        let limit = self.app.policy().max_session_connections;
+        if usize::try_from(limit).is_ok_and(|limit| state.waiters.len() >= limit) {
+            return Err(SessionQueueFull);
+        }
+        state.waiters.push_back(waiter);
+        self.app.serve_session_waiters(&self.session, &mut state);
+        Ok(())
+    }
+}
+
+impl SessionGrant {
+    /// Takes back a grant its waiter did not accept, under the session's lock: dropping it must then do
+    /// nothing, neither uncount a share nor hand the placement on.
+    fn disarm(self) {
+        match self {
+            SessionGrant::Joined(mut share) => share.counted = false,
+            SessionGrant::Place(mut placement) => placement.done = true,
+        }
+    }
+}
+
+impl Placement {
+    /// Makes `seat`, taken for this connection through the app's admission, the session's seat: the session
+    /// now lives on its replica, and its waiting connections join it there.
+    pub fn seated(mut self, seat: ConnectionGuard) -> SessionSeat {
+        self.done = true;
+        let replica = Arc::clone(seat.replica());
+        let mut state = self.session.lock();
+        state.placing = false;
+        state.replica = Arc::clone(&replica);
+        let previous = state.seat.replace(seat);
+        state.open += 1;
+        state.idle_since = None;
+        let share = SessionSeat {
+            app: Arc::clone(&self.app),
+            session: Arc::clone(&self.session),
+            replica,
+            epoch: state.epoch,
+            counted: true,
+        };
+        self.app.serve_session_waiters(&self.session, &mut state);
+        drop(state);
+        drop(previous);
+        share
+    }
+}
+
+impl Drop for Placement {
+    fn drop(&mut self) {
+        if self.done {
+            return;
+        }
+        let now = self.app.now();
+        {
+            let mut state = self.session.lock();
+            state.placing = false;
+            self.app.hand_over_placement(&self.session, &mut state);
+            if state.placing || state.open > 0 {
+                return;
+            }
+            state.idle_since = Some(now);
+        }
+        // Nobody is left to place it: the session is remembered, seatless, until it expires.
+        self.app
+            .sessions()
+            .went_idle(self.session.id, Went::Seatless(now));
     }
 }
 
 impl SessionSeat {
-    /// The replica the session lives on.
+    /// The replica the connection goes to.
     pub fn replica(&self) -> &Arc<Replica> {
-        self.session.seat.replica()
+        &self.replica
     }
 
     /// The app the session belongs to.
     pub fn app(&self) -> &Arc<App> {
-        self.session.seat.app()
+        &self.app
     }
 
     /// The session's id, for the cookie.
     pub fn id(&self) -> SessionId {
         self.session.id
     }
+
+    /// Moves the session with this connection onto `seat`'s replica, for a connection whose replica refused
+    /// it before anything was sent: the session's next connections go there too.
+    pub fn move_to(mut self, seat: ConnectionGuard) -> SessionSeat {
+        let replica = Arc::clone(seat.replica());
+        let previous = {
+            let mut state = self.session.lock();
+            state.replica = Arc::clone(&replica);
+            state.seat.replace(seat)
+        };
+        drop(previous);
+        self.replica = replica;
+        self
+    }
 }
 
 impl Drop for SessionSeat {
     fn drop(&mut self) {
-        let session = &self.session;
-        if session.open.fetch_sub(1, Ordering::SeqCst) == 1 {
-            let app = session.seat.app();
-            let now = app.now();
-            session.idle_since.store(now.as_millis() + 1, Ordering::SeqCst);
-            let sessions = app.sessions();
-            sessions
-                .idle
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .push_back((session.id, now));
-            sessions.went_idle.raise();
+        if !self.counted {
+            return;
         }
+        let app = &self.app;
+        let (released, went) = {
+            let mut state = self.session.lock();
+            if state.epoch != self.epoch {
+                return;
+            }
+            state.open -= 1;
+            app.serve_session_waiters(&self.session, &mut state);
+            if state.open > 0 || state.placing {
+                return;
+            }
+            let now = app.now();
+            state.idle_since = Some(now);
+            if state.confirmed && state.seat.is_some() {
+                if state.listed_idle {
+                    return;
+                }
+                state.listed_idle = true;
+                (None, Went::Holding(now))
+            } else {
+                (state.seat.take(), Went::Seatless(now))
+            }
+        };
+        // Released outside the session's lock: giving the seat back may seat a waiter of the app.
+        drop(released);
+        app.sessions().went_idle(self.session.id, went);
     }
 }
 
@@ -255,8 +559,22 @@ impl fmt::Debug for SessionSeat {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("SessionSeat")
             .field("id", &self.session.id)
-            .field("replica", &self.replica().name())
+            .field("replica", &self.replica.name())
             .finish()
+    }
+}
+
+impl fmt::Debug for SessionQueue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SessionQueue")
+            .field("id", &self.session.id)
+            .finish()
+    }
+}
+
+impl fmt::Debug for Placement {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Placement").field("id", &self.session.id).finish()
     }
 }
 

@@ -56,15 +56,19 @@ pub enum RejectReason {
     StartupTimeout,
     /// No replica could be reached: none exists, or every one refused the connection.
     NoReplica,
+    /// The connection's session had `max_session_connections` open and its own queue was full, or no share
+    /// freed up within `queue_timeout`.
+    SessionLimit,
 }
 
 impl RejectReason {
     /// Every reason, in label order; `ALL[r.index()] == r`.
-    pub const ALL: [RejectReason; 4] = [
+    pub const ALL: [RejectReason; 5] = [
         RejectReason::QueueFull,
         RejectReason::QueueTimeout,
         RejectReason::StartupTimeout,
         RejectReason::NoReplica,
+        RejectReason::SessionLimit,
     ];
 
     /// The label value used in logs and metrics.
@@ -74,6 +78,7 @@ impl RejectReason {
             RejectReason::QueueTimeout => "queue_timeout",
             RejectReason::StartupTimeout => "startup_timeout",
             RejectReason::NoReplica => "no_replica",
+            RejectReason::SessionLimit => "session_limit",
         }
     }
 

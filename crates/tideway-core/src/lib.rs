@@ -14,7 +14,10 @@ mod scaling;
 mod signal;
 
 pub use admission::{Admission, App, AppStats, ConnectionGuard, QueueFull, Waiter};
-pub use affinity::{Affinity, JoinSession, SessionId, SessionSeat};
+pub use affinity::{
+    Affinity, JoinSession, Placement, SessionCounts, SessionGrant, SessionId, SessionQueue, SessionQueueFull,
+    SessionSeat, SessionWaiter,
+};
 pub use balance::{Balance, NoSeat};
 pub use clock::{Clock, ManualClock, Timestamp};
 pub use close::{CloseReason, RejectReason};

@@ -69,8 +69,10 @@ pub struct Policy {
     pub balance: Balance,
     /// Whether a client's connections are tied together by a cookie.
     pub affinity: Affinity,
-    /// How long a session keeps its replica and seat after its last connection closed.
+    /// How long a confirmed session keeps its replica and seat after its last connection closed.
     pub reconnect_grace: Duration,
+    /// Most connections one session may have open at once on its seat; more wait in the session's queue.
+    pub max_session_connections: u32,
 }
 
 /// One reason a policy is invalid: the key at fault and what is wrong with it.
@@ -101,6 +103,7 @@ impl Default for Policy {
             balance: Balance::LeastConnections,
             affinity: Affinity::None,
             reconnect_grace: Duration::from_secs(30),
+            max_session_connections: 32,
         }
     }
 }
@@ -123,6 +126,9 @@ impl Policy {
         }
         if self.max_connections == 0 {
             problem("max_connections", "must be at least 1".to_owned());
+        }
+        if self.max_session_connections == 0 {
+            problem("max_session_connections", "must be at least 1".to_owned());
         }
         for (key, value) in [
             ("max_connection_age", self.max_connection_age),

@@ -170,9 +170,9 @@ pub(crate) fn reseat(
     replica.record_connect_failure(shared.clock.now());
     tried.push(replica.id());
     match app.seat_excluding(tried) {
-        Ok(other) => Some(match seat.session() {
-            Some(id) => Seat::Session(app.start_session(other, id)),
-            None => Seat::Own(other),
+        Ok(other) => Some(match seat {
+            Seat::Session(share) => Seat::Session(share.move_to(other)),
+            Seat::Own(_) => Seat::Own(other),
         }),
         Err(_) => {
             app.stats().record_reject(RejectReason::NoReplica);

@@ -12,7 +12,9 @@ use bytes::Bytes;
 use http::header::{self, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Version};
 use hyper::body::Incoming;
-use tideway_core::{Admission, Affinity, App, ConnectionGuard, JoinSession, RejectReason, SessionId};
+use tideway_core::{
+    Admission, Affinity, App, ConnectionGuard, JoinSession, RejectReason, SessionGrant, SessionId,
+};
 use tokio::time::Instant;
 use tracing::{debug, warn};
 
@@ -22,7 +24,7 @@ use crate::body::ProxyBody;
 use crate::client::ClientConn;
 use crate::exchange::Exchange;
 use crate::forward::Forwarding;
-use crate::queue::wait_for_seat;
+use crate::queue::{wait_for_seat, wait_in_session};
 use crate::seat::Seat;
 use crate::sessions::{
     cookie_values, new_session_id, presented_session, session_cookie, spawn_session_expiry,
@@ -124,9 +126,10 @@ async fn admit(app: &Arc<App>) -> Result<ConnectionGuard, RejectReason> {
     seat
 }
 
-/// A seat for a request routed to `app`: for a cookie-affinity app, a share of the seat of the session it
-/// presents (if that is live), else a seat of its own that starts a new session, whose id is returned to be
-/// issued as a cookie.
+/// A seat for a request routed to `app`. For a cookie-affinity app: a share of the seat of the session the
+/// request presents, if that session is known — waiting in the session's own queue when it is at its
+/// connection limit, or finding it a new seat when it has none — else a seat of its own that starts a new
+/// session. Returns the session id to issue as a cookie: a new session's, or a re-placed one's.
 pub(crate) async fn seat_for(
     shared: &Shared,
     app: &Arc<App>,
@@ -136,12 +139,25 @@ pub(crate) async fn seat_for(
         return admit(app).await.map(|seat| (Seat::Own(seat), None));
     }
     if let Some(id) = presented {
-        match app.join_session(id) {
-            JoinSession::Joined(seat) => return Ok((Seat::Session(seat), None)),
-            JoinSession::Full => return admit(app).await.map(|seat| (Seat::Own(seat), None)),
-            JoinSession::Unknown => {}
-        }
+        let grant = match app.join_session(id) {
+            JoinSession::Joined(share) => SessionGrant::Joined(share),
+            JoinSession::Place(placement) => SessionGrant::Place(placement),
+            JoinSession::Wait(queue) => wait_in_session(queue, app.policy().queue_timeout).await?,
+            JoinSession::Unknown => return start_session(shared, app).await,
+        };
+        return match grant {
+            SessionGrant::Joined(share) => Ok((Seat::Session(share), None)),
+            SessionGrant::Place(placement) => {
+                let seat = admit(app).await?;
+                Ok((Seat::Session(placement.seated(seat)), Some(id)))
+            }
+        };
     }
+    start_session(shared, app).await
+}
+
+/// A seat of its own for a connection that starts a new, tentative session.
+async fn start_session(shared: &Shared, app: &Arc<App>) -> Result<(Seat, Option<SessionId>), RejectReason> {
     let seat = admit(app).await?;
     let Some(id) = new_session_id() else {
         warn!(

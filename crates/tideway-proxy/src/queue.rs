@@ -3,7 +3,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use tideway_core::{App, ConnectionGuard, QueueFull, RejectReason, Waiter};
+use tideway_core::{
+    App, ConnectionGuard, QueueFull, RejectReason, SessionGrant, SessionQueue, SessionQueueFull,
+    SessionWaiter, Waiter,
+};
 use tokio::sync::oneshot;
 
 /// A queued connection, reachable through a one-shot channel; it is abandoned once the receiving side
@@ -17,6 +20,19 @@ impl Waiter for ChannelWaiter {
 
     fn offer(self: Box<Self>, seat: ConnectionGuard) -> Result<(), ConnectionGuard> {
         self.0.send(seat)
+    }
+}
+
+/// A connection waiting in its session's queue, reachable the same way.
+struct SessionChannelWaiter(oneshot::Sender<SessionGrant>);
+
+impl SessionWaiter for SessionChannelWaiter {
+    fn is_abandoned(&self) -> bool {
+        self.0.is_closed()
+    }
+
+    fn offer(self: Box<Self>, grant: SessionGrant) -> Result<(), SessionGrant> {
+        self.0.send(grant)
     }
 }
 
@@ -41,6 +57,24 @@ pub(crate) async fn wait_for_seat(
         // The app was dropped from the configuration while this connection waited.
         Ok(Err(_)) => Err(RejectReason::NoReplica),
         Err(_) => Err(timed_out),
+    }
+}
+
+/// Waits in a session's own queue for up to `timeout` for a share of its seat (or for the duty of placing
+/// it); refused as `session_limit` when that queue is full or the time runs out.
+pub(crate) async fn wait_in_session(
+    queue: SessionQueue,
+    timeout: Duration,
+) -> Result<SessionGrant, RejectReason> {
+    let (offer, grant) = oneshot::channel();
+    queue
+        .enqueue(Box::new(SessionChannelWaiter(offer)))
+        .map_err(|SessionQueueFull| RejectReason::SessionLimit)?;
+    match tokio::time::timeout(timeout, grant).await {
+        Ok(Ok(grant)) => Ok(grant),
+        // The session was forgotten (its app left the configuration) while this connection waited.
+        Ok(Err(_)) => Err(RejectReason::NoReplica),
+        Err(_) => Err(RejectReason::SessionLimit),
     }
 }
 

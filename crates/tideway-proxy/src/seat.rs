@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use tideway_core::{App, ConnectionGuard, Replica, SessionId, SessionSeat};
+use tideway_core::{App, ConnectionGuard, Replica, SessionSeat};
 
 /// A connection's claim on its replica, released when dropped.
 #[derive(Debug)]
@@ -27,14 +27,6 @@ impl Seat {
         match self {
             Seat::Own(seat) => seat.app(),
             Seat::Session(seat) => seat.app(),
-        }
-    }
-
-    /// The session the connection belongs to, if any.
-    pub(crate) fn session(&self) -> Option<SessionId> {
-        match self {
-            Seat::Own(_) => None,
-            Seat::Session(seat) => Some(seat.id()),
         }
     }
 }

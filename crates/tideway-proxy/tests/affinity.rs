@@ -1,5 +1,6 @@
-//! `affinity = "cookie"`: a session's connections go to one replica and count once, for as long as any is
-//! open and for `reconnect_grace` after.
+//! `affinity = "cookie"`: a session's connections all go to its replica and count once there; a session
+//! is tentative until its client sends the cookie back, and only a confirmed one keeps its seat for
+//! `reconnect_grace` after its last connection.
 
 mod support;
 
@@ -22,18 +23,36 @@ fn sticky(max_connections: u32, grace_ms: u64) -> Policy {
         max_connections,
         affinity: Affinity::Cookie,
         reconnect_grace: Duration::from_millis(grace_ms),
+        queue_timeout: Duration::from_millis(300),
         ..Policy::default()
     }
 }
 
 /// A GET carrying `cookie`: the replica that answered and the session cookie issued, if any.
 async fn get(addr: SocketAddr, cookie: Option<&str>) -> (String, Option<String>) {
+    get_path(addr, "/", cookie).await
+}
+
+/// A GET of `path` carrying `cookie`; it must succeed.
+async fn get_path(addr: SocketAddr, path: &str, cookie: Option<&str>) -> (String, Option<String>) {
+    let (status, backend, issued) = try_get(addr, path, cookie).await;
+    assert_eq!(status, 200);
+    (backend.expect("a replica answered"), issued)
+}
+
+/// A GET of `path` carrying `cookie`: the status, the replica that answered (if one did) and the session
+/// cookie issued, if any.
+async fn try_get(
+    addr: SocketAddr,
+    path: &str,
+    cookie: Option<&str>,
+) -> (u16, Option<String>, Option<String>) {
     let stream = TcpStream::connect(addr).await.expect("connect");
     let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
         .expect("handshake");
     tokio::spawn(conn);
-    let mut req = http::Request::get("/").header("host", "site.test");
+    let mut req = http::Request::get(path).header("host", "site.test");
     if let Some(cookie) = cookie {
         req = req.header("cookie", cookie);
     }
@@ -41,11 +60,11 @@ async fn get(addr: SocketAddr, cookie: Option<&str>) -> (String, Option<String>)
         .send_request(req.body(Empty::<Bytes>::new()).expect("request"))
         .await
         .expect("response");
-    assert_eq!(response.status(), 200);
-    let backend = response.headers()["x-backend"]
-        .to_str()
-        .expect("ascii")
-        .to_owned();
+    let status = response.status().as_u16();
+    let backend = response
+        .headers()
+        .get("x-backend")
+        .map(|b| b.to_str().expect("ascii").to_owned());
     let issued = response.headers().get("set-cookie").map(|c| {
         c.to_str()
             .expect("ascii")
@@ -55,7 +74,7 @@ async fn get(addr: SocketAddr, cookie: Option<&str>) -> (String, Option<String>)
             .to_owned()
     });
     response.into_body().collect().await.expect("body");
-    (backend, issued)
+    (status, backend, issued)
 }
 
 async fn ws_with_cookie(
@@ -67,6 +86,16 @@ async fn ws_with_cookie(
         .insert("cookie", cookie.parse().expect("header"));
     let stream = TcpStream::connect(addr).await.expect("connect");
     client_async(req, stream).await.expect("websocket").0
+}
+
+/// Starts a session and sends its cookie back once, as a browser does with its second request.
+async fn confirmed_session(addr: SocketAddr) -> (String, String) {
+    let (home, cookie) = get(addr, None).await;
+    let cookie = cookie.expect("a session cookie is issued");
+    let (again, issued) = get(addr, Some(&cookie)).await;
+    assert_eq!(again, home);
+    assert_eq!(issued, None);
+    (home, cookie)
 }
 
 #[tokio::test]
@@ -83,8 +112,8 @@ async fn a_session_sticks_to_its_replica_and_counts_once() {
     assert!(cookie.starts_with("tideway-app="), "{cookie}");
     assert_eq!(
         app_a.connections(),
-        1,
-        "the session keeps its seat between requests"
+        0,
+        "a tentative session gives its seat back with its last connection"
     );
 
     let ws = ws_with_cookie(proxy.addr, &cookie).await;
@@ -109,7 +138,146 @@ async fn a_session_sticks_to_its_replica_and_counts_once() {
         app_a.connections() == 0
     })
     .await;
-    assert_eq!(app_a.session_count(), 0);
+    eventually("the session is forgotten", || app_a.session_count() == 0).await;
+}
+
+#[tokio::test]
+async fn clients_that_ignore_cookies_hold_no_seat_after_their_request() {
+    let a = Backend::start("a").await.expect("a");
+    let app_a = app("app", sticky(1, 60_000), &[a.addr()]);
+    let proxy = Proxied::start(vec![route(&app_a, "site.test", None)]).await;
+
+    for _ in 0..5 {
+        let (status, _, issued) = try_get(proxy.addr, "/", None).await;
+        assert_eq!(
+            status, 200,
+            "a one-seat app still serves a client that drops its cookies"
+        );
+        assert!(issued.is_some());
+    }
+    assert_eq!(app_a.connections(), 0);
+    assert_eq!(app_a.session_counts().confirmed, 0);
+}
+
+#[tokio::test]
+async fn all_connections_of_a_session_reach_its_replica_and_hold_one_seat() {
+    let (a, b) = (
+        Backend::start("a").await.expect("a"),
+        Backend::start("b").await.expect("b"),
+    );
+    let app_a = app("app", sticky(1, 60_000), &[a.addr(), b.addr()]);
+    let proxy = Proxied::start(vec![route(&app_a, "site.test", None)]).await;
+    let (home, cookie) = confirmed_session(proxy.addr).await;
+
+    // A browser loading a page: six connections at once, each a slow request, and a WebSocket.
+    let _ws = ws_with_cookie(proxy.addr, &cookie).await;
+    let accepted = a.accepted() + b.accepted();
+    let loads: Vec<_> = (0..6)
+        .map(|_| {
+            let cookie = cookie.clone();
+            tokio::spawn(async move { try_get(proxy.addr, "/delay?ms=500", Some(&cookie)).await })
+        })
+        .collect();
+    // One of them may reuse the kept-alive replica connection; the others need connections of their own.
+    eventually("the six requests are in flight", || {
+        a.accepted() + b.accepted() >= accepted + 5
+    })
+    .await;
+    assert_eq!(
+        app_a.connections(),
+        1,
+        "one session, one seat, however many connections"
+    );
+    assert_eq!(app_a.demand(), 1, "extra connections of a session are not demand");
+    for load in loads {
+        let (status, backend, _) = load.await.expect("request task");
+        assert_eq!(status, 200);
+        assert_eq!(backend.as_deref(), Some(home.as_str()));
+    }
+}
+
+#[tokio::test]
+async fn past_max_session_connections_a_connection_waits_for_its_session() {
+    let a = Backend::start("a").await.expect("a");
+    let policy = Policy {
+        max_session_connections: 2,
+        ..sticky(5, 60_000)
+    };
+    let app_a = app("app", policy, &[a.addr()]);
+    let proxy = Proxied::start(vec![route(&app_a, "site.test", None)]).await;
+    let (_, cookie) = confirmed_session(proxy.addr).await;
+
+    let first = ws_with_cookie(proxy.addr, &cookie).await;
+    let _second = ws_with_cookie(proxy.addr, &cookie).await;
+    let third = {
+        let cookie = cookie.clone();
+        tokio::spawn(async move { ws_with_cookie(proxy.addr, &cookie).await })
+    };
+    eventually("two WebSockets are open", || a.open_sessions() == 2).await;
+    assert!(
+        !third.is_finished(),
+        "the third connection waits in its session's queue"
+    );
+    assert_eq!(app_a.connections(), 1);
+    assert_eq!(app_a.queued(), 0, "it is not in the app's queue");
+    drop(first);
+    let _third = within("the third WebSocket opens once one closed", third)
+        .await
+        .expect("task");
+    eventually("two WebSockets are open again", || a.open_sessions() == 2).await;
+}
+
+#[tokio::test]
+async fn a_session_whose_queue_is_full_or_slow_gets_503_with_retry_after() {
+    let a = Backend::start("a").await.expect("a");
+    let policy = Policy {
+        max_session_connections: 1,
+        ..sticky(5, 60_000)
+    };
+    let app_a = app("app", policy, &[a.addr()]);
+    let proxy = Proxied::start(vec![route(&app_a, "site.test", None)]).await;
+    let (_, cookie) = confirmed_session(proxy.addr).await;
+
+    let _ws = ws_with_cookie(proxy.addr, &cookie).await;
+    let request =
+        format!("GET / HTTP/1.1\r\nHost: site.test\r\nCookie: {cookie}\r\nConnection: close\r\n\r\n");
+    let answer = raw(proxy.addr, request.as_bytes()).await;
+    assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
+    assert!(answer.to_ascii_lowercase().contains("retry-after: 1"), "{answer}");
+    assert_eq!(
+        app_a.stats().rejected(tideway_core::RejectReason::SessionLimit),
+        1
+    );
+}
+
+#[tokio::test]
+async fn a_session_whose_replica_is_gone_is_placed_again_and_its_cookie_reissued() {
+    let (a, b) = (
+        Backend::start("a").await.expect("a"),
+        Backend::start("b").await.expect("b"),
+    );
+    let app_a = app("app", sticky(5, 60_000), &[a.addr(), b.addr()]);
+    let proxy = Proxied::start(vec![route(&app_a, "site.test", None)]).await;
+    let (home, cookie) = confirmed_session(proxy.addr).await;
+
+    let remaining: Vec<_> = app_a
+        .replicas()
+        .iter()
+        .filter(|r| r.name() != (if home == "a" { a.addr() } else { b.addr() }).to_string())
+        .cloned()
+        .collect();
+    app_a.set_replicas(remaining);
+    let (moved, issued) = get(proxy.addr, Some(&cookie)).await;
+    assert_ne!(moved, home);
+    assert_eq!(
+        issued.as_deref(),
+        Some(cookie.as_str()),
+        "the cookie is issued again"
+    );
+    let (again, issued) = get(proxy.addr, Some(&cookie)).await;
+    assert_eq!(again, moved, "the session lives on its new replica");
+    assert_eq!(issued, None);
+    assert_eq!(app_a.connections(), 1);
 }
 
 #[tokio::test]
@@ -125,23 +293,4 @@ async fn forged_cookies_get_a_new_session() {
     let (_, garbage) = get(proxy.addr, Some("tideway-app=<script>")).await;
     assert!(garbage.is_some());
     assert_eq!(app_a.session_count(), 2);
-}
-
-#[tokio::test]
-async fn a_session_cannot_hold_more_than_max_connections_on_one_seat() {
-    let a = Backend::start("a").await.expect("a");
-    let app_a = app("app", sticky(2, 60_000), &[a.addr()]);
-    let proxy = Proxied::start(vec![route(&app_a, "site.test", None)]).await;
-
-    let (_, cookie) = get(proxy.addr, None).await;
-    let cookie = cookie.expect("cookie");
-    let _first = ws_with_cookie(proxy.addr, &cookie).await;
-    let _second = ws_with_cookie(proxy.addr, &cookie).await;
-    assert_eq!(app_a.connections(), 1);
-    let _third = ws_with_cookie(proxy.addr, &cookie).await;
-    assert_eq!(
-        app_a.connections(),
-        2,
-        "beyond max_connections a session's connection takes its own seat"
-    );
 }

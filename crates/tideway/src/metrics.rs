@@ -105,8 +105,8 @@ impl AppsCollector {
                 queue_length: gauge("tideway_queue_length", "Connections waiting for a seat.", app)?,
                 sessions: gauge(
                     "tideway_sessions",
-                    "Cookie-affinity sessions (open or within their grace).",
-                    app,
+                    "Cookie-affinity sessions by state: tentative (cookie not sent back yet) or confirmed.",
+                    &["app", "state"],
                 )?,
                 closed: IntCounterVec::new(
                     Opts::new(
@@ -223,9 +223,15 @@ impl Families {
         self.queue_length
             .with_label_values(&[name])
             .set(app.queued() as i64);
-        self.sessions
-            .with_label_values(&[name])
-            .set(app.session_count() as i64);
+        let sessions = app.session_counts();
+        for (state, count) in [
+            ("tentative", sessions.tentative),
+            ("confirmed", sessions.confirmed),
+        ] {
+            self.sessions
+                .with_label_values(&[name, state])
+                .set(i64::try_from(count).unwrap_or(i64::MAX));
+        }
         for reason in CloseReason::ALL {
             self.closed
                 .with_label_values(&[name, reason.as_str()])

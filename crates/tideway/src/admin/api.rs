@@ -65,6 +65,7 @@ pub(super) fn app(view: &AppView, now: Timestamp) -> Value {
         "connections": app.connections(),
         "queued": app.queued(),
         "sessions": app.session_count(),
+        "confirmed_sessions": app.session_counts().confirmed,
         "desired_replicas": view.desired_replicas(),
         "policy": policy(&app.policy()),
         "replicas": replicas,
@@ -134,6 +135,7 @@ fn policy(policy: &Policy) -> Value {
         "balance": policy.balance.as_str(),
         "affinity": policy.affinity.as_str(),
         "reconnect_grace": duration(policy.reconnect_grace),
+        "max_session_connections": policy.max_session_connections,
     })
 }
 
