@@ -527,7 +527,7 @@ impl Drop for SessionSeat {
             return;
         }
         let app = &self.app;
-        let (released, went) = {
+        let went = {
             let mut state = self.session.lock();
             if state.epoch != self.epoch {
                 return;
@@ -544,13 +544,15 @@ impl Drop for SessionSeat {
                     return;
                 }
                 state.listed_idle = true;
-                (None, Went::Holding(now))
+                Went::Holding(now)
             } else {
-                (state.seat.take(), Went::Seatless(now))
+                // Released under the session's lock, so that the client's next request — which may come
+                // the moment the response ended — finds the seat free on the session's replica. (Giving a
+                // seat back takes the app's queue lock, never a session's.)
+                drop(state.seat.take());
+                Went::Seatless(now)
             }
         };
-        // Released outside the session's lock: giving the seat back may seat a waiter of the app.
-        drop(released);
         app.sessions().went_idle(self.session.id, went);
     }
 }

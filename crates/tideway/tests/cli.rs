@@ -92,10 +92,16 @@ fn a_busy_listen_address_exits_3() {
 }
 
 #[test]
-fn the_shipped_example_config_is_valid() {
-    let example = repo_root().join("examples/tideway.toml");
-    let output = tideway(&["check", "--config", example.to_str().expect("utf-8 path")]);
-    assert!(output.status.success(), "{}", stderr(&output));
+fn the_shipped_example_configs_are_valid() {
+    for example in [
+        "examples/tideway.toml",
+        "examples/shiny/tideway.toml",
+        "examples/streamlit/tideway.toml",
+    ] {
+        let path = repo_root().join(example);
+        let output = tideway(&["check", "--config", path.to_str().expect("utf-8 path")]);
+        assert!(output.status.success(), "{example}: {}", stderr(&output));
+    }
 }
 
 /// Every complete configuration shown in the README (a ```toml block with an `[[app]]`) passes `check`.
