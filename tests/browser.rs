@@ -16,6 +16,19 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 use crate::PATIENCE;
 
+/// Flags every test browser runs with: headless, as root in a sandbox-less container, and with no network
+/// traffic of its own (no updates, sync or QUIC probes), so that it only ever talks to 127.0.0.1.
+pub const CHROMIUM_FLAGS: [&str; 8] = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+];
+
 /// A headless Chromium, killed with its profile when dropped.
 pub struct Chromium {
     child: Child,
@@ -40,15 +53,8 @@ impl Chromium {
             NEXT.fetch_add(1, Ordering::Relaxed)
         ));
         let mut child = Command::new("chromium")
+            .args(CHROMIUM_FLAGS)
             .args([
-                "--headless",
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-quic",
-                "--no-first-run",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
                 "--disable-extensions",
                 "--remote-debugging-address=127.0.0.1",
                 "--remote-debugging-port=0",

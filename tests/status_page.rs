@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 use std::process::Command;
 
+use tideway_e2e::browser::CHROMIUM_FLAGS;
 use tideway_e2e::{Tideway, binary, fake_app};
 use tideway_testkit::ws_connect;
 
@@ -11,18 +12,8 @@ use tideway_testkit::ws_connect;
 fn chromium(args: &[String]) -> std::process::Output {
     let profile = std::env::temp_dir().join(format!("tideway-chromium-{}", std::process::id()));
     let output = Command::new("chromium")
-        .args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-quic",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            "--hide-scrollbars",
-            "--virtual-time-budget=4000",
-        ])
+        .args(CHROMIUM_FLAGS)
+        .args(["--hide-scrollbars", "--virtual-time-budget=4000"])
         .arg(format!("--user-data-dir={}", profile.display()))
         .args(args)
         .output()

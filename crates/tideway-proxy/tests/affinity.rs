@@ -5,6 +5,7 @@
 mod support;
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -196,16 +197,22 @@ async fn all_connections_of_a_session_reach_its_replica_and_hold_one_seat() {
     }
 }
 
-#[tokio::test]
-async fn past_max_session_connections_a_connection_waits_for_its_session() {
+/// A confirmed session of an app on one replica whose sessions may hold `max_session_connections`.
+async fn limited_session(max_session_connections: u32) -> (Backend, Arc<tideway_core::App>, Proxied, String) {
     let a = Backend::start("a").await.expect("a");
     let policy = Policy {
-        max_session_connections: 2,
+        max_session_connections,
         ..sticky(5, 60_000)
     };
     let app_a = app("app", policy, &[a.addr()]);
     let proxy = Proxied::start(vec![route(&app_a, "site.test", None)]).await;
     let (_, cookie) = confirmed_session(proxy.addr).await;
+    (a, app_a, proxy, cookie)
+}
+
+#[tokio::test]
+async fn past_max_session_connections_a_connection_waits_for_its_session() {
+    let (a, app_a, proxy, cookie) = limited_session(2).await;
 
     let first = ws_with_cookie(proxy.addr, &cookie).await;
     let _second = ws_with_cookie(proxy.addr, &cookie).await;
@@ -229,14 +236,7 @@ async fn past_max_session_connections_a_connection_waits_for_its_session() {
 
 #[tokio::test]
 async fn a_session_whose_queue_is_full_or_slow_gets_503_with_retry_after() {
-    let a = Backend::start("a").await.expect("a");
-    let policy = Policy {
-        max_session_connections: 1,
-        ..sticky(5, 60_000)
-    };
-    let app_a = app("app", policy, &[a.addr()]);
-    let proxy = Proxied::start(vec![route(&app_a, "site.test", None)]).await;
-    let (_, cookie) = confirmed_session(proxy.addr).await;
+    let (_a, app_a, proxy, cookie) = limited_session(1).await;
 
     let _ws = ws_with_cookie(proxy.addr, &cookie).await;
     let request =
