@@ -125,7 +125,7 @@ async fn a_policy_change_applies_at_the_next_decision_and_lasts_until_a_reload()
     tideway.wait_for("replica ready", 1, |_| true).await;
     let admin = tideway.listener("admin");
     let (name, value) = bearer();
-    let auth = [(name, value.as_str())];
+    let auth = [(name, value.as_str()), ("content-type", "application/json")];
 
     // Demand for two replicas, but max_instances = 1: nothing starts.
     let mut sessions = Vec::new();
@@ -196,4 +196,48 @@ async fn a_policy_change_applies_at_the_next_decision_and_lasts_until_a_reload()
         1
     );
     drop(sessions);
+}
+
+#[tokio::test]
+async fn without_a_token_only_loopback_names_are_served_and_changes_must_be_json() {
+    let tideway = Tideway::start(&format!(
+        "[proxy]\nlisten = \"127.0.0.1:0\"\n[admin]\nlisten = \"127.0.0.1:0\"\n\n[[app]]\nname = \"app\"\n\
+         hosts = [\"app.test\"]\n[app.static]\naddresses = [\"127.0.0.1:9\"]\n"
+    ));
+    let admin = tideway.listener("admin");
+    let change = r#"{"max_instances": 3}"#;
+    for host in [
+        "localhost",
+        "app.localhost:9091",
+        "127.0.0.1",
+        "127.0.0.2:1",
+        "[::1]:9091",
+    ] {
+        let (status, _, _) = request(admin, "GET", "/api/apps", &[("host", host)], "").await;
+        assert_eq!(status, 200, "Host: {host}");
+    }
+    // A page whose own name was made to resolve to 127.0.0.1 sends that name.
+    for host in [
+        "attacker.example",
+        "attacker.example:9091",
+        "localhost.attacker.example",
+        "10.0.0.1",
+    ] {
+        let (status, _, _) = request(admin, "GET", "/api/apps", &[("host", host)], "").await;
+        assert_eq!(status, 403, "Host: {host}");
+        let json = [("host", host), ("content-type", "application/json")];
+        let (status, _, _) = request(admin, "PUT", "/api/apps/app/policy", &json, change).await;
+        assert_eq!(status, 403, "Host: {host}");
+    }
+    // What a cross-origin form or fetch may send without a preflight is refused.
+    for content_type in ["text/plain", "application/x-www-form-urlencoded"] {
+        let headers = [("content-type", content_type)];
+        let (status, _, _) = request(admin, "PUT", "/api/apps/app/policy", &headers, change).await;
+        assert_eq!(status, 415, "{content_type}");
+    }
+    let (status, _, _) = request(admin, "PUT", "/api/apps/app/policy", &[], change).await;
+    assert_eq!(status, 415, "no content type");
+    let json = [("content-type", "application/json; charset=utf-8")];
+    let (status, _, body) = request(admin, "PUT", "/api/apps/app/policy", &json, change).await;
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
 }

@@ -269,10 +269,10 @@ pub async fn request(
         .await
         .expect("handshake");
     tokio::spawn(conn);
-    let mut req = http::Request::builder()
-        .method(method)
-        .uri(path)
-        .header("host", addr.to_string());
+    let mut req = http::Request::builder().method(method).uri(path);
+    if !headers.iter().any(|(name, _)| name.eq_ignore_ascii_case("host")) {
+        req = req.header("host", addr.to_string());
+    }
     for (name, value) in headers {
         req = req.header(*name, *value);
     }

@@ -96,6 +96,14 @@ impl Admin {
                 _ => text(StatusCode::METHOD_NOT_ALLOWED, "only GET\n"),
             };
         }
+        // Without a token the listener is on loopback, and the Host is all that tells a local tool from a
+        // web page that had its own name resolve to 127.0.0.1 (DNS rebinding).
+        if self.token.is_none() && !loopback_host(&req) {
+            return json(
+                StatusCode::FORBIDDEN,
+                &serde_json::json!({ "error": "without an admin token only loopback host names are served (localhost, 127.0.0.1, [::1])" }),
+            );
+        }
         if !self.authorized(&req) {
             let mut response = json(
                 StatusCode::UNAUTHORIZED,
@@ -119,6 +127,14 @@ impl Admin {
                 let Some(view) = fleet.iter().find(|v| v.app.name() == *name) else {
                     return not_found(name);
                 };
+                // A browser sends text/plain across origins without asking first; application/json it
+                // must ask for (CORS preflight), which this listener never grants.
+                if !is_json(&req) {
+                    return json(
+                        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                        &serde_json::json!({ "error": "a policy change must be sent as Content-Type: application/json" }),
+                    );
+                }
                 match read_body(req).await {
                     Ok(body) => api::change_policy(view, &body),
                     Err(response) => response,
@@ -149,6 +165,36 @@ impl Admin {
             .unwrap_or_default();
         constant_time_eq(presented.as_bytes(), expected)
     }
+}
+
+/// Whether the request names a loopback host — `localhost` or a name under it, a loopback IPv4 address or
+/// `[::1]`, with any port — or none (a client without `Host` is no browser).
+fn loopback_host(req: &Request<Incoming>) -> bool {
+    let host = req.uri().authority().map(|a| a.host().to_owned()).or_else(|| {
+        let value = req.headers().get(header::HOST)?.to_str().ok()?;
+        let authority: http::uri::Authority = value.parse().ok()?;
+        Some(authority.host().to_owned())
+    });
+    let Some(host) = host else {
+        return req.headers().get(header::HOST).is_none();
+    };
+    let host = host.trim_end_matches('.').to_ascii_lowercase();
+    host == "localhost"
+        || host.ends_with(".localhost")
+        || host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+/// Whether the request body is declared as JSON (`application/json`, parameters allowed).
+fn is_json(req: &Request<Incoming>) -> bool {
+    req.headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|media| media.trim().eq_ignore_ascii_case("application/json"))
 }
 
 async fn read_body(req: Request<Incoming>) -> Result<Bytes, Response<Body>> {
