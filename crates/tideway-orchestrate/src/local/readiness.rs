@@ -10,6 +10,10 @@ use tokio::net::TcpStream;
 /// First pause between probes: most apps that start fast are ready within a few milliseconds, and every
 /// millisecond here is a millisecond of cold start for the connection that is waiting.
 const FIRST_PAUSE: Duration = Duration::from_millis(2);
+/// Most of a probe's response read after its status line. The rest of the response is read, not left
+/// unread: closing a socket with unread data resets the connection, and many servers log a reset as an
+/// error (Python's `ConnectionResetError` traceback) on every start.
+const MAX_DRAINED: usize = 256 * 1024;
 
 /// Probes `addr` until a probe passes (the caller bounds the wait by `startup_timeout`): at once, then
 /// after pauses doubling from 2 ms up to the configured interval.
@@ -44,7 +48,22 @@ async fn probe(addr: SocketAddr, readiness: &Readiness) -> bool {
     if stream.write_all(request.as_bytes()).await.is_err() {
         return false;
     }
-    status_line_ok(&mut stream).await
+    let ok = status_line_ok(&mut stream).await;
+    drain_until_closed(&mut stream).await;
+    ok
+}
+
+/// Reads the rest of the response until the replica closes the connection (the probe asked it to), so
+/// that the probe's own close is an orderly one.
+async fn drain_until_closed(stream: &mut TcpStream) {
+    let mut sink = [0u8; 4096];
+    let mut drained = 0;
+    while drained < MAX_DRAINED {
+        match stream.read(&mut sink).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => drained += n,
+        }
+    }
 }
 
 /// Reads the status line and accepts 2xx and 3xx.
@@ -115,5 +134,38 @@ mod tests {
             .await
             .expect("ready in time");
         server.await.expect("server");
+    }
+
+    #[tokio::test]
+    async fn a_probe_reads_the_whole_response_and_closes_without_a_reset() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let http = Readiness::Http {
+            path: "/".into(),
+            interval: Duration::from_millis(10),
+            timeout: Duration::from_secs(5),
+        };
+        let server = tokio::spawn(async move {
+            let (mut stream, _) = listener.accept().await.expect("accept");
+            let mut request = [0u8; 512];
+            let _ = stream.read(&mut request).await.expect("read");
+            let body = vec![b'x'; 64 * 1024];
+            let head = format!(
+                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                body.len()
+            );
+            stream.write_all(head.as_bytes()).await.expect("write the head");
+            stream.write_all(&body).await.expect("write the body");
+            stream.shutdown().await.expect("close our side");
+            // An orderly close reads as end of stream; a probe that left data unread resets instead.
+            let mut rest = [0u8; 16];
+            stream.read(&mut rest).await
+        });
+        let passed = tokio::time::timeout(Duration::from_secs(10), probe(addr, &http))
+            .await
+            .expect("the probe ends");
+        assert!(passed);
+        let closed = server.await.expect("server");
+        assert_eq!(closed.expect("no reset"), 0);
     }
 }
