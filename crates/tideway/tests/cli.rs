@@ -89,6 +89,11 @@ fn a_busy_listen_address_exits_3() {
     let output = tideway(&["serve", "--config", path.to_str().expect("utf-8 path")]);
     assert_eq!(output.status.code(), Some(3));
     assert!(stderr(&output).contains("proxy.listen"), "{}", stderr(&output));
+    assert!(
+        !stderr(&output).contains('\x1b'),
+        "no terminal colours in a log that is not a terminal: {:?}",
+        stderr(&output)
+    );
 }
 
 #[test]

@@ -24,7 +24,28 @@ pub(super) async fn forward_lines(
             Ok(_) => {}
         }
         let text = String::from_utf8_lossy(&line);
-        let text = text.trim_end_matches(['\r', '\n']);
-        info!(target: "tideway::replica", app = &*app, replica = &*replica, stream, "{text}");
+        if let Some(text) = loggable(&text) {
+            info!(target: "tideway::replica", app = &*app, replica = &*replica, stream, "{text}");
+        }
+    }
+}
+
+/// A line as logged: without its line ending, and nothing at all for a blank line, which is layout in the
+/// app's own output, not an event.
+fn loggable(line: &str) -> Option<&str> {
+    let text = line.trim_end_matches(['\r', '\n']);
+    (!text.trim().is_empty()).then_some(text)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn blank_lines_are_not_events() {
+        assert_eq!(loggable("started on port 8000\r\n"), Some("started on port 8000"));
+        assert_eq!(loggable("  indented\n"), Some("  indented"));
+        assert_eq!(loggable("\n"), None);
+        assert_eq!(loggable(" \t\r\n"), None);
     }
 }
