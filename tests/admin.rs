@@ -200,10 +200,10 @@ async fn a_policy_change_applies_at_the_next_decision_and_lasts_until_a_reload()
 
 #[tokio::test]
 async fn without_a_token_only_loopback_names_are_served_and_changes_must_be_json() {
-    let tideway = Tideway::start(&format!(
+    let tideway = Tideway::start(
         "[proxy]\nlisten = \"127.0.0.1:0\"\n[admin]\nlisten = \"127.0.0.1:0\"\n\n[[app]]\nname = \"app\"\n\
-         hosts = [\"app.test\"]\n[app.static]\naddresses = [\"127.0.0.1:9\"]\n"
-    ));
+         hosts = [\"app.test\"]\n[app.static]\naddresses = [\"127.0.0.1:9\"]\n",
+    );
     let admin = tideway.listener("admin");
     let change = r#"{"max_instances": 3}"#;
     for host in [

@@ -320,3 +320,64 @@ async fn reloads_add_change_and_remove_apps_without_cutting_sessions_and_reject_
         .expect("a response");
     assert_eq!(status, 200);
 }
+
+#[tokio::test]
+async fn a_reload_never_empties_the_proxy_unless_the_file_says_so() {
+    let backend = tideway_testkit::Backend::start("a").await.expect("backend");
+    let config = with_proxy(&format!(
+        "[[app]]\nname = \"keep\"\nhosts = [\"keep.test\"]\n[app.static]\naddresses = [\"{}\"]\n",
+        backend.addr()
+    ));
+    let tideway = Tideway::start(&config);
+    let serves = || async {
+        let (status, _, _) = http1_get(tideway.addr, "keep.test", "/")
+            .await
+            .expect("a response");
+        status
+    };
+    assert_eq!(serves().await, 200);
+
+    // Truncated, then written again a moment later, as `cat new > tideway.toml` does: the watcher waits
+    // for the content to settle and never takes the empty file in between.
+    tideway.rewrite_config("");
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    tideway.rewrite_config(&format!("{config}\n# rewritten\n"));
+    tideway.wait_for("configuration reloaded", 1, |_| true).await;
+    assert!(
+        tideway
+            .events("new configuration rejected, the running one stays in force")
+            .is_empty()
+    );
+    assert_eq!(serves().await, 200);
+
+    // An empty file is refused, whether the watcher finds it or SIGHUP asks for it.
+    tideway.rewrite_config("");
+    let rejected = tideway
+        .wait_for(
+            "new configuration rejected, the running one stays in force",
+            1,
+            |_| true,
+        )
+        .await;
+    assert!(
+        rejected[0]["fields"]["problems"]
+            .as_str()
+            .is_some_and(|p| p.contains("app = []")),
+        "{rejected:?}"
+    );
+    assert_eq!(serves().await, 200);
+    tideway.signal("HUP");
+    tideway
+        .wait_for(
+            "new configuration rejected, the running one stays in force",
+            2,
+            |_| true,
+        )
+        .await;
+    assert_eq!(serves().await, 200);
+
+    // Saying so retires every app.
+    tideway.rewrite_config("app = []\n[proxy]\nlisten = \"127.0.0.1:0\"\n");
+    tideway.wait_for("configuration reloaded", 2, |_| true).await;
+    assert_eq!(serves().await, 404);
+}

@@ -29,6 +29,9 @@ pub(crate) fn read(table: &Table) -> Result<Config, Vec<FieldError>> {
         .map(|section| AdminSettings::read(section, &mut errors));
     check_listeners(&proxy, metrics.as_ref(), admin.as_ref(), &mut errors);
 
+    let no_apps_declared = table
+        .get("app")
+        .is_some_and(|apps| apps.as_array().is_some_and(Vec::is_empty));
     let (defaults, defaults_problems) = read_defaults(&mut root, &mut errors);
     let drafts: Vec<Draft> = root
         .tables("app", &mut errors)
@@ -51,6 +54,7 @@ pub(crate) fn read(table: &Table) -> Result<Config, Vec<FieldError>> {
         metrics,
         admin,
         apps: drafts.into_iter().filter_map(Draft::build).collect(),
+        no_apps_declared,
     })
 }
 

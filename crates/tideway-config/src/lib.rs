@@ -38,6 +38,9 @@ pub struct Config {
     pub admin: Option<AdminSettings>,
     /// `[[app]]`, in file order; empty is allowed (every request then gets `404`).
     pub apps: Vec<AppConfig>,
+    /// The file says `app = []`: it means to serve no apps. A reload to a file without apps that does not
+    /// say so is taken for a file caught half-written and refused, since it would retire every app.
+    pub no_apps_declared: bool,
 }
 
 /// Why a config could not be loaded: the one error type of this crate.

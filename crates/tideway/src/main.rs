@@ -65,6 +65,13 @@ fn check(path: &std::path::Path) -> ExitCode {
     match tideway_config::load(path) {
         Ok(config) => {
             println!("{}: ok ({} apps)", path.display(), config.apps.len());
+            if config.apps.is_empty() && !config.no_apps_declared {
+                eprintln!(
+                    "{}: warning: no [[app]]: every request gets 404, and a reload to this file while apps \
+                     run is refused (write `app = []` to mean no apps)",
+                    path.display()
+                );
+            }
             ExitCode::SUCCESS
         }
         Err(error) => {

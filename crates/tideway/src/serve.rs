@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::Context;
-use tideway_config::Config;
+use tideway_config::{Config, ConfigError};
 use tideway_orchestrate::{Evict, ScalingMetrics};
 use tideway_proxy::{Proxy, ProxyMetrics, RouteTable, RuntimeClock};
 use tokio::net::TcpListener;
@@ -17,6 +17,7 @@ use crate::admin::{self, serve_admin};
 use crate::cli::error_chain;
 use crate::fleet::{Fleet, FleetMetrics};
 use crate::health::serve_metrics;
+use crate::reload::Reload;
 use crate::{exit, reload};
 
 /// Loads the config, runs until a shutdown signal, drains, and returns the exit code.
@@ -115,7 +116,7 @@ async fn serve(path: PathBuf, config: Config, supervisor: PathBuf) -> ExitCode {
         loop {
             tokio::select! {
                 served = &mut serving => break served,
-                Some(_) = reloads.recv() => reload_config(&path, &mut running, &proxy, &mut fleet),
+                Some(reload) = reloads.recv() => reload_config(&path, reload, &mut running, &proxy, &mut fleet),
             }
         }
     };
@@ -182,19 +183,38 @@ fn registry() -> prometheus::Result<(prometheus::Registry, FleetMetrics)> {
     Ok((registry, metrics))
 }
 
-/// Applies the file at `path` if it is valid; otherwise logs why and keeps the running configuration.
-fn reload_config(path: &Path, running: &mut Config, proxy: &Proxy, fleet: &mut Fleet) {
-    let config = match tideway_config::load(path) {
+/// Applies the new content of the file at `path` if it is valid; otherwise logs why and keeps the running
+/// configuration. A file without apps that does not say `app = []` would retire every running app: it is
+/// refused as a file caught half-written.
+fn reload_config(path: &Path, reload: Reload, running: &mut Config, proxy: &Proxy, fleet: &mut Fleet) {
+    let parsed = reload
+        .text
+        .map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })
+        .and_then(|text| text.parse::<Config>());
+    let config = match parsed {
         Ok(config) => config,
         Err(e) => {
             error!(
                 config = %path.display(),
+                trigger = ?reload.trigger,
                 problems = %error_chain(&e),
                 "new configuration rejected, the running one stays in force"
             );
             return;
         }
     };
+    if config.apps.is_empty() && !config.no_apps_declared && !running.apps.is_empty() {
+        error!(
+            config = %path.display(),
+            trigger = ?reload.trigger,
+            problems = "the file has no [[app]]: it would retire every running app (write `app = []` to mean that)",
+            "new configuration rejected, the running one stays in force"
+        );
+        return;
+    }
     for (key, changed) in [
         ("proxy.listen", config.proxy.listen != running.proxy.listen),
         ("proxy.workers", config.proxy.workers != running.proxy.workers),

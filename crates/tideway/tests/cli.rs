@@ -39,6 +39,22 @@ fn check_accepts_a_valid_file() {
 }
 
 #[test]
+fn check_warns_about_a_file_without_apps_unless_it_says_so() {
+    let empty = write_config("empty.toml", "[proxy]\nlisten = \"127.0.0.1:0\"\n");
+    let output = tideway(&["check", "--config", empty.to_str().expect("utf-8 path")]);
+    assert!(output.status.success());
+    assert!(
+        stderr(&output).contains("warning: no [[app]]"),
+        "{}",
+        stderr(&output)
+    );
+    let declared = write_config("declared.toml", "app = []\n[proxy]\nlisten = \"127.0.0.1:0\"\n");
+    let output = tideway(&["check", "--config", declared.to_str().expect("utf-8 path")]);
+    assert!(output.status.success());
+    assert_eq!(stderr(&output), "");
+}
+
+#[test]
 fn check_names_every_bad_field_and_exits_2() {
     let path = write_config(
         "invalid.toml",
