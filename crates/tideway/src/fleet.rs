@@ -152,7 +152,7 @@ impl Fleet {
         let app = App::new(config.name.as_str(), config.policy.clone(), Arc::clone(&clock));
         let scaling = match &config.backend {
             Backend::Static { addresses } => {
-                app.set_replicas(static_replicas(addresses, clock.now()));
+                app.set_replicas(static_replicas(app.name(), addresses, clock.now()));
                 None
             }
             Backend::Local(spec) => {
