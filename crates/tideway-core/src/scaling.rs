@@ -177,7 +177,7 @@ impl Scaler {
                 ScaleReason::ReplicaLost
             } else if observation.failed_starts > 0 {
                 ScaleReason::Startup
-            } else if start < wanted {
+            } else if start < wanted || needed > u64::from(policy.max_instances) {
                 ScaleReason::MaxInstances
             } else if needed < u64::from(policy.min_instances) {
                 ScaleReason::MinInstances

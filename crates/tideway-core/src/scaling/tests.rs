@@ -136,6 +136,11 @@ fn a_capped_scale_up_says_so() {
         .decide(&p, &observe(12, replicas), at(0))
         .expect("a decision");
     assert_eq!((d.desired, d.start, d.reason), (3, 1, ScaleReason::MaxInstances));
+    // Demand for four replicas, three allowed: every start happens, and the cap is still the reason.
+    let d = Scaler::default()
+        .decide(&p, &observe(12, ready(1)), at(0))
+        .expect("a decision");
+    assert_eq!((d.desired, d.start, d.reason), (3, 2, ScaleReason::MaxInstances));
 }
 
 #[test]
