@@ -233,3 +233,72 @@ fn metric_names(expr: &str) -> Vec<String> {
     }
     names
 }
+
+/// A port that was free a moment ago, for a process whose log this test does not read.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+#[tokio::test]
+async fn a_log_nobody_reads_never_stalls_the_proxy() {
+    let backend = tideway_testkit::Backend::start("a").await.expect("backend");
+    let (proxy, metrics) = (free_port(), free_port());
+    // A replica that prints far more lines than the log can buffer, then serves.
+    let flood = "import os, sys, http.server\n\
+                 sys.stdout.write('flood\\n' * 100000)\n\
+                 sys.stdout.flush()\n\
+                 http.server.HTTPServer(('127.0.0.1', int(os.environ['PORT'])), http.server.BaseHTTPRequestHandler).serve_forever()\n";
+    let config = tideway_e2e::config_file(&format!(
+        "[proxy]\nlisten = \"127.0.0.1:{proxy}\"\n[metrics]\nlisten = \"127.0.0.1:{metrics}\"\n\n[[app]]\n\
+         name = \"app\"\npath_prefix = \"/\"\n[app.static]\naddresses = [\"{}\"]\n\n[[app]]\nname = \"flood\"\n\
+         hosts = [\"flood.test\"]\nmin_instances = 1\n[app.local]\ncommand = [\"python3\", \"-c\", {flood:?}]\n",
+        backend.addr()
+    ));
+    // Standard error is a pipe that is never read: it fills after a few hundred lines.
+    let mut child = Command::new(tideway_e2e::binary())
+        .args(["serve", "--log-format", "json", "--config"])
+        .arg(&config)
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start tideway");
+    let proxy = std::net::SocketAddr::from(([127, 0, 0, 1], proxy));
+    let metrics = std::net::SocketAddr::from(([127, 0, 0, 1], metrics));
+    let deadline = tokio::time::Instant::now() + tideway_e2e::PATIENCE;
+    while tokio::net::TcpStream::connect(proxy).await.is_err() {
+        assert!(tokio::time::Instant::now() < deadline, "tideway did not listen");
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+
+    let dropped = || async {
+        let (status, _, body) = request(metrics, "GET", "/metrics", &[], "").await;
+        assert_eq!(status, 200);
+        String::from_utf8_lossy(&body)
+            .lines()
+            .find_map(|line| line.strip_prefix("tideway_log_lines_dropped_total "))
+            .and_then(|value| value.trim().parse::<u64>().ok())
+            .expect("the dropped-lines counter")
+    };
+    let mut served = 0;
+    while dropped().await == 0 {
+        assert!(tokio::time::Instant::now() < deadline, "no line was dropped");
+        for _ in 0..100 {
+            let (status, _, _) = request(proxy, "GET", "/", &[], "").await;
+            assert_eq!(status, 200, "request {served}");
+            served += 1;
+        }
+    }
+    // Everything keeps being served with the log full.
+    for _ in 0..500 {
+        let (status, _, _) = request(proxy, "GET", "/", &[], "").await;
+        assert_eq!(status, 200, "request {served}");
+        served += 1;
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}

@@ -1,21 +1,51 @@
-//! Log output: `tracing` events as text or JSON lines on standard error.
+//! Log output: `tracing` events as text or JSON lines on standard error, written by a thread of their own
+//! so that a slow or stuck reader (a full pipe nobody drains) never stalls the proxy: when the buffer is
+//! full, lines are dropped and counted instead (`tideway_log_lines_dropped_total`).
 
 use std::io::IsTerminal;
 
+use tracing_appender::non_blocking::{ErrorCounter, NonBlockingBuilder, WorkerGuard};
 use tracing_subscriber::EnvFilter;
 
 use crate::cli::LogFormat;
 
+/// Lines held for the writer thread before new ones are dropped: seconds of a busy access log, a few
+/// MiB at most.
+const BUFFERED_LINES: usize = 16 * 1024;
+
+/// The running log: keep it for the life of the process, so that buffered lines are written at exit.
+pub(crate) struct Logging {
+    _writer: WorkerGuard,
+    dropped: ErrorCounter,
+}
+
 /// Installs the global subscriber; the level comes from `RUST_LOG` (default `info`).
-pub(crate) fn init(format: LogFormat) {
+pub(crate) fn init(format: LogFormat) -> Logging {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let (writer, guard) = NonBlockingBuilder::default()
+        .lossy(true)
+        .buffered_lines_limit(BUFFERED_LINES)
+        .thread_name("tideway-log")
+        .finish(std::io::stderr());
+    let dropped = writer.error_counter();
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        .with_writer(writer)
         // Colours only for a person at a terminal: in a file, a pipe or a log collector they are noise.
         .with_ansi(std::io::stderr().is_terminal());
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),
+    }
+    Logging {
+        _writer: guard,
+        dropped,
+    }
+}
+
+impl Logging {
+    /// Lines dropped so far because standard error did not take them in time.
+    pub(crate) fn dropped_lines(&self) -> ErrorCounter {
+        self.dropped.clone()
     }
 }

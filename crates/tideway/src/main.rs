@@ -47,8 +47,8 @@ fn main() -> ExitCode {
     match cli.command.unwrap_or_default() {
         Command::Check => check(&cli.config),
         Command::Serve => {
-            logging::init(cli.log_format);
-            serve::run(&cli.config)
+            let logging = logging::init(cli.log_format);
+            serve::run(&cli.config, logging.dropped_lines())
         }
         Command::Supervise {
             stop_timeout,

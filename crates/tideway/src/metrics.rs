@@ -9,8 +9,9 @@ use std::sync::{Mutex, PoisonError};
 
 use prometheus::core::{Collector, Desc};
 use prometheus::proto::MetricFamily;
-use prometheus::{GaugeVec, IntCounterVec, IntGaugeVec, Opts, Registry};
+use prometheus::{GaugeVec, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry};
 use tideway_core::{CloseReason, RejectReason, ReplicaState};
+use tracing_appender::non_blocking::ErrorCounter;
 
 use crate::fleet::{AppView, FleetView};
 
@@ -39,8 +40,17 @@ struct Families {
     rejected: IntCounterVec,
 }
 
-/// The process's registry, with the build info on it; the parts register their own metrics.
-pub(crate) fn registry() -> prometheus::Result<Registry> {
+/// Log lines the log writer dropped, read from its counter when collected.
+struct DroppedLogLines {
+    counter: IntCounter,
+    source: ErrorCounter,
+    // Two scrapes at once must not both add the same lines.
+    collecting: Mutex<()>,
+}
+
+/// The process's registry, with the build info and the dropped log lines on it; the parts register their
+/// own metrics.
+pub(crate) fn registry(dropped_log_lines: ErrorCounter) -> prometheus::Result<Registry> {
     let registry = Registry::new();
     let build = IntGaugeVec::new(
         Opts::new("tideway_build_info", "The running tideway's version."),
@@ -48,7 +58,28 @@ pub(crate) fn registry() -> prometheus::Result<Registry> {
     )?;
     build.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
     registry.register(Box::new(build))?;
+    registry.register(Box::new(DroppedLogLines {
+        counter: IntCounter::new(
+            "tideway_log_lines_dropped_total",
+            "Log lines dropped because standard error did not take them in time.",
+        )?,
+        source: dropped_log_lines,
+        collecting: Mutex::new(()),
+    }))?;
     Ok(registry)
+}
+
+impl Collector for DroppedLogLines {
+    fn desc(&self) -> Vec<&Desc> {
+        self.counter.desc()
+    }
+
+    fn collect(&self) -> Vec<MetricFamily> {
+        let _collecting = self.collecting.lock().unwrap_or_else(PoisonError::into_inner);
+        let dropped = u64::try_from(self.source.dropped_lines()).unwrap_or(u64::MAX);
+        self.counter.inc_by(dropped.saturating_sub(self.counter.get()));
+        self.counter.collect()
+    }
 }
 
 /// Registers the collector that reads the apps of `fleet` at each scrape.

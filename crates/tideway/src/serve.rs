@@ -12,6 +12,7 @@ use tideway_proxy::{Proxy, ProxyMetrics, RouteTable, RuntimeClock};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
+use tracing_appender::non_blocking::ErrorCounter;
 
 use crate::admin::{self, serve_admin};
 use crate::cli::error_chain;
@@ -21,7 +22,7 @@ use crate::reload::Reload;
 use crate::{exit, reload};
 
 /// Loads the config, runs until a shutdown signal, drains, and returns the exit code.
-pub(crate) fn run(path: &Path) -> ExitCode {
+pub(crate) fn run(path: &Path, dropped_log_lines: ErrorCounter) -> ExitCode {
     let config = match tideway_config::load(path) {
         Ok(config) => config,
         Err(e) => {
@@ -55,10 +56,15 @@ pub(crate) fn run(path: &Path) -> ExitCode {
             return ExitCode::from(exit::RUNTIME);
         }
     };
-    runtime.block_on(serve(path.to_owned(), config, supervisor))
+    runtime.block_on(serve(path.to_owned(), config, supervisor, dropped_log_lines))
 }
 
-async fn serve(path: PathBuf, config: Config, supervisor: PathBuf) -> ExitCode {
+async fn serve(
+    path: PathBuf,
+    config: Config,
+    supervisor: PathBuf,
+    dropped_log_lines: ErrorCounter,
+) -> ExitCode {
     let listeners = match Listeners::bind(&config).await {
         Ok(listeners) => listeners,
         Err(e) => {
@@ -75,7 +81,7 @@ async fn serve(path: PathBuf, config: Config, supervisor: PathBuf) -> ExitCode {
     };
     let clock = RuntimeClock::new();
     let shutdown = CancellationToken::new();
-    let (registry, metrics) = match registry() {
+    let (registry, metrics) = match registry(dropped_log_lines) {
         Ok(both) => both,
         Err(e) => {
             error!("cannot set up metrics: {e}");
@@ -174,8 +180,8 @@ impl Listeners {
 }
 
 /// The process's metrics registry and the metric sets registered on it.
-fn registry() -> prometheus::Result<(prometheus::Registry, FleetMetrics)> {
-    let registry = crate::metrics::registry()?;
+fn registry(dropped_log_lines: ErrorCounter) -> prometheus::Result<(prometheus::Registry, FleetMetrics)> {
+    let registry = crate::metrics::registry(dropped_log_lines)?;
     let metrics = FleetMetrics {
         proxy: Arc::new(ProxyMetrics::register(&registry)?),
         scaling: Arc::new(ScalingMetrics::register(&registry)?),
