@@ -203,3 +203,29 @@ async fn least_connections_spreads_and_pack_fills_in_order() {
     let counts: Vec<u32> = packed.replicas().iter().map(|r| r.connections()).collect();
     assert_eq!(counts, [3, 1]);
 }
+
+#[tokio::test]
+async fn a_websocket_whose_replica_vanishes_gets_a_close_frame_1011() {
+    let backend = Backend::start("a").await.expect("backend");
+    let app_a = app("a", capped(4, 10, PATIENCE), &[backend.addr()]);
+    let proxy = Proxied::start(vec![route(&app_a, "site.test", None)]).await;
+
+    let mut ws = ws_connect(proxy.addr, "site.test", "/ws").await.expect("ws");
+    backend.wait_open_sessions(1, PATIENCE).await;
+    // The replica's socket goes away without a close frame, as when its process is killed.
+    backend.abort_sessions();
+    let close = loop {
+        match within("a close frame", ws.next()).await {
+            Some(Ok(Message::Close(frame))) => break frame,
+            Some(Ok(_)) => continue,
+            other => panic!("expected a close frame, got {other:?}"),
+        }
+    };
+    assert_eq!(
+        close.map(|f| u16::from(f.code)),
+        Some(1011),
+        "a server error, not an abnormal closure"
+    );
+    eventually("the seat is released", || app_a.connections() == 0).await;
+    assert_eq!(app_a.stats().closed(CloseReason::Upstream), 1);
+}

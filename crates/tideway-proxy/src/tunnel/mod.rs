@@ -35,6 +35,10 @@ use frames::{FrameTracker, Seen, close_frame};
 
 /// WebSocket close code 1001: the endpoint is going away (RFC 6455 §7.4.1).
 const GOING_AWAY: u16 = 1001;
+/// WebSocket close code 1011: the server met an unexpected condition (RFC 6455 §7.4.1) — sent to a client
+/// whose replica vanished without closing, so that a browser reports a server error, not an abnormal
+/// closure (1006).
+const INTERNAL_ERROR: u16 = 1011;
 /// Bytes read per system call; shared per thread, never per tunnel.
 const SCRATCH_SIZE: usize = 16 * 1024;
 
@@ -83,6 +87,8 @@ struct Flow {
     source_done: bool,
     sink_shut: bool,
     close: Injection,
+    /// A close frame from the source went through.
+    saw_close: bool,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -396,6 +402,25 @@ impl Flow {
         self.frames.as_ref().is_none_or(FrameTracker::at_boundary)
     }
 
+    /// Whether the source ending now is a replica gone without closing its WebSocket, which the client is
+    /// then told with a close frame: this flow carries a WebSocket toward the client (`to_server` false),
+    /// no close frame came through or was injected, and a frame can start here.
+    fn tells_the_client_of_a_lost_replica(&self, to_server: bool) -> bool {
+        !to_server
+            && self.frames.is_some()
+            && !self.saw_close
+            && self.close == Injection::None
+            && self.at_boundary()
+    }
+
+    /// The replica is gone: queue a close frame `1011` for the client, drop anything more, then shut.
+    fn lost_replica(&mut self) {
+        self.source_done = true;
+        self.close = Injection::Sent;
+        self.pending
+            .extend_from_slice(&close_frame(INTERNAL_ERROR, "replica failed", None));
+    }
+
     /// Moves bytes from `source` to `sink` until one of them would block. `to_server` is true when `sink` is
     /// the replica (injected close frames must then be masked). Errors say whether the source (`true`) or
     /// the sink (`false`) failed.
@@ -441,12 +466,22 @@ impl Flow {
             match Pin::new(&mut *source).poll_read(cx, &mut buf) {
                 Poll::Pending => return Ok(seen),
                 Poll::Ready(Err(e)) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Poll::Ready(Err(_)) => return Err(true),
+                Poll::Ready(Err(_)) if !self.tells_the_client_of_a_lost_replica(to_server) => {
+                    return Err(true);
+                }
+                Poll::Ready(Err(_)) => {
+                    self.lost_replica();
+                    continue;
+                }
                 Poll::Ready(Ok(())) => {}
             }
             let read = buf.filled().len();
             if read == 0 {
-                self.source_done = true;
+                if self.tells_the_client_of_a_lost_replica(to_server) {
+                    self.lost_replica();
+                } else {
+                    self.source_done = true;
+                }
                 continue;
             }
             let forward = match &mut self.frames {
@@ -455,6 +490,7 @@ impl Flow {
                         frames.advance(&scratch[..read], self.close == Injection::Wanted);
                     seen.data |= frame_seen.data;
                     seen.close |= frame_seen.close;
+                    self.saw_close |= frame_seen.close;
                     taken
                 }
                 None => {
