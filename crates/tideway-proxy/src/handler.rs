@@ -50,6 +50,14 @@ impl Handler {
         if let Err(refusal) = screen(req.method(), host_fields, host, req.version() == Version::HTTP_10) {
             return reply(refusal.status, refusal.text, self.exchange(&req, None));
         }
+        // HTTP/1.1 heads are held to max_headers by tideway's own parser; HTTP/2 heads arrive here whole.
+        if req.headers().len() > self.shared.settings.load().max_headers {
+            return reply(
+                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                "too many header fields\n",
+                self.exchange(&req, None),
+            );
+        }
         let app = self.shared.routes.load().lookup(host, req.uri().path()).cloned();
         let Some(app) = app else {
             return reply(StatusCode::NOT_FOUND, NOT_ROUTED, self.exchange(&req, None));

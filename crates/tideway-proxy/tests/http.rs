@@ -132,6 +132,15 @@ async fn oversized_request_heads_get_431() {
         .expect("a request");
     let response = h2.send_request(req).await.expect("an HTTP/2 response");
     assert_eq!(response.status(), 431);
+    let mut many = http::Request::get("http://site.test/");
+    for i in 0..30 {
+        many = many.header(format!("x-h{i}"), "v");
+    }
+    let many = many
+        .body(http_body_util::Empty::<bytes::Bytes>::new())
+        .expect("a request");
+    let response = h2.send_request(many).await.expect("an HTTP/2 response");
+    assert_eq!(response.status(), 431, "max_headers holds for HTTP/2 too");
     assert_eq!(a.requests(), 0);
 }
 
