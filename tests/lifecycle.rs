@@ -381,3 +381,39 @@ async fn a_reload_never_empties_the_proxy_unless_the_file_says_so() {
     tideway.wait_for("configuration reloaded", 2, |_| true).await;
     assert_eq!(serves().await, 404);
 }
+
+#[tokio::test]
+async fn while_failed_starts_back_off_clients_are_answered_at_once() {
+    // startup_timeout is far beyond this test's patience: only an answer at once passes.
+    let policy = "min_instances = 0\nstartup_timeout = \"10m\"\nqueue_timeout = \"10m\"";
+    let tideway = Tideway::start(&with_proxy(&local_app_running(
+        "crashing",
+        policy,
+        "\"false\"",
+        "tcp = true",
+    )));
+    let get = || async {
+        let (status, headers, _) =
+            tokio::time::timeout(PATIENCE, http1_get(tideway.addr, "crashing.test", "/"))
+                .await
+                .expect("an answer before startup_timeout")
+                .expect("a response");
+        let retry_after = headers
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        (status, retry_after)
+    };
+    // The first connection starts a replica, which fails: it is answered when the start fails.
+    let (status, retry_after) = get().await;
+    assert_eq!(status, 503);
+    assert!(
+        retry_after.is_some_and(|s| (1..=2).contains(&s)),
+        "Retry-After is the backoff left: {retry_after:?}"
+    );
+    tideway.wait_for("replica failed to start", 1, |_| true).await;
+    // Nothing starts during the backoff: the next one is told so at once.
+    let (status, retry_after) = get().await;
+    assert_eq!(status, 503);
+    assert!(retry_after.is_some_and(|s| s <= 2), "{retry_after:?}");
+}

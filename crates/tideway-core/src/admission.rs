@@ -7,6 +7,7 @@ use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use arc_swap::ArcSwap;
 
@@ -33,6 +34,8 @@ pub struct App {
     seated: AtomicU64,
     scale: Signal,
     on_demand: AtomicBool,
+    /// Until when starts are held back after failed ones, in milliseconds plus one; 0 = not held back.
+    starts_paused_until: AtomicU64,
     stats: AppStats,
     sessions: Sessions,
     attachment: OnceLock<Box<dyn Any + Send + Sync>>,
@@ -105,6 +108,7 @@ impl App {
             seated: AtomicU64::new(0),
             scale: Signal::default(),
             on_demand: AtomicBool::new(false),
+            starts_paused_until: AtomicU64::new(0),
             stats: AppStats::default(),
             sessions: Sessions::default(),
             attachment: OnceLock::new(),
@@ -264,6 +268,47 @@ impl App {
     /// Whether replicas are started on demand.
     pub fn is_on_demand(&self) -> bool {
         self.on_demand.load(Ordering::Relaxed)
+    }
+
+    /// Declares that no replica will be started before `until` (starts failed and back off). If no replica
+    /// is ready or starting, nothing can seat the connections waiting: they are refused now rather than
+    /// left to wait out `startup_timeout`, and so is every new one until then.
+    pub fn pause_starts(self: &Arc<Self>, until: Timestamp) {
+        self.starts_paused_until
+            .store(until.as_millis().saturating_add(1), Ordering::SeqCst);
+        if !self.has_replica_on_its_way() {
+            let before = self.demand();
+            let refused: Vec<_> = {
+                let mut entries = self.queue.lock();
+                let refused = entries.drain(..).collect();
+                self.queue.waiting.store(0, Ordering::SeqCst);
+                refused
+            };
+            // Dropped outside the queue's lock: a waiter learns it was refused when its entry is dropped.
+            drop(refused);
+            self.demand_moved(before);
+        }
+    }
+
+    /// Starts are no longer held back (a replica became ready).
+    pub fn resume_starts(&self) {
+        self.starts_paused_until.store(0, Ordering::SeqCst);
+    }
+
+    /// How long starts are still held back, if they are.
+    pub fn starts_paused_for(&self) -> Option<Duration> {
+        let until = self.starts_paused_until.load(Ordering::SeqCst).checked_sub(1)?;
+        let left = Timestamp::from_millis(until).saturating_since(self.now());
+        (!left.is_zero()).then_some(left)
+    }
+
+    /// Whether a connection that finds no seat now can expect one without a new start: a replica is
+    /// ready or starting.
+    pub fn has_replica_on_its_way(&self) -> bool {
+        self.replicas
+            .load()
+            .iter()
+            .any(|r| matches!(r.state(), ReplicaState::Ready | ReplicaState::Starting))
     }
 
     /// What the scaler needs to decide: demand and every replica's state and load.

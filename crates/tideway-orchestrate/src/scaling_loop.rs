@@ -340,6 +340,7 @@ impl ScalingLoop {
                     replica.set_state(ReplicaState::Ready);
                     app.replicas_changed();
                     self.backoff = Backoff::default();
+                    app.resume_starts();
                     let startup = self.clock.now().saturating_since(replica.started_at());
                     self.metrics.ready(app.name(), startup);
                     info!(
@@ -366,6 +367,7 @@ impl ScalingLoop {
                 self.failed_starts += 1;
                 self.metrics.start_failed(app.name());
                 let pause = self.backoff.fail(self.clock.now());
+                app.pause_starts(self.clock.now().saturating_add(pause));
                 error!(app = app.name(), replica = %name, %error, retry_in_ms = pause.as_millis() as u64, "replica failed to start");
             }
             ReplicaEvent::Exited { id, expected, detail } => {
@@ -381,6 +383,7 @@ impl ScalingLoop {
                         self.failed_starts += 1;
                         self.metrics.start_failed(app.name());
                         let pause = self.backoff.fail(self.clock.now());
+                        app.pause_starts(self.clock.now().saturating_add(pause));
                         error!(app = app.name(), replica = replica.name(), %detail, retry_in_ms = pause.as_millis() as u64, "replica exited while starting");
                     }
                     ReplicaState::Ready => {

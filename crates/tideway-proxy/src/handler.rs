@@ -118,6 +118,10 @@ async fn admit(app: &Arc<App>) -> Result<ConnectionGuard, RejectReason> {
     // With no ready replica, an app that starts them on demand makes every connection wait for the first
     // one — up to startup_timeout, whether it is the first to wait or queued behind others.
     let cold = app.is_on_demand() && !app.has_ready_replica();
+    // Starts failed and back off, and none is under way: waiting could only end in startup_timeout.
+    if cold && !app.has_replica_on_its_way() && app.starts_paused_for().is_some() {
+        return Err(RejectReason::NoReplica);
+    }
     let (timeout, timed_out) = match app.admit() {
         Admission::Seated(seat) => return Ok(seat),
         Admission::Wait | Admission::NoReplica if cold => {
@@ -217,12 +221,17 @@ pub(crate) fn screen(
     Ok(())
 }
 
-/// Counts a connection `app` could not seat; the `Retry-After` (seconds) to answer it with: the app's queue
-/// timeout (1–60 s), so a client told to come back then finds the queue as it would have after waiting.
+/// Counts a connection `app` could not seat; the `Retry-After` (seconds, 1–60) to answer it with: while
+/// failed starts back off, the time until the next start; else the app's queue timeout, so a client told
+/// to come back then finds the queue as it would have after waiting.
 pub(crate) fn rejected(app: &App, reason: RejectReason) -> u64 {
     app.stats().record_reject(reason);
     debug!(app = app.name(), reason = reason.as_str(), "connection rejected");
-    app.policy().queue_timeout.as_secs_f64().ceil().clamp(1.0, 60.0) as u64
+    let wait = match app.starts_paused_for() {
+        Some(paused) if !app.has_replica_on_its_way() => paused,
+        _ => app.policy().queue_timeout,
+    };
+    wait.as_secs_f64().ceil().clamp(1.0, 60.0) as u64
 }
 
 /// The body of a `503`: no capacity.

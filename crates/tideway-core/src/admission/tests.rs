@@ -325,3 +325,41 @@ fn the_scale_signal_fires_only_when_the_replicas_needed_change() {
     drop(seats.remove(on_draining));
     assert!(raised(), "a draining replica emptying wakes the scaler");
 }
+
+#[test]
+fn paused_starts_refuse_the_waiters_only_when_no_replica_is_on_its_way() {
+    let clock = Arc::new(ManualClock::default());
+    let app = App::new(
+        "cold",
+        Policy::default(),
+        Arc::clone(&clock) as Arc<dyn crate::Clock>,
+    );
+    let (w, waiting) = waiter();
+    app.enqueue(w).expect("room");
+    assert_eq!(app.demand(), 1);
+    assert_eq!(app.starts_paused_for(), None);
+
+    app.pause_starts(Timestamp::from_millis(2_000));
+    assert_eq!(app.starts_paused_for(), Some(std::time::Duration::from_secs(2)));
+    assert!(
+        matches!(waiting.seats.try_recv(), Err(mpsc::TryRecvError::Disconnected)),
+        "nothing can seat it before the pause ends: it is refused now"
+    );
+    assert_eq!((app.queued(), app.demand()), (0, 0));
+    clock.advance(std::time::Duration::from_secs(2));
+    assert_eq!(app.starts_paused_for(), None, "the pause ends");
+    app.resume_starts();
+
+    // A replica still starting will seat the waiters: they stay.
+    app.set_replicas(vec![Arc::new(Replica::new(
+        "starting",
+        SocketAddr::from(([127, 0, 0, 1], 9000)),
+        ReplicaState::Starting,
+        Timestamp::ZERO,
+    ))]);
+    let (w, waiting) = waiter();
+    app.enqueue(w).expect("room");
+    app.pause_starts(Timestamp::from_millis(10_000));
+    assert_eq!(app.queued(), 1);
+    assert!(matches!(waiting.seats.try_recv(), Err(mpsc::TryRecvError::Empty)));
+}
