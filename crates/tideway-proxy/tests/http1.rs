@@ -261,10 +261,15 @@ async fn smuggling_shapes_are_refused_before_reaching_a_replica() {
         b"POST / HTTP/1.1\r\nHost: site.test\r\nContent-Length: 4\r\nContent-Length: 5\r\n\r\nabcde",
         b"POST / HTTP/1.1\r\nHost: site.test\r\nTransfer-Encoding: chunked, identity\r\n\r\n0\r\n\r\n",
         b"POST / HTTP/1.1\r\nHost: site.test\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n\r\n",
+        // Read as 0 by a lax parser and as 64 by Python's int(s, 16): the two disagree on where the body ends.
+        b"POST / HTTP/1.1\r\nHost: site.test\r\nTransfer-Encoding: chunked\r\n\r\n0x40\r\n\r\n",
+        b"POST / HTTP/1.1\r\nHost: site.test\r\nTransfer-Encoding: chunked\r\n\r\n5 zz\r\nhello\r\n0\r\n\r\n",
+        b"POST / HTTP/1.1\r\nHost: site.test\r\nTransfer-Encoding: chunked\r\n\r\nFFFFFFFFFFFFFFFF\r\nhello",
+        b"POST / HTTP/1.1\r\nHost: site.test\r\nTransfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n",
     ] {
         let response = raw(proxy.addr, request).await;
         assert!(
-            response.starts_with("HTTP/1.1 400") || response.is_empty(),
+            response.starts_with("HTTP/1.1 400") || response.starts_with("HTTP/1.1 501"),
             "{} got {response}",
             String::from_utf8_lossy(request)
         );

@@ -49,7 +49,9 @@ struct Chunk {
 enum Phase {
     /// Hex digits of a chunk size.
     Size,
-    /// Whitespace or extensions after the size, up to CR.
+    /// Whitespace after the size: then `;` and extensions, or CR.
+    AfterSize,
+    /// Chunk extensions, up to CR.
     Extension,
     /// LF ending a size line.
     SizeLf,
@@ -164,23 +166,33 @@ impl Chunk {
                 }
                 Phase::Size => match hex_value(byte) {
                     Some(digit) => {
-                        // 16 hex digits fill a u64; more can only overflow.
-                        if self.digits == 16 {
+                        // Leading zeros are fine however many; a size past what a signed 64-bit length
+                        // holds (where servers cap a body) is refused rather than read differently.
+                        if self.size > (i64::MAX as u64) >> 4 {
                             return Err(BadChunk);
                         }
                         self.size = self.size << 4 | u64::from(digit);
-                        self.digits += 1;
+                        self.digits = self.digits.saturating_add(1);
                     }
                     None if self.digits == 0 => return Err(BadChunk),
                     None => {
-                        self.phase = Phase::Extension;
+                        self.phase = Phase::AfterSize;
                         continue;
                     }
                 },
+                // chunk-size [ BWS ";" ext ] CRLF, nothing else (RFC 9112 §7.1.1): a size followed by
+                // anything but whitespace, `;` or CR (`0x40`, `5 zz`, `0_5`) is read differently by
+                // different parsers, so it is refused.
+                Phase::AfterSize => match byte {
+                    b' ' | b'\t' => {}
+                    b';' => self.phase = Phase::Extension,
+                    b'\r' => self.phase = Phase::SizeLf,
+                    _ => return Err(BadChunk),
+                },
                 Phase::Extension => match byte {
                     b'\r' => self.phase = Phase::SizeLf,
-                    b'\n' => return Err(BadChunk),
-                    _ => {}
+                    _ if is_field_byte(byte) => {}
+                    _ => return Err(BadChunk),
                 },
                 Phase::SizeLf => {
                     expect(byte, b'\n')?;
@@ -217,7 +229,7 @@ impl Chunk {
                 }
             }
             match self.phase {
-                Phase::Size | Phase::Extension | Phase::SizeLf => {
+                Phase::Size | Phase::AfterSize | Phase::Extension | Phase::SizeLf => {
                     self.line += 1;
                     if self.line > MAX_SIZE_LINE {
                         return Err(BadChunk);

@@ -100,6 +100,10 @@ const BAD_REQUEST: Refusal = Refusal {
     status: StatusCode::BAD_REQUEST,
     text: "malformed request\n",
 };
+const UNSUPPORTED_CODING: Refusal = Refusal {
+    status: StatusCode::NOT_IMPLEMENTED,
+    text: "only the chunked transfer coding is supported\n",
+};
 const TOO_LARGE: Refusal = Refusal {
     status: StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
     text: "request head too large\n",
@@ -171,6 +175,10 @@ pub(crate) fn parse_request(
                         return Err(Refusal::bad("chunked must be the final transfer coding\n"));
                     }
                     chunked_last = coding.eq_ignore_ascii_case(b"chunked");
+                    // A replica that decodes a coding tideway does not know may frame the body otherwise.
+                    if !chunked_last {
+                        return Err(UNSUPPORTED_CODING);
+                    }
                 }
             }
             Kind::Connection => {

@@ -134,3 +134,46 @@ proptest! {
         prop_assert_eq!(done, input.len() >= length as usize);
     }
 }
+
+#[test]
+fn chunk_size_lines_are_parsed_exactly() {
+    for line in [
+        "0x40",
+        "5 zz",
+        "0_5",
+        "0: 1",
+        "+5",
+        "-5",
+        " 5",
+        "5\t\tx",
+        "8000000000000000",
+        "FFFFFFFFFFFFFFFF",
+        "5;a=\u{1}",
+        "5;\u{7f}",
+        "5\n",
+    ] {
+        let body = format!("{line}\r\nhello\r\n0\r\n\r\n");
+        assert_eq!(
+            feed(Framing::Chunked, body.as_bytes(), 64),
+            Err(BadChunk),
+            "{line:?}"
+        );
+    }
+    for (line, size) in [
+        ("5", 5usize),
+        ("00000000000000000000005", 5),
+        ("5 ", 5),
+        ("5\t;name", 5),
+        ("5;name=value;other=\"quoted value\"", 5),
+        ("7fffffffffffffff", usize::MAX),
+    ] {
+        let data = "x".repeat(size.min(5));
+        let body = format!("{line}\r\n{data}");
+        let fed = feed(Framing::Chunked, body.as_bytes(), 64);
+        assert_eq!(
+            fed.map(|(_, payload, _)| payload.len()),
+            Ok(size.min(5)),
+            "{line:?}"
+        );
+    }
+}

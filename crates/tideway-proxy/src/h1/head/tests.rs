@@ -123,14 +123,26 @@ fn bodies_are_framed_by_length_or_chunks() {
     assert!(forward.contains("Content-Length: 12\r\n"));
     let (head, _) = complete("POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 7, 7\r\n\r\n");
     assert_eq!(head.body, Framing::Length(7));
-    let (head, forward) = complete("POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: gzip, chunked\r\n\r\n");
+    let (head, forward) = complete("POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: Chunked\r\n\r\n");
     assert_eq!(head.body, Framing::Chunked);
     assert!(
-        forward.contains("Transfer-Encoding: gzip, chunked\r\n"),
+        forward.contains("Transfer-Encoding: Chunked\r\n"),
         "relayed as framed"
     );
     let (head, _) = complete("POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 0\r\n\r\n");
     assert_eq!(head.body, Framing::Empty);
+}
+
+#[test]
+fn transfer_codings_other_than_chunked_are_not_implemented() {
+    for coding in ["gzip, chunked", "identity, chunked", "gzip", "chunked;q=1"] {
+        let raw = format!("POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: {coding}\r\n\r\n");
+        assert_eq!(
+            request(&raw).map(|_| ()).map_err(|r| r.status),
+            Err(StatusCode::NOT_IMPLEMENTED),
+            "{coding}"
+        );
+    }
 }
 
 #[test]
