@@ -211,6 +211,10 @@ pub(crate) fn parse_request(
     } else {
         target_form(target).ok_or(BAD_REQUEST)?
     };
+    // `*` names the server itself, which only OPTIONS may ask about (RFC 9112 §3.2.4).
+    if matches!(form, Target::Asterisk) && method != Method::OPTIONS {
+        return Err(BAD_REQUEST);
+    }
     let absolute = matches!(form, Target::Absolute { .. });
     let (forward_target, path) = match form {
         Target::Origin => {
@@ -228,7 +232,11 @@ pub(crate) fn parse_request(
             (rest.clone(), rest.start..rest.start + path_len)
         }
     };
-    let upgrade = upgrade.filter(|_| upgrade_token && !http10);
+    // An upgrade to h2c would turn the replica connection into HTTP/2 behind tideway's back: the request is
+    // forwarded as a plain one instead (the client keeps HTTP/1.1, as RFC 9113 §3.1 lets a server decide).
+    let upgrade = upgrade
+        .filter(|_| upgrade_token && !http10)
+        .filter(|range| !tokens(&buf[range.clone()]).any(|p| p.eq_ignore_ascii_case(b"h2c")));
 
     let mut forward = Vec::with_capacity(len + 128);
     forward.extend_from_slice(method.as_str().as_bytes());

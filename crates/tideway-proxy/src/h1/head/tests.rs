@@ -161,6 +161,7 @@ fn ambiguous_or_malformed_heads_are_refused() {
         "GET http:///x HTTP/1.1\r\nHost: h\r\n\r\n",
         "GET / HTTP/1.1\r\nBad Name: v\r\n\r\n",
         "GET / HTTP/2.0\r\nHost: h\r\n\r\n",
+        "GET * HTTP/1.1\r\nHost: h\r\n\r\n",
     ] {
         assert_eq!(
             request(raw).map(|_| ()).map_err(|r| r.status),
@@ -362,4 +363,17 @@ fn own_responses_are_complete_messages() {
         "HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: 5\r\n\
          Retry-After: 5\r\nConnection: close\r\n\r\nbusy\n"
     );
+}
+
+#[test]
+fn an_upgrade_to_h2c_is_forwarded_as_a_plain_request() {
+    let (head, forward) = complete(
+        "GET / HTTP/1.1\r\nHost: h\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\n\
+         HTTP2-Settings: AAMAAABkAAQCAAAAAAIAAAAA\r\n\r\n",
+    );
+    assert!(!head.upgrade);
+    assert!(!forward.to_ascii_lowercase().contains("upgrade"), "{forward}");
+    assert!(!forward.contains("HTTP2-Settings"), "{forward}");
+    let (head, _) = complete("OPTIONS * HTTP/1.1\r\nHost: h\r\n\r\n");
+    assert!(!head.upgrade, "OPTIONS * is still served");
 }
