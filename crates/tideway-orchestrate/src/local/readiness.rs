@@ -14,6 +14,9 @@ const FIRST_PAUSE: Duration = Duration::from_millis(2);
 /// unread: closing a socket with unread data resets the connection, and many servers log a reset as an
 /// error (Python's `ConnectionResetError` traceback) on every start.
 const MAX_DRAINED: usize = 256 * 1024;
+/// Longest a probe's connection waits for the replica to close it after the answer (for a server that
+/// ignores `Connection: close`); the probe's verdict does not wait for it.
+const DRAIN_WAIT: Duration = Duration::from_secs(2);
 
 /// Probes `addr` until a probe passes (the caller bounds the wait by `startup_timeout`): at once, then
 /// after pauses doubling from 2 ms up to the configured interval.
@@ -49,7 +52,9 @@ async fn probe(addr: SocketAddr, readiness: &Readiness) -> bool {
         return false;
     }
     let ok = status_line_ok(&mut stream).await;
-    drain_until_closed(&mut stream).await;
+    tokio::spawn(async move {
+        let _ = tokio::time::timeout(DRAIN_WAIT, drain_until_closed(&mut stream)).await;
+    });
     ok
 }
 
@@ -167,5 +172,33 @@ mod tests {
         assert!(passed);
         let closed = server.await.expect("server");
         assert_eq!(closed.expect("no reset"), 0);
+    }
+
+    #[tokio::test]
+    async fn a_server_that_keeps_the_connection_open_still_passes() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let http = Readiness::Http {
+            path: "/".into(),
+            interval: Duration::from_millis(10),
+            timeout: Duration::from_secs(5),
+        };
+        let server = tokio::spawn(async move {
+            let (mut stream, _) = listener.accept().await.expect("accept");
+            let mut request = [0u8; 512];
+            let _ = stream.read(&mut request).await.expect("read");
+            stream
+                .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+                .await
+                .expect("write");
+            // Ignores `Connection: close` and keeps the connection until the probe drops it.
+            let mut rest = [0u8; 16];
+            stream.read(&mut rest).await
+        });
+        let passed = tokio::time::timeout(Duration::from_secs(1), probe(addr, &http))
+            .await
+            .expect("the verdict does not wait for the close");
+        assert!(passed);
+        drop(server);
     }
 }
