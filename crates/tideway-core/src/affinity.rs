@@ -1,7 +1,8 @@
-//! Cookie affinity (DESIGN §1): with `affinity = "cookie"` the unit of occupancy is the *session*. Every
-//! connection that presents a session's cookie goes to the session's replica, and the session holds one
-//! seat there however many connections it has open — up to `max_session_connections`; past that, its
-//! connections wait in the session's own queue, never in the app's, so they are never demand.
+//! Cookie affinity (`docs/glossary.md`, "Sessions"): with `affinity = "cookie"` the unit of occupancy is
+//! the *session*. Every connection that presents a session's cookie goes to the session's replica, and the
+//! session holds one seat there however many connections it has open — up to `max_session_connections`;
+//! past that, its connections wait in the session's own queue, never in the app's, so they are never
+//! demand.
 //!
 //! A session is *tentative* until its client sends the cookie back: a client that ignores cookies (a bot, a
 //! health checker, `curl`) would otherwise lock a seat for `reconnect_grace` with every request. A tentative

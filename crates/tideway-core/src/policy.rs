@@ -1,4 +1,5 @@
-//! The per-app policy: the scaling keys of DESIGN §2 with their defaults and the rules that tie them together.
+//! The per-app policy: the scaling keys (README, "Configuration"; `docs/glossary.md`) with their defaults
+//! and the rules that tie them together.
 
 use std::fmt;
 use std::time::Duration;

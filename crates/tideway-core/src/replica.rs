@@ -27,7 +27,7 @@ impl fmt::Display for ReplicaId {
     }
 }
 
-/// Where a replica is in its life (DESIGN §1): only `Ready` replicas receive new connections.
+/// Where a replica is in its life (`docs/glossary.md`): only `Ready` replicas receive new connections.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum ReplicaState {
     /// Launched, not yet passing its readiness check.

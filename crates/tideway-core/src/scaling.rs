@@ -1,5 +1,5 @@
-//! The scaling policy (DESIGN §2), as a pure function of what the app looks like now: how many replicas it
-//! needs, which to start or drain, and why.
+//! The scaling policy (`docs/glossary.md`, "Scaling"), as a pure function of what the app looks like now:
+//! how many replicas it needs, which to start or drain, and why.
 
 use std::time::Duration;
 

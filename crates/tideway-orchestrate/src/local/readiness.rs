@@ -95,6 +95,15 @@ fn is_success(head: &[u8]) -> bool {
 mod tests {
     use super::*;
 
+    /// An HTTP readiness check of `path`, probed often, each probe given ample time.
+    fn http_at(path: &str) -> Readiness {
+        Readiness::Http {
+            path: path.into(),
+            interval: Duration::from_millis(10),
+            timeout: Duration::from_secs(5),
+        }
+    }
+
     #[test]
     fn only_2xx_and_3xx_pass() {
         assert!(is_success(b"HTTP/1.1 200 OK\r\n"));
@@ -116,11 +125,7 @@ mod tests {
 
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
-        let http = Readiness::Http {
-            path: "/ready".into(),
-            interval: Duration::from_millis(10),
-            timeout: Duration::from_secs(1),
-        };
+        let http = http_at("/ready");
         let server = tokio::spawn(async move {
             for status in ["503 Service Unavailable", "204 No Content"] {
                 let (mut stream, _) = listener.accept().await.expect("accept");
@@ -145,11 +150,7 @@ mod tests {
     async fn a_probe_reads_the_whole_response_and_closes_without_a_reset() {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
-        let http = Readiness::Http {
-            path: "/".into(),
-            interval: Duration::from_millis(10),
-            timeout: Duration::from_secs(5),
-        };
+        let http = http_at("/");
         let server = tokio::spawn(async move {
             let (mut stream, _) = listener.accept().await.expect("accept");
             let mut request = [0u8; 512];
@@ -178,11 +179,7 @@ mod tests {
     async fn a_server_that_keeps_the_connection_open_still_passes() {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
-        let http = Readiness::Http {
-            path: "/".into(),
-            interval: Duration::from_millis(10),
-            timeout: Duration::from_secs(5),
-        };
+        let http = http_at("/");
         let server = tokio::spawn(async move {
             let (mut stream, _) = listener.accept().await.expect("accept");
             let mut request = [0u8; 512];

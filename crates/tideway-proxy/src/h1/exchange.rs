@@ -151,9 +151,10 @@ async fn exchange(conn: &mut Conn, mut head: RequestHead) -> Next {
     };
     // What of the body came with the head is checked before the head goes anywhere: a malformed chunked
     // body is refused whole, and no replica sees a request that tideway would cut short.
-    if BodyCursor::new(head.body)
-        .advance(&conn.buf, &mut |_| {})
-        .is_err()
+    if head.body == Framing::Chunked
+        && BodyCursor::new(head.body)
+            .advance(&conn.buf, &mut |_| {})
+            .is_err()
     {
         let status = StatusCode::BAD_REQUEST;
         return reply(conn, &head, exchange, status, "malformed chunked body\n", None).await;
