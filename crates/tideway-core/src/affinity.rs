@@ -399,7 +399,7 @@ impl App {
 
 impl Session {
     fn lock(&self) -> MutexGuard<'_, SessionState> {
-        // Every update of the state is complete before anything that could panic, so a poisoned lock is usable.
+        // Every update of the state is complete before anything that could panic: a poisoned lock is usable.
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
