@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use futures::{SinkExt, StreamExt};
-use tideway_e2e::{PATIENCE, Tideway, children_of, fake_app, process_gone, send_signal};
+use tideway_e2e::{PATIENCE, Tideway, children_of, fake_app, process_gone, request, send_signal};
 use tideway_testkit::tokio_tungstenite::WebSocketStream;
 use tideway_testkit::tungstenite::Message;
 use tideway_testkit::{http1_get, ws_connect};
@@ -112,11 +112,65 @@ async fn a_killed_replica_loses_its_sessions_and_is_replaced() {
     }
     let (_, on) = session(tideway.addr, "app.test").await;
     assert_ne!(on, victim, "new sessions go elsewhere");
-    let replacement = tideway
+    let lost = tideway
+        .wait_for("scaling decision", 2, |d| d["reason"] == "replica_lost")
+        .await;
+    // The loss is a decision of its own, and the replacement's `from` follows on from it.
+    let (loss, replacement) = (&lost[0]["fields"], &lost[1]["fields"]);
+    assert_eq!(loss["direction"], "down");
+    assert_eq!(loss["lost"], victim.as_str());
+    assert_eq!((loss["from"].as_u64(), loss["to"].as_u64()), (Some(2), Some(1)));
+    assert_eq!(replacement["direction"], "up");
+    assert_eq!(replacement["start"], 1);
+    assert_eq!(
+        (replacement["from"].as_u64(), replacement["to"].as_u64()),
+        (Some(1), Some(2))
+    );
+    tideway.wait_for("replica ready", 3, |_| true).await;
+}
+
+#[tokio::test]
+async fn a_replica_lost_while_spares_remain_is_a_decision_in_the_admin_api() {
+    let policy = "min_instances = 1\nmax_connections = 1\nspawn_threshold = 100\nscale_down_delay = \"10m\"";
+    let config = format!(
+        "{}[admin]\nlisten = \"127.0.0.1:0\"\n",
+        with_proxy(&local_app("app", policy))
+    );
+    let tideway = Tideway::start(&config);
+    tideway.wait_for("replica ready", 1, |_| true).await;
+    // Two sessions make two replicas; once they end, the second is a spare until scale_down_delay.
+    let first = session(tideway.addr, "app.test").await;
+    let second = session(tideway.addr, "app.test").await;
+    tideway.wait_for("replica ready", 2, |_| true).await;
+    let victim = second.1.clone();
+    drop((first, second));
+    let pid = replica_pid(&tideway, &victim);
+    send_signal(pid, "KILL");
+    let lost = tideway
         .wait_for("scaling decision", 1, |d| d["reason"] == "replica_lost")
         .await;
-    assert_eq!(replacement[0]["fields"]["start"], 1);
-    tideway.wait_for("replica ready", 3, |_| true).await;
+    assert_eq!(lost[0]["fields"]["lost"], victim.as_str());
+
+    let admin = tideway.listener("admin");
+    let (status, _, body) = request(admin, "GET", "/api/apps/app", &[], "").await;
+    assert_eq!(status, 200);
+    let app: serde_json::Value = serde_json::from_slice(&body).expect("JSON");
+    let last = app["decisions"]
+        .as_array()
+        .and_then(|d| d.last())
+        .cloned()
+        .expect("a decision");
+    assert_eq!(last["reason"], "replica_lost");
+    assert_eq!(last["direction"], "down");
+    assert_eq!(last["lost"], victim.as_str());
+    assert_eq!((last["from"].as_u64(), last["to"].as_u64()), (Some(2), Some(1)));
+    let replacements = tideway.events("scaling decision");
+    assert!(
+        replacements
+            .iter()
+            .all(|d| d["fields"]["direction"] != "up" || d["fields"]["reason"] != "replica_lost"),
+        "a spare remained: nothing replaces it"
+    );
 }
 
 #[tokio::test]

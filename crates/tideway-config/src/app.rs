@@ -22,7 +22,8 @@ pub struct AppConfig {
     /// Path prefix this app answers for, starting with `/` and without a trailing `/` (except `"/"` itself);
     /// `None` = any path (then `hosts` is not empty).
     pub path_prefix: Option<String>,
-    /// Scaling and timeout policy: `Policy::default()`, overlaid with `[defaults]`, overlaid with the app.
+    /// Scaling and timeout policy: `Policy::default()` with `[proxy]`'s timeouts, overlaid with `[defaults]`,
+    /// overlaid with the app.
     pub policy: Policy,
     /// Where the app's replicas come from.
     pub backend: Backend,

@@ -32,7 +32,7 @@ pub(crate) fn read(table: &Table) -> Result<Config, Vec<FieldError>> {
     let no_apps_declared = table
         .get("app")
         .is_some_and(|apps| apps.as_array().is_some_and(Vec::is_empty));
-    let (defaults, defaults_problems) = read_defaults(&mut root, &mut errors);
+    let (defaults, defaults_problems) = read_defaults(&mut root, &mut errors, &proxy.base_policy());
     let drafts: Vec<Draft> = root
         .tables("app", &mut errors)
         .into_iter()
@@ -58,13 +58,13 @@ pub(crate) fn read(table: &Table) -> Result<Config, Vec<FieldError>> {
     })
 }
 
-/// Reads `[defaults]` over `Policy::default()` and reports its problems; returns the policy apps start
-/// from and the problems reported, so that apps inheriting them do not repeat them.
-fn read_defaults(root: &mut Section<'_>, errors: &mut Errors) -> (Policy, Vec<PolicyProblem>) {
+/// Reads `[defaults]` over `base` and reports its problems; returns the policy apps start from and the
+/// problems reported, so that apps inheriting them do not repeat them.
+fn read_defaults(root: &mut Section<'_>, errors: &mut Errors, base: &Policy) -> (Policy, Vec<PolicyProblem>) {
     let Some(mut section) = root.table("defaults", errors) else {
-        return (Policy::default(), Vec::new());
+        return (base.clone(), Vec::new());
     };
-    let overlay = Overlay::read(&mut section, errors, &Policy::default());
+    let overlay = Overlay::read(&mut section, errors, base);
     let problems = overlay.problems();
     for problem in &problems {
         errors.push(section.key_path(problem.key), problem.message.clone());

@@ -4,6 +4,8 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
+use tideway_core::Policy;
+
 use crate::values::{boolean, integer_in, listen_address, nonzero_duration, string};
 use crate::walk::{Errors, Section};
 
@@ -37,6 +39,11 @@ pub struct ProxySettings {
     pub upstream_idle_timeout: Duration,
     /// Runtime worker threads; `None` = one per CPU.
     pub workers: Option<usize>,
+    /// The `body_read_timeout` of every app that does not set its own (in `[defaults]` or the app): a
+    /// listener-wide limit, as nginx's `client_body_timeout` is.
+    pub body_read_timeout: Duration,
+    /// The `response_timeout` of every app that does not set its own, as nginx's `proxy_read_timeout` is.
+    pub response_timeout: Duration,
 }
 
 /// The `[metrics]` section: the `/metrics`, `/healthz` and `/readyz` listener, on only when the section exists.
@@ -74,6 +81,8 @@ impl Default for ProxySettings {
             upstream_keepalive: 1024,
             upstream_idle_timeout: Duration::from_secs(60),
             workers: None,
+            body_read_timeout: Policy::default().body_read_timeout,
+            response_timeout: Policy::default().response_timeout,
         }
     }
 }
@@ -116,8 +125,24 @@ impl ProxySettings {
             proxy.upstream_idle_timeout = v;
         }
         proxy.workers = s.get("workers", errors, |v| integer_in(v, 1, i64::MAX));
+        if let Some(v) = s.get("body_read_timeout", errors, nonzero_duration) {
+            proxy.body_read_timeout = v;
+        }
+        if let Some(v) = s.get("response_timeout", errors, nonzero_duration) {
+            proxy.response_timeout = v;
+        }
         section.finish(errors);
         proxy
+    }
+
+    /// The policy an app starts from before `[defaults]` and its own keys: the defaults, with the
+    /// listener-wide timeouts of this section.
+    pub fn base_policy(&self) -> Policy {
+        Policy {
+            body_read_timeout: self.body_read_timeout,
+            response_timeout: self.response_timeout,
+            ..Policy::default()
+        }
     }
 }
 

@@ -61,6 +61,12 @@ impl Overlay {
         p.read("max_session_connections", count, |policy, v| {
             policy.max_session_connections = v
         });
+        p.read("body_read_timeout", duration, |policy, v| {
+            policy.body_read_timeout = v
+        });
+        p.read("response_timeout", duration, |policy, v| {
+            policy.response_timeout = v
+        });
         overlay
     }
 

@@ -83,6 +83,8 @@ upstream_connect_timeout = "2s"
 upstream_keepalive = 0
 upstream_idle_timeout = "90s"
 workers = 3
+body_read_timeout = "40s"
+response_timeout = "2m"
 
 [metrics]
 listen = "0.0.0.0:9100"
@@ -117,6 +119,7 @@ balance = "least-connections"
 affinity = "cookie"
 reconnect_grace = "45s"
 max_session_connections = 12
+body_read_timeout = "15s"
 [app.static]
 addresses = ["127.0.0.1:9001", "[::1]:9002"]
 
@@ -141,6 +144,8 @@ addresses = ["127.0.0.1:9003"]
             upstream_keepalive: 0,
             upstream_idle_timeout: secs(90),
             workers: Some(3),
+            body_read_timeout: secs(40),
+            response_timeout: secs(120),
         }
     );
     assert_eq!(
@@ -189,6 +194,8 @@ addresses = ["127.0.0.1:9003"]
             affinity: Affinity::Cookie,
             reconnect_grace: secs(45),
             max_session_connections: 12,
+            body_read_timeout: secs(15),
+            response_timeout: secs(120),
         }
     );
     assert_eq!(
@@ -198,7 +205,7 @@ addresses = ["127.0.0.1:9003"]
         }
     );
 
-    // Falls back to [defaults], then to Policy::default().
+    // Falls back to [defaults], then to [proxy]'s timeouts and Policy::default().
     let other = &config.apps[1];
     assert!(other.hosts.is_empty());
     assert_eq!(other.path_prefix.as_deref(), Some("/"));
@@ -209,6 +216,8 @@ addresses = ["127.0.0.1:9003"]
             max_connection_age: Some(secs(7200)),
             inactive_timeout: Some(secs(600)),
             balance: Balance::Pack,
+            body_read_timeout: secs(40),
+            response_timeout: secs(120),
             ..Policy::default()
         }
     );
@@ -472,10 +481,18 @@ fn zero_proxy_durations_are_rejected() {
         "send_timeout",
         "upstream_connect_timeout",
         "upstream_idle_timeout",
+        "body_read_timeout",
+        "response_timeout",
     ] {
         assert_only_error(
             &format!("[proxy]\n{key} = \"0s\"\n"),
             &format!("proxy.{key}: must be longer than 0s"),
+        );
+    }
+    for key in ["body_read_timeout", "response_timeout"] {
+        assert_only_error(
+            &app(&format!("{key} = \"0s\"")),
+            &format!("app[0].{key}: must be longer than 0s"),
         );
     }
 }

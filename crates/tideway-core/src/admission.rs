@@ -150,12 +150,14 @@ impl App {
         self.dispatch();
     }
 
-    /// Whether any replica takes new connections now.
+    /// Whether any replica takes new connections now: ready, and not in connect-failure backoff. An app
+    /// whose only replica just refused a connection has none, and its connections wait for the next.
     pub fn has_ready_replica(&self) -> bool {
+        let now = self.now();
         self.replicas
             .load()
             .iter()
-            .any(|r| r.state() == ReplicaState::Ready)
+            .any(|r| r.state() == ReplicaState::Ready && r.is_reachable(now))
     }
 
     /// Connections seated on any of the app's replicas.
@@ -329,6 +331,7 @@ impl App {
             lost: 0,
             failed_starts: 0,
             pending_starts: 0,
+            retiring: 0,
         }
     }
 

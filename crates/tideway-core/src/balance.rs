@@ -57,11 +57,12 @@ pub enum NoSeat {
     NoReplica,
 }
 
-/// Takes a seat on the replica `balance` prefers among the ready, untried ones.
+/// Takes a seat on the replica `balance` prefers among the ready, untried, reachable ones.
 ///
-/// Replicas in connect-failure backoff are used only when no other ready replica remains, so a dead
-/// address is retried eventually but never preferred. `rotation` breaks least-connections ties so that
-/// equal replicas share the load instead of the first one taking every burst.
+/// A replica in connect-failure backoff is out of routing until its backoff ends: it just refused a
+/// connection, and, having lost its connections, would otherwise look the least busy of all. `rotation`
+/// breaks least-connections ties so that equal replicas share the load instead of the first one taking
+/// every burst.
 pub(crate) fn take_seat(
     replicas: &[Arc<Replica>],
     balance: Balance,
@@ -70,9 +71,9 @@ pub(crate) fn take_seat(
     tried: &[ReplicaId],
     rotation: usize,
 ) -> Result<Arc<Replica>, NoSeat> {
-    let candidate = |r: &Arc<Replica>| r.state() == ReplicaState::Ready && !tried.contains(&r.id());
-    let any_reachable = replicas.iter().any(|r| candidate(r) && r.is_reachable(now));
-    let eligible = |r: &Arc<Replica>| candidate(r) && (!any_reachable || r.is_reachable(now));
+    let eligible = |r: &Arc<Replica>| {
+        r.state() == ReplicaState::Ready && !tried.contains(&r.id()) && r.is_reachable(now)
+    };
     if !replicas.iter().any(eligible) {
         return Err(NoSeat::NoReplica);
     }

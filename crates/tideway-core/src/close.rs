@@ -16,16 +16,22 @@ pub enum CloseReason {
     Client,
     /// The upstream replica closed it, failed, or went away.
     Upstream,
+    /// The client paused its request body longer than `body_read_timeout`.
+    BodyTimeout,
+    /// The replica kept the request waiting longer than `response_timeout`.
+    ResponseTimeout,
 }
 
 impl CloseReason {
     /// Every reason, in label order; `ALL[r.index()] == r`.
-    pub const ALL: [CloseReason; 5] = [
+    pub const ALL: [CloseReason; 7] = [
         CloseReason::MaxAge,
         CloseReason::Inactive,
         CloseReason::Drain,
         CloseReason::Client,
         CloseReason::Upstream,
+        CloseReason::BodyTimeout,
+        CloseReason::ResponseTimeout,
     ];
 
     /// The label value used in logs and metrics.
@@ -36,6 +42,8 @@ impl CloseReason {
             CloseReason::Drain => "drain",
             CloseReason::Client => "client",
             CloseReason::Upstream => "upstream",
+            CloseReason::BodyTimeout => "body_timeout",
+            CloseReason::ResponseTimeout => "response_timeout",
         }
     }
 

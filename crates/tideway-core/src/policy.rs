@@ -74,6 +74,13 @@ pub struct Policy {
     pub reconnect_grace: Duration,
     /// Most connections one session may have open at once on its seat; more wait in the session's queue.
     pub max_session_connections: u32,
+    /// Longest pause between two reads of a request body before the request is given up with `408`: a
+    /// client that announces a body and stalls must not hold its seat for ever.
+    pub body_read_timeout: Duration,
+    /// Longest a replica may keep a request waiting — no byte of its response and no byte of the request
+    /// body read — before the exchange is given up (`504` if nothing was answered yet). Generous by
+    /// default, since long polling answers late on purpose.
+    pub response_timeout: Duration,
 }
 
 /// One reason a policy is invalid: the key at fault and what is wrong with it.
@@ -105,6 +112,8 @@ impl Default for Policy {
             affinity: Affinity::None,
             reconnect_grace: Duration::from_secs(30),
             max_session_connections: 32,
+            body_read_timeout: Duration::from_secs(60),
+            response_timeout: Duration::from_secs(300),
         }
     }
 }
@@ -146,6 +155,8 @@ impl Policy {
             ("startup_timeout", self.startup_timeout),
             ("queue_timeout", self.queue_timeout),
             ("drain_timeout", self.drain_timeout),
+            ("body_read_timeout", self.body_read_timeout),
+            ("response_timeout", self.response_timeout),
         ] {
             if value.is_zero() {
                 problem(key, "must be longer than 0s".to_owned());
@@ -195,6 +206,8 @@ mod tests {
             startup_timeout: Duration::ZERO,
             queue_timeout: Duration::ZERO,
             drain_timeout: Duration::ZERO,
+            body_read_timeout: Duration::ZERO,
+            response_timeout: Duration::ZERO,
             ..Policy::default()
         };
         let keys: Vec<_> = policy.problems().iter().map(|p| p.key).collect();
@@ -207,7 +220,9 @@ mod tests {
                 "inactive_timeout",
                 "startup_timeout",
                 "queue_timeout",
-                "drain_timeout"
+                "drain_timeout",
+                "body_read_timeout",
+                "response_timeout"
             ]
         );
     }

@@ -172,13 +172,15 @@ impl Replica {
         self.unreachable_until.load(Ordering::Relaxed) <= now.as_millis()
     }
 
-    /// Records a failed connect: the replica is skipped for a backoff that doubles with each consecutive
-    /// failure (0.5 s up to 30 s), so one dead address does not cost every request a failed connect.
-    pub fn record_connect_failure(&self, now: Timestamp) {
+    /// Records a failed connect: the replica is out of routing for a backoff that doubles with each
+    /// consecutive failure (0.5 s up to 30 s), so one dead address does not cost every request a failed
+    /// connect. Returns the backoff, after which connections waiting for a seat may try it again.
+    pub fn record_connect_failure(&self, now: Timestamp) -> Duration {
         let failures = self.connect_failures.fetch_add(1, Ordering::Relaxed).min(16);
         let backoff = FIRST_BACKOFF.saturating_mul(1 << failures).min(MAX_BACKOFF);
         self.unreachable_until
             .store(now.saturating_add(backoff).as_millis(), Ordering::Relaxed);
+        backoff
     }
 
     /// Records a successful connect, ending any backoff.

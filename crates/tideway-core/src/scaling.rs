@@ -59,6 +59,9 @@ pub struct Observation {
     pub failed_starts: u32,
     /// Replicas asked for that the backend has not reported yet: starting capacity, not drainable.
     pub pending_starts: u32,
+    /// Replicas of the app's replaced backend, still draining their sessions: they run, so they count
+    /// against `max_instances`, but they are not the app's to drain or count as capacity.
+    pub retiring: u32,
 }
 
 /// A scaling action and its explanation.
@@ -145,7 +148,8 @@ impl Scaler {
     /// Decides what to do now. Returns `None` when nothing is to be done.
     ///
     /// - Scale up at once to the desired count; the capacity of `starting` replicas counts, so a burst
-    ///   does not overshoot; never beyond `max_instances` counting starting and draining replicas.
+    ///   does not overshoot; never beyond `max_instances` counting starting and draining replicas, those of
+    ///   a replaced backend included.
     /// - Scale down only after demand stayed below the replicas in place for `scale_down_delay` (any rise
     ///   of the desired count restarts the wait), never below `min_instances`, draining the replicas with
     ///   the fewest connections (the youngest among equals).
@@ -159,7 +163,8 @@ impl Scaler {
         let pending = observation.pending_starts;
         let total = u32::try_from(observation.replicas.len())
             .unwrap_or(u32::MAX)
-            .saturating_add(pending);
+            .saturating_add(pending)
+            .saturating_add(observation.retiring);
         let active: Vec<&ReplicaView> = observation
             .replicas
             .iter()

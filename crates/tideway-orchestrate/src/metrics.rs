@@ -78,6 +78,13 @@ impl ScalingMetrics {
         }
     }
 
+    /// A ready replica exited unasked: the app went down by one, for that reason.
+    pub(crate) fn lost(&self, app: &str) {
+        self.decisions
+            .with_label_values(&[app, Direction::Down.as_str(), ScaleReason::ReplicaLost.as_str()])
+            .inc();
+    }
+
     pub(crate) fn ready(&self, app: &str, startup: std::time::Duration) {
         self.cold_start
             .with_label_values(&[app])

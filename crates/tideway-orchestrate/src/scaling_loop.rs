@@ -8,7 +8,8 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime};
 
 use tideway_core::{
-    App, Clock, Decision, Direction, Replica, ReplicaId, ReplicaState, ScaleReason, Scaler, Timestamp,
+    App, Clock, Decision, Direction, Observation, Replica, ReplicaId, ReplicaState, ScaleReason, Scaler,
+    Timestamp,
 };
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -37,7 +38,8 @@ pub struct DecisionRecord {
     pub direction: Direction,
     /// Why.
     pub reason: ScaleReason,
-    /// Replicas in place (not draining) before the decision.
+    /// Replicas in place or on their way (not draining) before the decision: the `to` of the previous one,
+    /// unless a replica was lost or failed to start since.
     pub from: u32,
     /// Replicas wanted after it.
     pub to: u32,
@@ -45,6 +47,8 @@ pub struct DecisionRecord {
     pub demand: u64,
     /// Replicas drained, by name (empty for a scale-up).
     pub drained: Vec<String>,
+    /// The replica lost, by name, for a `replica_lost` record of a ready replica that exited.
+    pub lost: Option<String>,
 }
 
 /// The recent decisions of one app, newest last.
@@ -222,14 +226,7 @@ impl ScalingLoop {
         let Some(decision) = self.scaler.decide(&policy, &observation, now) else {
             return;
         };
-        let from = u32::try_from(
-            observation
-                .replicas
-                .iter()
-                .filter(|r| r.state != ReplicaState::Draining)
-                .count(),
-        )
-        .unwrap_or(u32::MAX);
+        let from = self.in_place(&observation);
         if decision.start > 0 {
             if let Some(until) = self.backoff.until.filter(|until| *until > now) {
                 // Keep the reasons for the start that will happen once the backoff ends.
@@ -248,6 +245,18 @@ impl ScalingLoop {
         }
         let drained = self.begin_drains(&decision, now, policy.drain_timeout);
         self.record(&decision, from, observation.demand, drained);
+    }
+
+    /// Replicas not draining, counting those asked for and not reported yet: what a decision moves from.
+    fn in_place(&self, observation: &Observation) -> u32 {
+        let active = observation
+            .replicas
+            .iter()
+            .filter(|r| r.state != ReplicaState::Draining)
+            .count();
+        u32::try_from(active)
+            .unwrap_or(u32::MAX)
+            .saturating_add(self.pending_starts)
     }
 
     fn begin_drains(&mut self, decision: &Decision, now: Timestamp, drain_timeout: Duration) -> Vec<String> {
@@ -389,6 +398,7 @@ impl ScalingLoop {
                     ReplicaState::Ready => {
                         self.lost += 1;
                         warn!(app = app.name(), replica = replica.name(), %detail, "replica exited");
+                        self.record_loss(&replica);
                     }
                     ReplicaState::Draining => {
                         warn!(app = app.name(), replica = replica.name(), %detail, "draining replica exited");
@@ -433,6 +443,37 @@ impl ScalingLoop {
             to: decision.desired,
             demand,
             drained,
+            lost: None,
+        });
+    }
+
+    /// A ready replica exited unasked: recorded as a decision of its own, whether or not a replacement
+    /// follows (the next decision starts one if the app needs it), so the log reads as a sequence.
+    fn record_loss(&self, replica: &Replica) {
+        let observation = self.app.observe();
+        let to = self.in_place(&observation);
+        let from = to.saturating_add(1);
+        let reason = ScaleReason::ReplicaLost;
+        self.metrics.lost(self.app.name());
+        info!(
+            app = self.app.name(),
+            direction = Direction::Down.as_str(),
+            reason = reason.as_str(),
+            from,
+            to,
+            demand = observation.demand,
+            lost = replica.name(),
+            "scaling decision"
+        );
+        self.decisions.push(DecisionRecord {
+            at: SystemTime::now(),
+            direction: Direction::Down,
+            reason,
+            from,
+            to,
+            demand: observation.demand,
+            drained: Vec::new(),
+            lost: Some(replica.name().to_owned()),
         });
     }
 

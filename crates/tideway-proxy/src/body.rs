@@ -3,8 +3,7 @@
 
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::task::{Context, Poll, ready};
+use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
@@ -13,7 +12,9 @@ use tideway_core::{CloseReason, Replica};
 
 use crate::client::ClientConn;
 use crate::exchange::{Exchange, Outcome};
+use crate::request_body::BodyProgress;
 use crate::seat::Seat;
+use crate::stall::{BodyError, StallTimer};
 use crate::upstream::{ReplicaLink, Sender, UpstreamSettings};
 
 /// A response body on its way to a client.
@@ -28,7 +29,8 @@ pub(crate) struct ProxyBody {
 }
 
 enum Kind {
-    Upstream(Incoming),
+    /// A replica's body, and the timer for its pauses (`response_timeout`).
+    Upstream(Incoming, StallTimer),
     Fixed(Option<Bytes>),
 }
 
@@ -36,7 +38,7 @@ enum Kind {
 pub(crate) struct Lease {
     seat: Seat,
     sender: Option<Sender>,
-    body_sent: Option<Arc<AtomicBool>>,
+    body: Option<Arc<BodyProgress>>,
     settings: UpstreamSettings,
     client: Arc<ClientConn>,
     settled: bool,
@@ -62,8 +64,9 @@ impl ProxyBody {
     /// A replica's body; `lease` is released when it ends (at once if it is already empty).
     pub(crate) fn upstream(body: Incoming, lease: Lease, exchange: Exchange) -> Self {
         let ended = body.is_end_stream();
+        let stall = StallTimer::new(lease.seat.app().policy().response_timeout);
         let mut this = ProxyBody {
-            kind: Kind::Upstream(body),
+            kind: Kind::Upstream(body, stall),
             lease: Some(lease),
             exchange: Some(exchange),
         };
@@ -79,7 +82,8 @@ impl ProxyBody {
         if let Some(lease) = self.lease.take() {
             match outcome {
                 Outcome::Complete => lease.complete(),
-                Outcome::UpstreamFailed => lease.fail(),
+                Outcome::UpstreamFailed => lease.fail(CloseReason::Upstream),
+                Outcome::UpstreamStalled => lease.fail(CloseReason::ResponseTimeout),
                 // Dropped unsettled: the lease counts the client leaving.
                 Outcome::ClientGone => drop(lease),
             }
@@ -92,12 +96,12 @@ impl ProxyBody {
 
 impl Body for ProxyBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BodyError;
 
     fn poll_frame(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         let this = &mut *self;
         match &mut this.kind {
             Kind::Fixed(bytes) => {
@@ -105,8 +109,15 @@ impl Body for ProxyBody {
                 this.end(Outcome::Complete);
                 Poll::Ready(frame)
             }
-            Kind::Upstream(body) => {
-                let frame = ready!(Pin::new(&mut *body).poll_frame(cx));
+            Kind::Upstream(body, stall) => {
+                let Poll::Ready(frame) = Pin::new(&mut *body).poll_frame(cx) else {
+                    if stall.expired(cx) {
+                        this.end(Outcome::UpstreamStalled);
+                        return Poll::Ready(Some(Err(BodyError::Stalled)));
+                    }
+                    return Poll::Pending;
+                };
+                stall.disarm();
                 let ended = body.is_end_stream();
                 match &frame {
                     None => this.end(Outcome::Complete),
@@ -121,7 +132,7 @@ impl Body for ProxyBody {
                     }
                     Some(Err(_)) => this.end(Outcome::UpstreamFailed),
                 }
-                Poll::Ready(frame)
+                Poll::Ready(frame.map(|f| f.map_err(BodyError::Peer)))
             }
         }
     }
@@ -129,14 +140,14 @@ impl Body for ProxyBody {
     fn is_end_stream(&self) -> bool {
         match &self.kind {
             Kind::Fixed(bytes) => bytes.is_none(),
-            Kind::Upstream(body) => body.is_end_stream(),
+            Kind::Upstream(body, _) => body.is_end_stream(),
         }
     }
 
     fn size_hint(&self) -> SizeHint {
         match &self.kind {
             Kind::Fixed(bytes) => SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64)),
-            Kind::Upstream(body) => body.size_hint(),
+            Kind::Upstream(body, _) => body.size_hint(),
         }
     }
 }
@@ -148,19 +159,19 @@ impl Drop for ProxyBody {
 }
 
 impl Lease {
-    /// Holds `seat` (and `sender`, for reuse) until the response body ends. `body_sent` tells whether a
+    /// Holds `seat` (and `sender`, for reuse) until the response body ends. `body` tells whether a
     /// streamed request body has been sent whole (`None`: the request had no body).
     pub(crate) fn new(
         seat: Seat,
         sender: Sender,
-        body_sent: Option<Arc<AtomicBool>>,
+        body: Option<Arc<BodyProgress>>,
         settings: UpstreamSettings,
         client: Arc<ClientConn>,
     ) -> Self {
         Lease {
             seat,
             sender: Some(sender),
-            body_sent,
+            body,
             settings,
             client,
             settled: false,
@@ -171,10 +182,7 @@ impl Lease {
     /// still on its way (a replica may answer before reading it all), then it is not reused.
     fn complete(mut self) {
         self.settled = true;
-        let body_sent = self
-            .body_sent
-            .as_ref()
-            .is_none_or(|sent| sent.load(Ordering::Acquire));
+        let body_sent = self.body.as_ref().is_none_or(|body| body.is_sent());
         if body_sent
             && let (Some(sender), Some(cache)) =
                 (self.sender.take(), ReplicaLink::existing(self.seat.replica()))
@@ -183,10 +191,10 @@ impl Lease {
         }
     }
 
-    /// The replica failed mid-body.
-    fn fail(mut self) {
+    /// The replica failed mid-body, or paused past `response_timeout` (`reason`).
+    fn fail(mut self, reason: CloseReason) {
         self.settled = true;
-        self.seat.app().stats().record_close(CloseReason::Upstream);
+        self.seat.app().stats().record_close(reason);
     }
 }
 

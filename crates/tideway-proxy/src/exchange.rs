@@ -34,6 +34,8 @@ pub(crate) enum Outcome {
     ClientGone,
     /// The replica failed mid-body.
     UpstreamFailed,
+    /// The replica paused mid-body past `response_timeout`.
+    UpstreamStalled,
 }
 
 impl Exchange {
@@ -128,6 +130,7 @@ impl Outcome {
             Outcome::Complete => "complete",
             Outcome::ClientGone => "client_gone",
             Outcome::UpstreamFailed => "upstream_failed",
+            Outcome::UpstreamStalled => "upstream_stalled",
         }
     }
 }

@@ -2,27 +2,32 @@
 //! sent over a reused or new connection (moving to another replica if one refuses the connection, sending
 //! again when that is safe), and the response streamed back.
 
+use std::future::{Future, poll_fn};
+use std::pin::pin;
 use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
+use std::task::Poll;
+use std::time::Duration;
 
 use http::header::{self, HeaderMap, HeaderValue};
-use http::{Method, Request, Response, StatusCode, Uri, Version, uri};
+use http::{Request, Response, StatusCode, Uri, Version, uri};
 use hyper::body::Incoming;
-use tideway_core::{App, RejectReason, Replica, ReplicaId};
+use tideway_core::{App, CloseReason, RejectReason, Replica};
 use tracing::{debug, warn};
 
 use crate::Shared;
 use crate::body::{Lease, ProxyBody};
 use crate::client::ClientConn;
 use crate::exchange::Exchange;
-use crate::handler::reply;
+use crate::handler::{FAILED, admit, reply, unavailable};
 use crate::headers::{set_forwarded, strip_hop_by_hop};
-use crate::request_body::UpstreamBody;
+use crate::request_body::{BodyProgress, UpstreamBody};
 use crate::seat::Seat;
-use crate::upstream::{self, UpstreamSettings};
+use crate::stall::{BODY_STALLED, RESPONSE_STALLED, ReplicaWait};
+use crate::upstream::{self, Sender, UpstreamSettings};
 
-/// How many times one request is sent again: after a connection closed before taking it, or after a
-/// reused connection dropped an idempotent request without answering.
+/// How many times one request is sent again after a kept-alive connection failed before the request was
+/// written to it. A request written to a replica is never sent again (README, "Failures"): the replica may
+/// have acted on it.
 pub(crate) const RETRIES: usize = 2;
 
 /// One admitted request's way to its replica.
@@ -35,14 +40,6 @@ pub(crate) struct Forwarding<'a> {
     pub(crate) app: &'a Arc<App>,
 }
 
-/// What it takes to send a request again after a reused connection dropped it: kept only for requests
-/// without a body whose method is idempotent (RFC 9110 §9.2.2), where sending twice is safe.
-struct Replay {
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-}
-
 impl Forwarding<'_> {
     /// Sends `req` to the replica `seat` is on and returns the response for the client.
     pub(crate) async fn forward(
@@ -52,51 +49,62 @@ impl Forwarding<'_> {
         exchange: Exchange,
     ) -> Response<ProxyBody> {
         let app = self.app;
-        let idempotent = is_idempotent(req.method());
-        let (mut req, body_sent) = self.upstream_request(req);
-        let replayable = idempotent && body_sent.is_none();
-        let mut tried: Vec<ReplicaId> = Vec::new();
+        let policy = app.policy();
+        let (body_read_timeout, response_timeout) = (policy.body_read_timeout, policy.response_timeout);
+        drop(policy);
+        let (mut req, body) = self.upstream_request(req, body_read_timeout);
+        let mut reseat = Reseat {
+            app,
+            shared: self.shared,
+            moves: 0,
+        };
         let mut retries = 0;
         let (response, sender) = loop {
             let replica = Arc::clone(seat.replica());
             let settings = UpstreamSettings::from(&**self.shared.settings.load());
             let (mut sender, reused) = match upstream::checkout(&replica, &settings).await {
                 Ok(checked_out) => checked_out,
-                Err(error) => match reseat(app, seat, &replica, &error, &mut tried, self.shared) {
-                    Some(other) => {
+                Err(error) => match reseat.after(seat, &replica, &error).await {
+                    Ok(other) => {
                         seat = other;
                         continue;
                     }
-                    None => return reply(StatusCode::BAD_GATEWAY, UNREACHABLE, exchange),
+                    Err(reason) => return unavailable(app, reason, exchange),
                 },
             };
             replica.record_connect_success();
-            let replay = (reused && replayable).then(|| Replay::of(&req));
-            match sender.try_send_request(req).await {
-                Ok(response) => break (response, sender),
-                Err(mut error) => {
-                    let again = match (error.take_message(), replay) {
-                        // Never written: sending it elsewhere is always safe.
-                        (Some(unsent), _) => Some(unsent),
-                        // Written on a kept-alive connection the replica had just closed.
-                        (None, Some(replay)) => Some(replay.request()),
-                        (None, None) => None,
-                    };
-                    match again {
-                        Some(again) if retries < RETRIES => {
-                            retries += 1;
-                            req = again;
-                        }
-                        _ => {
-                            debug!(app = app.name(), replica = replica.name(), error = %error.error(), "replica failed the request");
-                            return reply(
-                                StatusCode::BAD_GATEWAY,
-                                "the replica failed to answer\n",
-                                exchange,
-                            );
+            match answer(&mut sender, req, body.as_deref(), response_timeout).await {
+                Answer::Head(response) => break (response, sender),
+                Answer::Stalled => {
+                    app.stats().record_close(CloseReason::ResponseTimeout);
+                    return reply(StatusCode::GATEWAY_TIMEOUT, RESPONSE_STALLED, exchange);
+                }
+                Answer::Failed(_) if body.as_ref().is_some_and(|body| body.is_stalled()) => {
+                    app.stats().record_close(CloseReason::BodyTimeout);
+                    return reply(StatusCode::REQUEST_TIMEOUT, BODY_STALLED, exchange);
+                }
+                Answer::Failed(mut error) => match error.take_message() {
+                    // Never written, on a kept-alive connection the replica had closed: send it again.
+                    Some(unsent) if reused && retries < RETRIES => {
+                        retries += 1;
+                        req = unsent;
+                    }
+                    // A new connection that failed before taking the request: the replica is failing.
+                    Some(unsent) if !reused => {
+                        let error = std::io::Error::other(error.into_error());
+                        match reseat.after(seat, &replica, &error).await {
+                            Ok(other) => {
+                                seat = other;
+                                req = unsent;
+                            }
+                            Err(reason) => return unavailable(app, reason, exchange),
                         }
                     }
-                }
+                    _ => {
+                        debug!(app = app.name(), replica = replica.name(), error = %error.error(), "replica failed the request");
+                        return reply(StatusCode::BAD_GATEWAY, FAILED, exchange);
+                    }
+                },
             }
         };
 
@@ -108,25 +116,29 @@ impl Forwarding<'_> {
                 exchange,
             );
         }
-        let (mut parts, body) = response.into_parts();
+        let (mut parts, response_body) = response.into_parts();
         // A 426 must say which protocol to upgrade to (RFC 9110 §15.5.22).
         let required = (parts.status == StatusCode::UPGRADE_REQUIRED)
             .then(|| parts.headers.get(header::UPGRADE).cloned())
             .flatten();
         strip_hop_by_hop(&mut parts.headers, required);
         let settings = UpstreamSettings::from(&**self.shared.settings.load());
-        let lease = Lease::new(seat, sender, body_sent, settings, Arc::clone(self.client));
+        let lease = Lease::new(seat, sender, body, settings, Arc::clone(self.client));
         let status = parts.status;
         Response::from_parts(
             parts,
-            ProxyBody::upstream(body, lease, exchange.responded(status)),
+            ProxyBody::upstream(response_body, lease, exchange.responded(status)),
         )
     }
 
     /// The request as the replica receives it: origin-form URI over HTTP/1.1, hop-by-hop headers removed,
     /// `Host` set to the host the request was routed by, `X-Forwarded-*` set, HTTP/2 cookie fields joined.
-    /// Also returns the flag telling when a streamed body has been sent whole.
-    fn upstream_request(&self, req: Request<Incoming>) -> (Request<UpstreamBody>, Option<Arc<AtomicBool>>) {
+    /// Also returns the progress of a streamed body, which the client may pause for `body_read_timeout`.
+    fn upstream_request(
+        &self,
+        req: Request<Incoming>,
+        body_read_timeout: Duration,
+    ) -> (Request<UpstreamBody>, Option<Arc<BodyProgress>>) {
         let (mut parts, body) = req.into_parts();
         // The authority of an absolute-form or HTTP/2 request is what routing used; the replica must see
         // the same host (RFC 9112 §3.2.2), not a different Host header sent alongside.
@@ -147,64 +159,103 @@ impl Forwarding<'_> {
             parts.uri = Uri::from_parts(origin).unwrap_or_else(|_| Uri::from_static("/"));
         }
         parts.version = Version::HTTP_11;
-        let (body, sent) = UpstreamBody::from_client(body, self.client);
-        (Request::from_parts(parts, body), sent)
+        let (body, progress) = UpstreamBody::from_client(body, self.client, body_read_timeout);
+        (Request::from_parts(parts, body), progress)
     }
+}
+
+/// How waiting for a response head ended.
+enum Answer {
+    Head(Response<Incoming>),
+    Failed(hyper::client::conn::TrySendError<Request<UpstreamBody>>),
+    /// The replica kept the request waiting past `response_timeout`.
+    Stalled,
+}
+
+/// Sends `req` and waits for the response head for as long as the replica keeps moving: taking more of
+/// the body counts, time spent waiting on the client for it does not.
+async fn answer(
+    sender: &mut Sender,
+    req: Request<UpstreamBody>,
+    body: Option<&BodyProgress>,
+    limit: Duration,
+) -> Answer {
+    let mut sending = pin!(sender.try_send_request(req));
+    let unbodied = ReplicaWait::new();
+    let wait = body.map_or(&unbodied, |body| &body.replica);
+    let mut timer = pin!(tokio::time::sleep(limit));
+    poll_fn(|cx| {
+        if let Poll::Ready(sent) = sending.as_mut().poll(cx) {
+            return Poll::Ready(match sent {
+                Ok(head) => Answer::Head(head),
+                Err(error) => Answer::Failed(error),
+            });
+        }
+        if wait.stalled(limit, timer.as_mut(), cx) {
+            return Poll::Ready(Answer::Stalled);
+        }
+        Poll::Pending
+    })
+    .await
 }
 
 /// The body of a `502`: no replica took the connection.
 pub(crate) const UNREACHABLE: &str = "no replica could be reached\n";
 
-/// After `replica` refused a connection: records the failure and finds the request a seat on another
-/// replica — `None` (counted as rejected) if none is left to try. A session moves with its connection,
-/// so its next one finds it on the new replica.
-pub(crate) fn reseat(
-    app: &Arc<App>,
-    seat: Seat,
-    replica: &Replica,
-    error: &std::io::Error,
-    tried: &mut Vec<ReplicaId>,
-    shared: &Shared,
-) -> Option<Seat> {
-    warn!(app = app.name(), replica = replica.name(), %error, "replica refused the connection");
-    replica.record_connect_failure(shared.clock.now());
-    tried.push(replica.id());
-    match app.seat_excluding(tried) {
-        Ok(other) => Some(match seat {
-            Seat::Session(share) => Seat::Session(share.move_to(other)),
-            Seat::Own(_) => Seat::Own(other),
-        }),
-        Err(_) => {
-            app.stats().record_reject(RejectReason::NoReplica);
-            None
-        }
-    }
+/// How many times one request moves to another replica after connections failed, before it is given up.
+const RESEATS: usize = 8;
+
+/// Where a request goes after its replica failed the connection.
+pub(crate) struct Reseat<'a> {
+    /// The app the request was routed to.
+    pub(crate) app: &'a Arc<App>,
+    /// The proxy's clock.
+    pub(crate) shared: &'a Shared,
+    /// Moves made so far.
+    pub(crate) moves: usize,
 }
 
-impl Replay {
-    fn of(req: &Request<UpstreamBody>) -> Self {
-        Replay {
-            method: req.method().clone(),
-            uri: req.uri().clone(),
-            headers: req.headers().clone(),
+impl Reseat<'_> {
+    /// After `replica` refused the connection (or closed a new one before taking the request): takes it out
+    /// of routing until its backoff ends, and finds the request a seat elsewhere — on another replica with
+    /// room now, else by waiting for one like any other connection (in the queue, or for a replica to
+    /// start). A session moves with its connection, so its next one finds it on the new replica.
+    pub(crate) async fn after(
+        &mut self,
+        seat: Seat,
+        replica: &Replica,
+        error: &std::io::Error,
+    ) -> Result<Seat, RejectReason> {
+        let app = self.app;
+        warn!(app = app.name(), replica = replica.name(), %error, "replica refused the connection");
+        let backoff = replica.record_connect_failure(self.shared.clock.now());
+        // Connections waiting for a seat may try it again once its backoff ends.
+        let waiting = Arc::clone(app);
+        tokio::spawn(async move {
+            tokio::time::sleep(backoff).await;
+            waiting.replicas_changed();
+        });
+        self.moves += 1;
+        if self.moves > RESEATS {
+            return Err(RejectReason::NoReplica);
         }
+        if let Ok(other) = app.seat_excluding(&[replica.id()]) {
+            return Ok(seat.move_to(other));
+        }
+        // The seat on the failed replica is given up while waiting; a session keeps its place.
+        let share = match seat {
+            Seat::Own(guard) => {
+                drop(guard);
+                None
+            }
+            Seat::Session(share) => Some(share),
+        };
+        let other = admit(app).await?;
+        Ok(match share {
+            Some(share) => Seat::Session(share).move_to(other),
+            None => Seat::Own(other),
+        })
     }
-
-    fn request(self) -> Request<UpstreamBody> {
-        let mut req = Request::new(UpstreamBody::Empty);
-        *req.method_mut() = self.method;
-        *req.uri_mut() = self.uri;
-        *req.headers_mut() = self.headers;
-        req
-    }
-}
-
-/// Methods a client may expect to be repeated without harm (RFC 9110 §9.2.2).
-pub(crate) fn is_idempotent(method: &Method) -> bool {
-    matches!(
-        *method,
-        Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE
-    )
 }
 
 /// HTTP/2 clients may split the cookie header into several fields; HTTP/1.1 needs one, joined by "; "
@@ -235,13 +286,5 @@ mod tests {
         join_cookies(&mut headers);
         assert_eq!(headers.get_all(header::COOKIE).iter().count(), 1);
         assert_eq!(headers[header::COOKIE], "a=1; b=2");
-    }
-
-    #[test]
-    fn only_idempotent_methods_are_replayed() {
-        assert!(is_idempotent(&Method::GET));
-        assert!(is_idempotent(&Method::PUT));
-        assert!(!is_idempotent(&Method::POST));
-        assert!(!is_idempotent(&Method::PATCH));
     }
 }

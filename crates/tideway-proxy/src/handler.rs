@@ -23,7 +23,7 @@ use crate::app_link::AppLink;
 use crate::body::ProxyBody;
 use crate::client::ClientConn;
 use crate::exchange::Exchange;
-use crate::forward::Forwarding;
+use crate::forward::{Forwarding, UNREACHABLE};
 use crate::queue::{wait_for_seat, wait_in_session};
 use crate::seat::Seat;
 use crate::sessions::{
@@ -114,7 +114,7 @@ impl tower::Service<Request<Incoming>> for Handler {
 
 /// A seat for a new connection: now if one is free (and nobody waits), else after queueing — or, for an
 /// app with no ready replica that starts them on demand, after waiting for one to start.
-async fn admit(app: &Arc<App>) -> Result<ConnectionGuard, RejectReason> {
+pub(crate) async fn admit(app: &Arc<App>) -> Result<ConnectionGuard, RejectReason> {
     // With no ready replica, an app that starts them on demand makes every connection wait for the first
     // one — up to startup_timeout, whether it is the first to wait or queued behind others.
     let cold = app.is_on_demand() && !app.has_ready_replica();
@@ -257,12 +257,37 @@ pub(crate) fn reply(status: StatusCode, text: &'static str, exchange: Exchange) 
     response
 }
 
-/// `503` with a `Retry-After`.
-fn unavailable(app: &App, reason: RejectReason, exchange: Exchange) -> Response<ProxyBody> {
+/// The answer to a connection `app` could not seat (counted as rejected): `502` when no replica could be
+/// reached, else `503` with a `Retry-After`.
+pub(crate) fn unavailable(app: &App, reason: RejectReason, exchange: Exchange) -> Response<ProxyBody> {
+    let refusal = refusal(app, reason);
     let seconds = rejected(app, reason);
-    let mut response = reply(StatusCode::SERVICE_UNAVAILABLE, UNAVAILABLE, exchange);
-    response
-        .headers_mut()
-        .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+    let mut response = reply(refusal.status, refusal.text, exchange);
+    if refusal.status == StatusCode::SERVICE_UNAVAILABLE {
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+    }
     response
 }
+
+/// What a connection that got no seat for `reason` is told: a lack of capacity (`503`), or, when replicas
+/// exist and none could be reached, a gateway failure (`502`). An app whose starts back off with none
+/// under way lacks capacity: it is told when to come back.
+pub(crate) fn refusal(app: &App, reason: RejectReason) -> Refusal {
+    let backing_off = app.starts_paused_for().is_some() && !app.has_replica_on_its_way();
+    if reason == RejectReason::NoReplica && !backing_off {
+        Refusal {
+            status: StatusCode::BAD_GATEWAY,
+            text: UNREACHABLE,
+        }
+    } else {
+        Refusal {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            text: UNAVAILABLE,
+        }
+    }
+}
+
+/// The body of a `502`: the replica took the connection but did not answer.
+pub(crate) const FAILED: &str = "the replica failed to answer\n";

@@ -21,6 +21,7 @@ mod routing;
 mod seat;
 mod sessions;
 mod signal;
+mod stall;
 mod tunnel;
 mod upstream;
 mod watch;

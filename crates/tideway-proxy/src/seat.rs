@@ -29,4 +29,13 @@ impl Seat {
             Seat::Session(seat) => seat.app(),
         }
     }
+
+    /// The same claim moved onto `other`'s replica, for a connection whose replica failed it before
+    /// anything was sent; the old seat is given back.
+    pub(crate) fn move_to(self, other: ConnectionGuard) -> Seat {
+        match self {
+            Seat::Own(_) => Seat::Own(other),
+            Seat::Session(share) => Seat::Session(share.move_to(other)),
+        }
+    }
 }

@@ -69,14 +69,15 @@ fn starting_and_tried_replicas_are_skipped() {
 }
 
 #[test]
-fn unreachable_replicas_are_a_last_resort() {
+fn unreachable_replicas_are_out_of_routing_until_their_backoff_ends() {
     let rs = replicas(2);
     rs[0].record_connect_failure(Timestamp::ZERO);
     for _ in 0..3 {
         assert_eq!(take(&rs, Balance::Pack, 5, 0), Ok(1));
     }
+    // Though it is the least busy, and the last ready replica.
     rs[1].set_state(ReplicaState::Draining);
-    assert_eq!(take(&rs, Balance::Pack, 5, 0), Ok(0));
+    assert_eq!(take(&rs, Balance::LeastConnections, 5, 0), Err(NoSeat::NoReplica));
     let later = Timestamp::ZERO.saturating_add(Duration::from_secs(60));
     rs[1].set_state(ReplicaState::Ready);
     let seat = take_seat(&rs, Balance::Pack, 5, later, &[], 0);

@@ -105,6 +105,32 @@ fn starting_capacity_counts_and_max_counts_draining_replicas() {
 }
 
 #[test]
+fn replicas_of_a_replaced_backend_count_against_max_instances_only() {
+    // Five replicas of the old backend still drain sessions; the new backend may start no more than the
+    // ceiling allows, and starts what it needs as they go.
+    let p = policy(0, 5, 4, 100);
+    let with_retiring = |retiring, replicas| Observation {
+        retiring,
+        ..observe(12, replicas)
+    };
+    let d = Scaler::default()
+        .decide(&p, &with_retiring(4, Vec::new()), at(0))
+        .expect("a decision");
+    assert_eq!((d.desired, d.start, d.reason), (3, 1, ScaleReason::MaxInstances));
+    assert_eq!(
+        Scaler::default().decide(&p, &with_retiring(5, Vec::new()), at(0)),
+        None
+    );
+    let d = Scaler::default()
+        .decide(&p, &with_retiring(1, ready(1)), at(0))
+        .expect("a decision");
+    assert_eq!((d.desired, d.start, d.reason), (3, 2, ScaleReason::Threshold));
+    // They are not the app's own: nothing of them is drained.
+    let mut scaler = Scaler::default();
+    assert_eq!(scaler.decide(&p, &with_retiring(3, ready(3)), at(0)), None);
+}
+
+#[test]
 fn starts_not_yet_reported_count_as_starting_capacity() {
     let p = policy(0, 10, 4, 75);
     let mut scaler = Scaler::default();

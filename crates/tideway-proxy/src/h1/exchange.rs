@@ -5,15 +5,17 @@
 
 use std::future::{Future, poll_fn};
 use std::io;
+use std::os::fd::AsFd;
 use std::pin::{Pin, pin};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::Poll;
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::{Method, StatusCode};
-use tideway_core::{CloseReason, ConnectionTimeouts, jittered_age};
-use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tideway_core::{App, CloseReason, ConnectionTimeouts, RejectReason, jittered_age};
+use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt, Interest, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::net::tcp::{ReadHalf, WriteHalf};
 use tracing::debug;
@@ -24,10 +26,11 @@ use super::{BUFFER, Conn};
 use crate::app_link::AppLink;
 use crate::client::ClientConn;
 use crate::exchange::{Exchange, Outcome};
-use crate::forward::{RETRIES, UNREACHABLE, is_idempotent, reseat};
-use crate::handler::{NOT_ROUTED, UNAVAILABLE, rejected, screen, seat_for};
+use crate::forward::{RETRIES, Reseat};
+use crate::handler::{FAILED, NOT_ROUTED, refusal, rejected, screen, seat_for};
 use crate::seat::Seat;
 use crate::sessions::{presented_session, session_cookie};
+use crate::stall::{BODY_STALLED, RESPONSE_STALLED, ReplicaWait};
 use crate::tunnel::TunnelParts;
 use crate::upstream::{self, ReplicaLink, UpstreamSettings};
 
@@ -69,6 +72,11 @@ enum Relayed {
     NoAnswer { written: bool },
     /// The exchange broke off on `side`; `answered`: the client has part of the response already.
     Broken { side: Side, answered: bool },
+    /// `side` kept the exchange waiting past its timeout: the client its request body past
+    /// `body_read_timeout`, the replica its response past `response_timeout`.
+    Stalled { side: Side, answered: bool },
+    /// The request body broke its framing after the head was forwarded.
+    MalformedBody { answered: bool },
     /// The replica's response head cannot be relayed.
     BadResponse,
     /// The replica switched protocols; `rest` is what it sent past its `101`.
@@ -85,6 +93,7 @@ enum Side {
 enum BodyEnd {
     ClientLeft,
     Malformed,
+    Stalled,
     UpstreamFailed,
 }
 
@@ -98,6 +107,11 @@ struct Trip<'a> {
     body_sent: AtomicBool,
     /// Set once the client has been sent part of the response.
     answered: AtomicBool,
+    /// The app's `body_read_timeout` and `response_timeout`.
+    body_read_timeout: Duration,
+    response_timeout: Duration,
+    /// How long the replica has kept the exchange waiting.
+    replica: ReplicaWait,
 }
 
 /// Runs the exchange of `head`, whose bytes are at the front of the connection's buffer, and gives the
@@ -157,7 +171,7 @@ async fn exchange(conn: &mut Conn, mut head: RequestHead) -> Next {
             .is_err()
     {
         let status = StatusCode::BAD_REQUEST;
-        return reply(conn, &head, exchange, status, "malformed chunked body\n", None).await;
+        return reply(conn, &head, exchange, status, MALFORMED_BODY, None).await;
     }
 
     let waited = until_client_leaves(
@@ -168,11 +182,7 @@ async fn exchange(conn: &mut Conn, mut head: RequestHead) -> Next {
     .await;
     let (mut seat, issued) = match waited {
         Some(Ok(seated)) => seated,
-        Some(Err(reason)) => {
-            let retry_after = rejected(&app, reason);
-            let status = StatusCode::SERVICE_UNAVAILABLE;
-            return reply(conn, &head, exchange, status, UNAVAILABLE, Some(retry_after)).await;
-        }
+        Some(Err(reason)) => return unseated(conn, &head, exchange, &app, reason).await,
         None => {
             exchange.finish(None, Outcome::ClientGone);
             return Next::Close;
@@ -182,17 +192,25 @@ async fn exchange(conn: &mut Conn, mut head: RequestHead) -> Next {
     if head.host.is_none() {
         head::add_host(&mut head.forward, seat.replica().addr());
     }
+    let policy = app.policy();
     let trip = Trip {
         client: &conn.client,
         head: &head,
         set_cookie: cookie.as_ref().map(|c| c.as_bytes()),
         body_sent: AtomicBool::new(head.body == Framing::Empty),
         answered: AtomicBool::new(false),
+        body_read_timeout: policy.body_read_timeout,
+        response_timeout: policy.response_timeout,
+        replica: ReplicaWait::new(),
     };
+    drop(policy);
     let mut exchange = exchange;
     let settings = UpstreamSettings::from(&**shared.settings.load());
-    let replayable = head.body == Framing::Empty && is_idempotent(&head.method);
-    let mut tried = Vec::new();
+    let mut reseat = Reseat {
+        app: &app,
+        shared: &shared,
+        moves: 0,
+    };
     let mut retries = 0;
     loop {
         let replica = Arc::clone(seat.replica());
@@ -206,15 +224,12 @@ async fn exchange(conn: &mut Conn, mut head: RequestHead) -> Next {
                     replica.record_connect_success();
                     stream
                 }
-                Err(error) => match reseat(&app, seat, &replica, &error, &mut tried, &shared) {
-                    Some(other) => {
+                Err(error) => match reseat.after(seat, &replica, &error).await {
+                    Ok(other) => {
                         seat = other;
                         continue;
                     }
-                    None => {
-                        let status = StatusCode::BAD_GATEWAY;
-                        return reply(conn, &head, exchange, status, UNREACHABLE, None).await;
-                    }
+                    Err(reason) => return unseated(conn, &head, exchange, &app, reason).await,
                 },
             },
         };
@@ -245,11 +260,55 @@ async fn exchange(conn: &mut Conn, mut head: RequestHead) -> Next {
                 exchange.finish(Some(&replica), Outcome::Complete);
                 return if close { unread } else { Next::KeepAlive };
             }
-            Relayed::NoAnswer { written } if retries < RETRIES && (!written || (reused && replayable)) => {
-                // Never written, or written on a kept-alive connection the replica had just closed and safe
-                // to send twice: send it again on a fresh connection.
+            // Never written, on a kept-alive connection the replica had closed: send it again.
+            Relayed::NoAnswer { written: false } if reused && retries < RETRIES => {
                 retries += 1;
                 trip.answered.store(false, Ordering::Relaxed);
+            }
+            // A new connection the replica closed before taking the request: the replica is failing.
+            Relayed::NoAnswer { written: false } if !reused => {
+                let error = io::Error::from(io::ErrorKind::ConnectionReset);
+                match reseat.after(seat, &replica, &error).await {
+                    Ok(other) => seat = other,
+                    Err(reason) => return unseated(conn, &head, exchange, &app, reason).await,
+                }
+                trip.answered.store(false, Ordering::Relaxed);
+            }
+            Relayed::Stalled { side, answered } => {
+                let (reason, status, text) = match side {
+                    Side::Client => (
+                        CloseReason::BodyTimeout,
+                        StatusCode::REQUEST_TIMEOUT,
+                        BODY_STALLED,
+                    ),
+                    Side::Upstream => (
+                        CloseReason::ResponseTimeout,
+                        StatusCode::GATEWAY_TIMEOUT,
+                        RESPONSE_STALLED,
+                    ),
+                };
+                debug!(
+                    app = app.name(),
+                    replica = replica.name(),
+                    reason = reason.as_str(),
+                    "exchange stalled"
+                );
+                app.stats().record_close(reason);
+                drop(seat);
+                if answered {
+                    exchange.finish(Some(&replica), Outcome::UpstreamFailed);
+                    return Next::Close;
+                }
+                return reply(conn, &head, exchange, status, text, None).await;
+            }
+            Relayed::MalformedBody { answered } => {
+                drop(seat);
+                if answered {
+                    exchange.finish(Some(&replica), Outcome::ClientGone);
+                    return Next::Close;
+                }
+                let status = StatusCode::BAD_REQUEST;
+                return reply(conn, &head, exchange, status, MALFORMED_BODY, None).await;
             }
             Relayed::NoAnswer { .. }
             | Relayed::Broken {
@@ -309,10 +368,10 @@ async fn exchange(conn: &mut Conn, mut head: RequestHead) -> Next {
     }
 }
 
-/// The body of a `502`: the replica took the connection but did not answer.
-const FAILED: &str = "the replica failed to answer\n";
 /// The body of a `502`: the replica's answer was not HTTP tideway can relay.
 const MALFORMED: &str = "the replica sent a malformed response\n";
+/// The body of a `400`: the request body broke its chunked framing.
+const MALFORMED_BODY: &str = "malformed chunked body\n";
 
 /// Answers a request that cannot be parsed; false if the client is gone.
 pub(super) async fn refuse(conn: &mut Conn, status: StatusCode, text: &'static str) -> bool {
@@ -327,6 +386,20 @@ pub(super) async fn refuse(conn: &mut Conn, status: StatusCode, text: &'static s
     let written = write_own(conn, exchange, status, text, None, true).await;
     debug!(peer = %conn.client.peer(), status = status.as_u16(), written, "request refused");
     written
+}
+
+/// Answers a request that got no seat (counted as rejected).
+async fn unseated(
+    conn: &mut Conn,
+    head: &RequestHead,
+    exchange: Exchange,
+    app: &App,
+    reason: RejectReason,
+) -> Next {
+    let refusal = refusal(app, reason);
+    let retry_after = rejected(app, reason);
+    let retry_after = (refusal.status == StatusCode::SERVICE_UNAVAILABLE).then_some(retry_after);
+    reply(conn, head, exchange, refusal.status, refusal.text, retry_after).await
 }
 
 /// Answers a request with one of tideway's own responses.
@@ -405,7 +478,8 @@ async fn until_client_leaves<F: Future>(
     .await
 }
 
-/// Sends the request to the replica and relays the response, the request body going up meanwhile.
+/// Sends the request to the replica and relays the response, the request body going up meanwhile; gives
+/// the exchange up when the replica keeps it waiting past `response_timeout`.
 async fn relay(
     client: &mut TcpStream,
     buf: &mut Vec<u8>,
@@ -418,6 +492,7 @@ async fn relay(
     if upstream_writer.write_all(&trip.head.forward).await.is_err() {
         return Relayed::NoAnswer { written: false };
     }
+    trip.replica.moved();
     let mut body = pin!(relay_body(&mut client_reader, &mut upstream_writer, buf, trip));
     let mut response = pin!(relay_response(
         &mut upstream_reader,
@@ -425,6 +500,7 @@ async fn relay(
         trip,
         exchange
     ));
+    let mut stall = pin!(tokio::time::sleep(trip.response_timeout));
     let mut body_end = None;
     poll_fn(|cx| {
         if let Poll::Ready(relayed) = response.as_mut().poll(cx) {
@@ -437,13 +513,29 @@ async fn relay(
         }
         let answered = trip.answered.load(Ordering::Relaxed);
         match body_end {
-            Some(BodyEnd::ClientLeft | BodyEnd::Malformed) => Poll::Ready(Relayed::Broken {
-                side: Side::Client,
-                answered,
-            }),
+            Some(BodyEnd::ClientLeft) => {
+                return Poll::Ready(Relayed::Broken {
+                    side: Side::Client,
+                    answered,
+                });
+            }
+            Some(BodyEnd::Malformed) => return Poll::Ready(Relayed::MalformedBody { answered }),
+            Some(BodyEnd::Stalled) => {
+                return Poll::Ready(Relayed::Stalled {
+                    side: Side::Client,
+                    answered,
+                });
+            }
             // The replica may have answered before reading the whole body: its response tells.
-            Some(BodyEnd::UpstreamFailed) | None => Poll::Pending,
+            Some(BodyEnd::UpstreamFailed) | None => {}
         }
+        if trip.replica.stalled(trip.response_timeout, stall.as_mut(), cx) {
+            return Poll::Ready(Relayed::Stalled {
+                side: Side::Upstream,
+                answered,
+            });
+        }
+        Poll::Pending
     })
     .await
 }
@@ -460,17 +552,22 @@ async fn relay_body(
     while !cursor.is_done() {
         if buf.is_empty() {
             buf.reserve(BUFFER);
-            match client.read_buf(buf).await {
-                Ok(0) | Err(_) => return BodyEnd::ClientLeft,
-                Ok(_) => trip.client.on_read(),
+            let on_client = trip.replica.on_client();
+            let read = tokio::time::timeout(trip.body_read_timeout, client.read_buf(buf)).await;
+            drop(on_client);
+            match read {
+                Err(_) => return BodyEnd::Stalled,
+                Ok(Ok(0) | Err(_)) => return BodyEnd::ClientLeft,
+                Ok(Ok(_)) => trip.client.on_read(),
             }
         }
         let Ok(taken) = cursor.advance(buf, &mut |_| {}) else {
             return BodyEnd::Malformed;
         };
-        if upstream.write_all(&buf[..taken]).await.is_err() {
-            return BodyEnd::UpstreamFailed;
+        if let Err(end) = write_unless_client_leaves(upstream, &buf[..taken], client.as_ref()).await {
+            return end;
         }
+        trip.replica.moved();
         buf.drain(..taken);
     }
     trip.body_sent.store(true, Ordering::Relaxed);
@@ -482,6 +579,55 @@ async fn relay_body(
     match client.peek(&mut byte).await {
         Ok(0) | Err(_) => BodyEnd::ClientLeft,
         Ok(_) => std::future::pending().await,
+    }
+}
+
+/// Writes request body bytes to the replica. While the replica takes none, the client's socket is watched
+/// for its end — past bytes still unread, which a read could not see — so a client that leaves frees its
+/// seat even when the replica never reads.
+async fn write_unless_client_leaves(
+    upstream: &mut WriteHalf<'_>,
+    bytes: &[u8],
+    client: &TcpStream,
+) -> Result<(), BodyEnd> {
+    let mut write = pin!(upstream.write_all(bytes));
+    let at_once = poll_fn(|cx| {
+        Poll::Ready(match write.as_mut().poll(cx) {
+            Poll::Ready(written) => Some(written),
+            Poll::Pending => None,
+        })
+    })
+    .await;
+    let written = match (at_once, departure_watch(client)) {
+        (Some(written), _) => written,
+        (None, Some(watch)) => tokio::select! {
+            written = &mut write => written,
+            () = client_leaves(&watch) => return Err(BodyEnd::ClientLeft),
+        },
+        (None, None) => write.await,
+    };
+    written.map_err(|_| BodyEnd::UpstreamFailed)
+}
+
+/// A second registration of the client's socket with the reactor, so that waiting on it for the client's
+/// end leaves the readiness the body reads rely on untouched.
+fn departure_watch(client: &TcpStream) -> Option<TcpStream> {
+    let fd = client.as_fd().try_clone_to_owned().ok()?;
+    TcpStream::from_std(std::net::TcpStream::from(fd)).ok()
+}
+
+/// Completes once the peer of `watch` has closed its side or reset the connection.
+async fn client_leaves(watch: &TcpStream) {
+    loop {
+        match watch.ready(Interest::READABLE).await {
+            Ok(ready) if !ready.is_read_closed() => {
+                // More body bytes arrived, which the body relay reads in its time: wait for the next event.
+                let _ = watch.try_io(Interest::READABLE, || {
+                    Err::<(), _>(io::ErrorKind::WouldBlock.into())
+                });
+            }
+            _ => return,
+        }
     }
 }
 
@@ -500,7 +646,9 @@ async fn relay_response(
         if buf.len() == buf.capacity() {
             buf.reserve(buf.capacity().clamp(RELAY_BUFFER, MAX_RELAY_BUFFER));
         }
-        match upstream.read_buf(&mut buf).await {
+        let read = upstream.read_buf(&mut buf).await;
+        trip.replica.moved();
+        match read {
             Ok(0) | Err(_) if buf.is_empty() && !trip.answered.load(Ordering::Relaxed) => {
                 return Relayed::NoAnswer { written: true };
             }
@@ -533,7 +681,7 @@ async fn relay_response(
                     // HTTP/1.0 clients know no interim responses: theirs are dropped.
                     if !request.http10 {
                         trip.answered.store(true, Ordering::Relaxed);
-                        if write_to_client(client, trip.client, &out).await.is_err() {
+                        if relay_to_client(client, trip, &out).await.is_err() {
                             return Relayed::Broken {
                                 side: Side::Client,
                                 answered: true,
@@ -552,7 +700,7 @@ async fn relay_response(
     exchange.set_status(head.status);
     trip.answered.store(true, Ordering::Relaxed);
     if head.status == StatusCode::SWITCHING_PROTOCOLS {
-        if write_to_client(client, trip.client, &out).await.is_err() {
+        if relay_to_client(client, trip, &out).await.is_err() {
             return Relayed::Broken {
                 side: Side::Client,
                 answered: true,
@@ -577,9 +725,14 @@ async fn relay_response(
             }
         });
         let Ok(taken) = taken else {
-            return Relayed::Broken {
-                side: Side::Upstream,
-                answered: true,
+            // Nothing of this response has reached the client yet while its head is still in `out`.
+            return if start > 0 {
+                Relayed::BadResponse
+            } else {
+                Relayed::Broken {
+                    side: Side::Upstream,
+                    answered: true,
+                }
             };
         };
         extra |= taken < input.len();
@@ -592,7 +745,7 @@ async fn relay_response(
         } else {
             &input[..taken]
         };
-        if write_to_client(client, trip.client, chunk).await.is_err() {
+        if relay_to_client(client, trip, chunk).await.is_err() {
             return Relayed::Broken {
                 side: Side::Client,
                 answered: true,
@@ -608,7 +761,9 @@ async fn relay_response(
         buf.clear();
         out.clear();
         start = 0;
-        match upstream.read_buf(&mut buf).await {
+        let read = upstream.read_buf(&mut buf).await;
+        trip.replica.moved();
+        match read {
             Ok(0) if cursor.at_close() => break,
             Ok(0) | Err(_) => {
                 return Relayed::Broken {
@@ -623,6 +778,12 @@ async fn relay_response(
         reusable: head.reusable && !extra && trip.body_sent.load(Ordering::Relaxed),
         close: close || head.body == Framing::UntilClose || decode,
     }
+}
+
+/// Writes part of the response to the client; the time it takes is the client's, not the replica's.
+async fn relay_to_client(writer: &mut WriteHalf<'_>, trip: &Trip<'_>, bytes: &[u8]) -> io::Result<()> {
+    let _on_client = trip.replica.on_client();
+    write_to_client(writer, trip.client, bytes).await
 }
 
 /// Writes `bytes` to the client, recording progress and stalls for its send timeout.

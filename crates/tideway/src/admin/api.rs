@@ -49,6 +49,7 @@ pub(super) fn app(view: &AppView, now: Timestamp) -> Value {
                 "to": d.to,
                 "demand": d.demand,
                 "drained": d.drained,
+                "lost": d.lost,
             })
         })
         .collect();
@@ -136,6 +137,8 @@ fn policy(policy: &Policy) -> Value {
         "affinity": policy.affinity.as_str(),
         "reconnect_grace": duration(policy.reconnect_grace),
         "max_session_connections": policy.max_session_connections,
+        "body_read_timeout": duration(policy.body_read_timeout),
+        "response_timeout": duration(policy.response_timeout),
     })
 }
 
