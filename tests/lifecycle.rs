@@ -173,6 +173,138 @@ async fn a_replica_lost_while_spares_remain_is_a_decision_in_the_admin_api() {
     );
 }
 
+/// The config of app `app` whose replicas run the fake app with `VERSION` set, with the admin and metrics
+/// listeners on.
+fn versioned(version: u32) -> String {
+    format!(
+        "[proxy]\nlisten = \"127.0.0.1:0\"\n[admin]\nlisten = \"127.0.0.1:0\"\n[metrics]\nlisten = \"127.0.0.1:0\"\n\
+         [[app]]\nname = \"app\"\nhosts = [\"app.test\"]\nmin_instances = 1\nmax_instances = 3\nmax_connections = 1\n\
+         spawn_threshold = 100\nqueue_timeout = \"30s\"\n[app.local]\ncommand = [\"{}\"]\n\
+         env = {{ VERSION = \"{version}\" }}\nreadiness = {{ path = \"/\" }}\nstop_timeout = \"2s\"\n",
+        fake_app().display()
+    )
+}
+
+/// What the admin API says about `name`: its replicas' names and states, and its connections.
+async fn replicas_of(admin: SocketAddr, name: &str) -> (Vec<(String, String)>, u64, serde_json::Value) {
+    let (status, _, body) = request(admin, "GET", &format!("/api/apps/{name}"), &[], "").await;
+    assert_eq!(status, 200);
+    let app: serde_json::Value = serde_json::from_slice(&body).expect("JSON");
+    let replicas = app["replicas"]
+        .as_array()
+        .expect("replicas")
+        .iter()
+        .map(|r| {
+            (
+                r["name"].as_str().unwrap_or_default().to_owned(),
+                r["state"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect();
+    (replicas, app["connections"].as_u64().unwrap_or_default(), app)
+}
+
+/// The value of the `tideway_app_connections` series of `app` in the metrics exposition.
+async fn app_connections_metric(metrics: SocketAddr, app: &str) -> Option<f64> {
+    let (_, _, body) = request(metrics, "GET", "/metrics", &[], "").await;
+    let prefix = format!("tideway_app_connections{{app=\"{app}\"}} ");
+    String::from_utf8_lossy(&body)
+        .lines()
+        .find_map(|line| line.strip_prefix(&prefix).and_then(|v| v.trim().parse().ok()))
+}
+
+#[tokio::test]
+async fn a_replaced_backend_drains_in_sight_counted_and_uniquely_named() {
+    let tideway = Tideway::start(&versioned(1));
+    tideway.wait_for("replica ready", 1, |_| true).await;
+    let first = session(tideway.addr, "app.test").await;
+    let second = session(tideway.addr, "app.test").await;
+    tideway.wait_for("replica ready", 2, |_| true).await;
+    let old: Vec<String> = vec![first.1.clone(), second.1.clone()];
+
+    // A new command: a new backend starts, the old replicas drain with their sessions.
+    tideway.rewrite_config(&versioned(2));
+    tideway.wait_for("configuration reloaded", 1, |_| true).await;
+    tideway.wait_for("replica ready", 3, |_| true).await;
+    let admin = tideway.listener("admin");
+    let metrics = tideway.listener("metrics");
+    let (replicas, connections, _) = replicas_of(admin, "app").await;
+    assert_eq!(replicas.len(), 3, "{replicas:?}");
+    for name in &old {
+        assert!(
+            replicas.contains(&(name.clone(), "draining".to_owned())),
+            "{name} drains in sight: {replicas:?}"
+        );
+    }
+    let mut names: Vec<&String> = replicas.iter().map(|(name, _)| name).collect();
+    names.sort();
+    names.dedup();
+    assert_eq!(
+        names.len(),
+        3,
+        "every replica has a name of its own: {replicas:?}"
+    );
+    assert_eq!(connections, 2, "the old replicas' sessions are counted");
+    assert_eq!(app_connections_metric(metrics, "app").await, Some(2.0));
+
+    // Two old replicas and one new are max_instances = 3: a second new session waits for room.
+    let third = session(tideway.addr, "app.test").await;
+    assert!(!old.contains(&third.1));
+    let waiting = tokio::spawn(session(tideway.addr, "app.test"));
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while replicas_of(admin, "app").await.2["queued"] != 1 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the fourth session never queued"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let first_on = first.1.clone();
+    drop(first);
+    let fourth = within_patience(waiting).await;
+    assert!(!old.contains(&fourth.1), "a replica of the new backend took it");
+    // The fourth replica was launched only once the drained one made room.
+    let stopping = tideway
+        .wait_for("drained: stopping replica", 1, |e| {
+            e["replica"] == first_on.as_str()
+        })
+        .await;
+    let launched = tideway.events("replica launched");
+    assert_eq!(launched.len(), 4);
+    assert!(
+        launched[3]["timestamp"].as_str() > stopping[0]["timestamp"].as_str(),
+        "launched {} before the drained replica stopped at {}",
+        launched[3]["timestamp"],
+        stopping[0]["timestamp"]
+    );
+    let (replicas, _, _) = replicas_of(admin, "app").await;
+    assert!(replicas.len() <= 3, "{replicas:?}");
+
+    // Removed from the configuration, the app drains in sight until its last session ends.
+    tideway.rewrite_config(
+        &versioned(2)
+            .replace("hosts = [\"app.test\"]", "hosts = [\"other.test\"]")
+            .replace("name = \"app\"", "name = \"other\""),
+    );
+    tideway.wait_for("configuration reloaded", 2, |_| true).await;
+    let (replicas, connections, app) = replicas_of(admin, "app").await;
+    assert_eq!(app["removed"], true);
+    assert!(
+        replicas.iter().all(|(_, state)| state == "draining"),
+        "{replicas:?}"
+    );
+    assert_eq!(connections, 3);
+    assert_eq!(app_connections_metric(metrics, "app").await, Some(3.0));
+    drop((second, third, fourth));
+}
+
+async fn within_patience<T>(task: tokio::task::JoinHandle<T>) -> T {
+    tokio::time::timeout(PATIENCE, task)
+        .await
+        .expect("in time")
+        .expect("the task")
+}
+
 #[tokio::test]
 async fn apps_that_cannot_start_get_a_clear_error_and_503_without_disturbing_others() {
     let policy = "min_instances = 0\nstartup_timeout = \"1s\"\nqueue_timeout = \"1s\"";

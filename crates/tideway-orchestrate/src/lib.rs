@@ -10,5 +10,5 @@ mod static_list;
 
 pub use backend::{Backend, ReplicaEvent};
 pub use metrics::ScalingMetrics;
-pub use scaling_loop::{DecisionLog, DecisionRecord, Evict, ScalingHandle, ScalingLoop};
+pub use scaling_loop::{DecisionLog, DecisionRecord, Evict, Predecessor, ScalingHandle, ScalingLoop};
 pub use static_list::static_replicas;

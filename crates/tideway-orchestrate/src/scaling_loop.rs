@@ -9,7 +9,7 @@ use std::time::{Duration, SystemTime};
 
 use tideway_core::{
     App, Clock, Decision, Direction, Observation, Replica, ReplicaId, ReplicaState, ScaleReason, Scaler,
-    Timestamp,
+    Signal, Timestamp,
 };
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -63,6 +63,16 @@ pub struct ScalingHandle {
     stop: CancellationToken,
     task: JoinHandle<()>,
     decisions: Arc<DecisionLog>,
+    predecessor: Predecessor,
+}
+
+/// An earlier backend of an app under the same name, replaced by a reload, whose replicas still drain:
+/// they count against the new backend's `max_instances`, and each one that goes lets it start another.
+#[derive(Clone)]
+pub struct Predecessor {
+    app: Arc<App>,
+    /// Raised each time one of its replicas is gone.
+    room: Arc<Signal>,
 }
 
 /// What the loop needs to run an app.
@@ -81,6 +91,10 @@ pub struct ScalingLoop {
     backoff: Backoff,
     drains: HashMap<ReplicaId, Drain>,
     retiring: bool,
+    /// Raised each time a replica leaves the set, for a successor waiting for room.
+    room: Arc<Signal>,
+    /// Replaced backends of this app still draining.
+    predecessors: Vec<Predecessor>,
 }
 
 #[derive(Debug, Default)]
@@ -115,7 +129,23 @@ impl DecisionLog {
     }
 }
 
+/// Ready once a replica of any of `predecessors` is gone.
+fn poll_room(predecessors: &[Predecessor], cx: &mut std::task::Context<'_>) -> std::task::Poll<()> {
+    let mut room = std::task::Poll::Pending;
+    for predecessor in predecessors {
+        if predecessor.room.poll_raised(cx).is_ready() {
+            room = std::task::Poll::Ready(());
+        }
+    }
+    room
+}
+
 impl ScalingHandle {
+    /// This backend as a predecessor of the one that replaces it.
+    pub fn as_predecessor(&self) -> Predecessor {
+        self.predecessor.clone()
+    }
+
     /// The app's recent decisions.
     pub fn decisions(&self) -> &Arc<DecisionLog> {
         &self.decisions
@@ -141,7 +171,8 @@ impl ScalingHandle {
 }
 
 impl ScalingLoop {
-    /// Starts the scaling loop of `app` over `backend`, whose replica events arrive on `events`.
+    /// Starts the scaling loop of `app` over `backend`, whose replica events arrive on `events`;
+    /// `predecessors` are the app's replaced backends still draining.
     pub fn spawn(
         app: Arc<App>,
         backend: Arc<dyn Backend>,
@@ -149,11 +180,17 @@ impl ScalingLoop {
         evict: Evict,
         clock: Arc<dyn Clock>,
         metrics: Arc<ScalingMetrics>,
+        predecessors: Vec<Predecessor>,
     ) -> ScalingHandle {
         metrics.track(app.name());
         let decisions = Arc::new(DecisionLog::default());
         let retire = CancellationToken::new();
         let stop = CancellationToken::new();
+        let room = Arc::new(Signal::default());
+        let predecessor = Predecessor {
+            app: Arc::clone(&app),
+            room: Arc::clone(&room),
+        };
         let scaling = ScalingLoop {
             app,
             backend,
@@ -169,6 +206,8 @@ impl ScalingLoop {
             backoff: Backoff::default(),
             drains: HashMap::new(),
             retiring: false,
+            room,
+            predecessors,
         };
         let task = tokio::spawn(scaling.run(retire.clone(), stop.clone()));
         ScalingHandle {
@@ -176,6 +215,7 @@ impl ScalingLoop {
             stop,
             task,
             decisions,
+            predecessor,
         }
     }
 
@@ -211,6 +251,7 @@ impl ScalingLoop {
                     None => break,
                 },
                 () = poll_fn(|cx| self.app.poll_scale_signal(cx)) => {}
+                () = poll_fn(|cx| poll_room(&self.predecessors, cx)), if !self.retiring => {}
                 () = tokio::time::sleep(next.map_or(Duration::MAX, |at| at.saturating_since(now))), if next.is_some() => {}
             }
         }
@@ -223,6 +264,9 @@ impl ScalingLoop {
         observation.lost = self.lost;
         observation.failed_starts = self.failed_starts;
         observation.pending_starts = self.pending_starts;
+        self.predecessors.retain(|p| !p.app.replicas().is_empty());
+        let retiring: usize = self.predecessors.iter().map(|p| p.app.replicas().len()).sum();
+        observation.retiring = u32::try_from(retiring).unwrap_or(u32::MAX);
         let Some(decision) = self.scaler.decide(&policy, &observation, now) else {
             return;
         };
@@ -416,6 +460,7 @@ impl ScalingLoop {
         let state = removed.state();
         let kept = replicas.iter().filter(|r| r.id() != id).cloned().collect();
         self.app.set_replicas(kept);
+        self.room.raise();
         Some((removed, state))
     }
 

@@ -1,14 +1,18 @@
 //! The running apps: one core [`App`] per `[[app]]`, its replicas and, for local apps, its scaling loop;
 //! brought in line with each new configuration without disturbing the connections of apps that stay.
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::AtomicU32;
 
 use arc_swap::ArcSwap;
 use tideway_config::{AppConfig, Backend};
-use tideway_core::{App, Clock};
+use tideway_core::{App, Clock, Replica};
 use tideway_orchestrate::local::LocalBackend;
-use tideway_orchestrate::{DecisionLog, Evict, ScalingHandle, ScalingLoop, ScalingMetrics, static_replicas};
+use tideway_orchestrate::{
+    DecisionLog, Evict, Predecessor, ScalingHandle, ScalingLoop, ScalingMetrics, static_replicas,
+};
 use tideway_proxy::{ProxyMetrics, Route, RouteTable, RuntimeClock};
 use tracing::info;
 
@@ -21,14 +25,33 @@ pub(crate) struct AppView {
     pub(crate) config: AppConfig,
     /// Its recent scaling decisions, for apps that scale.
     pub(crate) decisions: Option<Arc<DecisionLog>>,
+    /// Its replaced backends whose replicas still drain: shown and counted with it until they are gone.
+    pub(crate) predecessors: Vec<Arc<App>>,
+    /// Whether the app left the configuration: it only drains, and is shown until its replicas are gone.
+    pub(crate) removed: bool,
 }
 
 impl AppView {
+    /// Every replica of the app, its replaced backends' (all draining) included, oldest first: an order
+    /// that stays put from one look to the next.
+    pub(crate) fn replicas(&self) -> Vec<Arc<Replica>> {
+        let earlier = self.predecessors.iter().flat_map(|p| p.replicas().to_vec());
+        let mut all: Vec<Arc<Replica>> = earlier.chain(self.app.replicas().iter().cloned()).collect();
+        all.sort_by_key(|r| r.started_at());
+        all
+    }
+
+    /// Whether there is anything left to show: a removed app is gone once its last replica is.
+    pub(crate) fn is_shown(&self) -> bool {
+        !self.removed || !self.replicas().is_empty()
+    }
+
     /// Replicas the app should have now: what the scaling rule asks for demand (within min and max), or the
     /// fixed count of a static app.
     pub(crate) fn desired_replicas(&self) -> u64 {
         match &self.config.backend {
             Backend::Static { addresses } => addresses.len() as u64,
+            Backend::Local(_) if self.removed => 0,
             Backend::Local(_) => {
                 let policy = self.app.policy();
                 tideway_core::replicas_needed(&policy, self.app.demand())
@@ -56,7 +79,11 @@ pub(crate) struct Fleet {
     evict: Evict,
     metrics: FleetMetrics,
     members: Vec<Member>,
-    retiring: Vec<ScalingHandle>,
+    /// Apps removed from the configuration, and replaced backends, still draining.
+    retiring: Vec<Member>,
+    /// Per app name, the number the next local replica is named with: kept across backend changes and
+    /// removals, so no two replicas of one name ever share a replica name.
+    numbers: HashMap<String, Arc<AtomicU32>>,
     view: FleetView,
 }
 
@@ -77,6 +104,7 @@ impl Fleet {
             metrics,
             members: Vec::new(),
             retiring: Vec::new(),
+            numbers: HashMap::new(),
             view: FleetView::default(),
         }
     }
@@ -110,7 +138,13 @@ impl Fleet {
                 }
                 None => {
                     info!(app = %config.name, "app started");
-                    self.start(config)
+                    let replaced = previous.iter().filter(|m| m.config.name == config.name);
+                    let predecessors = replaced
+                        .chain(&self.retiring)
+                        .filter(|m| m.config.name == config.name)
+                        .filter_map(|m| m.scaling.as_ref().map(ScalingHandle::as_predecessor))
+                        .collect();
+                    self.start(config, predecessors)
                 }
             };
             self.members.push(member);
@@ -119,17 +153,9 @@ impl Fleet {
             info!(app = %member.config.name, "app retired: draining its replicas");
             self.retire(member);
         }
-        self.retiring.retain(|handle| !handle.is_finished());
-        self.view.store(Arc::new(
-            self.members
-                .iter()
-                .map(|m| AppView {
-                    app: Arc::clone(&m.app),
-                    config: m.config.clone(),
-                    decisions: m.scaling.as_ref().map(|s| Arc::clone(s.decisions())),
-                })
-                .collect(),
-        ));
+        self.retiring
+            .retain(|m| m.scaling.as_ref().is_some_and(|s| !s.is_finished()));
+        self.view.store(Arc::new(self.views()));
         RouteTable::new(self.members.iter().map(|m| Route {
             app: Arc::clone(&m.app),
             hosts: m.config.hosts.clone(),
@@ -137,17 +163,37 @@ impl Fleet {
         }))
     }
 
+    /// The apps as shown: those in force, each with its replaced backends still draining, then the removed
+    /// ones still draining (the latest of a name first).
+    fn views(&self) -> Vec<AppView> {
+        let view = |m: &Member, removed| AppView {
+            app: Arc::clone(&m.app),
+            config: m.config.clone(),
+            decisions: m.scaling.as_ref().map(|s| Arc::clone(s.decisions())),
+            predecessors: Vec::new(),
+            removed,
+        };
+        let mut views: Vec<AppView> = self.members.iter().map(|m| view(m, false)).collect();
+        for retired in self.retiring.iter().rev() {
+            match views.iter_mut().find(|v| v.config.name == retired.config.name) {
+                Some(successor) => successor.predecessors.push(Arc::clone(&retired.app)),
+                None => views.push(view(retired, true)),
+            }
+        }
+        views
+    }
+
     /// Stops every replica of every app, retiring ones included, and waits until they are gone.
     pub(crate) async fn shutdown(self) {
         let handles = self
             .members
             .into_iter()
-            .filter_map(|m| m.scaling)
-            .chain(self.retiring);
+            .chain(self.retiring)
+            .filter_map(|m| m.scaling);
         futures::future::join_all(handles.map(ScalingHandle::stop)).await;
     }
 
-    fn start(&self, config: &AppConfig) -> Member {
+    fn start(&mut self, config: &AppConfig, predecessors: Vec<Predecessor>) -> Member {
         let clock: Arc<dyn Clock> = Arc::new(self.clock);
         let app = App::new(config.name.as_str(), config.policy.clone(), Arc::clone(&clock));
         let scaling = match &config.backend {
@@ -156,11 +202,16 @@ impl Fleet {
                 None
             }
             Backend::Local(spec) => {
+                let numbers = self
+                    .numbers
+                    .entry(config.name.clone())
+                    .or_insert_with(|| Arc::new(AtomicU32::new(1)));
                 let (backend, events) = LocalBackend::new(
                     Arc::clone(&app),
                     spec.clone(),
                     self.supervisor.clone(),
                     Arc::clone(&clock),
+                    Arc::clone(numbers),
                 );
                 Some(ScalingLoop::spawn(
                     Arc::clone(&app),
@@ -169,6 +220,7 @@ impl Fleet {
                     Arc::clone(&self.evict),
                     clock,
                     Arc::clone(&self.metrics.scaling),
+                    predecessors,
                 ))
             }
         };
@@ -187,9 +239,9 @@ impl Fleet {
             self.metrics.proxy.forget_app(&member.config.name);
             self.metrics.scaling.forget_app(&member.config.name);
         }
-        if let Some(scaling) = member.scaling {
+        if let Some(scaling) = &member.scaling {
             scaling.retire();
-            self.retiring.push(scaling);
+            self.retiring.push(member);
         }
     }
 }

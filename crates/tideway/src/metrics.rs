@@ -201,7 +201,7 @@ impl Families {
         let name = app.name();
         let policy = app.policy();
         let max = f64::from(policy.max_connections);
-        let replicas = app.replicas();
+        let replicas = view.replicas();
         let mut by_state = [0i64; 3];
         let mut connections = 0i64;
         for replica in replicas.iter() {
@@ -288,7 +288,7 @@ impl Collector for AppsCollector {
     fn collect(&self) -> Vec<MetricFamily> {
         let _collecting = self.collecting.lock().unwrap_or_else(PoisonError::into_inner);
         self.families.reset();
-        for view in self.fleet.load().iter() {
+        for view in self.fleet.load().iter().filter(|view| view.is_shown()) {
             self.families.fill(view);
         }
         self.families

@@ -39,7 +39,9 @@ struct Inner {
     supervisor: PathBuf,
     events: mpsc::UnboundedSender<ReplicaEvent>,
     clock: Arc<dyn Clock>,
-    next_index: AtomicU32,
+    /// The number the next replica is named with (`<app>-<n>`); shared with the app's earlier and later
+    /// backends, so that a replica of a replaced backend, still draining, never shares a name with a new one.
+    numbers: Arc<AtomicU32>,
     running: Mutex<HashMap<ReplicaId, Control>>,
     tasks: TaskTracker,
 }
@@ -51,13 +53,14 @@ struct Control {
 }
 
 impl LocalBackend {
-    /// A backend for `app` running `spec`, supervised by `supervisor` (the tideway executable); replica
-    /// events arrive on the returned receiver.
+    /// A backend for `app` running `spec`, supervised by `supervisor` (the tideway executable), naming its
+    /// replicas from `numbers` (starting at 1); replica events arrive on the returned receiver.
     pub fn new(
         app: Arc<App>,
         spec: LocalSpec,
         supervisor: PathBuf,
         clock: Arc<dyn Clock>,
+        numbers: Arc<AtomicU32>,
     ) -> (Self, mpsc::UnboundedReceiver<ReplicaEvent>) {
         let (events, receiver) = mpsc::unbounded_channel();
         let inner = Arc::new(Inner {
@@ -66,7 +69,7 @@ impl LocalBackend {
             supervisor,
             events,
             clock,
-            next_index: AtomicU32::new(1),
+            numbers,
             running: Mutex::new(HashMap::new()),
             tasks: TaskTracker::new(),
         });

@@ -24,7 +24,7 @@ enum Startup {
 
 /// Launches one replica and follows it until it is gone, reporting each step to the scaling loop.
 pub(super) async fn run(inner: Arc<Inner>) {
-    let index = inner.next_index.fetch_add(1, Ordering::Relaxed);
+    let index = inner.numbers.fetch_add(1, Ordering::Relaxed);
     let name = format!("{}-{index}", inner.app.name());
     let port = match free_port() {
         Ok(port) => port,

@@ -108,6 +108,10 @@ const TOO_LARGE: Refusal = Refusal {
     status: StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
     text: "request head too large\n",
 };
+const UNSUPPORTED_VERSION: Refusal = Refusal {
+    status: StatusCode::HTTP_VERSION_NOT_SUPPORTED,
+    text: "only HTTP/1.x is spoken here (and HTTP/2 with prior knowledge)\n",
+};
 
 impl Refusal {
     fn bad(text: &'static str) -> Self {
@@ -134,6 +138,16 @@ pub(crate) fn parse_request(
             Ok(Status::Complete(_)) | Err(httparse::Error::TooManyHeaders) => return Err(TOO_LARGE),
             Ok(Status::Partial) if buf.len() >= limits.max_bytes => return Err(TOO_LARGE),
             Ok(Status::Partial) => return Ok(None),
+            Err(httparse::Error::Version) => {
+                let line_end = buf.iter().position(|&b| b == b'\n');
+                let version = line_end.map(|end| request_version(&buf[..end]));
+                return match version {
+                    None if buf.len() < limits.max_bytes => Ok(None),
+                    Some(Version::LaterMinor(at)) => parse_request(&as_http11(buf, at), limits, client),
+                    Some(Version::OtherMajor) => Err(UNSUPPORTED_VERSION),
+                    None | Some(Version::Malformed) => Err(BAD_REQUEST),
+                };
+            }
             Err(_) => return Err(BAD_REQUEST),
         };
     let (Some(method), Some(target), Some(version)) = (request.method, request.path, request.version) else {
@@ -305,6 +319,59 @@ pub(crate) fn parse_request(
     }))
 }
 
+/// The protocol version of a message, when httparse knows only HTTP/1.0 and HTTP/1.1.
+enum Version {
+    /// `HTTP/1.x` with a minor version above 1, its digit at this offset: read as HTTP/1.1, the highest
+    /// minor version tideway speaks (RFC 9110 §2.5).
+    LaterMinor(usize),
+    /// `HTTP/d.d` with another major version.
+    OtherMajor,
+    /// Not `HTTP/d.d` at all.
+    Malformed,
+}
+
+/// The version at the end of a request line (without its line feed).
+fn request_version(line: &[u8]) -> Version {
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    match line.iter().rposition(|&b| b == b' ') {
+        Some(space) => version_at(line, space + 1),
+        None => Version::Malformed,
+    }
+}
+
+/// The version at the start of a status line, once it is all there.
+fn response_version(buf: &[u8]) -> Option<Version> {
+    (buf.len() >= 9).then(|| match buf[8] {
+        b' ' => version_at(&buf[..8], 0),
+        _ => Version::Malformed,
+    })
+}
+
+/// Reads the eight bytes `HTTP/d.d` at `at`, which must end `line`.
+fn version_at(line: &[u8], at: usize) -> Version {
+    match &line[at..] {
+        [b'H', b'T', b'T', b'P', b'/', b'1', b'.', b'2'..=b'9'] => Version::LaterMinor(at + 7),
+        [
+            b'H',
+            b'T',
+            b'T',
+            b'P',
+            b'/',
+            b'0' | b'2'..=b'9',
+            b'.',
+            b'0'..=b'9',
+        ] => Version::OtherMajor,
+        _ => Version::Malformed,
+    }
+}
+
+/// `buf` with the minor version digit at `at` made `1`.
+fn as_http11(buf: &[u8], at: usize) -> Vec<u8> {
+    let mut copy = buf.to_vec();
+    copy[at] = b'1';
+    copy
+}
+
 /// Parses the response head at the start of `buf` and writes it, rewritten for the client, to `out`:
 /// `Ok(None)` until it is complete.
 pub(crate) fn parse_response(
@@ -321,6 +388,12 @@ pub(crate) fn parse_response(
     ) {
         Ok(Status::Complete(len)) if len <= MAX_RESPONSE_HEAD => len,
         Ok(Status::Partial) if buf.len() < MAX_RESPONSE_HEAD => return Ok(None),
+        // A later HTTP/1.x is read as HTTP/1.1.
+        Err(httparse::Error::Version) => match response_version(buf) {
+            Some(Version::LaterMinor(at)) => return parse_response(&as_http11(buf, at), rewrite, out),
+            None if buf.len() < MAX_RESPONSE_HEAD => return Ok(None),
+            _ => return Err(BadResponse),
+        },
         _ => return Err(BadResponse),
     };
     let (Some(code), Some(version)) = (response.code, response.version) else {

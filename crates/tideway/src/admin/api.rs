@@ -15,14 +15,16 @@ use crate::http::{Body, json};
 
 /// `GET /api/apps`.
 pub(super) fn apps(fleet: &[AppView], now: Timestamp) -> Value {
-    json!({ "apps": fleet.iter().map(|view| app(view, now)).collect::<Vec<_>>() })
+    let shown = fleet.iter().filter(|view| view.is_shown());
+    json!({ "apps": shown.map(|view| app(view, now)).collect::<Vec<_>>() })
 }
 
 /// `GET /api/apps/{name}`: the app's state, its policy in force and its recent decisions.
 pub(super) fn app(view: &AppView, now: Timestamp) -> Value {
     let app = &view.app;
-    let replicas: Vec<Value> = app
-        .replicas()
+    let all = view.replicas();
+    let connections: u64 = all.iter().map(|r| u64::from(r.connections())).sum();
+    let replicas: Vec<Value> = all
         .iter()
         .map(|r| {
             json!({
@@ -63,7 +65,8 @@ pub(super) fn app(view: &AppView, now: Timestamp) -> Value {
             "hosts": view.config.hosts.iter().map(ToString::to_string).collect::<Vec<_>>(),
             "path_prefix": view.config.path_prefix,
         },
-        "connections": app.connections(),
+        "removed": view.removed,
+        "connections": connections,
         "queued": app.queued(),
         "sessions": app.session_count(),
         "confirmed_sessions": app.session_counts().confirmed,

@@ -119,12 +119,15 @@ impl Admin {
         let now = self.clock.now();
         match (&method, segments.as_slice()) {
             (&Method::GET, ["api", "apps"]) => json(StatusCode::OK, &api::apps(&fleet, now)),
-            (&Method::GET, ["api", "apps", name]) => match fleet.iter().find(|v| v.app.name() == *name) {
-                Some(view) => json(StatusCode::OK, &api::app(view, now)),
-                None => not_found(name),
-            },
+            (&Method::GET, ["api", "apps", name]) => {
+                match fleet.iter().find(|v| v.app.name() == *name && v.is_shown()) {
+                    Some(view) => json(StatusCode::OK, &api::app(view, now)),
+                    None => not_found(name),
+                }
+            }
             (&Method::PUT | &Method::PATCH, ["api", "apps", name, "policy"]) => {
-                let Some(view) = fleet.iter().find(|v| v.app.name() == *name) else {
+                // A removed app only drains: it has no policy to change.
+                let Some(view) = fleet.iter().find(|v| v.app.name() == *name && !v.removed) else {
                     return not_found(name);
                 };
                 // A browser sends text/plain across origins without asking first; application/json it

@@ -160,7 +160,6 @@ fn ambiguous_or_malformed_heads_are_refused() {
         "GET ftp://h/ HTTP/1.1\r\nHost: h\r\n\r\n",
         "GET http:///x HTTP/1.1\r\nHost: h\r\n\r\n",
         "GET / HTTP/1.1\r\nBad Name: v\r\n\r\n",
-        "GET / HTTP/2.0\r\nHost: h\r\n\r\n",
         "GET * HTTP/1.1\r\nHost: h\r\n\r\n",
     ] {
         assert_eq!(
@@ -376,4 +375,51 @@ fn an_upgrade_to_h2c_is_forwarded_as_a_plain_request() {
     assert!(!forward.contains("HTTP2-Settings"), "{forward}");
     let (head, _) = complete("OPTIONS * HTTP/1.1\r\nHost: h\r\n\r\n");
     assert!(!head.upgrade, "OPTIONS * is still served");
+}
+
+#[test]
+fn a_later_http1_minor_version_is_read_as_http11() {
+    let raw = "GET /x HTTP/1.2\r\nHost: h\r\n\r\n";
+    let (head, forward) = complete(raw);
+    assert!(!head.http10 && head.keep_alive);
+    assert_eq!(head.len, raw.len());
+    assert_eq!(text(raw, &head.path), "/x");
+    assert!(forward.starts_with("GET /x HTTP/1.1\r\n"), "{forward}");
+    assert!(
+        matches!(request("GET /x HTTP/1.9\r\nHost: h"), Ok(None)),
+        "partial"
+    );
+
+    let (head, out) = response("HTTP/1.2 200 OK\r\nContent-Length: 2\r\n\r\nok", PLAIN);
+    assert_eq!(head.status, StatusCode::OK);
+    assert_eq!(head.body, Framing::Length(2));
+    assert!(out.starts_with("HTTP/1.1 200 OK\r\n"), "{out}");
+}
+
+#[test]
+fn other_versions_are_refused() {
+    for (raw, status) in [
+        (
+            "GET / HTTP/2.0\r\nHost: h\r\n\r\n",
+            StatusCode::HTTP_VERSION_NOT_SUPPORTED,
+        ),
+        (
+            "GET / HTTP/0.9\r\nHost: h\r\n\r\n",
+            StatusCode::HTTP_VERSION_NOT_SUPPORTED,
+        ),
+        ("GET / HTTP/1.10\r\nHost: h\r\n\r\n", StatusCode::BAD_REQUEST),
+        (
+            "GET / HTTP/1.1 HTTP/1.1\r\nHost: h\r\n\r\n",
+            StatusCode::BAD_REQUEST,
+        ),
+        ("GET / HTTX/1.2\r\nHost: h\r\n\r\n", StatusCode::BAD_REQUEST),
+    ] {
+        assert_eq!(
+            request(raw).map(|_| ()).map_err(|r| r.status),
+            Err(status),
+            "{raw:?}"
+        );
+    }
+    let mut out = Vec::new();
+    assert!(parse_response(b"HTTP/2.0 200 OK\r\n\r\n", PLAIN, &mut out).is_err());
 }
