@@ -278,6 +278,35 @@ async fn smuggling_shapes_are_refused_before_reaching_a_replica() {
 }
 
 #[tokio::test]
+async fn a_body_broken_after_its_head_was_forwarded_gets_400() {
+    let backend = Backend::start("a").await.expect("backend");
+    let (proxy, app) = proxy_for(&backend).await;
+    let mut stream = TcpStream::connect(proxy.addr).await.expect("connect");
+    stream
+        .write_all(
+            b"POST /echo HTTP/1.1\r\nHost: site.test\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n",
+        )
+        .await
+        .expect("a good start");
+    eventually("the request is on its replica", || {
+        app.replicas()[0].connections() == 1
+    })
+    .await;
+    stream
+        .write_all(b"5 zz\r\nworld\r\n0\r\n\r\n")
+        .await
+        .expect("a bad chunk");
+    let mut response = Vec::new();
+    within("the answer", stream.read_to_end(&mut response))
+        .await
+        .expect("read");
+    let response = String::from_utf8_lossy(&response);
+    assert!(response.starts_with("HTTP/1.1 400 "), "{response}");
+    assert!(response.contains("malformed chunked body"), "{response}");
+    assert_eq!(backend.requests(), 0, "the replica never got a whole request");
+}
+
+#[tokio::test]
 async fn a_body_stays_a_body_whatever_connection_names() {
     let backend = Backend::start("a").await.expect("backend");
     let (proxy, _app) = proxy_for(&backend).await;

@@ -49,8 +49,10 @@ struct Chunk {
 enum Phase {
     /// Hex digits of a chunk size.
     Size,
-    /// Whitespace after the size: then `;` and extensions, or CR.
+    /// Right after the size: `;` and extensions, whitespace up to CR, or CR.
     AfterSize,
+    /// Whitespace ending a size line, up to CR.
+    SizeSpace,
     /// Chunk extensions, up to CR.
     Extension,
     /// LF ending a size line.
@@ -63,7 +65,9 @@ enum Phase {
     DataLf,
     /// Start of a trailer line (or the final CR).
     TrailerStart,
-    /// Inside a trailer field, up to its CR.
+    /// A trailer field's name, up to its colon.
+    TrailerName,
+    /// A trailer field's value, up to its CR.
     Trailer,
     /// LF ending a trailer field.
     TrailerLf,
@@ -180,12 +184,18 @@ impl Chunk {
                         continue;
                     }
                 },
-                // chunk-size [ BWS ";" ext ] CRLF, nothing else (RFC 9112 §7.1.1): a size followed by
-                // anything but whitespace, `;` or CR (`0x40`, `5 zz`, `0_5`) is read differently by
-                // different parsers, so it is refused.
+                // chunk-size [ ";" ext ] [ whitespace ] CRLF, nothing else (RFC 9112 §7.1.1): a size followed
+                // by anything else (`0x40`, `5 zz`, `0_5`) is read differently by different parsers, so it
+                // is refused; so is whitespace before `;`, which senders must not generate and strict
+                // parsers refuse, since tideway relays the line as it is.
                 Phase::AfterSize => match byte {
-                    b' ' | b'\t' => {}
+                    b' ' | b'\t' => self.phase = Phase::SizeSpace,
                     b';' => self.phase = Phase::Extension,
+                    b'\r' => self.phase = Phase::SizeLf,
+                    _ => return Err(BadChunk),
+                },
+                Phase::SizeSpace => match byte {
+                    b' ' | b'\t' => {}
                     b'\r' => self.phase = Phase::SizeLf,
                     _ => return Err(BadChunk),
                 },
@@ -208,14 +218,19 @@ impl Chunk {
                 Phase::DataLf => self.phase = expect(byte, b'\n').map(|()| Phase::Size)?,
                 // Lines end with CRLF only: a peer that also takes a bare LF for a line end would see the
                 // message end elsewhere than tideway does.
+                // A trailer is a field like any other: a token name, a colon, a value.
                 Phase::TrailerStart => {
                     self.phase = match byte {
                         b'\r' => Phase::EndLf,
-                        b'\n' => return Err(BadChunk),
-                        _ if is_field_byte(byte) => Phase::Trailer,
+                        _ if is_token_byte(byte) => Phase::TrailerName,
                         _ => return Err(BadChunk),
                     };
                 }
+                Phase::TrailerName => match byte {
+                    b':' => self.phase = Phase::Trailer,
+                    _ if is_token_byte(byte) => {}
+                    _ => return Err(BadChunk),
+                },
                 Phase::Trailer => match byte {
                     b'\r' => self.phase = Phase::TrailerLf,
                     _ if is_field_byte(byte) => {}
@@ -229,13 +244,17 @@ impl Chunk {
                 }
             }
             match self.phase {
-                Phase::Size | Phase::AfterSize | Phase::Extension | Phase::SizeLf => {
+                Phase::Size | Phase::AfterSize | Phase::SizeSpace | Phase::Extension | Phase::SizeLf => {
                     self.line += 1;
                     if self.line > MAX_SIZE_LINE {
                         return Err(BadChunk);
                     }
                 }
-                Phase::Trailer | Phase::TrailerLf | Phase::TrailerStart | Phase::EndLf => {
+                Phase::Trailer
+                | Phase::TrailerName
+                | Phase::TrailerLf
+                | Phase::TrailerStart
+                | Phase::EndLf => {
                     self.trailers += 1;
                     if self.trailers > MAX_TRAILERS {
                         return Err(BadChunk);
@@ -257,6 +276,11 @@ fn expect(byte: u8, wanted: u8) -> Result<(), BadChunk> {
 /// A byte a trailer field may hold: visible characters, spaces and tabs, and obs-text; no control bytes.
 fn is_field_byte(byte: u8) -> bool {
     byte == b'\t' || (byte >= b' ' && byte != 0x7f)
+}
+
+/// A byte of a field name (`tchar`, RFC 9110 §5.6.2).
+fn is_token_byte(byte: u8) -> bool {
+    byte.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&byte)
 }
 
 fn hex_value(byte: u8) -> Option<u8> {

@@ -416,9 +416,14 @@ pub(crate) fn parse_response(
                 length = Some(parsed);
             }
             Kind::TransferEncoding => {
-                transfer_encoding = true;
+                // Only `chunked`, once: tideway removes the client's TE, so no client asked for another
+                // coding. (A length beside it is removed: RFC 9112 §6.3.)
                 for coding in tokens(field.value) {
-                    chunked_last = coding.eq_ignore_ascii_case(b"chunked");
+                    if transfer_encoding || !coding.eq_ignore_ascii_case(b"chunked") {
+                        return Err(BadResponse);
+                    }
+                    transfer_encoding = true;
+                    chunked_last = true;
                 }
             }
             Kind::Connection => {

@@ -67,6 +67,10 @@ fn malformed_chunks_are_refused() {
         b"0\r\n\nGET /smuggled HTTP/1.1\r\n\r\n",
         b"0\r\nX-T: 1\n\r\n",
         b"0\r\nX-T: \x01\r\n\r\n",
+        // Trailers are fields: a name, a colon, a value.
+        b"0\r\nno colon\r\n\r\n",
+        b"0\r\n: no name\r\n\r\n",
+        b"0\r\nX T: 1\r\n\r\n",
     ] {
         assert_eq!(
             feed(Framing::Chunked, bad, 64),
@@ -151,6 +155,9 @@ fn chunk_size_lines_are_parsed_exactly() {
         "5;a=\u{1}",
         "5;\u{7f}",
         "5\n",
+        "5\t;name",
+        "5 ;name",
+        "5 \t x",
     ] {
         let body = format!("{line}\r\nhello\r\n0\r\n\r\n");
         assert_eq!(
@@ -163,7 +170,7 @@ fn chunk_size_lines_are_parsed_exactly() {
         ("5", 5usize),
         ("00000000000000000000005", 5),
         ("5 ", 5),
-        ("5\t;name", 5),
+        ("5;name \t", 5),
         ("5;name=value;other=\"quoted value\"", 5),
         ("7fffffffffffffff", usize::MAX),
     ] {

@@ -338,6 +338,10 @@ fn broken_responses_are_refused() {
         "HTTP/1.1 200 OK\r\nContent-Length: x\r\n\r\n",
         "HTTP/1.1 2000 OK\r\n\r\n",
         "SSH-2.0-OpenSSH\r\n\r\n",
+        // No client asked for another transfer coding: tideway removes the client's TE.
+        "HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n",
+        "HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n",
+        "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked, chunked\r\n\r\n",
     ] {
         let mut out = Vec::new();
         assert_eq!(
