@@ -99,6 +99,11 @@ async fn the_api_describes_apps_replicas_policy_and_decisions() {
     assert_eq!(policy["inactive_timeout"], "off");
     assert_eq!(policy["queue_timeout"], "30s");
     assert_eq!(policy["balance"], "least-connections");
+    assert_eq!(policy["body_read_timeout"], "1m");
+    assert_eq!(policy["response_timeout"], "5m");
+    assert_eq!(app["recent"]["minutes"], 5);
+    assert_eq!(app["recent"]["rejected"]["queue_full"], 0);
+    assert_eq!(app["recent"]["closed"]["response_timeout"], 0);
     let decision = &app["decisions"][0];
     assert_eq!(decision["direction"], "up");
     assert_eq!(decision["reason"], "min_instances");
@@ -117,6 +122,37 @@ async fn the_api_describes_apps_replicas_policy_and_decisions() {
     )
     .await;
     assert_eq!(status, 404, "{}", String::from_utf8_lossy(&body));
+}
+
+#[tokio::test]
+async fn recent_rejections_are_counted_by_reason() {
+    let tideway = Tideway::start_with_env(&config(1), &[("TIDEWAY_TEST_ADMIN_TOKEN", TOKEN)]);
+    tideway.wait_for("replica ready", 1, |_| true).await;
+    let mut sessions = Vec::new();
+    for _ in 0..4 {
+        sessions.push(
+            ws_connect(tideway.addr, "app.test", "/ws")
+                .await
+                .expect("session"),
+        );
+    }
+    let (name, value) = bearer();
+    let auth = [(name, value.as_str()), ("content-type", "application/json")];
+    let (status, _, body) = request(
+        tideway.listener("admin"),
+        "PUT",
+        "/api/apps/app/policy",
+        &auth,
+        "{\"queue_size\": 0}",
+    )
+    .await;
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    let (status, _, _) = request(tideway.addr, "GET", "/", &[("host", "app.test")], "").await;
+    assert_eq!(status, 503, "the only replica is full and nobody may wait");
+    let recent = &get_json(&tideway, "/api/apps/app").await["recent"];
+    assert_eq!(recent["rejected"]["queue_full"], 1, "{recent}");
+    assert_eq!(recent["rejected"]["queue_timeout"], 0, "{recent}");
+    drop(sessions);
 }
 
 #[tokio::test]

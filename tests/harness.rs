@@ -235,11 +235,16 @@ impl Tideway {
 
     /// Log events so far whose message is `message`.
     pub fn events(&self, message: &str) -> Vec<serde_json::Value> {
+        self.events_where(|e| e["fields"]["message"] == message)
+    }
+
+    /// Log events so far that satisfy `filter`.
+    pub fn events_where(&self, filter: impl Fn(&serde_json::Value) -> bool) -> Vec<serde_json::Value> {
         self.logs
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .iter()
-            .filter(|e| e["fields"]["message"] == message)
+            .filter(|e| filter(e))
             .cloned()
             .collect()
     }

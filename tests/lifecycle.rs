@@ -306,6 +306,29 @@ async fn within_patience<T>(task: tokio::task::JoinHandle<T>) -> T {
 }
 
 #[tokio::test]
+async fn an_app_may_keep_its_own_output_out_of_the_log() {
+    let loud = local_app("loud", "min_instances = 1");
+    let quiet =
+        local_app("quiet", "min_instances = 1").replace("[app.local]\n", "[app.local]\nlog_output = false\n");
+    let tideway = Tideway::start(&with_proxy(&format!("{loud}{quiet}")));
+    tideway.wait_for("replica ready", 2, |_| true).await;
+    let output_of =
+        |app: &str| tideway.events_where(|e| e["target"] == "tideway::replica" && e["fields"]["app"] == app);
+    eventually("the loud app's output is in the log", || {
+        !output_of("loud").is_empty()
+    })
+    .await;
+    assert!(
+        output_of("loud")[0]["fields"]["message"]
+            .as_str()
+            .is_some_and(|line| line.starts_with("loud-1 listening on")),
+        "{:?}",
+        output_of("loud")
+    );
+    assert_eq!(output_of("quiet"), Vec::<serde_json::Value>::new());
+}
+
+#[tokio::test]
 async fn apps_that_cannot_start_get_a_clear_error_and_503_without_disturbing_others() {
     let policy = "min_instances = 0\nstartup_timeout = \"1s\"\nqueue_timeout = \"1s\"";
     let apps = [

@@ -76,6 +76,10 @@ async fn the_status_page_shows_each_app_and_one_bar_per_replica() {
         bars.iter().all(|bar| bar.contains(r#"data-state="ready""#)),
         "{bars:?}"
     );
+    assert!(
+        dom.contains("Refused (last 5 min)") && dom.contains("Closed by tideway (last 5 min)"),
+        "recent refusals and closes by reason are on the page"
+    );
 
     let screenshot = artifacts().join("status-page.png");
     let shot = chromium(&[

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use toml::Value;
 
-use crate::values::{expected, nonzero_duration, string};
+use crate::values::{boolean, expected, nonzero_duration, string};
 use crate::walk::{Errors, Section};
 
 /// How to run one replica of an app as a local process.
@@ -22,6 +22,10 @@ pub struct LocalSpec {
     pub readiness: Readiness,
     /// After SIGTERM, how long a stopping replica gets before SIGKILL.
     pub stop_timeout: Duration,
+    /// Whether the replicas' standard output and error are copied into tideway's log, line by line. Off
+    /// for an app that writes its own access log, which would double every request's line; its output
+    /// is then discarded.
+    pub log_output: bool,
 }
 
 /// The readiness check of a local replica, repeated every `interval` until it passes or
@@ -89,6 +93,8 @@ pub(crate) fn read_local(section: &mut Section<'_>, errors: &mut Errors) -> Opti
     valid &= readiness.is_some();
     let stop_timeout = section.get("stop_timeout", errors, nonzero_duration);
     valid &= !section.contains("stop_timeout") || stop_timeout.is_some();
+    let log_output = section.get("log_output", errors, boolean);
+    valid &= !section.contains("log_output") || log_output.is_some();
     valid.then(|| LocalSpec {
         command: command.unwrap_or_default(),
         cwd,
@@ -98,6 +104,7 @@ pub(crate) fn read_local(section: &mut Section<'_>, errors: &mut Errors) -> Opti
             timeout: DEFAULT_PROBE_TIMEOUT,
         }),
         stop_timeout: stop_timeout.unwrap_or(DEFAULT_STOP_TIMEOUT),
+        log_output: log_output.unwrap_or(true),
     })
 }
 

@@ -16,6 +16,7 @@ use crate::balance::{self, NoSeat};
 use crate::clock::{Clock, Timestamp};
 use crate::close::{CloseReason, RejectReason};
 use crate::policy::Policy;
+use crate::recent::Recent;
 use crate::replica::{Replica, ReplicaId, ReplicaState};
 use crate::scaling::{Observation, ReplicaView, replicas_needed};
 use crate::signal::Signal;
@@ -80,11 +81,14 @@ pub enum Admission {
 }
 
 /// Per-app counters of closes and rejections, kept as atomics next to the app so the hot path never
-/// touches a metrics registry; exporters read them.
-#[derive(Default)]
+/// touches a metrics registry; exporters read them. Besides the totals, the last minutes' counts, for the
+/// status page.
 pub struct AppStats {
+    clock: Arc<dyn Clock>,
     closed: [AtomicU64; CloseReason::ALL.len()],
     rejected: [AtomicU64; RejectReason::ALL.len()],
+    recently_closed: Recent<{ CloseReason::ALL.len() }>,
+    recently_rejected: Recent<{ RejectReason::ALL.len() }>,
 }
 
 struct Queue {
@@ -97,7 +101,7 @@ impl App {
     pub fn new(name: impl Into<Arc<str>>, policy: Policy, clock: Arc<dyn Clock>) -> Arc<Self> {
         Arc::new(App {
             name: name.into(),
-            clock,
+            clock: Arc::clone(&clock),
             policy: ArcSwap::from_pointee(policy),
             replicas: ArcSwap::from_pointee(Vec::new()),
             queue: Queue {
@@ -109,7 +113,13 @@ impl App {
             scale: Signal::default(),
             on_demand: AtomicBool::new(false),
             starts_paused_until: AtomicU64::new(0),
-            stats: AppStats::default(),
+            stats: AppStats {
+                clock,
+                closed: Default::default(),
+                rejected: Default::default(),
+                recently_closed: Recent::default(),
+                recently_rejected: Recent::default(),
+            },
             sessions: Sessions::default(),
             attachment: OnceLock::new(),
         })
@@ -490,6 +500,17 @@ impl AppStats {
     /// Counts one close for `reason`.
     pub fn record_close(&self, reason: CloseReason) {
         self.closed[reason.index()].fetch_add(1, Ordering::Relaxed);
+        self.recently_closed.record(reason.index(), self.clock.now());
+    }
+
+    /// Closes counted for `reason` in the last [`RECENT_MINUTES`](crate::RECENT_MINUTES) minutes.
+    pub fn recently_closed(&self, reason: CloseReason) -> u64 {
+        self.recently_closed.count(reason.index(), self.clock.now())
+    }
+
+    /// Rejections counted for `reason` in the last [`RECENT_MINUTES`](crate::RECENT_MINUTES) minutes.
+    pub fn recently_rejected(&self, reason: RejectReason) -> u64 {
+        self.recently_rejected.count(reason.index(), self.clock.now())
     }
 
     /// Closes counted for `reason` so far.
@@ -500,6 +521,7 @@ impl AppStats {
     /// Counts one rejection for `reason`.
     pub fn record_reject(&self, reason: RejectReason) {
         self.rejected[reason.index()].fetch_add(1, Ordering::Relaxed);
+        self.recently_rejected.record(reason.index(), self.clock.now());
     }
 
     /// Rejections counted for `reason` so far.

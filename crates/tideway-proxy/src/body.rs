@@ -187,7 +187,7 @@ impl Lease {
             && let (Some(sender), Some(cache)) =
                 (self.sender.take(), ReplicaLink::existing(self.seat.replica()))
         {
-            cache.put(sender, &self.settings);
+            cache.put(self.seat.replica(), sender, &self.settings);
         }
     }
 

@@ -89,7 +89,11 @@ impl ClientConn {
             last_activity: AtomicU64::new(now.as_millis()),
             in_flight: AtomicU32::new(0),
             idle_since: AtomicU64::new(now.as_millis()),
-            head_started: AtomicU64::new(if tracks_heads { accepted.as_millis() + 1 } else { 0 }),
+            head_started: AtomicU64::new(if tracks_heads {
+                accepted.as_millis().saturating_add(1)
+            } else {
+                0
+            }),
             write_blocked_since: AtomicU64::new(0),
             went_idle: AtomicWaker::new(),
             max_age_ms: AtomicU64::new(OFF),

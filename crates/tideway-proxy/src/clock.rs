@@ -22,9 +22,10 @@ impl RuntimeClock {
         }
     }
 
-    /// The tokio instant of a timestamp, to arm a timer for it.
+    /// The tokio instant of a timestamp, to arm a timer for it (a timestamp past what the clock can
+    /// hold is read as far in the future).
     pub fn instant(&self, at: Timestamp) -> Instant {
-        self.epoch + Duration::from_millis(at.as_millis())
+        later(self.epoch, Duration::from_millis(at.as_millis()))
     }
 
     /// Now, as a timestamp.
@@ -44,4 +45,14 @@ impl Clock for RuntimeClock {
     fn now(&self) -> Timestamp {
         RuntimeClock::now(self)
     }
+}
+
+/// How far off "never" is, for instants past what the clock can hold.
+const FAR_FUTURE: Duration = Duration::from_secs(30 * 365 * 24 * 3600);
+
+/// `at + by`, saturating at far in the future instead of overflowing.
+pub(crate) fn later(at: Instant, by: Duration) -> Instant {
+    at.checked_add(by)
+        .or_else(|| at.checked_add(FAR_FUTURE))
+        .unwrap_or(at)
 }

@@ -159,6 +159,6 @@ impl Proxy {
             .max()
             .unwrap_or(default.close_grace);
         // Each connection's own timer fires at that deadline; the slack covers its last steps.
-        drain.max(grace) + DRAIN_SLACK
+        drain.max(grace).saturating_add(DRAIN_SLACK)
     }
 }

@@ -11,6 +11,8 @@ use std::time::Duration;
 
 use tokio::time::{Instant, Sleep};
 
+use crate::clock::later;
+
 /// The body of a `408`: the client paused its request body past `body_read_timeout`.
 pub(crate) const BODY_STALLED: &str = "the request body stalled\n";
 /// The body of a `504`: the replica kept the request waiting past `response_timeout`.
@@ -38,7 +40,7 @@ impl StallTimer {
     /// has run out (else `cx` is woken when it would).
     pub(crate) fn expired(&mut self, cx: &mut Context<'_>) -> bool {
         if !self.armed {
-            let deadline = Instant::now() + self.limit;
+            let deadline = later(Instant::now(), self.limit);
             match &mut self.sleep {
                 Some(sleep) => sleep.as_mut().reset(deadline),
                 None => self.sleep = Some(Box::pin(tokio::time::sleep_until(deadline))),
@@ -121,7 +123,7 @@ impl ReplicaWait {
                 self.moved();
             }
             let moved = Duration::from_nanos(self.moved.load(Ordering::Relaxed));
-            let deadline = self.started + moved.saturating_add(limit);
+            let deadline = later(self.started, moved.saturating_add(limit));
             if deadline <= Instant::now() {
                 return true;
             }

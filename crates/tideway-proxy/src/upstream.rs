@@ -2,6 +2,7 @@
 
 use std::io;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
@@ -14,6 +15,7 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tracing::debug;
 
+use crate::clock::later;
 use crate::request_body::UpstreamBody;
 use crate::signal::Signal;
 
@@ -43,6 +45,8 @@ pub(crate) struct ReplicaLink {
     /// Connections of hyper's client, which carries HTTP/2 clients' requests.
     idle: Mutex<Vec<(Sender, Instant)>>,
     evicted: Arc<Signal>,
+    /// Whether a task is waiting to close the idle connections that outlive the idle timeout.
+    reaping: AtomicBool,
 }
 
 impl ReplicaLink {
@@ -52,6 +56,7 @@ impl ReplicaLink {
             streams: Mutex::new(Vec::new()),
             idle: Mutex::new(Vec::new()),
             evicted: Arc::default(),
+            reaping: AtomicBool::new(false),
         })
     }
 
@@ -65,19 +70,16 @@ impl ReplicaLink {
         &self.evicted
     }
 
-    /// Keeps a connection whose exchange ended at a message boundary for the next request.
-    pub(crate) fn put_stream(&self, stream: TcpStream, settings: &UpstreamSettings) {
+    /// Keeps a connection of `replica` whose exchange ended at a message boundary for the next request.
+    pub(crate) fn put_stream(&self, replica: &Arc<Replica>, stream: TcpStream, settings: &UpstreamSettings) {
         let now = Instant::now();
         let mut idle = self.streams.lock().unwrap_or_else(PoisonError::into_inner);
-        // Oldest first: those past the idle timeout are closed rather than kept open for nothing.
-        let stale = idle
-            .iter()
-            .take_while(|(_, since)| now.saturating_duration_since(*since) >= settings.idle_timeout)
-            .count();
-        idle.drain(..stale);
+        expire(&mut idle, now, settings.idle_timeout);
         if idle.len() < settings.keepalive {
             idle.push((stream, now));
         }
+        drop(idle);
+        self.reap_later(replica, settings.idle_timeout);
     }
 
     /// The warmest kept connection that is still open and quiet.
@@ -94,8 +96,8 @@ impl ReplicaLink {
         }
     }
 
-    /// Returns a connection whose response ended, for the next request to the same replica.
-    pub(crate) fn put(&self, sender: Sender, settings: &UpstreamSettings) {
+    /// Returns a connection of `replica` whose response ended, for the next request to it.
+    pub(crate) fn put(&self, replica: &Arc<Replica>, sender: Sender, settings: &UpstreamSettings) {
         if sender.is_closed() {
             return;
         }
@@ -103,6 +105,54 @@ impl ReplicaLink {
         if idle.len() < settings.keepalive {
             idle.push((sender, Instant::now()));
         }
+        drop(idle);
+        self.reap_later(replica, settings.idle_timeout);
+    }
+
+    /// Makes sure idle connections are closed once they outlive `idle_timeout`, even if no request comes
+    /// to take them: one task per replica, only while it has idle connections. It holds the replica
+    /// weakly, so a replica that is gone takes its connections with it at once.
+    fn reap_later(&self, replica: &Arc<Replica>, idle_timeout: Duration) {
+        if self.reaping.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let replica = Arc::downgrade(replica);
+        tokio::spawn(async move {
+            loop {
+                let next = replica.upgrade().and_then(|replica| {
+                    ReplicaLink::existing(&replica).and_then(|link| link.reap(idle_timeout))
+                });
+                match next {
+                    Some(at) => tokio::time::sleep_until(at).await,
+                    None => return,
+                }
+            }
+        });
+    }
+
+    /// Closes the idle connections past `idle_timeout`; returns when the next one will be, or `None`
+    /// (and stops reaping) once none is left.
+    fn reap(&self, idle_timeout: Duration) -> Option<Instant> {
+        let now = Instant::now();
+        let oldest =
+            |streams: Option<Instant>, senders: Option<Instant>| streams.into_iter().chain(senders).min();
+        let next = {
+            let mut streams = self.streams.lock().unwrap_or_else(PoisonError::into_inner);
+            expire(&mut streams, now, idle_timeout);
+            let mut senders = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
+            expire(&mut senders, now, idle_timeout);
+            senders.retain(|(sender, _)| !sender.is_closed());
+            let next = oldest(
+                streams.first().map(|(_, at)| *at),
+                senders.first().map(|(_, at)| *at),
+            );
+            if next.is_none() {
+                // Under both locks: a connection put from now on starts a new reaper.
+                self.reaping.store(false, Ordering::Release);
+            }
+            next
+        };
+        next.map(|since| later(since, idle_timeout))
     }
 
     fn take(&self, idle_timeout: Duration) -> Option<Sender> {
@@ -114,6 +164,15 @@ impl ReplicaLink {
         }
         None
     }
+}
+
+/// Closes the idle connections (oldest first) that are past `idle_timeout` at `now`.
+fn expire<T>(idle: &mut Vec<(T, Instant)>, now: Instant, idle_timeout: Duration) {
+    let stale = idle
+        .iter()
+        .take_while(|(_, since)| now.saturating_duration_since(*since) >= idle_timeout)
+        .count();
+    idle.drain(..stale);
 }
 
 /// An idle connection the replica has neither closed nor sent anything on: only those can carry a request.
@@ -177,5 +236,74 @@ impl From<&ProxySettings> for UpstreamSettings {
             keepalive: settings.upstream_keepalive,
             idle_timeout: settings.upstream_idle_timeout,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tideway_core::{ReplicaState, Timestamp};
+    use tokio::io::AsyncReadExt;
+    use tokio::net::TcpListener;
+
+    use super::*;
+
+    const PATIENCE: Duration = Duration::from_secs(10);
+
+    /// A replica listening on 127.0.0.1, and the task that reports each of its connections' end.
+    async fn replica() -> (Arc<Replica>, tokio::sync::mpsc::UnboundedReceiver<()>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("address");
+        let (ended, ends) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            while let Ok((mut stream, _)) = listener.accept().await {
+                let ended = ended.clone();
+                tokio::spawn(async move {
+                    let mut sink = [0u8; 1024];
+                    while matches!(stream.read(&mut sink).await, Ok(n) if n > 0) {}
+                    let _ = ended.send(());
+                });
+            }
+        });
+        let replica = Replica::new("r-1", addr, ReplicaState::Ready, Timestamp::ZERO);
+        (Arc::new(replica), ends)
+    }
+
+    fn settings(idle_timeout: Duration) -> UpstreamSettings {
+        UpstreamSettings {
+            connect_timeout: PATIENCE,
+            keepalive: 8,
+            idle_timeout,
+        }
+    }
+
+    #[tokio::test]
+    async fn idle_connections_are_closed_once_they_outlive_the_idle_timeout_unasked() {
+        let (replica, mut ends) = replica().await;
+        let link = ReplicaLink::of(&replica).expect("a link");
+        let settings = settings(Duration::from_millis(200));
+        let stream = connect_stream(replica.addr(), PATIENCE).await.expect("connect");
+        link.put_stream(&replica, stream, &settings);
+        let sender = connect(replica.addr(), PATIENCE).await.expect("connect");
+        link.put(&replica, sender, &settings);
+
+        for _ in 0..2 {
+            tokio::time::timeout(PATIENCE, ends.recv())
+                .await
+                .expect("the idle connection is closed without a request coming for it");
+        }
+        assert!(link.take_stream(settings.idle_timeout).is_none());
+        assert!(link.take(settings.idle_timeout).is_none());
+        assert!(!link.reaping.load(Ordering::Acquire), "nothing left to reap");
+    }
+
+    #[tokio::test]
+    async fn a_connection_within_the_idle_timeout_stays() {
+        let (replica, mut ends) = replica().await;
+        let link = ReplicaLink::of(&replica).expect("a link");
+        let settings = settings(PATIENCE * 6);
+        let stream = connect_stream(replica.addr(), PATIENCE).await.expect("connect");
+        link.put_stream(&replica, stream, &settings);
+        assert!(ends.try_recv().is_err());
+        assert!(link.take_stream(settings.idle_timeout).is_some());
     }
 }

@@ -2,12 +2,18 @@
 //! so that a slow or stuck reader (a full pipe nobody drains) never stalls the proxy: when the buffer is
 //! full, lines are dropped and counted instead (`tideway_log_lines_dropped_total`).
 
+mod repeats;
+
 use std::io::IsTerminal;
+use std::sync::Arc;
 
 use tracing_appender::non_blocking::{ErrorCounter, NonBlockingBuilder, WorkerGuard};
-use tracing_subscriber::EnvFilter;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{EnvFilter, Layer};
 
 use crate::cli::LogFormat;
+pub(crate) use repeats::Repeats;
 
 /// Lines held for the writer thread before new ones are dropped: seconds of a busy access log, a few
 /// MiB at most.
@@ -17,6 +23,7 @@ const BUFFERED_LINES: usize = 16 * 1024;
 pub(crate) struct Logging {
     _writer: WorkerGuard,
     dropped: ErrorCounter,
+    repeats: Arc<Repeats>,
 }
 
 /// Installs the global subscriber; the level comes from `RUST_LOG` (default `info`).
@@ -28,18 +35,26 @@ pub(crate) fn init(format: LogFormat) -> Logging {
         .thread_name("tideway-log")
         .finish(std::io::stderr());
     let dropped = writer.error_counter();
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    let repeats = Arc::new(Repeats::default());
+    let layer = tracing_subscriber::fmt::layer()
         .with_writer(writer)
         // Colours only for a person at a terminal: in a file, a pipe or a log collector they are noise.
         .with_ansi(std::io::stderr().is_terminal());
-    match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
-    }
+    let layer = match format {
+        LogFormat::Text => layer.boxed(),
+        LogFormat::Json => layer.json().boxed(),
+    };
+    tracing_subscriber::registry()
+        .with(
+            layer
+                .with_filter(filter)
+                .with_filter(repeats::RepeatFilter(Arc::clone(&repeats))),
+        )
+        .init();
     Logging {
         _writer: guard,
         dropped,
+        repeats,
     }
 }
 
@@ -47,5 +62,10 @@ impl Logging {
     /// Lines dropped so far because standard error did not take them in time.
     pub(crate) fn dropped_lines(&self) -> ErrorCounter {
         self.dropped.clone()
+    }
+
+    /// The tally of repeated warnings held back, whose report runs on the proxy's runtime.
+    pub(crate) fn repeats(&self) -> Arc<Repeats> {
+        Arc::clone(&self.repeats)
     }
 }

@@ -48,7 +48,7 @@ fn main() -> ExitCode {
         Command::Check => check(&cli.config),
         Command::Serve => {
             let logging = logging::init(cli.log_format);
-            serve::run(&cli.config, logging.dropped_lines())
+            serve::run(&cli.config, logging.dropped_lines(), logging.repeats())
         }
         Command::Supervise {
             stop_timeout,

@@ -18,11 +18,12 @@ use crate::admin::{self, serve_admin};
 use crate::cli::error_chain;
 use crate::fleet::{Fleet, FleetMetrics};
 use crate::health::serve_metrics;
+use crate::logging::Repeats;
 use crate::reload::Reload;
 use crate::{exit, reload};
 
 /// Loads the config, runs until a shutdown signal, drains, and returns the exit code.
-pub(crate) fn run(path: &Path, dropped_log_lines: ErrorCounter) -> ExitCode {
+pub(crate) fn run(path: &Path, dropped_log_lines: ErrorCounter, repeats: Arc<Repeats>) -> ExitCode {
     let config = match tideway_config::load(path) {
         Ok(config) => config,
         Err(e) => {
@@ -56,7 +57,10 @@ pub(crate) fn run(path: &Path, dropped_log_lines: ErrorCounter) -> ExitCode {
             return ExitCode::from(exit::RUNTIME);
         }
     };
-    runtime.block_on(serve(path.to_owned(), config, supervisor, dropped_log_lines))
+    runtime.block_on(async move {
+        tokio::spawn(repeats.report());
+        serve(path.to_owned(), config, supervisor, dropped_log_lines).await
+    })
 }
 
 async fn serve(

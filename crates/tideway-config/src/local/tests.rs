@@ -35,7 +35,8 @@ fn a_full_local_backend() {
 cwd = "/srv/app"
 env = { MODE = "demo", EMPTY = "" }
 readiness = { path = "/healthz", interval = "200ms", timeout = "2s" }
-stop_timeout = "3s""#,
+stop_timeout = "3s"
+log_output = false"#,
     );
     assert_eq!(spec.command, ["python3", "app.py", "--port", "{port}"]);
     assert_eq!(spec.cwd.as_deref(), Some(std::path::Path::new("/srv/app")));
@@ -50,6 +51,11 @@ stop_timeout = "3s""#,
         }
     );
     assert_eq!(spec.stop_timeout, Duration::from_secs(3));
+    assert!(!spec.log_output);
+    assert_only_error(
+        "command = [\"./server\"]\nlog_output = \"no\"",
+        "app[0].local.log_output: expected true or false, found a string",
+    );
 }
 
 #[test]
@@ -65,6 +71,7 @@ fn defaults_are_a_tcp_check_and_a_ten_second_stop() {
         }
     );
     assert_eq!(spec.stop_timeout, Duration::from_secs(10));
+    assert!(spec.log_output);
     let tcp = self::spec("command = [\"./server\"]\nreadiness = { tcp = true, interval = \"1s\" }");
     assert!(matches!(tcp.readiness, Readiness::Tcp { interval, .. } if interval == Duration::from_secs(1)));
 }

@@ -97,7 +97,7 @@ impl Backend for LocalBackend {
         let inner = Arc::clone(&self.inner);
         inner.tasks.close();
         // The supervisors kill what does not stop within stop_timeout; a little more covers their exit.
-        let limit = inner.spec.stop_timeout + Duration::from_secs(5);
+        let limit = inner.spec.stop_timeout.saturating_add(Duration::from_secs(5));
         Box::pin(async move {
             if tokio::time::timeout(limit, inner.tasks.wait()).await.is_err() {
                 tracing::warn!(

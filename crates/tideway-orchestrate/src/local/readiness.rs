@@ -33,7 +33,7 @@ pub(super) async fn wait_until_ready(addr: SocketAddr, readiness: &Readiness) {
             return;
         }
         tokio::time::sleep(pause).await;
-        pause = (pause * 2).min(interval);
+        pause = pause.saturating_mul(2).min(interval);
     }
 }
 

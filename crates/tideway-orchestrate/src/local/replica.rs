@@ -127,8 +127,8 @@ fn command(inner: &Inner, replica: &Replica, port: u16) -> Command {
         .env("TIDEWAY_REPLICA", replica.name())
         .envs(&spec.env)
         .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
+        .stdout(output(spec.log_output))
+        .stderr(output(spec.log_output))
         // Its own process group: a Ctrl-C meant for tideway must not reach replicas before they drain.
         .process_group(0);
     if let Some(cwd) = &spec.cwd {
@@ -151,6 +151,11 @@ fn forward_output(inner: &Inner, replica: &Replica, child: &mut Child) {
     if let Some(stderr) = child.stderr.take() {
         tokio::spawn(forward_lines(stderr, app, name, "stderr"));
     }
+}
+
+/// Where a replica's output goes: a pipe into tideway's log, or nowhere.
+fn output(logged: bool) -> Stdio {
+    if logged { Stdio::piped() } else { Stdio::null() }
 }
 
 /// A port on 127.0.0.1 that nothing listens on right now, for the next replica.

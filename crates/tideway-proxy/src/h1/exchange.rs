@@ -254,7 +254,7 @@ async fn exchange(conn: &mut Conn, mut head: RequestHead) -> Next {
         match relayed {
             Relayed::Done { reusable, close } => {
                 if reusable && let Some(link) = link {
-                    link.put_stream(upstream, &settings);
+                    link.put_stream(&replica, upstream, &settings);
                 }
                 drop(seat);
                 exchange.finish(Some(&replica), Outcome::Complete);

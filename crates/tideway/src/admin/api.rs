@@ -7,7 +7,7 @@ use bytes::Bytes;
 use http::{Response, StatusCode};
 use serde_json::{Map, Value, json};
 use tideway_config::{Backend, FieldError, policy_update};
-use tideway_core::{Policy, Timestamp};
+use tideway_core::{AppStats, CloseReason, Policy, RECENT_MINUTES, RejectReason, Timestamp};
 use tracing::info;
 
 use crate::fleet::AppView;
@@ -72,6 +72,7 @@ pub(super) fn app(view: &AppView, now: Timestamp) -> Value {
         "confirmed_sessions": app.session_counts().confirmed,
         "desired_replicas": view.desired_replicas(),
         "policy": policy(&app.policy()),
+        "recent": recent(app.stats()),
         "replicas": replicas,
         "decisions": decisions,
     })
@@ -117,6 +118,19 @@ fn unprocessable(errors: &[FieldError]) -> Response<Body> {
         .map(|e| json!({ "field": e.path, "message": e.message }))
         .collect();
     json(StatusCode::UNPROCESSABLE_ENTITY, &json!({ "errors": errors }))
+}
+
+/// The app's rejections and closes of the last minutes, by reason (the metrics have the totals).
+fn recent(stats: &AppStats) -> Value {
+    let rejected: Map<String, Value> = RejectReason::ALL
+        .iter()
+        .map(|r| (r.as_str().to_owned(), stats.recently_rejected(*r).into()))
+        .collect();
+    let closed: Map<String, Value> = CloseReason::ALL
+        .iter()
+        .map(|r| (r.as_str().to_owned(), stats.recently_closed(*r).into()))
+        .collect();
+    json!({ "minutes": RECENT_MINUTES, "rejected": rejected, "closed": closed })
 }
 
 /// A policy as the API shows it: the config file's keys and spellings.
