@@ -282,3 +282,37 @@ async fn http2_a_response_that_stalls_midway_is_reset_and_counted() {
     eventually("the seat is freed", || seated(&app_a) == 0).await;
     assert_eq!(app_a.stats().closed(CloseReason::ResponseTimeout), 1);
 }
+
+#[tokio::test]
+async fn http2_a_client_that_leaves_while_the_replica_reads_nothing_frees_its_seat() {
+    let (addr, _replica) = mute_replica().await;
+    let app_a = app("a", stalls(600_000, 600_000), &[addr]);
+    let proxy = Proxied::start(vec![route(&app_a, "site.test", None)]).await;
+
+    let stream = TcpStream::connect(proxy.addr)
+        .await
+        .expect("connect to the proxy");
+    let (mut h2, conn) =
+        hyper::client::conn::http2::handshake::<_, _, Fed>(TokioExecutor::new(), TokioIo::new(stream))
+            .await
+            .expect("HTTP/2 handshake");
+    let driver = tokio::spawn(conn);
+    let (mut feed, body) = futures::channel::mpsc::channel::<Bytes>(4);
+    let req = http::Request::post("http://site.test/upload")
+        .body(BoxBody::new(StreamBody::new(
+            body.map(|bytes| Ok(Frame::data(bytes))),
+        )))
+        .expect("request");
+    let response = tokio::spawn(h2.send_request(req));
+    eventually("the upload is seated", || seated(&app_a) == 1).await;
+    for _ in 0..8 {
+        if feed.try_send(Bytes::from(vec![b'x'; 64 * 1024])).is_err() {
+            break;
+        }
+    }
+    // The client goes away: its connection with it.
+    response.abort();
+    driver.abort();
+    drop(feed);
+    eventually("the departed client's seat is freed", || seated(&app_a) == 0).await;
+}
