@@ -39,6 +39,9 @@ pub(crate) struct ClientConn {
     idle_since: AtomicU64,
     head_started: AtomicU64,
     write_blocked_since: AtomicU64,
+    /// When the exchange in flight wants to be looked at again (ms + 1; 0: never): the watch's timer wakes
+    /// the connection's task then, so an exchange needs no timer of its own.
+    check_at: AtomicU64,
     went_idle: AtomicWaker,
     max_age_ms: AtomicU64,
     inactive_ms: AtomicU64,
@@ -95,6 +98,7 @@ impl ClientConn {
                 0
             }),
             write_blocked_since: AtomicU64::new(0),
+            check_at: AtomicU64::new(0),
             went_idle: AtomicWaker::new(),
             max_age_ms: AtomicU64::new(OFF),
             inactive_ms: AtomicU64::new(OFF),
@@ -227,6 +231,26 @@ impl ClientConn {
             header_read: self.tracks_heads.then_some(settings.header_read_timeout),
             send: Some(settings.send_timeout),
         }
+    }
+
+    /// Asks the connection's watch to wake its task at `at` (or never, with `None`); a later call replaces
+    /// the time.
+    pub(crate) fn check_at(&self, at: Option<Timestamp>) {
+        let at = at.map_or(0, |at| at.as_millis().saturating_add(1));
+        self.check_at.store(at, Ordering::Relaxed);
+    }
+
+    /// When the exchange in flight wants its task woken, if it does.
+    pub(crate) fn check_due(&self) -> Option<Timestamp> {
+        match self.check_at.load(Ordering::Relaxed) {
+            0 => None,
+            at => Some(Timestamp::from_millis(at - 1)),
+        }
+    }
+
+    /// The connection's clock.
+    pub(crate) fn clock(&self) -> RuntimeClock {
+        self.clock
     }
 
     /// Records bytes read from the client: activity, and the start of a request head if none is in flight.

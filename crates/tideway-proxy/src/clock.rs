@@ -28,6 +28,12 @@ impl RuntimeClock {
         later(self.epoch, Duration::from_millis(at.as_millis()))
     }
 
+    /// The timestamp of a tokio instant (the epoch, for one before it).
+    pub fn timestamp(&self, at: Instant) -> Timestamp {
+        let millis = at.saturating_duration_since(self.epoch).as_millis();
+        Timestamp::from_millis(u64::try_from(millis).unwrap_or(u64::MAX))
+    }
+
     /// Now, as a timestamp.
     pub fn now(&self) -> Timestamp {
         let millis = self.epoch.elapsed().as_millis();

@@ -115,18 +115,24 @@ impl ReplicaWait {
         self.moved();
     }
 
+    /// When the replica will have kept the exchange waiting for `limit`, if it keeps still from now on —
+    /// or `None` if it already has.
+    pub(crate) fn deadline(&self, limit: Duration) -> Option<Instant> {
+        if self.on_client.load(Ordering::Relaxed) > 0 {
+            self.moved();
+        }
+        let moved = Duration::from_nanos(self.moved.load(Ordering::Relaxed));
+        let deadline = later(self.started, moved.saturating_add(limit));
+        (deadline > Instant::now()).then_some(deadline)
+    }
+
     /// Whether the replica has kept the exchange waiting for `limit`; else `timer` is set to fire when it
     /// would have, and `cx` is woken then.
     pub(crate) fn stalled(&self, limit: Duration, mut timer: Pin<&mut Sleep>, cx: &mut Context<'_>) -> bool {
         while timer.as_mut().poll(cx).is_ready() {
-            if self.on_client.load(Ordering::Relaxed) > 0 {
-                self.moved();
-            }
-            let moved = Duration::from_nanos(self.moved.load(Ordering::Relaxed));
-            let deadline = later(self.started, moved.saturating_add(limit));
-            if deadline <= Instant::now() {
+            let Some(deadline) = self.deadline(limit) else {
                 return true;
-            }
+            };
             timer.as_mut().reset(deadline);
         }
         false

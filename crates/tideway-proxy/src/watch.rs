@@ -120,7 +120,13 @@ impl Watch {
                         .timeouts(this.settings)
                         .evaluate(&this.client.times(), now)
                     {
-                        TimeoutVerdict::Open { next } => match next.into_iter().chain(subscribe_at).min() {
+                        // The exchange in flight is polled before the watch: a check that is due has been made.
+                        TimeoutVerdict::Open { next } => match next
+                            .into_iter()
+                            .chain(subscribe_at)
+                            .chain(this.client.check_due().filter(|at| *at > now))
+                            .min()
+                        {
                             Some(due) => due,
                             None => return Poll::Pending,
                         },

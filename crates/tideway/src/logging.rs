@@ -44,11 +44,14 @@ pub(crate) fn init(format: LogFormat) -> Logging {
         LogFormat::Text => layer.boxed(),
         LogFormat::Json => layer.json().boxed(),
     };
+    // The level filter outermost: it decides each call site once, so a disabled `debug!` on the hot path
+    // stays a check of a cached flag, and it sets the global level hint; the repeat filter sees only the
+    // events that pass it.
     tracing_subscriber::registry()
         .with(
             layer
-                .with_filter(filter)
-                .with_filter(repeats::RepeatFilter(Arc::clone(&repeats))),
+                .with_filter(repeats::RepeatFilter(Arc::clone(&repeats)))
+                .with_filter(filter),
         )
         .init();
     Logging {

@@ -500,9 +500,9 @@ async fn relay(
         trip,
         exchange
     ));
-    let mut stall = pin!(tokio::time::sleep(trip.response_timeout));
+    let clock = trip.client.clock();
     let mut body_end = None;
-    poll_fn(|cx| {
+    let relayed = poll_fn(|cx| {
         if let Poll::Ready(relayed) = response.as_mut().poll(cx) {
             return Poll::Ready(relayed);
         }
@@ -529,15 +529,21 @@ async fn relay(
             // The replica may have answered before reading the whole body: its response tells.
             Some(BodyEnd::UpstreamFailed) | None => {}
         }
-        if trip.replica.stalled(trip.response_timeout, stall.as_mut(), cx) {
+        // No timer of its own: the connection's watch wakes the task when the check is due.
+        let Some(deadline) = trip.replica.deadline(trip.response_timeout) else {
             return Poll::Ready(Relayed::Stalled {
                 side: Side::Upstream,
                 answered,
             });
-        }
+        };
+        // Rounded up to the next millisecond, so the check is never woken before it is due.
+        let due = clock.timestamp(deadline).saturating_add(Duration::from_millis(1));
+        trip.client.check_at(Some(due));
         Poll::Pending
     })
-    .await
+    .await;
+    trip.client.check_at(None);
+    relayed
 }
 
 /// Relays the request body from `buf` and the client socket to the replica; then waits for the client to
