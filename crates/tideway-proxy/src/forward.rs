@@ -1,6 +1,6 @@
 //! Forwarding an admitted HTTP/2 request to its replica over HTTP/1.1: the request rewritten for the hop,
-//! sent over a reused or new connection (moving to another replica if one refuses the connection, sending
-//! again when that is safe), and the response streamed back.
+//! sent over a reused or new connection (elsewhere if the replica refuses the connection, again only if it
+//! never went out), and the response streamed back; and where a request goes when its replica fails it.
 
 use std::future::{Future, poll_fn};
 use std::pin::pin;
@@ -227,7 +227,7 @@ impl Reseat<'_> {
         error: &std::io::Error,
     ) -> Result<Seat, RejectReason> {
         let app = self.app;
-        warn!(app = app.name(), replica = replica.name(), %error, "replica refused the connection");
+        warn!(app = app.name(), replica = replica.name(), %error, "replica failed the connection");
         let backoff = replica.record_connect_failure(self.shared.clock.now());
         // Connections waiting for a seat may try it again once its backoff ends.
         let waiting = Arc::clone(app);

@@ -1,7 +1,8 @@
 //! One HTTP/1.1 exchange: the request checked, routed and seated, sent to its replica over a kept-alive
-//! connection — on another replica if one refuses the connection, again on a fresh connection when a kept
-//! one was closed under it and that is safe — and the response relayed back as it comes; or, when the
-//! replica switches protocols, both sockets handed to a tunnel.
+//! connection — elsewhere if the replica refuses the connection, again on a fresh connection when a kept
+//! one turned out closed before the request went out on it — and the response relayed back as it comes,
+//! each side held to its timeout; or, when the replica switches protocols, both sockets handed to a
+//! tunnel.
 
 use std::future::{Future, poll_fn};
 use std::io;
