@@ -1,8 +1,8 @@
-//! A timer for the waits a peer may not stretch for ever: armed when a body has to wait on its peer,
-//! disarmed when the peer delivers, so a flowing body never touches the timer wheel.
+//! Stalls: the waits a peer may not stretch for ever (`body_read_timeout`, `response_timeout`). A body's
+//! timer is armed only while it waits on its peer, so a flowing body never touches the timer wheel; how
+//! long a replica has kept an exchange waiting is noted with each move and checked when a timer fires.
 
 use std::fmt;
-
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
