@@ -70,14 +70,7 @@ fn replica_pid(tideway: &Tideway, replica: &str) -> u32 {
 }
 
 async fn eventually(what: &str, check: impl Fn() -> bool) {
-    let deadline = tokio::time::Instant::now() + PATIENCE;
-    while !check() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting until {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    tideway_testkit::eventually(what, PATIENCE, check).await;
 }
 
 #[tokio::test]
@@ -261,7 +254,9 @@ async fn a_replaced_backend_drains_in_sight_counted_and_uniquely_named() {
     }
     let first_on = first.1.clone();
     drop(first);
-    let fourth = within_patience(waiting).await;
+    let fourth = tideway_testkit::within("the fourth session", PATIENCE, waiting)
+        .await
+        .expect("the task");
     assert!(!old.contains(&fourth.1), "a replica of the new backend took it");
     // The fourth replica was launched only once the drained one made room.
     let stopping = tideway
@@ -296,13 +291,6 @@ async fn a_replaced_backend_drains_in_sight_counted_and_uniquely_named() {
     assert_eq!(connections, 3);
     assert_eq!(app_connections_metric(metrics, "app").await, Some(3.0));
     drop((second, third, fourth));
-}
-
-async fn within_patience<T>(task: tokio::task::JoinHandle<T>) -> T {
-    tokio::time::timeout(PATIENCE, task)
-        .await
-        .expect("in time")
-        .expect("the task")
 }
 
 #[tokio::test]

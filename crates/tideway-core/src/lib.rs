@@ -1,6 +1,8 @@
 //! The pure heart of tideway: what a connection costs, where it may go, when it must close, and how many
 //! replicas an app needs. Nothing here performs I/O or reads a clock; time is passed in (see [`Clock`]) so
 //! every rule can be tested exhaustively and deterministically.
+//!
+//! `docs/architecture.md` shows where each decision is taken and who acts on it.
 
 mod admission;
 mod affinity;

@@ -3,6 +3,8 @@
 //!
 //! It knows apps only through [`tideway_core::App`] (policy, replicas, admission) and never where replicas
 //! come from: orchestrators fill the replica sets, the binary wires both.
+//!
+//! `docs/architecture.md` follows a connection through its modules and says where each timeout is enforced.
 
 mod app_link;
 mod body;

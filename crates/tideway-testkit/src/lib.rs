@@ -23,9 +23,11 @@ mod client;
 mod routes;
 mod session;
 mod tunnel;
+mod wait;
 mod websocket;
 
 pub use backend::{Backend, refused_addr};
 pub use client::{http1_get, ws_connect};
 /// Re-exported so tests can drive [`ws_connect`]'s stream without depending on tokio-tungstenite themselves.
 pub use tokio_tungstenite::{self, tungstenite};
+pub use wait::{eventually, within};

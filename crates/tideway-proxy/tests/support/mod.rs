@@ -108,22 +108,13 @@ pub fn route(app: &Arc<App>, host: &str, prefix: Option<&str>) -> Route {
 }
 
 /// Polls `check` every few milliseconds until it holds or [`PATIENCE`] runs out.
-pub async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
-    let deadline = tokio::time::Instant::now() + PATIENCE;
-    while !check() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting until {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+pub async fn eventually(what: &str, check: impl FnMut() -> bool) {
+    tideway_testkit::eventually(what, PATIENCE, check).await;
 }
 
 /// Fails the test if `future` takes longer than [`PATIENCE`].
 pub async fn within<T>(what: &str, future: impl Future<Output = T>) -> T {
-    tokio::time::timeout(PATIENCE, future)
-        .await
-        .unwrap_or_else(|_| panic!("timed out: {what}"))
+    tideway_testkit::within(what, PATIENCE, future).await
 }
 
 /// Writes `request` on a fresh connection and reads everything until the proxy closes it (or the
