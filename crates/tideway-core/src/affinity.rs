@@ -20,7 +20,8 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use dashmap::DashMap;
 
-use crate::admission::{App, ConnectionGuard};
+use crate::app::App;
+use crate::app::admission::ConnectionGuard;
 use crate::clock::Timestamp;
 use crate::replica::Replica;
 use crate::signal::Signal;

@@ -4,8 +4,8 @@
 //!
 //! `docs/architecture.md` shows where each decision is taken and who acts on it.
 
-mod admission;
 mod affinity;
+mod app;
 mod balance;
 mod clock;
 mod close;
@@ -16,11 +16,12 @@ mod replica;
 mod scaling;
 mod signal;
 
-pub use admission::{Admission, App, AppStats, ConnectionGuard, QueueFull, Waiter};
 pub use affinity::{
     Affinity, JoinSession, Placement, SessionCounts, SessionGrant, SessionId, SessionQueue, SessionQueueFull,
     SessionSeat, SessionWaiter,
 };
+pub use app::admission::{Admission, ConnectionGuard, QueueFull, Waiter};
+pub use app::{App, AppStats};
 pub use balance::{Balance, NoSeat};
 pub use clock::{Clock, ManualClock, Timestamp};
 pub use close::{CloseReason, RejectReason};

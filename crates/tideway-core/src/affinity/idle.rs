@@ -9,7 +9,7 @@ use std::collections::{BinaryHeap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::admission::App;
+use crate::app::App;
 use crate::clock::Timestamp;
 
 use super::{Session, SessionId};

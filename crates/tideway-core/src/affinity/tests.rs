@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use proptest::prelude::*;
 
-use crate::admission::Admission;
+use crate::app::admission::Admission;
 use crate::clock::ManualClock;
 use crate::policy::Policy;
 use crate::replica::ReplicaState;

@@ -1,0 +1,288 @@
+//! Admission: seating a connection on a replica under `max_connections`, queueing it fairly when every
+//! replica is full, and giving the seat back on every exit path.
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use super::App;
+use crate::balance::{self, NoSeat};
+use crate::clock::Timestamp;
+use crate::replica::{Replica, ReplicaId, ReplicaState};
+use crate::scaling::replicas_needed;
+
+/// A seat on a replica: the connection is counted while this value lives.
+///
+/// Dropping it is the only way to give the seat back, so a connection is uncounted on every exit path —
+/// completion, error, client or upstream abort, a panicking task — and a waiting connection takes the freed
+/// seat at once.
+#[must_use = "the connection is counted only while the guard lives"]
+pub struct ConnectionGuard {
+    app: Arc<App>,
+    replica: Arc<Replica>,
+    dispatch_on_drop: bool,
+}
+
+/// A connection waiting in an app's queue for a seat.
+///
+/// The data plane implements it over a one-shot channel; keeping it a trait keeps this crate free of any
+/// async runtime.
+pub trait Waiter: Send {
+    /// True once the connection stopped waiting (timed out, client gone); it is then skipped.
+    fn is_abandoned(&self) -> bool;
+    /// Hands the waiter its seat, or gives the seat back if the waiter is gone.
+    fn offer(self: Box<Self>, seat: ConnectionGuard) -> Result<(), ConnectionGuard>;
+}
+
+/// The queue already holds `queue_size` waiters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QueueFull;
+
+/// What happened to a connection that asked for a seat.
+#[derive(Debug)]
+pub enum Admission {
+    /// Seated now.
+    Seated(ConnectionGuard),
+    /// No seat now; the connection may wait in the queue.
+    Wait,
+    /// No ready replica; waiting only helps if one is on its way.
+    NoReplica,
+}
+
+/// The app's FIFO of connections waiting for a seat, and how many there are (read without the lock).
+pub(super) struct Queue {
+    waiting: AtomicUsize,
+    entries: Mutex<VecDeque<Box<dyn Waiter>>>,
+}
+
+impl App {
+    /// Declares that no replica will be started before `until` (starts failed and back off). If no replica
+    /// is ready or starting, nothing can seat the connections waiting: they are refused now rather than
+    /// left to wait out `startup_timeout`, and so is every new one until then.
+    pub fn pause_starts(self: &Arc<Self>, until: Timestamp) {
+        self.starts_paused_until
+            .store(until.as_millis().saturating_add(1), Ordering::SeqCst);
+        if !self.has_replica_on_its_way() {
+            let before = self.demand();
+            let refused: Vec<_> = {
+                let mut entries = self.queue.lock();
+                let refused = entries.drain(..).collect();
+                self.queue.waiting.store(0, Ordering::SeqCst);
+                refused
+            };
+            // Dropped outside the queue's lock: a waiter learns it was refused when its entry is dropped.
+            drop(refused);
+            self.demand_moved(before);
+        }
+    }
+
+    /// Connections waiting in the queue (including any that gave up and were not yet swept out).
+    pub fn queued(&self) -> usize {
+        self.queue.waiting.load(Ordering::SeqCst)
+    }
+
+    /// Asks for a seat for a new connection. Connections already waiting go first: while the queue is not
+    /// empty, a newcomer is told to wait behind them even if a seat has just freed.
+    pub fn admit(self: &Arc<Self>) -> Admission {
+        if self.queued() > 0 {
+            return Admission::Wait;
+        }
+        match self.seat_excluding(&[]) {
+            Ok(guard) => Admission::Seated(guard),
+            Err(NoSeat::Full) => Admission::Wait,
+            Err(NoSeat::NoReplica) => Admission::NoReplica,
+        }
+    }
+
+    /// A seat on a replica not in `tried`, ignoring the queue: for a connection that was already admitted and
+    /// must move because its replica refused the TCP connection.
+    pub fn seat_excluding(self: &Arc<Self>, tried: &[ReplicaId]) -> Result<ConnectionGuard, NoSeat> {
+        let replica = self.take_seat(tried)?;
+        Ok(ConnectionGuard {
+            app: Arc::clone(self),
+            replica,
+            dispatch_on_drop: true,
+        })
+    }
+
+    /// A seat on `replica` alone, if it is ready, has room, and nobody waits in the queue (who would go
+    /// first): for a session returning to the replica it was on.
+    pub(crate) fn seat_on(self: &Arc<Self>, replica: &Arc<Replica>) -> Option<ConnectionGuard> {
+        if self.queued() > 0 {
+            return None;
+        }
+        let replica = self.take_seat_among(std::slice::from_ref(replica), &[]).ok()?;
+        Some(ConnectionGuard {
+            app: Arc::clone(self),
+            replica,
+            dispatch_on_drop: true,
+        })
+    }
+
+    /// Queues a connection for the next free seat (FIFO). It may be seated before this returns.
+    pub fn enqueue(self: &Arc<Self>, waiter: Box<dyn Waiter>) -> Result<(), QueueFull> {
+        let capacity = usize::try_from(self.policy.load().queue_size).unwrap_or(usize::MAX);
+        let mut entries = self.queue.lock();
+        if entries.len() >= capacity {
+            entries.retain(|w| !w.is_abandoned());
+            if entries.len() >= capacity {
+                self.queue.waiting.store(entries.len(), Ordering::SeqCst);
+                return Err(QueueFull);
+            }
+        }
+        let before = self.demand();
+        entries.push_back(waiter);
+        self.queue.waiting.store(entries.len(), Ordering::SeqCst);
+        self.dispatch_locked(&mut entries);
+        self.demand_moved(before);
+        Ok(())
+    }
+
+    /// Removes waiters that gave up, so the queue length reported is the number really waiting. Cheap to
+    /// skip: abandoned waiters are also swept whenever the queue is served or full.
+    pub fn sweep_queue(&self) {
+        if self.queued() > 0 {
+            let before = self.demand();
+            let mut entries = self.queue.lock();
+            entries.retain(|w| !w.is_abandoned());
+            self.queue.waiting.store(entries.len(), Ordering::SeqCst);
+            drop(entries);
+            self.demand_moved(before);
+        }
+    }
+
+    /// Connections seated plus connections waiting: what the scaling rule sizes the app for.
+    pub fn demand(&self) -> u64 {
+        self.seated.load(Ordering::SeqCst) + self.queued() as u64
+    }
+
+    /// Raises the scale signal if moving from `before` to the current demand changes the replicas needed.
+    fn demand_moved(&self, before: u64) {
+        let policy = self.policy.load();
+        if replicas_needed(&policy, before) != replicas_needed(&policy, self.demand()) {
+            self.scale.raise();
+        }
+    }
+
+    fn take_seat(&self, tried: &[ReplicaId]) -> Result<Arc<Replica>, NoSeat> {
+        self.take_seat_among(&self.replicas.load(), tried)
+    }
+
+    fn take_seat_among(
+        &self,
+        replicas: &[Arc<Replica>],
+        tried: &[ReplicaId],
+    ) -> Result<Arc<Replica>, NoSeat> {
+        let policy = self.policy.load();
+        let rotation = self.rotation.fetch_add(1, Ordering::Relaxed);
+        let replica = balance::take_seat(
+            replicas,
+            policy.balance,
+            policy.max_connections,
+            self.now(),
+            tried,
+            rotation,
+        )?;
+        let before = self.seated.fetch_add(1, Ordering::SeqCst) + self.queued() as u64;
+        if replicas_needed(&policy, before) != replicas_needed(&policy, before + 1) {
+            self.scale.raise();
+        }
+        Ok(replica)
+    }
+
+    /// Gives a seat back: the replica's count and the app's demand drop; the scaler hears of it if that
+    /// changes the replicas needed or empties a draining replica further.
+    fn release_seat(&self, replica: &Replica) {
+        replica.release_seat();
+        let before = self.seated.fetch_sub(1, Ordering::SeqCst) + self.queued() as u64;
+        let policy = self.policy.load();
+        if replica.state() == ReplicaState::Draining
+            || replicas_needed(&policy, before) != replicas_needed(&policy, before - 1)
+        {
+            self.scale.raise();
+        }
+    }
+
+    pub(crate) fn dispatch(self: &Arc<Self>) {
+        if self.queued() > 0 {
+            let before = self.demand();
+            let mut entries = self.queue.lock();
+            self.dispatch_locked(&mut entries);
+            drop(entries);
+            self.demand_moved(before);
+        }
+    }
+
+    /// Seats waiters from the front while seats are free. A seat offered to a waiter that just left is given
+    /// back without re-entering dispatch, which would deadlock on the queue lock held here.
+    fn dispatch_locked(self: &Arc<Self>, entries: &mut VecDeque<Box<dyn Waiter>>) {
+        while let Some(waiter) = entries.pop_front() {
+            // The waiter leaves the count before its seat joins it, so demand is never counted twice.
+            self.queue.waiting.store(entries.len(), Ordering::SeqCst);
+            if waiter.is_abandoned() {
+                continue;
+            }
+            let Ok(replica) = self.take_seat(&[]) else {
+                entries.push_front(waiter);
+                break;
+            };
+            let seat = ConnectionGuard {
+                app: Arc::clone(self),
+                replica,
+                dispatch_on_drop: true,
+            };
+            if let Err(mut unwanted) = waiter.offer(seat) {
+                unwanted.dispatch_on_drop = false;
+            }
+        }
+        self.queue.waiting.store(entries.len(), Ordering::SeqCst);
+    }
+}
+
+impl Queue {
+    pub(super) fn new() -> Self {
+        Queue {
+            waiting: AtomicUsize::new(0),
+            entries: Mutex::new(VecDeque::new()),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, VecDeque<Box<dyn Waiter>>> {
+        // The queue holds no invariant a panicking holder could break half-way, so a poisoned lock is usable.
+        self.entries.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl ConnectionGuard {
+    /// The replica the connection is seated on.
+    pub fn replica(&self) -> &Arc<Replica> {
+        &self.replica
+    }
+
+    /// The app the connection belongs to.
+    pub fn app(&self) -> &Arc<App> {
+        &self.app
+    }
+}
+
+impl Drop for ConnectionGuard {
+    fn drop(&mut self) {
+        self.app.release_seat(&self.replica);
+        if self.dispatch_on_drop {
+            self.app.dispatch();
+        }
+    }
+}
+
+impl fmt::Debug for ConnectionGuard {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ConnectionGuard")
+            .field("app", &self.app.name)
+            .field("replica", &self.replica.name())
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests;
