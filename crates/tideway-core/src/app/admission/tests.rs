@@ -3,9 +3,9 @@ use std::sync::mpsc;
 use std::thread;
 
 use crate::balance::Balance;
+use crate::clock::{ManualClock, Timestamp};
 use crate::close::{CloseReason, RejectReason};
 use crate::policy::Policy;
-use crate::clock::{ManualClock, Timestamp};
 use crate::replica::ReplicaState;
 
 use super::*;

@@ -1,6 +1,11 @@
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
+use std::ops::Range;
 
+use http::{Method, StatusCode};
+
+use super::response::{BadResponse, MAX_RESPONSE_HEAD, ResponseHead};
 use super::*;
+use crate::h1::framing::Framing;
 
 const LIMITS: Limits = Limits {
     max_bytes: 4096,
