@@ -552,3 +552,6 @@ impl Backoff {
         pause
     }
 }
+
+#[cfg(test)]
+mod tests;
