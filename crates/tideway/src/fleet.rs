@@ -245,3 +245,81 @@ impl Fleet {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use tideway_config::Config;
+
+    use super::*;
+
+    fn fleet() -> Fleet {
+        let registry = prometheus::Registry::new();
+        let metrics = FleetMetrics {
+            proxy: Arc::new(ProxyMetrics::register(&registry).expect("proxy metrics")),
+            scaling: Arc::new(ScalingMetrics::register(&registry).expect("scaling metrics")),
+        };
+        let evict: Evict = Arc::new(|_: &tideway_core::Replica| {});
+        Fleet::new(RuntimeClock::new(), PathBuf::from("tideway"), evict, metrics)
+    }
+
+    /// The apps of a configuration of static apps, each `(name, policy keys, addresses)`.
+    fn apps(apps: &[(&str, &str, &str)]) -> Vec<AppConfig> {
+        let text: String = apps
+            .iter()
+            .map(|(name, keys, addresses)| {
+                format!(
+                    "[[app]]\nname = \"{name}\"\nhosts = [\"{name}.test\"]\n{keys}\n[app.static]\naddresses = [{addresses}]\n"
+                )
+            })
+            .collect();
+        text.parse::<Config>().expect("a valid configuration").apps
+    }
+
+    fn shown(fleet: &Fleet) -> Vec<String> {
+        fleet
+            .view()
+            .load()
+            .iter()
+            .filter(|v| v.is_shown())
+            .map(|v| v.app.name().to_owned())
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn an_app_that_stays_keeps_its_replicas_and_takes_the_new_policy() {
+        let mut fleet = fleet();
+        let routes = fleet.apply(&apps(&[
+            ("a", "max_connections = 4", "\"127.0.0.1:9001\""),
+            ("b", "", "\"127.0.0.1:9002\""),
+        ]));
+        assert_eq!(routes.apps().len(), 2);
+        let before = Arc::clone(&fleet.view().load()[0].app);
+        let replica = Arc::clone(&before.replicas()[0]);
+
+        let routes = fleet.apply(&apps(&[("a", "max_connections = 9", "\"127.0.0.1:9001\"")]));
+        let after = Arc::clone(&fleet.view().load()[0].app);
+        assert!(
+            Arc::ptr_eq(&before, &after),
+            "the same app, its connections untouched"
+        );
+        assert!(
+            Arc::ptr_eq(&replica, &after.replicas()[0]),
+            "and the same replica"
+        );
+        assert_eq!(after.policy().max_connections, 9);
+        assert_eq!(routes.apps().len(), 1);
+        assert_eq!(shown(&fleet), ["a"], "a removed static app has nothing to drain");
+    }
+
+    #[tokio::test]
+    async fn an_app_whose_backend_changed_is_a_new_app() {
+        let mut fleet = fleet();
+        fleet.apply(&apps(&[("a", "", "\"127.0.0.1:9001\"")]));
+        let before = Arc::clone(&fleet.view().load()[0].app);
+        fleet.apply(&apps(&[("a", "", "\"127.0.0.1:9001\", \"127.0.0.1:9003\"")]));
+        let after = Arc::clone(&fleet.view().load()[0].app);
+        assert!(!Arc::ptr_eq(&before, &after));
+        let names: Vec<String> = after.replicas().iter().map(|r| r.name().to_owned()).collect();
+        assert_eq!(names, ["a-1", "a-2"]);
+    }
+}
