@@ -25,7 +25,7 @@ pub use app::{AppConfig, Backend};
 pub use host::HostPattern;
 pub use listeners::{AdminSettings, MetricsSettings, ProxySettings};
 pub use local::{LocalSpec, Readiness};
-pub use policy::policy_update;
+pub use policy::{POLICY_KEYS, PolicyKey, policy_update};
 
 /// A whole, valid `tideway.toml`: what the binary wires up and what a reload swaps in.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]

@@ -1,5 +1,7 @@
 //! The policy keys, shared by `[defaults]` and every `[[app]]`: read one section on top of a base policy.
 
+use std::time::Duration;
+
 use tideway_core::{Affinity, Balance, Policy, PolicyProblem, SpawnThreshold};
 use toml::Value;
 
@@ -17,6 +19,78 @@ pub(crate) struct Overlay {
     pub(crate) invalid: Vec<&'static str>,
 }
 
+/// One app policy key: its name as the file spells it, how a value of it is laid over a policy, and how a
+/// policy's value of it is written back in the file's spelling. [`POLICY_KEYS`] lists them all, once: the
+/// file's reader, the admin API and the checks of the README go through it.
+pub struct PolicyKey {
+    /// The key, as in the file, the admin API and the README.
+    pub name: &'static str,
+    apply: fn(&mut Policy, &Value) -> Result<(), String>,
+    show: fn(&Policy) -> Value,
+}
+
+impl PolicyKey {
+    /// The policy's value of this key, as the file would spell it (`"15m"`, `"off"`, `8`, `"pack"`).
+    pub fn show(&self, policy: &Policy) -> Value {
+        (self.show)(policy)
+    }
+}
+
+/// A [`PolicyKey`] for the policy field of the same name, read with `parse` and shown with `show`.
+macro_rules! key {
+    ($field:ident, $parse:expr, $show:expr) => {
+        PolicyKey {
+            name: stringify!($field),
+            apply: |policy, value| {
+                policy.$field = ($parse)(value)?;
+                Ok(())
+            },
+            show: |policy| ($show)(&policy.$field),
+        }
+    };
+}
+
+/// Every app policy key, in the order of the README's reference.
+pub static POLICY_KEYS: &[PolicyKey] = &[
+    key!(min_instances, count, show_count),
+    key!(max_instances, count, show_count),
+    key!(max_connections, count, show_count),
+    key!(spawn_threshold, spawn_threshold, |t: &SpawnThreshold| {
+        Value::Integer(t.percent().into())
+    }),
+    key!(max_connection_age, optional_duration, show_optional),
+    key!(inactive_timeout, optional_duration, show_optional),
+    key!(scale_down_delay, duration, show_duration),
+    key!(startup_timeout, duration, show_duration),
+    key!(queue_timeout, duration, show_duration),
+    key!(queue_size, count, show_count),
+    key!(drain_timeout, duration, show_duration),
+    key!(close_grace, duration, show_duration),
+    key!(balance, balance, |b: &Balance| Value::String(
+        b.as_str().to_owned()
+    )),
+    key!(affinity, affinity, |a: &Affinity| Value::String(
+        a.as_str().to_owned()
+    )),
+    key!(reconnect_grace, duration, show_duration),
+    key!(max_session_connections, count, show_count),
+    key!(body_read_timeout, duration, show_duration),
+    key!(response_timeout, duration, show_duration),
+];
+
+fn show_count(n: &u32) -> Value {
+    Value::Integer((*n).into())
+}
+
+fn show_duration(d: &Duration) -> Value {
+    Value::String(humantime::format_duration(*d).to_string())
+}
+
+fn show_optional(d: &Option<Duration>) -> Value {
+    d.as_ref()
+        .map_or_else(|| Value::String("off".to_owned()), show_duration)
+}
+
 impl Overlay {
     /// Reads every policy key of `section` over `base`.
     pub(crate) fn read(section: &mut Section<'_>, errors: &mut Errors, base: &Policy) -> Self {
@@ -25,48 +99,22 @@ impl Overlay {
             set: Vec::new(),
             invalid: Vec::new(),
         };
-        let mut reader = Reader {
-            section,
-            errors,
-            overlay: &mut overlay,
-        };
-        let p = &mut reader;
-        p.read("min_instances", count, |policy, v| policy.min_instances = v);
-        p.read("max_instances", count, |policy, v| policy.max_instances = v);
-        p.read("max_connections", count, |policy, v| policy.max_connections = v);
-        p.read("spawn_threshold", spawn_threshold, |policy, v| {
-            policy.spawn_threshold = v
-        });
-        p.read("max_connection_age", optional_duration, |policy, v| {
-            policy.max_connection_age = v;
-        });
-        p.read("inactive_timeout", optional_duration, |policy, v| {
-            policy.inactive_timeout = v
-        });
-        p.read("scale_down_delay", duration, |policy, v| {
-            policy.scale_down_delay = v
-        });
-        p.read("startup_timeout", duration, |policy, v| {
-            policy.startup_timeout = v
-        });
-        p.read("queue_timeout", duration, |policy, v| policy.queue_timeout = v);
-        p.read("queue_size", count, |policy, v| policy.queue_size = v);
-        p.read("drain_timeout", duration, |policy, v| policy.drain_timeout = v);
-        p.read("close_grace", duration, |policy, v| policy.close_grace = v);
-        p.read("balance", balance, |policy, v| policy.balance = v);
-        p.read("affinity", affinity, |policy, v| policy.affinity = v);
-        p.read("reconnect_grace", duration, |policy, v| {
-            policy.reconnect_grace = v
-        });
-        p.read("max_session_connections", count, |policy, v| {
-            policy.max_session_connections = v
-        });
-        p.read("body_read_timeout", duration, |policy, v| {
-            policy.body_read_timeout = v
-        });
-        p.read("response_timeout", duration, |policy, v| {
-            policy.response_timeout = v
-        });
+        for key in POLICY_KEYS {
+            if !section.contains(key.name) {
+                continue;
+            }
+            let laid = section.get(key.name, errors, |value| {
+                let mut policy = overlay.policy.clone();
+                (key.apply)(&mut policy, value).map(|()| policy)
+            });
+            match laid {
+                Some(policy) => {
+                    overlay.policy = policy;
+                    overlay.set.push(key.name);
+                }
+                None => overlay.invalid.push(key.name),
+            }
+        }
         overlay
     }
 
@@ -77,33 +125,6 @@ impl Overlay {
             .into_iter()
             .filter(|problem| !self.invalid.contains(&problem.key))
             .collect()
-    }
-}
-
-/// Reads keys of one section into an overlay.
-struct Reader<'s, 'a> {
-    section: &'s mut Section<'a>,
-    errors: &'s mut Errors,
-    overlay: &'s mut Overlay,
-}
-
-impl Reader<'_, '_> {
-    fn read<T>(
-        &mut self,
-        key: &'static str,
-        parse: impl FnOnce(&Value) -> Result<T, String>,
-        apply: impl FnOnce(&mut Policy, T),
-    ) {
-        if !self.section.contains(key) {
-            return;
-        }
-        match self.section.get(key, self.errors, parse) {
-            Some(value) => {
-                apply(&mut self.overlay.policy, value);
-                self.overlay.set.push(key);
-            }
-            None => self.overlay.invalid.push(key),
-        }
     }
 }
 

@@ -146,3 +146,24 @@ fn the_readme_configs_are_valid() {
         );
     }
 }
+
+/// The README's reference has one `app policy` row per policy key, in the order the keys are listed,
+/// and its admin API example shows every key: the list the reader and the API go through is the
+/// documented one.
+#[test]
+fn the_readme_documents_every_policy_key() {
+    let readme = std::fs::read_to_string(repo_root().join("README.md")).expect("README.md");
+    let documented: Vec<&str> = readme
+        .lines()
+        .filter_map(|line| line.strip_prefix("| app policy | `"))
+        .filter_map(|rest| rest.split('`').next())
+        .collect();
+    let keys: Vec<&str> = tideway_config::POLICY_KEYS.iter().map(|key| key.name).collect();
+    assert_eq!(documented, keys);
+    for key in keys {
+        assert!(
+            readme.contains(&format!("\"{key}\": ")),
+            "the admin API example shows {key}"
+        );
+    }
+}

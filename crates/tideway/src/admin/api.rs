@@ -1,12 +1,10 @@
 //! The admin API's JSON: what it shows of an app, and how a policy change is read. The shape is the one
 //! documented in the README ("Admin API"); the status page relies on it.
 
-use std::time::Duration;
-
 use bytes::Bytes;
 use http::{Response, StatusCode};
 use serde_json::{Map, Value, json};
-use tideway_config::{Backend, FieldError, policy_update};
+use tideway_config::{Backend, FieldError, POLICY_KEYS, policy_update};
 use tideway_core::{AppStats, CloseReason, Policy, RECENT_MINUTES, RejectReason, Timestamp};
 use tracing::info;
 
@@ -135,28 +133,22 @@ fn recent(stats: &AppStats) -> Value {
 
 /// A policy as the API shows it: the config file's keys and spellings.
 fn policy(policy: &Policy) -> Value {
-    let duration = |d: Duration| humantime::format_duration(d).to_string();
-    let optional = |d: Option<Duration>| d.map_or_else(|| "off".to_owned(), duration);
-    json!({
-        "min_instances": policy.min_instances,
-        "max_instances": policy.max_instances,
-        "max_connections": policy.max_connections,
-        "spawn_threshold": policy.spawn_threshold.percent(),
-        "max_connection_age": optional(policy.max_connection_age),
-        "inactive_timeout": optional(policy.inactive_timeout),
-        "scale_down_delay": duration(policy.scale_down_delay),
-        "startup_timeout": duration(policy.startup_timeout),
-        "queue_timeout": duration(policy.queue_timeout),
-        "queue_size": policy.queue_size,
-        "drain_timeout": duration(policy.drain_timeout),
-        "close_grace": duration(policy.close_grace),
-        "balance": policy.balance.as_str(),
-        "affinity": policy.affinity.as_str(),
-        "reconnect_grace": duration(policy.reconnect_grace),
-        "max_session_connections": policy.max_session_connections,
-        "body_read_timeout": duration(policy.body_read_timeout),
-        "response_timeout": duration(policy.response_timeout),
-    })
+    let keys: Map<String, Value> = POLICY_KEYS
+        .iter()
+        .map(|key| (key.name.to_owned(), json_value(key.show(policy))))
+        .collect();
+    Value::Object(keys)
+}
+
+/// A policy value, as the file spells it, in JSON.
+fn json_value(value: toml::Value) -> Value {
+    match value {
+        toml::Value::String(s) => Value::String(s),
+        toml::Value::Integer(i) => i.into(),
+        toml::Value::Float(f) => f.into(),
+        toml::Value::Boolean(b) => b.into(),
+        other => Value::String(other.to_string()),
+    }
 }
 
 /// The JSON object of a policy change as the TOML table the config rules read.
