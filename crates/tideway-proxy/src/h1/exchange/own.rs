@@ -1,0 +1,94 @@
+//! Tideway's own answers on an HTTP/1.1 connection: refusals, rejections, and the gateway's errors.
+
+use std::sync::Arc;
+
+use http::StatusCode;
+use tideway_core::{App, RejectReason};
+use tracing::debug;
+
+use crate::exchange::{Exchange, Outcome};
+use crate::h1::Conn;
+use crate::h1::framing::Framing;
+use crate::h1::head::{self, RequestHead};
+use crate::handler::{refusal, rejected};
+
+use super::Next;
+use super::relay::write_to_client;
+
+/// Answers a request that cannot be parsed; false if the client is gone.
+pub(in crate::h1) async fn refuse(conn: &mut Conn, status: StatusCode, text: &'static str) -> bool {
+    let shared = &conn.shared;
+    let exchange = Exchange::open(
+        conn.client.request_started(None),
+        None,
+        None,
+        Arc::clone(&shared.metrics),
+        shared.settings.load().access_log,
+    );
+    let written = write_own(conn, exchange, status, text, None, true).await;
+    debug!(peer = %conn.client.peer(), status = status.as_u16(), written, "request refused");
+    written
+}
+
+/// Answers a request that got no seat (counted as rejected).
+pub(super) async fn unseated(
+    conn: &mut Conn,
+    head: &RequestHead,
+    exchange: Exchange,
+    app: &App,
+    reason: RejectReason,
+) -> Next {
+    let refusal = refusal(app, reason);
+    let retry_after = rejected(app, reason);
+    let retry_after = (refusal.status == StatusCode::SERVICE_UNAVAILABLE).then_some(retry_after);
+    reply(conn, head, exchange, refusal.status, refusal.text, retry_after).await
+}
+
+/// Answers a request with one of tideway's own responses.
+pub(super) async fn reply(
+    conn: &mut Conn,
+    head: &RequestHead,
+    exchange: Exchange,
+    status: StatusCode,
+    text: &'static str,
+    retry_after: Option<u64>,
+) -> Next {
+    // A body tideway did not read would be taken for the next request.
+    let unread = head.body != Framing::Empty;
+    let close = unread || !head.keep_alive || conn.client.is_closing();
+    if !write_own(conn, exchange, status, text, retry_after, close).await {
+        return Next::Close;
+    }
+    match (close, unread) {
+        (true, true) => Next::CloseUnread,
+        (true, false) => Next::Close,
+        (false, _) => Next::KeepAlive,
+    }
+}
+
+/// Writes one of tideway's own responses; false if the client is gone.
+pub(super) async fn write_own(
+    conn: &mut Conn,
+    mut exchange: Exchange,
+    status: StatusCode,
+    text: &str,
+    retry_after: Option<u64>,
+    close: bool,
+) -> bool {
+    let response = head::own_response(status, text, retry_after, close);
+    exchange.set_status(status);
+    exchange.count(text.len());
+    let (_, mut writer) = conn.stream.split();
+    let written = write_to_client(&mut writer, &conn.client, &response)
+        .await
+        .is_ok();
+    exchange.finish(
+        None,
+        if written {
+            Outcome::Complete
+        } else {
+            Outcome::ClientGone
+        },
+    );
+    written
+}
