@@ -1,4 +1,5 @@
-//! Load generation with wrk, and what is read from its report.
+//! Load generation — wrk for HTTP/1.1, h2load for HTTP/2 with prior knowledge — and what is read from their
+//! reports.
 
 use std::net::SocketAddr;
 use std::process::Command;
@@ -26,34 +27,86 @@ pub(crate) fn wrk(
     duration: Duration,
     cpu: Option<usize>,
 ) -> anyhow::Result<Run> {
-    let mut command = match cpu {
-        Some(cpu) => {
-            let mut command = Command::new("taskset");
-            command.arg("-c").arg(cpu.to_string()).arg("wrk");
-            command
-        }
-        None => Command::new("wrk"),
-    };
-    let before = cpu_ticks(cpu);
-    let output = command
+    let mut command = pinned("wrk", cpu);
+    command
         .args([
             "-t1",
             &format!("-c{connections}"),
             &format!("-d{}s", duration.as_secs().max(1)),
         ])
         .args(["--latency", "-H", "Host: bench.test"])
-        .arg(format!("http://{addr}/"))
-        .output()
-        .context("run wrk")?;
-    let report = String::from_utf8_lossy(&output.stdout);
-    if !output.status.success() {
-        bail!("wrk failed: {report}{}", String::from_utf8_lossy(&output.stderr));
-    }
+        .arg(format!("http://{addr}/"));
+    let (report, load_busy) = measure(&mut command, cpu, "wrk")?;
     let mut run = parse(&report).with_context(|| format!("unexpected wrk report:\n{report}"))?;
-    if let (Some((busy_before, all_before)), Some((busy_after, all_after))) = (before, cpu_ticks(cpu)) {
-        run.load_busy = (busy_after - busy_before) as f64 / (all_after - all_before).max(1) as f64;
-    }
+    run.load_busy = load_busy;
     Ok(run)
+}
+
+/// One h2load run's figures (h2load reports no percentiles: the mean time per request instead).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct H2Run {
+    pub(crate) requests_per_second: f64,
+    pub(crate) mean_us: f64,
+    pub(crate) requests: u64,
+    pub(crate) errors: u64,
+    /// Share of the load CPU that was busy, as for [`Run::load_busy`].
+    pub(crate) load_busy: f64,
+}
+
+/// Runs `h2load -t1 -c<connections> -m<streams> -D<duration>` against `addr` — HTTP/2 with prior
+/// knowledge, `streams` requests in flight on each connection — pinned to `cpu`.
+pub(crate) fn h2load(
+    addr: SocketAddr,
+    connections: usize,
+    streams: usize,
+    duration: Duration,
+    cpu: Option<usize>,
+) -> anyhow::Result<H2Run> {
+    let mut command = pinned("h2load", cpu);
+    command
+        .args([
+            "-t1",
+            &format!("-c{connections}"),
+            &format!("-m{streams}"),
+            &format!("-D{}", duration.as_secs().max(1)),
+        ])
+        .arg(format!("http://{addr}/"));
+    let (report, load_busy) = measure(&mut command, cpu, "h2load")?;
+    let mut run = parse_h2load(&report).with_context(|| format!("unexpected h2load report:\n{report}"))?;
+    run.load_busy = load_busy;
+    Ok(run)
+}
+
+/// `program`, run on `cpu` when there is one to pin it to.
+fn pinned(program: &str, cpu: Option<usize>) -> Command {
+    match cpu {
+        Some(cpu) => {
+            let mut command = Command::new("taskset");
+            command.arg("-c").arg(cpu.to_string()).arg(program);
+            command
+        }
+        None => Command::new(program),
+    }
+}
+
+/// Runs a load generator: its report, and how busy the load CPU was meanwhile.
+fn measure(command: &mut Command, cpu: Option<usize>, name: &str) -> anyhow::Result<(String, f64)> {
+    let before = cpu_ticks(cpu);
+    let output = command.output().with_context(|| format!("run {name}"))?;
+    let report = String::from_utf8_lossy(&output.stdout).into_owned();
+    if !output.status.success() {
+        bail!(
+            "{name} failed: {report}{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    let busy = match (before, cpu_ticks(cpu)) {
+        (Some((busy_before, all_before)), Some((busy_after, all_after))) => {
+            (busy_after - busy_before) as f64 / (all_after - all_before).max(1) as f64
+        }
+        _ => 0.0,
+    };
+    Ok((report, busy))
 }
 
 /// Busy and total ticks of `cpu` so far, from /proc/stat.
@@ -111,6 +164,42 @@ fn parse(report: &str) -> Option<Run> {
     })
 }
 
+fn parse_h2load(report: &str) -> Option<H2Run> {
+    let line = |prefix: &str| report.lines().map(str::trim).find_map(|l| l.strip_prefix(prefix));
+    // finished in 10.00s, 44482.00 req/s, 12.26MB/s
+    let requests_per_second = line("finished in")?
+        .split(", ")
+        .find_map(|part| part.strip_suffix(" req/s"))?
+        .parse()
+        .ok()?;
+    // requests: 88964 total, 88980 started, 88964 done, 88964 succeeded, 0 failed, 0 errored, 0 timeout
+    let counts = line("requests:")?;
+    let count = |name: &str| {
+        counts
+            .split(", ")
+            .find_map(|part| part.trim().strip_suffix(name))
+            .and_then(|n| n.trim().parse::<u64>().ok())
+    };
+    let requests = count(" done")?;
+    let failed = count(" failed")? + count(" errored")? + count(" timeout")?;
+    // status codes: 88964 2xx, 0 3xx, 0 4xx, 0 5xx
+    let statuses = line("status codes:")?;
+    let not_2xx: u64 = statuses
+        .split(", ")
+        .filter(|part| !part.ends_with("2xx"))
+        .filter_map(|part| part.split_whitespace().next()?.parse::<u64>().ok())
+        .sum();
+    // time for request:      127us      9.85ms       344us       183us    93.73%
+    let mean_us = latency_us(line("time for request:")?.split_whitespace().nth(2)?)?;
+    Some(H2Run {
+        requests_per_second,
+        mean_us,
+        requests,
+        errors: failed + not_2xx,
+        load_busy: 0.0,
+    })
+}
+
 /// `512.00us`, `1.20ms`, `2.00s` in microseconds.
 fn latency_us(text: &str) -> Option<f64> {
     let split = text.find(|c: char| c.is_ascii_alphabetic())?;
@@ -127,6 +216,16 @@ fn latency_us(text: &str) -> Option<f64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reads_an_h2load_report() {
+        let report = "finished in 2.00s, 44482.00 req/s, 12.26MB/s\nrequests: 88964 total, 88980 started, 88964 done, 88960 succeeded, 1 failed, 2 errored, 1 timeout\nstatus codes: 88960 2xx, 0 3xx, 3 4xx, 1 5xx\ntraffic: 24.52MB (25711208) total\n                     min         max         mean         sd        +/- sd\ntime for request:      127us      9.85ms       344us       183us    93.73%\n";
+        let run = parse_h2load(report).expect("a report");
+        assert_eq!(run.requests_per_second, 44482.0);
+        assert_eq!(run.requests, 88964);
+        assert_eq!(run.mean_us, 344.0);
+        assert_eq!(run.errors, 8);
+    }
 
     #[test]
     fn reads_a_wrk_report() {

@@ -60,6 +60,15 @@ struct RunArgs {
     /// a CPU and is the bottleneck, whatever the load side can drive.
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     contended: bool,
+    /// Also run an HTTP/2 round (h2c with prior knowledge, `h2load`), each proxy on a CPU of its own.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    http2: bool,
+    /// Client connections of the HTTP/2 round.
+    #[arg(long, default_value = "32")]
+    http2_connections: usize,
+    /// Requests in flight on each HTTP/2 connection.
+    #[arg(long, default_value = "16")]
+    streams: usize,
 }
 
 #[derive(Subcommand)]
@@ -95,6 +104,8 @@ const PROXY_PORTS: [(Target, u16); 3] = [
     (Target::Haproxy, 18_912),
     (Target::Nginx, 18_913),
 ];
+/// Added to a proxy's port for its HTTP/2 listener, where it needs one of its own.
+const H2C_PORT_OFFSET: u16 = 10;
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
@@ -125,9 +136,11 @@ async fn run(mut args: RunArgs) -> anyhow::Result<()> {
         args.idle = vec![200];
         args.scaling_samples = 2;
         args.contended = false;
+        args.http2_connections = 4;
+        args.streams = 4;
     }
     let root = setup::workspace_root()?;
-    setup::install_missing_tools(&args.targets)?;
+    setup::install_missing_tools(&args.targets, args.http2)?;
     let binaries = setup::build(&root)?;
     let (proxy_cpu, load_cpu) = setup::cpus();
     let dir = root
@@ -155,6 +168,9 @@ async fn run(mut args: RunArgs) -> anyhow::Result<()> {
         load::wrk(proxy.addr, args.connections[0], Duration::from_secs(2), load_cpu)?;
     }
     throughput_round(&running, &args, load_cpu, Round::Alone, &mut report)?;
+    if args.http2 {
+        http2_round(&running, &args, load_cpu, &mut report)?;
+    }
     if args.contended {
         let rounds = args.connections.len() * args.repetitions * running.len();
         let seconds = (args.duration.as_secs() + 2) * rounds as u64 + 10;
@@ -232,6 +248,43 @@ fn throughput_round(
     Ok(())
 }
 
+/// The h2load runs: each proxy on a CPU of its own, repetitions alternating between the proxies.
+fn http2_round(
+    running: &[Proxy],
+    args: &RunArgs,
+    load_cpu: Option<usize>,
+    report: &mut Report,
+) -> anyhow::Result<()> {
+    let (connections, streams) = (args.http2_connections, args.streams);
+    for proxy in running {
+        load::h2load(proxy.h2c, connections, streams, Duration::from_secs(2), load_cpu)?;
+    }
+    for repetition in 0..args.repetitions {
+        for i in 0..running.len() {
+            let proxy = &running[(i + repetition) % running.len()];
+            let cpu_before = proxy.process.cpu_seconds();
+            let result = load::h2load(proxy.h2c, connections, streams, args.duration, load_cpu)?;
+            let cpu = proxy.process.cpu_seconds() - cpu_before;
+            eprintln!(
+                "{:<8} HTTP/2 c={connections} m={streams} run {}: {:>9.0} req/s  mean {:>7.0} us  {:.1} us CPU/req  load CPU {:.0}%{}",
+                proxy.target.name(),
+                repetition + 1,
+                result.requests_per_second,
+                result.mean_us,
+                cpu * 1e6 / result.requests.max(1) as f64,
+                result.load_busy * 100.0,
+                if result.errors > 0 {
+                    format!("  ({} errors)", result.errors)
+                } else {
+                    String::new()
+                },
+            );
+            report.http2(proxy.target, result, cpu);
+        }
+    }
+    Ok(())
+}
+
 /// The command that reproduces a run with these arguments.
 fn command_line(args: &RunArgs) -> String {
     let list = |items: &[String]| items.join(",");
@@ -240,13 +293,16 @@ fn command_line(args: &RunArgs) -> String {
     let idle: Vec<String> = args.idle.iter().map(ToString::to_string).collect();
     format!(
         "cargo run --release -p tideway-bench --bin compare -- --targets {} --connections {} --duration {}s \
-         --repetitions {} --idle {} --contended {}",
+         --repetitions {} --idle {} --contended {} --http2 {} --http2-connections {} --streams {}",
         list(&targets),
         list(&connections),
         args.duration.as_secs(),
         args.repetitions,
         list(&idle),
         args.contended,
+        args.http2,
+        args.http2_connections,
+        args.streams,
     )
 }
 
@@ -262,7 +318,8 @@ async fn start_proxy(
         .find(|(t, _)| *t == target)
         .map_or(18_919, |(_, p)| *p);
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
-    proxies::start(target, addr, UPSTREAM, cpu, dir, &binaries.tideway).await
+    let h2c = SocketAddr::from(([127, 0, 0, 1], port + H2C_PORT_OFFSET));
+    proxies::start(target, addr, h2c, UPSTREAM, cpu, dir, &binaries.tideway).await
 }
 
 /// Resident memory the proxy gains per idle connection while `count` of them are held.

@@ -23,7 +23,11 @@ pub(crate) enum Target {
 /// A running proxy.
 pub(crate) struct Proxy {
     pub(crate) target: Target,
+    /// Where it speaks HTTP/1.1.
     pub(crate) addr: SocketAddr,
+    /// Where it speaks HTTP/2 with prior knowledge (h2c): tideway on the same listener, nginx and HAProxy
+    /// on one of their own.
+    pub(crate) h2c: SocketAddr,
     pub(crate) process: Started,
 }
 
@@ -37,10 +41,12 @@ impl Target {
     }
 }
 
-/// Starts `target` on `addr` in front of `upstream`, pinned to `cpu`; waits until it answers.
+/// Starts `target` on `addr` (and, for HTTP/2 where it needs a listener of its own, `h2c`) in front of
+/// `upstream`, pinned to `cpu`; waits until it answers.
 pub(crate) async fn start(
     target: Target,
     addr: SocketAddr,
+    h2c: SocketAddr,
     upstream: SocketAddr,
     cpu: Option<usize>,
     dir: &Path,
@@ -49,16 +55,18 @@ pub(crate) async fn start(
     let dir = dir.join(target.name());
     std::fs::create_dir_all(dir.join("logs"))?;
     wait_until_free(addr).await?;
+    let h2c = if target == Target::Tideway { addr } else { h2c };
+    wait_until_free(h2c).await?;
     let (program, args): (PathBuf, Vec<String>) = match target {
         Target::Nginx => {
             let config = dir.join("nginx.conf");
-            std::fs::write(&config, nginx_config(addr, upstream, &dir))?;
+            std::fs::write(&config, nginx_config(addr, h2c, upstream, &dir))?;
             let args = vec!["-p".into(), path(&dir), "-c".into(), path(&config)];
             ("nginx".into(), args)
         }
         Target::Haproxy => {
             let config = dir.join("haproxy.cfg");
-            std::fs::write(&config, haproxy_config(addr, upstream))?;
+            std::fs::write(&config, haproxy_config(addr, h2c, upstream))?;
             ("haproxy".into(), vec!["-f".into(), path(&config)])
         }
         Target::Tideway => {
@@ -78,6 +86,7 @@ pub(crate) async fn start(
     Ok(Proxy {
         target,
         addr,
+        h2c,
         process,
     })
 }
@@ -116,8 +125,16 @@ fn path(p: &Path) -> String {
     p.display().to_string()
 }
 
-fn nginx_config(addr: SocketAddr, upstream: SocketAddr, dir: &Path) -> String {
+fn nginx_config(addr: SocketAddr, h2c: SocketAddr, upstream: SocketAddr, dir: &Path) -> String {
     let dir = dir.display();
+    let location = r#"location / {
+            proxy_pass http://app;
+            proxy_http_version 1.1;
+            proxy_set_header Host $host;
+            proxy_set_header Upgrade $http_upgrade;
+            proxy_set_header Connection $connection_upgrade;
+            proxy_read_timeout 3600s;
+        }"#;
     format!(
         r#"daemon off;
 master_process on;
@@ -147,21 +164,20 @@ http {{
     }}
     server {{
         listen {addr} backlog=4096;
-        location / {{
-            proxy_pass http://app;
-            proxy_http_version 1.1;
-            proxy_set_header Host $host;
-            proxy_set_header Upgrade $http_upgrade;
-            proxy_set_header Connection $connection_upgrade;
-            proxy_read_timeout 3600s;
-        }}
+        {location}
+    }}
+    # HTTP/2 with prior knowledge: on a plain port nginx speaks one protocol per listener.
+    server {{
+        listen {h2c} http2 backlog=4096;
+        http2_max_concurrent_streams 128;
+        {location}
     }}
 }}
 "#
     )
 }
 
-fn haproxy_config(addr: SocketAddr, upstream: SocketAddr) -> String {
+fn haproxy_config(addr: SocketAddr, h2c: SocketAddr, upstream: SocketAddr) -> String {
     format!(
         r#"global
     nbthread 1
@@ -179,6 +195,10 @@ defaults
 
 frontend proxy
     bind {addr}
+    default_backend app
+
+frontend h2c
+    bind {h2c} proto h2
     default_backend app
 
 backend app

@@ -3,7 +3,7 @@
 use std::fmt::Write as _;
 
 use crate::hold::Idle;
-use crate::load::Run;
+use crate::load::{H2Run, Run};
 use crate::proxies::Target;
 use crate::scaling;
 
@@ -22,6 +22,8 @@ pub(crate) struct Report {
     command: String,
     samples: Vec<Sample>,
     memory: Vec<(Target, usize, Idle, f64)>,
+    /// h2load runs, with the proxy's CPU time per request in microseconds.
+    http2: Vec<(Target, H2Run, f64)>,
     /// tideway's scaling latencies, when measured.
     pub(crate) scaling: Option<scaling::Figures>,
 }
@@ -44,6 +46,7 @@ impl Report {
             command,
             samples: Vec::new(),
             memory: Vec::new(),
+            http2: Vec::new(),
             scaling: None,
         }
     }
@@ -65,6 +68,69 @@ impl Report {
             run,
             cpu_us,
         });
+    }
+
+    /// Records an h2load run and the proxy CPU seconds it took.
+    pub(crate) fn http2(&mut self, target: Target, run: H2Run, cpu: f64) {
+        let cpu_us = cpu * 1e6 / run.requests.max(1) as f64;
+        self.http2.push((target, run, cpu_us));
+    }
+
+    /// The median of `pick` over `target`'s h2load runs.
+    fn http2_median(&self, target: Target, pick: fn(&H2Run, f64) -> f64) -> Option<f64> {
+        let mut values: Vec<f64> = self
+            .http2
+            .iter()
+            .filter(|(t, _, _)| *t == target)
+            .map(|(_, run, cpu)| pick(run, *cpu))
+            .collect();
+        values.sort_by(f64::total_cmp);
+        values.get(values.len() / 2).copied()
+    }
+
+    /// The HTTP/2 table, and tideway against each other proxy.
+    fn render_http2(&self, out: &mut String, targets: &[Target]) {
+        if self.http2.is_empty() {
+            return;
+        }
+        let _ = write!(
+            out,
+            "\n### HTTP/2 (h2c, h2load; connections and streams as in the command), each proxy on a CPU of its own (medians)\n\n\
+             | proxy | req/s | mean time per request | CPU per request | load CPU busy | errors |\n\
+             |---|---|---|---|---|---|\n"
+        );
+        for &target in targets {
+            let median = |pick| self.http2_median(target, pick).unwrap_or(0.0);
+            let errors: u64 = self
+                .http2
+                .iter()
+                .filter(|(t, _, _)| *t == target)
+                .map(|(_, run, _)| run.errors)
+                .sum();
+            let _ = writeln!(
+                out,
+                "| {} | {:.0} | {:.0} µs | {:.1} µs | {:.0}% | {errors} |",
+                target.name(),
+                median(|run, _| run.requests_per_second),
+                median(|run, _| run.mean_us),
+                median(|_, cpu| cpu),
+                median(|run, _| run.load_busy * 100.0),
+            );
+        }
+        for other in [Target::Haproxy, Target::Nginx] {
+            let ratio = |pick: fn(&H2Run, f64) -> f64| {
+                Some(self.http2_median(Target::Tideway, pick)? / self.http2_median(other, pick)?)
+            };
+            if let (Some(throughput), Some(cpu)) =
+                (ratio(|run, _| run.requests_per_second), ratio(|_, cpu| cpu))
+            {
+                let _ = writeln!(
+                    out,
+                    "\ntideway / {}: throughput {throughput:.2}×, CPU per request {cpu:.2}×",
+                    other.name()
+                );
+            }
+        }
     }
 
     /// Records the resident bytes per idle connection.
@@ -160,6 +226,7 @@ impl Report {
                 }
             }
         }
+        self.render_http2(&mut out, &targets);
         out += "\n### Memory per idle connection (resident bytes gained per connection held, fresh process)\n\n\
                 | proxy | idle connections | WebSocket | HTTP/1.1 keep-alive |\n|---|---|---|---|\n";
         let mut counts: Vec<usize> = self.memory.iter().map(|(_, c, ..)| *c).collect();

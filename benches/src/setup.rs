@@ -17,11 +17,13 @@ pub(crate) fn workspace_root() -> anyhow::Result<PathBuf> {
         .context("the benches package sits in the workspace")
 }
 
-/// Installs wrk and the compared proxies from Debian if they are missing, without starting their services.
-pub(crate) fn install_missing_tools(targets: &[Target]) -> anyhow::Result<()> {
+/// Installs wrk (and h2load, for `http2`) and the compared proxies from Debian if they are missing, without
+/// starting their services.
+pub(crate) fn install_missing_tools(targets: &[Target], http2: bool) -> anyhow::Result<()> {
     let mut packages = Vec::new();
     for (program, package, needed) in [
         ("wrk", "wrk", true),
+        ("h2load", "nghttp2-client", http2),
         ("taskset", "util-linux", true),
         ("nginx", "nginx", targets.contains(&Target::Nginx)),
         ("haproxy", "haproxy", targets.contains(&Target::Haproxy)),
