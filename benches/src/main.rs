@@ -235,11 +235,7 @@ fn throughput_round(
                     result.p99_us,
                     cpu * 1e6 / result.requests.max(1) as f64,
                     result.load_busy * 100.0,
-                    if result.errors > 0 {
-                        format!("  ({} errors)", result.errors)
-                    } else {
-                        String::new()
-                    },
+                    errors_note(result.errors),
                 );
                 report.throughput(round, proxy.target, connections, result, cpu);
             }
@@ -273,16 +269,21 @@ fn http2_round(
                 result.mean_us,
                 cpu * 1e6 / result.requests.max(1) as f64,
                 result.load_busy * 100.0,
-                if result.errors > 0 {
-                    format!("  ({} errors)", result.errors)
-                } else {
-                    String::new()
-                },
+                errors_note(result.errors),
             );
             report.http2(proxy.target, result, cpu);
         }
     }
     Ok(())
+}
+
+/// The end of a run's progress line: its errors, if it had any.
+fn errors_note(errors: u64) -> String {
+    if errors > 0 {
+        format!("  ({errors} errors)")
+    } else {
+        String::new()
+    }
 }
 
 /// The command that reproduces a run with these arguments.
