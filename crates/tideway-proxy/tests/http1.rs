@@ -8,95 +8,15 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use tideway_core::{CloseReason, Policy};
-use tideway_testkit::Backend;
+use tideway_testkit::{Backend, RawResponse};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 use support::*;
 
-/// One response read off a raw connection.
-struct Response {
-    status: u16,
-    head: String,
-    body: Vec<u8>,
-}
-
-impl Response {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.head.lines().find_map(|line| {
-            let (key, value) = line.split_once(':')?;
-            key.eq_ignore_ascii_case(name).then(|| value.trim())
-        })
-    }
-}
-
-/// Reads one response from `stream`, whose earlier bytes are in `pending`: the head, then a body framed
-/// by `Content-Length`, by chunks (decoded), or by the close.
-async fn read_response(stream: &mut TcpStream, pending: &mut Vec<u8>) -> Response {
-    async fn fill(stream: &mut TcpStream, pending: &mut Vec<u8>) -> bool {
-        let mut chunk = [0u8; 8192];
-        let n = within("more of the response", stream.read(&mut chunk))
-            .await
-            .unwrap_or(0);
-        pending.extend_from_slice(&chunk[..n]);
-        n > 0
-    }
-    let end = loop {
-        if let Some(at) = pending.windows(4).position(|w| w == b"\r\n\r\n") {
-            break at + 4;
-        }
-        assert!(
-            fill(stream, pending).await,
-            "the connection closed before a response head"
-        );
-    };
-    let head = String::from_utf8_lossy(&pending[..end]).into_owned();
-    pending.drain(..end);
-    let status = head[9..12].parse().expect("a status code");
-    let mut response = Response {
-        status,
-        head,
-        body: Vec::new(),
-    };
-    if status == 100 || status == 204 || status == 304 {
-        return response;
-    }
-    if let Some(length) = response.header("content-length") {
-        let length: usize = length.parse().expect("a length");
-        while pending.len() < length {
-            assert!(fill(stream, pending).await, "the body was cut short");
-        }
-        response.body = pending.drain(..length).collect();
-    } else if response
-        .header("transfer-encoding")
-        .is_some_and(|te| te.ends_with("chunked"))
-    {
-        loop {
-            let line_end = loop {
-                if let Some(at) = pending.windows(2).position(|w| w == b"\r\n") {
-                    break at;
-                }
-                assert!(fill(stream, pending).await, "a chunk was cut short");
-            };
-            let size_text = String::from_utf8_lossy(&pending[..line_end]).into_owned();
-            let size =
-                usize::from_str_radix(size_text.split(';').next().unwrap_or("").trim(), 16).expect("a size");
-            while pending.len() < line_end + 2 + size + 2 {
-                assert!(fill(stream, pending).await, "a chunk was cut short");
-            }
-            response
-                .body
-                .extend_from_slice(&pending[line_end + 2..line_end + 2 + size]);
-            pending.drain(..line_end + 2 + size + 2);
-            if size == 0 {
-                break;
-            }
-        }
-    } else {
-        while fill(stream, pending).await {}
-        response.body = std::mem::take(pending);
-    }
-    response
+/// Reads one response from `stream`, whose earlier bytes are in `pending`.
+async fn read_response(stream: &mut TcpStream, pending: &mut Vec<u8>) -> RawResponse {
+    tideway_testkit::read_response(stream, pending, PATIENCE).await
 }
 
 async fn proxy_for(backend: &Backend) -> (Proxied, std::sync::Arc<tideway_core::App>) {

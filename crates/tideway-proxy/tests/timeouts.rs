@@ -9,7 +9,7 @@ use futures::{SinkExt, StreamExt};
 use tideway_core::{CloseReason, Policy};
 use tideway_testkit::tungstenite::Message;
 use tideway_testkit::tungstenite::protocol::frame::coding::CloseCode;
-use tideway_testkit::{Backend, ws_connect};
+use tideway_testkit::{Backend, RawResponse, ws_connect};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -31,34 +31,9 @@ fn idle(inactive_ms: u64) -> Policy {
     }
 }
 
-/// Reads one HTTP/1.1 response (headers and a content-length body) from `stream`.
-async fn read_response(stream: &mut TcpStream) -> String {
-    let mut text = Vec::new();
-    let mut buf = [0u8; 4096];
-    loop {
-        let n = within("a response", stream.read(&mut buf)).await.expect("read");
-        assert!(
-            n > 0,
-            "connection closed mid-response: {}",
-            String::from_utf8_lossy(&text)
-        );
-        text.extend_from_slice(&buf[..n]);
-        let s = String::from_utf8_lossy(&text);
-        if let Some((head, body)) = s.split_once("\r\n\r\n") {
-            let length = head
-                .lines()
-                .find_map(|l| {
-                    l.to_ascii_lowercase()
-                        .strip_prefix("content-length: ")
-                        .map(str::to_owned)
-                })
-                .and_then(|l| l.trim().parse::<usize>().ok())
-                .expect("a content-length");
-            if body.len() >= length {
-                return s.into_owned();
-            }
-        }
-    }
+/// Reads one HTTP/1.1 response from `stream`.
+async fn read_response(stream: &mut TcpStream) -> RawResponse {
+    tideway_testkit::read_response(stream, &mut Vec::new(), PATIENCE).await
 }
 
 async fn assert_closed(stream: &mut TcpStream) {
@@ -83,11 +58,8 @@ async fn http1_age_finishes_the_response_in_flight_with_connection_close() {
         .await
         .expect("request");
     let response = read_response(&mut stream).await;
-    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
-    assert!(
-        response.to_ascii_lowercase().contains("connection: close"),
-        "{response}"
-    );
+    assert_eq!(response.status, 200, "{}", response.head);
+    assert_eq!(response.header("connection"), Some("close"), "{}", response.head);
     assert_closed(&mut stream).await;
     assert_eq!(app_a.stats().closed(CloseReason::MaxAge), 1);
     assert_eq!(app_a.connections(), 0);
@@ -106,7 +78,7 @@ async fn http1_idle_keepalive_connections_close_after_inactive_timeout() {
             .write_all(b"GET / HTTP/1.1\r\nHost: site.test\r\n\r\n")
             .await
             .expect("request");
-        assert!(read_response(&mut stream).await.starts_with("HTTP/1.1 200"));
+        assert_eq!(read_response(&mut stream).await.status, 200);
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     // ...silence closes it. An idle keep-alive connection holds no counted connection: nothing is counted.
@@ -121,10 +93,7 @@ async fn http1_idle_keepalive_connections_close_after_inactive_timeout() {
         .await
         .expect("request");
     let response = read_response(&mut stream).await;
-    assert!(
-        response.to_ascii_lowercase().contains("connection: close"),
-        "{response}"
-    );
+    assert_eq!(response.header("connection"), Some("close"), "{}", response.head);
     assert_closed(&mut stream).await;
     assert_eq!(app_a.stats().closed(CloseReason::Inactive), 1);
 }

@@ -20,6 +20,7 @@
 
 mod backend;
 mod client;
+mod raw;
 mod routes;
 mod session;
 mod tunnel;
@@ -28,6 +29,7 @@ mod websocket;
 
 pub use backend::{Backend, refused_addr};
 pub use client::{http1_get, ws_connect};
+pub use raw::{RawResponse, read_response};
 /// Re-exported so tests can drive [`ws_connect`]'s stream without depending on tokio-tungstenite themselves.
 pub use tokio_tungstenite::{self, tungstenite};
 pub use wait::{eventually, within};
