@@ -221,17 +221,28 @@ pub(crate) fn screen(
     Ok(())
 }
 
-/// Counts a connection `app` could not seat; the `Retry-After` (seconds, 1–60) to answer it with: while
-/// failed starts back off, the time until the next start; else the app's queue timeout, so a client told
-/// to come back then finds the queue as it would have after waiting.
-pub(crate) fn rejected(app: &App, reason: RejectReason) -> u64 {
+/// Counts a connection `app` could not seat for `reason`, and says what it is told: a lack of capacity
+/// (`503`, with a `Retry-After` in seconds, 1–60), or, when replicas exist and none could be reached, a
+/// gateway failure (`502`). While failed starts back off with none under way, the app lacks capacity and
+/// the client is told to come back when the next start is due; otherwise after the app's queue timeout,
+/// so that it finds the queue as it would have after waiting.
+pub(crate) fn rejection(app: &App, reason: RejectReason) -> (Refusal, Option<u64>) {
     app.stats().record_reject(reason);
     debug!(app = app.name(), reason = reason.as_str(), "connection rejected");
-    let wait = match app.starts_paused_for() {
-        Some(paused) if !app.has_replica_on_its_way() => paused,
-        _ => app.policy().queue_timeout,
+    let backing_off = app.starts_paused_for().filter(|_| !app.has_replica_on_its_way());
+    if reason == RejectReason::NoReplica && backing_off.is_none() {
+        let refusal = Refusal {
+            status: StatusCode::BAD_GATEWAY,
+            text: UNREACHABLE,
+        };
+        return (refusal, None);
+    }
+    let wait = backing_off.unwrap_or_else(|| app.policy().queue_timeout);
+    let refusal = Refusal {
+        status: StatusCode::SERVICE_UNAVAILABLE,
+        text: UNAVAILABLE,
     };
-    wait.as_secs_f64().ceil().clamp(1.0, 60.0) as u64
+    (refusal, Some(wait.as_secs_f64().ceil().clamp(1.0, 60.0) as u64))
 }
 
 /// The body of a `503`: no capacity.
@@ -257,36 +268,16 @@ pub(crate) fn reply(status: StatusCode, text: &'static str, exchange: Exchange) 
     response
 }
 
-/// The answer to a connection `app` could not seat (counted as rejected): `502` when no replica could be
-/// reached, else `503` with a `Retry-After`.
+/// The answer to a connection `app` could not seat (see [`rejection`]).
 pub(crate) fn unavailable(app: &App, reason: RejectReason, exchange: Exchange) -> Response<ProxyBody> {
-    let refusal = refusal(app, reason);
-    let seconds = rejected(app, reason);
+    let (refusal, retry_after) = rejection(app, reason);
     let mut response = reply(refusal.status, refusal.text, exchange);
-    if refusal.status == StatusCode::SERVICE_UNAVAILABLE {
+    if let Some(seconds) = retry_after {
         response
             .headers_mut()
             .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
     }
     response
-}
-
-/// What a connection that got no seat for `reason` is told: a lack of capacity (`503`), or, when replicas
-/// exist and none could be reached, a gateway failure (`502`). An app whose starts back off with none
-/// under way lacks capacity: it is told when to come back.
-pub(crate) fn refusal(app: &App, reason: RejectReason) -> Refusal {
-    let backing_off = app.starts_paused_for().is_some() && !app.has_replica_on_its_way();
-    if reason == RejectReason::NoReplica && !backing_off {
-        Refusal {
-            status: StatusCode::BAD_GATEWAY,
-            text: UNREACHABLE,
-        }
-    } else {
-        Refusal {
-            status: StatusCode::SERVICE_UNAVAILABLE,
-            text: UNAVAILABLE,
-        }
-    }
 }
 
 /// The body of a `502`: the replica took the connection but did not answer.

@@ -10,7 +10,7 @@ use crate::exchange::{Exchange, Outcome};
 use crate::h1::Conn;
 use crate::h1::framing::Framing;
 use crate::h1::head::{self, RequestHead};
-use crate::handler::{refusal, rejected};
+use crate::handler::rejection;
 
 use super::Next;
 use super::relay::write_to_client;
@@ -38,9 +38,7 @@ pub(super) async fn unseated(
     app: &App,
     reason: RejectReason,
 ) -> Next {
-    let refusal = refusal(app, reason);
-    let retry_after = rejected(app, reason);
-    let retry_after = (refusal.status == StatusCode::SERVICE_UNAVAILABLE).then_some(retry_after);
+    let (refusal, retry_after) = rejection(app, reason);
     reply(conn, head, exchange, refusal.status, refusal.text, retry_after).await
 }
 
