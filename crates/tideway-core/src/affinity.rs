@@ -21,7 +21,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use dashmap::DashMap;
 
 use crate::app::App;
-use crate::app::admission::ConnectionGuard;
+use crate::app::admission::{ConnectionGuard, HeldSeat};
 use crate::clock::Timestamp;
 use crate::replica::Replica;
 use crate::signal::Signal;
@@ -138,7 +138,7 @@ struct SessionState {
     /// Where the session lives (or, without a seat, last lived).
     replica: Arc<Replica>,
     /// The session's one seat: held while a connection is open, and through the grace once confirmed.
-    seat: Option<ConnectionGuard>,
+    seat: Option<HeldSeat>,
     /// Connections sharing the seat now.
     open: u32,
     /// Raised each time the session is placed again because its replica is gone: the connections still
@@ -239,7 +239,7 @@ impl App {
                     None => JoinSession::Wait(self.session_queue(&session)),
                 }
             } else if let Some(seat) = listed.then(|| self.seat_on(&state.replica)).flatten() {
-                state.seat = Some(seat);
+                state.seat = Some(seat.into_held());
                 match self.share(&session, &mut state) {
                     Some(share) => JoinSession::Joined(share),
                     None => JoinSession::Wait(self.session_queue(&session)),
@@ -261,7 +261,7 @@ impl App {
             id,
             state: Mutex::new(SessionState {
                 replica: Arc::clone(&replica),
-                seat: Some(seat),
+                seat: Some(seat.into_held()),
                 open: 1,
                 epoch: 0,
                 confirmed: false,
@@ -311,8 +311,8 @@ impl App {
         counts
     }
 
-    /// Forgets every session, releasing idle ones' seats: for an app leaving the configuration (sessions
-    /// hold their app, so they would otherwise keep it alive).
+    /// Forgets every session, releasing idle ones' seats: for an app leaving the configuration, whose
+    /// sessions no client can come back to — its replicas then drain without waiting out the grace.
     pub fn clear_sessions(&self) {
         let sessions: Vec<_> = self
             .sessions()
@@ -453,7 +453,7 @@ impl Placement {
         let mut state = self.session.lock();
         state.placing = false;
         state.replica = Arc::clone(&replica);
-        let previous = state.seat.replace(seat);
+        let previous = state.seat.replace(seat.into_held());
         state.open += 1;
         state.idle_since = None;
         let share = SessionSeat {
@@ -515,7 +515,7 @@ impl SessionSeat {
         let previous = {
             let mut state = self.session.lock();
             state.replica = Arc::clone(&replica);
-            state.seat.replace(seat)
+            state.seat.replace(seat.into_held())
         };
         drop(previous);
         self.replica = replica;

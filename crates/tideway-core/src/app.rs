@@ -3,10 +3,9 @@
 
 pub(crate) mod admission;
 
-use std::any::Any;
 use std::fmt;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -27,6 +26,7 @@ use admission::Queue;
 /// The policy and the replica set are read on every connection and written rarely (reload, scaling), so
 /// each sits behind an `ArcSwap`: readers never block, writers swap in a new value whole.
 pub struct App {
+    id: AppId,
     name: Arc<str>,
     clock: Arc<dyn Clock>,
     policy: ArcSwap<Policy>,
@@ -40,7 +40,17 @@ pub struct App {
     starts_paused_until: AtomicU64,
     stats: AppStats,
     sessions: Sessions,
-    attachment: OnceLock<Box<dyn Any + Send + Sync>>,
+}
+
+/// Identity of an app for the life of the process, by which other layers key what they keep per app.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct AppId(u64);
+
+impl AppId {
+    fn next() -> Self {
+        static NEXT: AtomicU64 = AtomicU64::new(1);
+        AppId(NEXT.fetch_add(1, Ordering::Relaxed))
+    }
 }
 
 /// Per-app counters of closes and rejections, kept as atomics next to the app so the hot path never
@@ -58,6 +68,7 @@ impl App {
     /// An app with no replicas yet.
     pub fn new(name: impl Into<Arc<str>>, policy: Policy, clock: Arc<dyn Clock>) -> Arc<Self> {
         Arc::new(App {
+            id: AppId::next(),
             name: name.into(),
             clock: Arc::clone(&clock),
             policy: ArcSwap::from_pointee(policy),
@@ -76,8 +87,12 @@ impl App {
                 recently_rejected: Recent::default(),
             },
             sessions: Sessions::default(),
-            attachment: OnceLock::new(),
         })
+    }
+
+    /// Identity for the life of the process: an app replaced on reload under the same name is another app.
+    pub fn id(&self) -> AppId {
+        self.id
     }
 
     /// The app's name: the `app` label everywhere.
@@ -198,19 +213,6 @@ impl App {
             pending_starts: 0,
             retiring: 0,
         }
-    }
-
-    /// Per-app state of another layer (the data plane's session-expiry task), created on first use and
-    /// dropped with the app.
-    pub fn attachment<T: Any + Send + Sync>(&self, init: impl FnOnce() -> T) -> Option<&T> {
-        self.attachment
-            .get_or_init(|| Box::new(init()))
-            .downcast_ref::<T>()
-    }
-
-    /// The attachment of type `T`, if one was created.
-    pub fn existing_attachment<T: Any + Send + Sync>(&self) -> Option<&T> {
-        self.attachment.get()?.downcast_ref::<T>()
     }
 
     pub(crate) fn sessions(&self) -> &Sessions {

@@ -21,7 +21,7 @@ pub use affinity::{
     SessionSeat, SessionWaiter,
 };
 pub use app::admission::{Admission, ConnectionGuard, QueueFull, Waiter};
-pub use app::{App, AppStats};
+pub use app::{App, AppId, AppStats};
 pub use balance::{Balance, NoSeat};
 pub use clock::{Clock, ManualClock, Timestamp};
 pub use close::{CloseReason, RejectReason};

@@ -1,10 +1,8 @@
 //! One running instance of an app, and the lock-free counters the data plane updates on every connection.
 
-use std::any::Any;
 use std::fmt;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use crate::clock::Timestamp;
@@ -83,7 +81,6 @@ pub struct Replica {
     connections: AtomicU32,
     connect_failures: AtomicU32,
     unreachable_until: AtomicU64,
-    attachment: OnceLock<Arc<dyn Any + Send + Sync>>,
 }
 
 impl Replica {
@@ -103,7 +100,6 @@ impl Replica {
             connections: AtomicU32::new(0),
             connect_failures: AtomicU32::new(0),
             unreachable_until: AtomicU64::new(0),
-            attachment: OnceLock::new(),
         }
     }
 
@@ -190,21 +186,6 @@ impl Replica {
             self.unreachable_until.store(0, Ordering::Relaxed);
         }
     }
-
-    /// Per-replica state of another layer (the data plane's upstream connection cache), created on first
-    /// use and dropped with the replica, so that it can never outlive or miss the replica it belongs to.
-    pub fn attachment<T: Any + Send + Sync>(&self, init: impl FnOnce() -> T) -> Option<&T> {
-        self.attachment
-            .get_or_init(|| Arc::new(init()))
-            .downcast_ref::<T>()
-    }
-}
-
-impl Replica {
-    /// The attachment of type `T`, if one was created.
-    pub fn existing_attachment<T: Any + Send + Sync>(&self) -> Option<&T> {
-        self.attachment.get()?.downcast_ref::<T>()
-    }
 }
 
 impl fmt::Debug for Replica {
@@ -254,14 +235,6 @@ mod tests {
         assert!(r.is_reachable(t0.saturating_add(MAX_BACKOFF)));
         r.record_connect_success();
         assert!(r.is_reachable(t0));
-    }
-
-    #[test]
-    fn attachment_is_created_once() {
-        let r = replica();
-        assert_eq!(r.attachment(|| 7_u32), Some(&7));
-        assert_eq!(r.attachment(|| 8_u32), Some(&7));
-        assert_eq!(r.attachment(|| "other type"), None);
     }
 
     #[test]

@@ -37,7 +37,7 @@ enum Kind {
 /// What a proxied response holds until its body ends: the seat, and the replica connection to reuse.
 pub(crate) struct Lease {
     seat: Seat,
-    sender: Option<Sender>,
+    sender: Option<(Sender, Arc<ReplicaLink>)>,
     body: Option<Arc<BodyProgress>>,
     settings: UpstreamSettings,
     client: Arc<ClientConn>,
@@ -159,11 +159,11 @@ impl Drop for ProxyBody {
 }
 
 impl Lease {
-    /// Holds `seat` (and `sender`, for reuse) until the response body ends. `body` tells whether a
-    /// streamed request body has been sent whole (`None`: the request had no body).
+    /// Holds `seat` (and `sender`, for reuse in its replica's link) until the response body ends. `body`
+    /// tells whether a streamed request body has been sent whole (`None`: the request had no body).
     pub(crate) fn new(
         seat: Seat,
-        sender: Sender,
+        sender: (Sender, Arc<ReplicaLink>),
         body: Option<Arc<BodyProgress>>,
         settings: UpstreamSettings,
         client: Arc<ClientConn>,
@@ -183,11 +183,8 @@ impl Lease {
     fn complete(mut self) {
         self.settled = true;
         let body_sent = self.body.as_ref().is_none_or(|body| body.is_sent());
-        if body_sent
-            && let (Some(sender), Some(cache)) =
-                (self.sender.take(), ReplicaLink::existing(self.seat.replica()))
-        {
-            cache.put(self.seat.replica(), sender, &self.settings);
+        if body_sent && let Some((sender, link)) = self.sender.take() {
+            link.put(self.seat.replica(), sender, &self.settings);
         }
     }
 

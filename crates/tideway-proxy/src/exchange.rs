@@ -16,7 +16,7 @@ use crate::metrics::ProxyMetrics;
 pub(crate) struct Exchange {
     _in_flight: InFlight,
     started: Instant,
-    app: Option<Arc<App>>,
+    app: Option<(Arc<App>, Arc<AppLink>)>,
     status: StatusCode,
     bytes: u64,
     metrics: Arc<ProxyMetrics>,
@@ -40,11 +40,11 @@ pub(crate) enum Outcome {
 
 impl Exchange {
     /// Opens the record of a request (its method and path, if it could be parsed) routed to `app` (if it
-    /// was).
+    /// was), with the data plane's state of that app.
     pub(crate) fn open(
         in_flight: InFlight,
         request: Option<(&str, &str)>,
-        app: Option<Arc<App>>,
+        app: Option<(Arc<App>, Arc<AppLink>)>,
         metrics: Arc<ProxyMetrics>,
         access_log: bool,
     ) -> Self {
@@ -92,15 +92,15 @@ impl Exchange {
     fn record(&mut self, replica: Option<&Replica>, outcome: Outcome) {
         self.finished = true;
         let duration = self.started.elapsed();
-        match self.app.as_deref().and_then(AppLink::existing) {
-            Some(link) => link.metrics.request(self.status, duration),
+        match &self.app {
+            Some((_, link)) => link.metrics.request(self.status, duration),
             None => self.metrics.unrouted(),
         }
         if let Some(access) = &self.access {
             let (method, path) = &**access;
             info!(
                 target: "tideway::access",
-                app = self.app.as_deref().map_or("", App::name),
+                app = self.app.as_ref().map_or("", |(app, _)| app.name()),
                 replica = replica.map_or("", Replica::name),
                 method = &**method,
                 path = &**path,

@@ -59,10 +59,11 @@ impl Forwarding<'_> {
             moves: 0,
         };
         let mut retries = 0;
-        let (response, sender) = loop {
+        let (response, sender, link) = loop {
             let replica = Arc::clone(seat.replica());
             let settings = UpstreamSettings::from(&**self.shared.settings.load());
-            let (mut sender, reused) = match upstream::checkout(&replica, &settings).await {
+            let link = self.shared.links.replica(&replica);
+            let (mut sender, reused) = match upstream::checkout(&link, &replica, &settings).await {
                 Ok(checked_out) => checked_out,
                 Err(error) => match reseat.after(seat, &replica, &error).await {
                     Ok(other) => {
@@ -74,7 +75,7 @@ impl Forwarding<'_> {
             };
             replica.record_connect_success();
             match answer(&mut sender, req, body.as_deref(), response_timeout).await {
-                Answer::Head(response) => break (response, sender),
+                Answer::Head(response) => break (response, sender, link),
                 Answer::Stalled => {
                     app.stats().record_close(CloseReason::ResponseTimeout);
                     return reply(StatusCode::GATEWAY_TIMEOUT, RESPONSE_STALLED, exchange);
@@ -123,7 +124,7 @@ impl Forwarding<'_> {
             .flatten();
         strip_hop_by_hop(&mut parts.headers, required);
         let settings = UpstreamSettings::from(&**self.shared.settings.load());
-        let lease = Lease::new(seat, sender, body, settings, Arc::clone(self.client));
+        let lease = Lease::new(seat, (sender, link), body, settings, Arc::clone(self.client));
         let status = parts.status;
         Response::from_parts(
             parts,
@@ -250,7 +251,7 @@ impl Reseat<'_> {
             }
             Seat::Session(share) => Some(share),
         };
-        let other = admit(app).await?;
+        let other = admit(self.shared, app).await?;
         Ok(match share {
             Some(share) => Seat::Session(share).move_to(other),
             None => Seat::Own(other),

@@ -19,7 +19,6 @@ use tokio::time::Instant;
 use tracing::{debug, warn};
 
 use crate::Shared;
-use crate::app_link::AppLink;
 use crate::body::ProxyBody;
 use crate::client::ClientConn;
 use crate::exchange::Exchange;
@@ -84,13 +83,10 @@ impl Handler {
     /// Opens the record of `req`, routed to `app` if it was, and marks a request in flight on the client
     /// connection until its response ends.
     fn exchange(&self, req: &Request<Incoming>, app: Option<&Arc<App>>) -> Exchange {
-        if let Some(app) = app {
-            AppLink::of(app, &self.shared.metrics);
-        }
         Exchange::open(
             self.client.request_started(app),
             Some((req.method().as_str(), req.uri().path())),
-            app.cloned(),
+            app.map(|app| (Arc::clone(app), self.shared.links.app(app))),
             Arc::clone(&self.shared.metrics),
             self.shared.settings.load().access_log,
         )
@@ -114,7 +110,7 @@ impl tower::Service<Request<Incoming>> for Handler {
 
 /// A seat for a new connection: now if one is free (and nobody waits), else after queueing — or, for an
 /// app with no ready replica that starts them on demand, after waiting for one to start.
-pub(crate) async fn admit(app: &Arc<App>) -> Result<ConnectionGuard, RejectReason> {
+pub(crate) async fn admit(shared: &Shared, app: &Arc<App>) -> Result<ConnectionGuard, RejectReason> {
     // With no ready replica, an app that starts them on demand makes every connection wait for the first
     // one — up to startup_timeout, whether it is the first to wait or queued behind others.
     let cold = app.is_on_demand() && !app.has_ready_replica();
@@ -132,9 +128,7 @@ pub(crate) async fn admit(app: &Arc<App>) -> Result<ConnectionGuard, RejectReaso
     };
     let started = Instant::now();
     let seat = wait_for_seat(app, timeout, timed_out).await;
-    if let Some(link) = AppLink::existing(app) {
-        link.metrics.queue_wait(started.elapsed());
-    }
+    shared.links.app(app).metrics.queue_wait(started.elapsed());
     seat
 }
 
@@ -148,7 +142,7 @@ pub(crate) async fn seat_for(
     presented: Option<SessionId>,
 ) -> Result<(Seat, Option<SessionId>), RejectReason> {
     if app.policy().affinity == Affinity::None {
-        return admit(app).await.map(|seat| (Seat::Own(seat), None));
+        return admit(shared, app).await.map(|seat| (Seat::Own(seat), None));
     }
     if let Some(id) = presented {
         let grant = match app.join_session(id) {
@@ -160,7 +154,7 @@ pub(crate) async fn seat_for(
         return match grant {
             SessionGrant::Joined(share) => Ok((Seat::Session(share), None)),
             SessionGrant::Place(placement) => {
-                let seat = admit(app).await?;
+                let seat = admit(shared, app).await?;
                 Ok((Seat::Session(placement.seated(seat)), Some(id)))
             }
         };
@@ -170,7 +164,7 @@ pub(crate) async fn seat_for(
 
 /// A seat of its own for a connection that starts a new, tentative session.
 async fn start_session(shared: &Shared, app: &Arc<App>) -> Result<(Seat, Option<SessionId>), RejectReason> {
-    let seat = admit(app).await?;
+    let seat = admit(shared, app).await?;
     let Some(id) = new_session_id() else {
         warn!(
             app = app.name(),
@@ -178,9 +172,7 @@ async fn start_session(shared: &Shared, app: &Arc<App>) -> Result<(Seat, Option<
         );
         return Ok((Seat::Own(seat), None));
     };
-    if let Some(link) = AppLink::existing(app)
-        && link.claim_session_expiry()
-    {
+    if shared.links.app(app).claim_session_expiry() {
         spawn_session_expiry(app, shared.clock);
     }
     Ok((Seat::Session(app.start_session(seat, id)), Some(id)))

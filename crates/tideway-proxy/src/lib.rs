@@ -16,6 +16,7 @@ mod forward;
 mod h1;
 mod handler;
 mod headers;
+mod links;
 mod metrics;
 mod queue;
 mod request_body;
@@ -43,8 +44,8 @@ pub use clock::RuntimeClock;
 pub use metrics::ProxyMetrics;
 pub use routing::{Route, RouteTable};
 
+use links::Links;
 use signal::Signal;
-use upstream::ReplicaLink;
 
 /// How long after the drain deadline shutdown waits for connections to take their last steps.
 const DRAIN_SLACK: Duration = Duration::from_millis(100);
@@ -60,6 +61,8 @@ pub(crate) struct Shared {
     settings: ArcSwap<ProxySettings>,
     routes: ArcSwap<RouteTable>,
     metrics: Arc<ProxyMetrics>,
+    /// What the data plane keeps per app and per replica.
+    links: Links,
     shutdown: CancellationToken,
     /// Raised once shutdown starts: every connection drains.
     draining: Arc<Signal>,
@@ -81,6 +84,7 @@ impl Proxy {
                 clock,
                 settings: ArcSwap::from_pointee(settings),
                 routes: ArcSwap::from_pointee(routes),
+                links: Links::new(Arc::clone(&metrics)),
                 metrics,
                 shutdown,
                 draining: Arc::default(),
@@ -104,7 +108,7 @@ impl Proxy {
     /// Closes the connections still open on `replica` the graceful way (tunnels get their close frames,
     /// reason `drain`): for a drain that ran out of time.
     pub fn evict(&self, replica: &tideway_core::Replica) {
-        if let Some(link) = ReplicaLink::of(replica) {
+        if let Some(link) = self.shared.links.existing_replica(replica.id()) {
             link.evicted().raise();
         }
     }

@@ -36,9 +36,9 @@ pub(crate) struct UpstreamSettings {
 /// What the data plane keeps per replica: idle keep-alive connections to reuse, and the signal that
 /// closes the replica's connections when its drain runs out of time.
 ///
-/// Hung on the replica itself ([`Replica::attachment`]) so it is found without a lookup and dropped with
-/// the replica. Idle connections are last in, first out: the warmest is reused and the others age out.
-/// The locks are per replica and held for a push or a pop only.
+/// Kept in [`crate::links::Links`] from the replica's first connection on. Idle connections are last in,
+/// first out: the warmest is reused and the others age out. The locks are per replica and held for a push
+/// or a pop only.
 pub(crate) struct ReplicaLink {
     /// Connections HTTP/1.1 clients' requests went over, at a message boundary.
     streams: Mutex<Vec<(TcpStream, Instant)>>,
@@ -50,19 +50,14 @@ pub(crate) struct ReplicaLink {
 }
 
 impl ReplicaLink {
-    /// The link of `replica`, created on first use.
-    pub(crate) fn of(replica: &Replica) -> Option<&ReplicaLink> {
-        replica.attachment(|| ReplicaLink {
+    /// The link of a replica no connection has gone to yet.
+    pub(crate) fn new() -> Self {
+        ReplicaLink {
             streams: Mutex::new(Vec::new()),
             idle: Mutex::new(Vec::new()),
             evicted: Arc::default(),
             reaping: AtomicBool::new(false),
-        })
-    }
-
-    /// The link of `replica`, if a connection ever went there.
-    pub(crate) fn existing(replica: &Replica) -> Option<&ReplicaLink> {
-        replica.existing_attachment()
+        }
     }
 
     /// Raised when the replica's connections must close: its drain ran out of time.
@@ -71,7 +66,12 @@ impl ReplicaLink {
     }
 
     /// Keeps a connection of `replica` whose exchange ended at a message boundary for the next request.
-    pub(crate) fn put_stream(&self, replica: &Arc<Replica>, stream: TcpStream, settings: &UpstreamSettings) {
+    pub(crate) fn put_stream(
+        self: &Arc<Self>,
+        replica: &Arc<Replica>,
+        stream: TcpStream,
+        settings: &UpstreamSettings,
+    ) {
         let now = Instant::now();
         let mut idle = self.streams.lock().unwrap_or_else(PoisonError::into_inner);
         expire(&mut idle, now, settings.idle_timeout);
@@ -97,7 +97,7 @@ impl ReplicaLink {
     }
 
     /// Returns a connection of `replica` whose response ended, for the next request to it.
-    pub(crate) fn put(&self, replica: &Arc<Replica>, sender: Sender, settings: &UpstreamSettings) {
+    pub(crate) fn put(self: &Arc<Self>, replica: &Arc<Replica>, sender: Sender, settings: &UpstreamSettings) {
         if sender.is_closed() {
             return;
         }
@@ -110,17 +110,23 @@ impl ReplicaLink {
     }
 
     /// Makes sure idle connections are closed once they outlive `idle_timeout`, even if no request comes
-    /// to take them: one task per replica, only while it has idle connections. It holds the replica
-    /// weakly, so a replica that is gone takes its connections with it at once.
-    fn reap_later(&self, replica: &Arc<Replica>, idle_timeout: Duration) {
+    /// to take them: one task per replica, only while it has idle connections. It holds the replica and
+    /// the link weakly: once the replica is gone, its connections are closed at the next wake.
+    fn reap_later(self: &Arc<Self>, replica: &Arc<Replica>, idle_timeout: Duration) {
         if self.reaping.swap(true, Ordering::AcqRel) {
             return;
         }
         let replica = Arc::downgrade(replica);
+        let link = Arc::downgrade(self);
         tokio::spawn(async move {
             loop {
-                let next = replica.upgrade().and_then(|replica| {
-                    ReplicaLink::existing(&replica).and_then(|link| link.reap(idle_timeout))
+                let next = link.upgrade().and_then(|link| {
+                    let timeout = if replica.strong_count() > 0 {
+                        idle_timeout
+                    } else {
+                        Duration::ZERO
+                    };
+                    link.reap(timeout)
                 });
                 match next {
                     Some(at) => tokio::time::sleep_until(at).await,
@@ -204,12 +210,14 @@ pub(crate) async fn connect_stream(addr: SocketAddr, timeout: Duration) -> io::R
 /// A cached connection is only cached once its previous exchange ended both ways, so it is ready at once
 /// or within the moment its connection task needs to notice; one that is not ready within the connect
 /// timeout is dropped rather than waited for.
-pub(crate) async fn checkout(replica: &Replica, settings: &UpstreamSettings) -> io::Result<(Sender, bool)> {
-    if let Some(cache) = ReplicaLink::of(replica) {
-        while let Some(mut sender) = cache.take(settings.idle_timeout) {
-            if let Ok(Ok(())) = tokio::time::timeout(settings.connect_timeout, sender.ready()).await {
-                return Ok((sender, true));
-            }
+pub(crate) async fn checkout(
+    link: &ReplicaLink,
+    replica: &Replica,
+    settings: &UpstreamSettings,
+) -> io::Result<(Sender, bool)> {
+    while let Some(mut sender) = link.take(settings.idle_timeout) {
+        if let Ok(Ok(())) = tokio::time::timeout(settings.connect_timeout, sender.ready()).await {
+            return Ok((sender, true));
         }
     }
     Ok((connect(replica.addr(), settings.connect_timeout).await?, false))
@@ -279,7 +287,7 @@ mod tests {
     #[tokio::test]
     async fn idle_connections_are_closed_once_they_outlive_the_idle_timeout_unasked() {
         let (replica, mut ends) = replica().await;
-        let link = ReplicaLink::of(&replica).expect("a link");
+        let link = Arc::new(ReplicaLink::new());
         let settings = settings(Duration::from_millis(200));
         let stream = connect_stream(replica.addr(), PATIENCE).await.expect("connect");
         link.put_stream(&replica, stream, &settings);
@@ -299,7 +307,7 @@ mod tests {
     #[tokio::test]
     async fn a_connection_within_the_idle_timeout_stays() {
         let (replica, mut ends) = replica().await;
-        let link = ReplicaLink::of(&replica).expect("a link");
+        let link = Arc::new(ReplicaLink::new());
         let settings = settings(PATIENCE * 6);
         let stream = connect_stream(replica.addr(), PATIENCE).await.expect("connect");
         link.put_stream(&replica, stream, &settings);

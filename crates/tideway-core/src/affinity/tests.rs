@@ -426,6 +426,19 @@ fn clearing_sessions_releases_idle_seats() {
     assert_eq!(app.connections(), 0);
 }
 
+#[test]
+fn an_app_dropped_with_sessions_in_their_grace_goes_and_gives_their_seats_back() {
+    let (app, _) = app_with_clock(5);
+    drop(confirmed(&app, SessionId::from_bits(12)));
+    drop(confirmed(&app, SessionId::from_bits(13)));
+    let replicas = app.replicas();
+    assert_eq!(replicas.iter().map(|r| r.connections()).sum::<u32>(), 2);
+    let gone = Arc::downgrade(&app);
+    drop(app);
+    assert!(gone.upgrade().is_none(), "sessions do not keep their app alive");
+    assert!(replicas.iter().all(|r| r.connections() == 0));
+}
+
 /// One step of a client population against an app with cookie affinity.
 #[derive(Clone, Debug)]
 enum Step {

@@ -4,7 +4,7 @@
 use std::collections::VecDeque;
 use std::fmt;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 
 use super::App;
 use crate::balance::{self, NoSeat};
@@ -21,7 +21,26 @@ use crate::scaling::replicas_needed;
 pub struct ConnectionGuard {
     app: Arc<App>,
     replica: Arc<Replica>,
-    dispatch_on_drop: bool,
+    on_drop: OnDrop,
+}
+
+/// What dropping a [`ConnectionGuard`] does with its seat.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum OnDrop {
+    /// Gives it back and seats the next waiter on it.
+    Release,
+    /// Gives it back only: the guard was offered to a waiter that had left, under the queue's lock.
+    ReleaseQuietly,
+    /// Nothing: the seat moved into a [`HeldSeat`].
+    Nothing,
+}
+
+/// A seat the app's own state keeps (a session's, through its grace). It refers to its app weakly, so
+/// what an app holds never keeps the app alive: an app that goes away takes its sessions with it, and
+/// their seats go back to their replicas.
+pub(crate) struct HeldSeat {
+    app: Weak<App>,
+    replica: Arc<Replica>,
 }
 
 /// A connection waiting in an app's queue for a seat.
@@ -102,7 +121,7 @@ impl App {
         Ok(ConnectionGuard {
             app: Arc::clone(self),
             replica,
-            dispatch_on_drop: true,
+            on_drop: OnDrop::Release,
         })
     }
 
@@ -116,7 +135,7 @@ impl App {
         Some(ConnectionGuard {
             app: Arc::clone(self),
             replica,
-            dispatch_on_drop: true,
+            on_drop: OnDrop::Release,
         })
     }
 
@@ -230,10 +249,10 @@ impl App {
             let seat = ConnectionGuard {
                 app: Arc::clone(self),
                 replica,
-                dispatch_on_drop: true,
+                on_drop: OnDrop::Release,
             };
             if let Err(mut unwanted) = waiter.offer(seat) {
-                unwanted.dispatch_on_drop = false;
+                unwanted.on_drop = OnDrop::ReleaseQuietly;
             }
         }
         self.queue.waiting.store(entries.len(), Ordering::SeqCst);
@@ -264,13 +283,37 @@ impl ConnectionGuard {
     pub fn app(&self) -> &Arc<App> {
         &self.app
     }
+
+    /// The seat, to be kept by the app's own state.
+    pub(crate) fn into_held(mut self) -> HeldSeat {
+        self.on_drop = OnDrop::Nothing;
+        HeldSeat {
+            app: Arc::downgrade(&self.app),
+            replica: Arc::clone(&self.replica),
+        }
+    }
 }
 
 impl Drop for ConnectionGuard {
     fn drop(&mut self) {
-        self.app.release_seat(&self.replica);
-        if self.dispatch_on_drop {
+        if self.on_drop != OnDrop::Nothing {
+            self.app.release_seat(&self.replica);
+        }
+        if self.on_drop == OnDrop::Release {
             self.app.dispatch();
+        }
+    }
+}
+
+impl Drop for HeldSeat {
+    /// Gives the seat back like a connection's; once the app is gone, to the replica alone.
+    fn drop(&mut self) {
+        match self.app.upgrade() {
+            Some(app) => {
+                app.release_seat(&self.replica);
+                app.dispatch();
+            }
+            None => self.replica.release_seat(),
         }
     }
 }

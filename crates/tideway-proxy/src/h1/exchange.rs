@@ -22,7 +22,6 @@ use tracing::debug;
 use super::Conn;
 use super::framing::{BodyCursor, Framing};
 use super::head::{self, RequestHead};
-use crate::app_link::AppLink;
 use crate::client::ClientConn;
 use crate::exchange::{Exchange, Outcome};
 use crate::forward::{RETRIES, Reseat};
@@ -31,7 +30,7 @@ use crate::seat::Seat;
 use crate::sessions::{presented_session, session_cookie};
 use crate::stall::{BODY_STALLED, RESPONSE_STALLED, ReplicaWait};
 use crate::tunnel::TunnelParts;
-use crate::upstream::{self, ReplicaLink, UpstreamSettings};
+use crate::upstream::{self, UpstreamSettings};
 
 use departure::until_client_leaves;
 pub(super) use own::refuse;
@@ -134,13 +133,10 @@ async fn exchange(conn: &mut Conn, mut head: RequestHead) -> Next {
         let app = screened
             .ok()
             .and_then(|()| shared.routes.load().lookup(host, path).cloned());
-        if let Some(app) = &app {
-            AppLink::of(app, &shared.metrics);
-        }
         let exchange = Exchange::open(
             conn.client.request_started(app.as_ref()),
             Some((head.method.as_str(), path)),
-            app.clone(),
+            app.as_ref().map(|app| (Arc::clone(app), shared.links.app(app))),
             Arc::clone(&shared.metrics),
             access_log,
         );
@@ -211,8 +207,8 @@ async fn exchange(conn: &mut Conn, mut head: RequestHead) -> Next {
     let mut retries = 0;
     loop {
         let replica = Arc::clone(seat.replica());
-        let link = ReplicaLink::of(&replica);
-        let pooled = link.and_then(|link| link.take_stream(settings.idle_timeout));
+        let link = shared.links.replica(&replica);
+        let pooled = link.take_stream(settings.idle_timeout);
         let reused = pooled.is_some();
         let mut upstream = match pooled {
             Some(stream) => stream,
@@ -233,7 +229,7 @@ async fn exchange(conn: &mut Conn, mut head: RequestHead) -> Next {
         let relayed = {
             // The connection's watch closes it gracefully if this replica is evicted meanwhile.
             let drain_timeout = app.policy().drain_timeout;
-            let _on_replica = link.map(|link| conn.client.serving_on(link.evicted(), drain_timeout));
+            let _on_replica = conn.client.serving_on(link.evicted(), drain_timeout);
             relay(
                 &mut conn.stream,
                 &mut conn.buf,
@@ -250,7 +246,7 @@ async fn exchange(conn: &mut Conn, mut head: RequestHead) -> Next {
         };
         match relayed {
             Relayed::Done { reusable, close } => {
-                if reusable && let Some(link) = link {
+                if reusable {
                     link.put_stream(&replica, upstream, &settings);
                 }
                 drop(seat);
@@ -374,17 +370,18 @@ impl Tunnel {
     /// The tunnel's parts, with the client's socket and what the client sent past its upgrade request.
     pub(super) fn with_client(self, client: (TcpStream, Bytes), shared: &crate::Shared) -> TunnelParts {
         let settings = shared.settings.load();
-        let evicted = ReplicaLink::of(self.seat.replica()).map(|link| Arc::clone(link.evicted()));
+        let evicted = Arc::clone(shared.links.replica(self.seat.replica()).evicted());
         TunnelParts {
             client,
             upstream: self.upstream,
             websocket: self.websocket,
+            app_link: shared.links.app(self.seat.app()),
             seat: self.seat,
             timeouts: self.timeouts,
             close_grace: self.close_grace,
             send_timeout: settings.send_timeout,
             access_log: settings.access_log,
-            signals: [Some(Arc::clone(&shared.draining)), evicted],
+            signals: [Some(Arc::clone(&shared.draining)), Some(evicted)],
         }
     }
 }

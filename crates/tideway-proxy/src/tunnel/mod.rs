@@ -56,6 +56,8 @@ pub(crate) struct TunnelParts {
     pub(crate) websocket: bool,
     /// The connection's seat, held until the tunnel ends.
     pub(crate) seat: Seat,
+    /// The data plane's state of the seat's app: where the tunnel's duration is recorded.
+    pub(crate) app_link: Arc<AppLink>,
     /// Age and inactivity limits of the app.
     pub(crate) timeouts: ConnectionTimeouts,
     /// How long the peers get to answer a close before the sockets are dropped.
@@ -136,6 +138,7 @@ pin_project! {
         #[pin]
         evicted: Option<Subscription>,
         app: Arc<App>,
+        app_link: Arc<AppLink>,
         replica: Arc<Replica>,
         opened: tokio::time::Instant,
         access_log: bool,
@@ -150,6 +153,7 @@ impl TunnelTask {
             upstream,
             websocket,
             seat,
+            app_link,
             mut timeouts,
             close_grace,
             send_timeout,
@@ -186,6 +190,7 @@ impl TunnelTask {
             shutdown: shutdown.map(|signal| signal.subscribe()),
             evicted: evicted.map(|signal| signal.subscribe()),
             app,
+            app_link,
             replica,
             opened: tokio::time::Instant::now(),
             access_log,
@@ -204,9 +209,7 @@ impl Future for TunnelTask {
         let reason = ready!(this.tunnel.poll(cx, this.timer, drain));
         this.tunnel.end_connection(reason);
         let duration = this.opened.elapsed();
-        if let Some(link) = AppLink::existing(this.app) {
-            link.metrics.connection(duration);
-        }
+        this.app_link.metrics.connection(duration);
         if *this.access_log {
             info!(
                 target: "tideway::access",

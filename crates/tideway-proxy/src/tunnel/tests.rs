@@ -11,6 +11,7 @@ use tokio::time::Instant;
 
 use super::frames::tests::frame;
 use super::*;
+use crate::metrics::ProxyMetrics;
 
 const MASK: Option<[u8; 4]> = Some([1, 2, 3, 4]);
 
@@ -53,6 +54,11 @@ async fn tunnel(timeouts: ConnectionTimeouts, websocket: bool) -> Ends {
         upstream: (replica_inner, Bytes::new()),
         websocket,
         seat: Seat::Own(seat),
+        app_link: Arc::new(AppLink::new(
+            ProxyMetrics::register(&prometheus::Registry::new())
+                .expect("metrics")
+                .for_app("t"),
+        )),
         timeouts,
         close_grace: Duration::from_secs(5),
         send_timeout: Duration::from_secs(60),
