@@ -1,27 +1,29 @@
-//! The body of every response tideway sends: a replica's body streamed through, or a short one of its own.
-//! Either way it holds what must be released and recorded when the response ends.
+//! The body of every response tideway sends an HTTP/2 client: a replica's body read off the replica
+//! connection through its HTTP/1.1 framing, or a short one of tideway's own. Either way it holds what must
+//! be released and recorded when the response ends.
 
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use bytes::Bytes;
+use bytes::{Buf, Bytes, BytesMut};
 use http_body::{Body, Frame, SizeHint};
-use hyper::body::Incoming;
 use tideway_core::{CloseReason, Replica};
+use tokio::net::TcpStream;
 
 use crate::client::ClientConn;
 use crate::exchange::{Exchange, Outcome};
-use crate::request_body::BodyProgress;
+use crate::forward::upload::{Upload, UploadError};
+use crate::message::framing::{BodyCursor, Framing};
 use crate::seat::Seat;
 use crate::stall::{BodyError, StallTimer};
-use crate::upstream::{ReplicaLink, Sender, UpstreamSettings};
+use crate::upstream::{ReplicaLink, UpstreamSettings, poll_read_into};
 
 /// A response body on its way to a client.
 ///
 /// Reaching its end, failing, or being dropped (the client left) releases the request's seat on its
 /// replica, completes the request's record, and — for a completed exchange — returns the replica
-/// connection for reuse.
+/// connection to its pool.
 pub(crate) struct ProxyBody {
     kind: Kind,
     lease: Option<Lease>,
@@ -29,23 +31,51 @@ pub(crate) struct ProxyBody {
 }
 
 enum Kind {
-    /// A replica's body, and the timer for its pauses (`response_timeout`).
-    Upstream(Incoming, StallTimer),
+    /// A replica's body, still coming.
+    Relayed(Box<Relayed>),
     Fixed(Option<Bytes>),
 }
 
-/// What a proxied response holds until its body ends: the seat, and the replica connection to reuse.
+/// A replica's response body and the connection it comes on.
+pub(crate) struct Relayed {
+    stream: TcpStream,
+    /// What was read past the response head, or since.
+    buf: BytesMut,
+    cursor: BodyCursor,
+    /// The body is chunked: its content is copied out of the framing.
+    chunked: bool,
+    /// The timer for the replica's pauses (`response_timeout`).
+    stall: StallTimer,
+    /// The request body, if it is still going up.
+    upload: Option<Upload>,
+    /// The connection can carry another request once the body ends.
+    reusable: bool,
+    link: Arc<ReplicaLink>,
+    settings: UpstreamSettings,
+}
+
+/// What a proxied response holds until its body ends: the seat.
 pub(crate) struct Lease {
     seat: Seat,
-    sender: Option<(Sender, Arc<ReplicaLink>)>,
-    body: Option<Arc<BodyProgress>>,
-    settings: UpstreamSettings,
     client: Arc<ClientConn>,
     settled: bool,
 }
 
+/// One step of a replica's body.
+enum Step {
+    /// Content; `last`: the body ends with it.
+    Data {
+        data: Bytes,
+        last: bool,
+    },
+    End,
+    /// The exchange broke off: how it ended, the close reason tideway counts (`None`: the client left),
+    /// and what the client's stream is told.
+    Failed(Outcome, Option<CloseReason>, BodyError),
+}
+
 impl ProxyBody {
-    /// A body tideway wrote itself (errors, 404, the empty body of a `101`).
+    /// A body tideway wrote itself (errors, 404).
     pub(crate) fn fixed(bytes: impl Into<Bytes>, exchange: Exchange) -> Self {
         let bytes = bytes.into();
         let mut body = ProxyBody {
@@ -62,11 +92,10 @@ impl ProxyBody {
     }
 
     /// A replica's body; `lease` is released when it ends (at once if it is already empty).
-    pub(crate) fn upstream(body: Incoming, lease: Lease, exchange: Exchange) -> Self {
-        let ended = body.is_end_stream();
-        let stall = StallTimer::new(lease.seat.app().policy().response_timeout);
+    pub(crate) fn relayed(relayed: Relayed, lease: Lease, exchange: Exchange) -> Self {
+        let ended = relayed.cursor.is_done();
         let mut this = ProxyBody {
-            kind: Kind::Upstream(body, stall),
+            kind: Kind::Relayed(Box::new(relayed)),
             lease: Some(lease),
             exchange: Some(exchange),
         };
@@ -76,16 +105,36 @@ impl ProxyBody {
         this
     }
 
-    /// The response ended one way or another: release the lease, complete the record. Idempotent.
+    /// The response ended one way or another: release the lease (and, complete, the connection to its
+    /// pool), complete the record. Idempotent.
     fn end(&mut self, outcome: Outcome) {
+        let reason = match outcome {
+            Outcome::Complete | Outcome::ClientGone => None,
+            Outcome::UpstreamFailed => Some(CloseReason::Upstream),
+            Outcome::UpstreamStalled => Some(CloseReason::ResponseTimeout),
+        };
+        self.end_with(outcome, reason);
+    }
+
+    /// Ends the response with `outcome`, counting a close for `reason` (none: it completed, or the client
+    /// left, which the lease counts).
+    fn end_with(&mut self, outcome: Outcome, reason: Option<CloseReason>) {
+        let relayed = match std::mem::replace(&mut self.kind, Kind::Fixed(None)) {
+            Kind::Relayed(relayed) => Some(relayed),
+            fixed @ Kind::Fixed(_) => {
+                self.kind = fixed;
+                None
+            }
+        };
         let replica: Option<Arc<Replica>> = self.lease.as_ref().map(|lease| Arc::clone(lease.seat.replica()));
-        if let Some(lease) = self.lease.take() {
-            match outcome {
-                Outcome::Complete => lease.complete(),
-                Outcome::UpstreamFailed => lease.fail(CloseReason::Upstream),
-                Outcome::UpstreamStalled => lease.fail(CloseReason::ResponseTimeout),
-                // Dropped unsettled: the lease counts the client leaving.
-                Outcome::ClientGone => drop(lease),
+        if let Some(mut lease) = self.lease.take() {
+            // Unsettled, the lease counts the client leaving.
+            lease.settled = outcome != Outcome::ClientGone || reason.is_some();
+            if let Some(reason) = reason {
+                lease.seat.app().stats().record_close(reason);
+            }
+            if let (Outcome::Complete, Some(relayed), Some(replica)) = (outcome, relayed, &replica) {
+                relayed.keep(replica);
             }
         }
         if let Some(exchange) = self.exchange.take() {
@@ -103,36 +152,34 @@ impl Body for ProxyBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         let this = &mut *self;
-        match &mut this.kind {
+        let step = match &mut this.kind {
             Kind::Fixed(bytes) => {
                 let frame = bytes.take().map(|b| Ok(Frame::data(b)));
                 this.end(Outcome::Complete);
-                Poll::Ready(frame)
+                return Poll::Ready(frame);
             }
-            Kind::Upstream(body, stall) => {
-                let Poll::Ready(frame) = Pin::new(&mut *body).poll_frame(cx) else {
-                    if stall.expired(cx) {
-                        this.end(Outcome::UpstreamStalled);
-                        return Poll::Ready(Some(Err(BodyError::Stalled)));
-                    }
-                    return Poll::Pending;
-                };
-                stall.disarm();
-                let ended = body.is_end_stream();
-                match &frame {
-                    None => this.end(Outcome::Complete),
-                    Some(Ok(data)) => {
-                        if let (Some(exchange), Some(data)) = (this.exchange.as_mut(), data.data_ref()) {
-                            exchange.count(data.len());
-                            exchange.client().on_data();
-                        }
-                        if ended {
-                            this.end(Outcome::Complete);
-                        }
-                    }
-                    Some(Err(_)) => this.end(Outcome::UpstreamFailed),
+            Kind::Relayed(relayed) => std::task::ready!(relayed.poll_step(cx)),
+        };
+        match step {
+            Step::Data { data, last } => {
+                if let Some(exchange) = this.exchange.as_mut() {
+                    exchange.count(data.len());
+                    exchange.client().on_data();
                 }
-                Poll::Ready(frame.map(|f| f.map_err(BodyError::Peer)))
+                // Ended now, not when the client's stream is done with the body: the server may send the
+                // stream's end with this data and never ask again.
+                if last {
+                    this.end(Outcome::Complete);
+                }
+                Poll::Ready(Some(Ok(Frame::data(data))))
+            }
+            Step::End => {
+                this.end(Outcome::Complete);
+                Poll::Ready(None)
+            }
+            Step::Failed(outcome, reason, error) => {
+                this.end_with(outcome, reason);
+                Poll::Ready(Some(Err(error)))
             }
         }
     }
@@ -140,14 +187,17 @@ impl Body for ProxyBody {
     fn is_end_stream(&self) -> bool {
         match &self.kind {
             Kind::Fixed(bytes) => bytes.is_none(),
-            Kind::Upstream(body, _) => body.is_end_stream(),
+            Kind::Relayed(relayed) => relayed.cursor.is_done() && relayed.buf.is_empty(),
         }
     }
 
     fn size_hint(&self) -> SizeHint {
         match &self.kind {
             Kind::Fixed(bytes) => SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64)),
-            Kind::Upstream(body, _) => body.size_hint(),
+            Kind::Relayed(relayed) => relayed
+                .cursor
+                .remaining()
+                .map_or_else(SizeHint::new, SizeHint::with_exact),
         }
     }
 }
@@ -158,40 +208,135 @@ impl Drop for ProxyBody {
     }
 }
 
-impl Lease {
-    /// Holds `seat` (and `sender`, for reuse in its replica's link) until the response body ends. `body`
-    /// tells whether a streamed request body has been sent whole (`None`: the request had no body).
+impl Relayed {
+    /// The body framed by `framing` on `stream`, whose first bytes are in `buf`; `upload` is the request
+    /// body if it is still going up; `reusable`: the response lets the connection carry another request.
     pub(crate) fn new(
-        seat: Seat,
-        sender: (Sender, Arc<ReplicaLink>),
-        body: Option<Arc<BodyProgress>>,
-        settings: UpstreamSettings,
-        client: Arc<ClientConn>,
+        stream: TcpStream,
+        buf: BytesMut,
+        framing: Framing,
+        upload: Option<Upload>,
+        reusable: bool,
+        response_timeout: std::time::Duration,
+        (link, settings): (Arc<ReplicaLink>, UpstreamSettings),
     ) -> Self {
+        Relayed {
+            stream,
+            buf,
+            cursor: BodyCursor::new(framing),
+            chunked: framing == Framing::Chunked,
+            stall: StallTimer::new(response_timeout),
+            upload,
+            reusable: reusable && framing != Framing::UntilClose,
+            link,
+            settings,
+        }
+    }
+
+    /// The next piece of content, the end, or what went wrong; the request body moves on meanwhile.
+    fn poll_step(&mut self, cx: &mut Context<'_>) -> Poll<Step> {
+        loop {
+            if let Some(upload) = &mut self.upload
+                && let Poll::Ready(uploaded) = upload.poll(cx, &mut self.stream, None)
+            {
+                self.upload = None;
+                match uploaded {
+                    Ok(()) => {}
+                    Err(UploadError::ClientStalled) => {
+                        let reason = Some(CloseReason::BodyTimeout);
+                        return Poll::Ready(Step::Failed(
+                            Outcome::ClientGone,
+                            reason,
+                            BodyError::RequestStalled,
+                        ));
+                    }
+                    Err(UploadError::ClientFailed) => {
+                        return Poll::Ready(Step::Failed(
+                            Outcome::ClientGone,
+                            None,
+                            BodyError::RequestFailed,
+                        ));
+                    }
+                    // The replica answered without taking the whole body: the connection goes with it.
+                    Err(UploadError::Replica) => self.reusable = false,
+                }
+            }
+            if !self.buf.is_empty() && !self.cursor.is_done() {
+                let mut content = BytesMut::new();
+                let chunked = self.chunked;
+                let buf = &self.buf;
+                let Ok(taken) = self.cursor.advance(buf, &mut |range| {
+                    if chunked {
+                        content.extend_from_slice(&buf[range]);
+                    }
+                }) else {
+                    return Poll::Ready(Step::Failed(
+                        Outcome::UpstreamFailed,
+                        Some(CloseReason::Upstream),
+                        BodyError::Replica,
+                    ));
+                };
+                let content = if chunked {
+                    self.buf.advance(taken);
+                    content.freeze()
+                } else {
+                    self.buf.split_to(taken).freeze()
+                };
+                let last = self.cursor.is_done();
+                if last {
+                    // Bytes past the body's end mean the replica broke the framing: the connection goes.
+                    self.reusable &= self.buf.is_empty();
+                }
+                if !content.is_empty() {
+                    return Poll::Ready(Step::Data { data: content, last });
+                }
+            }
+            if self.cursor.is_done() {
+                return Poll::Ready(Step::End);
+            }
+            match poll_read_into(&self.stream, cx, &mut self.buf) {
+                Poll::Ready(Ok(0)) if self.cursor.at_close() => return Poll::Ready(Step::End),
+                Poll::Ready(Ok(0) | Err(_)) => {
+                    return Poll::Ready(Step::Failed(
+                        Outcome::UpstreamFailed,
+                        Some(CloseReason::Upstream),
+                        BodyError::Replica,
+                    ));
+                }
+                Poll::Ready(Ok(_)) => {
+                    self.stall.disarm();
+                }
+                Poll::Pending => {
+                    if self.stall.expired(cx) {
+                        return Poll::Ready(Step::Failed(
+                            Outcome::UpstreamStalled,
+                            Some(CloseReason::ResponseTimeout),
+                            BodyError::Stalled,
+                        ));
+                    }
+                    return Poll::Pending;
+                }
+            }
+        }
+    }
+
+    /// The body ended whole: the connection goes back to the pool if it is at a message boundary, the
+    /// request body included.
+    fn keep(self, replica: &Arc<Replica>) {
+        if self.reusable && self.upload.as_ref().is_none_or(Upload::is_sent) {
+            self.link.put(replica, self.stream, &self.settings);
+        }
+    }
+}
+
+impl Lease {
+    /// Holds `seat` until the response body ends.
+    pub(crate) fn new(seat: Seat, client: Arc<ClientConn>) -> Self {
         Lease {
             seat,
-            sender: Some(sender),
-            body,
-            settings,
             client,
             settled: false,
         }
-    }
-
-    /// The response ended. The replica connection can carry the next request — unless the request body is
-    /// still on its way (a replica may answer before reading it all), then it is not reused.
-    fn complete(mut self) {
-        self.settled = true;
-        let body_sent = self.body.as_ref().is_none_or(|body| body.is_sent());
-        if body_sent && let Some((sender, link)) = self.sender.take() {
-            link.put(self.seat.replica(), sender, &self.settings);
-        }
-    }
-
-    /// The replica failed mid-body, or paused past `response_timeout` (`reason`).
-    fn fail(mut self, reason: CloseReason) {
-        self.settled = true;
-        self.seat.app().stats().record_close(reason);
     }
 }
 

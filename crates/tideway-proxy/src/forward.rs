@@ -1,34 +1,40 @@
-//! Forwarding an admitted HTTP/2 request to its replica over HTTP/1.1: the request rewritten for the hop,
-//! sent over a reused or new connection (elsewhere if the replica refuses the connection, again only if it
-//! never went out), and the response streamed back; and where a request goes when its replica fails it.
+//! Forwarding an admitted HTTP/2 request through the engine's upstream side, as an HTTP/1.1 request is:
+//! its head written by the same rules ([`head::write_request`]), its body re-framed as it streams up
+//! ([`upload`]), sent by the one attempt policy over the replica's one pool ([`Attempts`]), and the response
+//! head parsed by the same parser, handed to the client as fields with its body following in
+//! [`ProxyBody`].
 
-use std::future::{Future, poll_fn};
+pub(crate) mod upload;
+
+use std::future::poll_fn;
 use std::pin::pin;
 use std::sync::Arc;
 use std::task::Poll;
 use std::time::Duration;
 
-use http::header::{self, HeaderMap, HeaderValue};
-use http::{Request, Response, StatusCode, Uri, Version, uri};
+use bytes::{Buf, BytesMut};
+use http::header::{self, HeaderMap};
+use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
-use tideway_core::{App, CloseReason, RejectReason, Replica};
-use tracing::{debug, warn};
+use tideway_core::{App, CloseReason};
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+use tracing::debug;
 
 use crate::Shared;
-use crate::body::{Lease, ProxyBody};
+use crate::body::{Lease, ProxyBody, Relayed};
 use crate::client::ClientConn;
 use crate::exchange::Exchange;
-use crate::handler::{FAILED, admit, reply, unavailable};
-use crate::headers::{set_forwarded, strip_hop_by_hop};
-use crate::request_body::{BodyProgress, UpstreamBody};
+use crate::handler::{FAILED, MALFORMED, reply, unavailable};
+use crate::message::framing::Framing;
+use crate::message::head::{self, ResponseHead, ResponseOut};
 use crate::seat::Seat;
 use crate::stall::{BODY_STALLED, RESPONSE_STALLED, ReplicaWait};
-use crate::upstream::{self, Sender, UpstreamSettings};
+use crate::upstream::{Again, Attempts, poll_read_into};
+use upload::{Upload, UploadError};
 
-/// How many times one request is sent again after a kept-alive connection failed before the request was
-/// written to it. A request written to a replica is never sent again (README, "Failures"): the replica may
-/// have acted on it.
-pub(crate) const RETRIES: usize = 2;
+/// The body of a `502`: the replica answered an HTTP/2 request by switching protocols, which it cannot ask.
+const SWITCHED: &str = "the replica switched protocols unasked\n";
 
 /// One admitted request's way to its replica.
 pub(crate) struct Forwarding<'a> {
@@ -40,11 +46,27 @@ pub(crate) struct Forwarding<'a> {
     pub(crate) app: &'a Arc<App>,
 }
 
+/// How waiting for a response head ended.
+enum HeadWait {
+    /// The final response head, its fields, and what was read past it.
+    Head(ResponseHead, BytesMut),
+    /// The replica closed the connection without answering; `written`: whether the request went out.
+    NoAnswer { written: bool },
+    /// The replica kept the request waiting past `response_timeout`.
+    Stalled,
+    /// The replica closed the connection mid-head.
+    Broken,
+    /// The replica sent a head tideway cannot relay.
+    Malformed,
+    /// The request body stopped short on the client's side.
+    Upload(UploadError),
+}
+
 impl Forwarding<'_> {
     /// Sends `req` to the replica `seat` is on and returns the response for the client.
     pub(crate) async fn forward(
         &self,
-        mut seat: Seat,
+        seat: Seat,
         req: Request<Incoming>,
         exchange: Exchange,
     ) -> Response<ProxyBody> {
@@ -52,240 +74,188 @@ impl Forwarding<'_> {
         let policy = app.policy();
         let (body_read_timeout, response_timeout) = (policy.body_read_timeout, policy.response_timeout);
         drop(policy);
-        let (mut req, body) = self.upstream_request(req, body_read_timeout);
-        let mut reseat = Reseat {
-            app,
-            shared: self.shared,
-            moves: 0,
-        };
-        let mut retries = 0;
-        let (response, sender, link) = loop {
-            let replica = Arc::clone(seat.replica());
-            let settings = UpstreamSettings::from(&**self.shared.settings.load());
-            let link = self.shared.links.replica(&replica);
-            let (mut sender, reused) = match upstream::checkout(&link, &replica, &settings).await {
-                Ok(checked_out) => checked_out,
-                Err(error) => match reseat.after(seat, &replica, &error).await {
-                    Ok(other) => {
-                        seat = other;
+        let (parts, body) = req.into_parts();
+        let framing = request_framing(&parts.headers, &body);
+        // The authority of an HTTP/2 request is what routing used; the replica must see the same host.
+        let host = parts
+            .uri
+            .authority()
+            .map(|authority| {
+                authority
+                    .as_str()
+                    .rsplit('@')
+                    .next()
+                    .unwrap_or_default()
+                    .as_bytes()
+            })
+            .or_else(|| parts.headers.get(header::HOST).map(|host| host.as_bytes()))
+            .unwrap_or_default();
+        let target = parts.uri.path_and_query().map_or("/", |target| target.as_str());
+        let client_ip = self.client.peer().ip();
+        let head = head::write_request(&parts.method, target, &parts.headers, host, framing, client_ip);
+        let head_request = parts.method == Method::HEAD;
+        let mut upload =
+            (framing != Framing::Empty).then(|| Upload::new(body, framing, self.client, body_read_timeout));
+
+        let mut attempts = Attempts::new(self.shared, app);
+        let mut fields = HeaderMap::new();
+        let mut unsent = seat;
+        loop {
+            let (seat, mut upstream) = match attempts.connect(unsent).await {
+                Ok(connected) => connected,
+                Err(reason) => return unavailable(app, reason, exchange),
+            };
+            let waited = await_head(
+                &mut upstream.stream,
+                &head,
+                upload.as_mut(),
+                (head_request, &mut fields),
+                response_timeout,
+            )
+            .await;
+            let replica = Arc::clone(&upstream.replica);
+            let (response, rest) = match waited {
+                HeadWait::Head(response, rest) => (response, rest),
+                HeadWait::NoAnswer { written } => match attempts.again(seat, &upstream, written).await {
+                    Again::Retry(again) => {
+                        unsent = again;
                         continue;
                     }
-                    Err(reason) => return unavailable(app, reason, exchange),
+                    Again::Failed => {
+                        debug!(
+                            app = app.name(),
+                            replica = replica.name(),
+                            "replica failed the request"
+                        );
+                        return reply(StatusCode::BAD_GATEWAY, FAILED, exchange);
+                    }
+                    Again::Rejected(reason) => return unavailable(app, reason, exchange),
                 },
-            };
-            replica.record_connect_success();
-            match answer(&mut sender, req, body.as_deref(), response_timeout).await {
-                Answer::Head(response) => break (response, sender, link),
-                Answer::Stalled => {
+                HeadWait::Stalled => {
                     app.stats().record_close(CloseReason::ResponseTimeout);
                     return reply(StatusCode::GATEWAY_TIMEOUT, RESPONSE_STALLED, exchange);
                 }
-                Answer::Failed(_) if body.as_ref().is_some_and(|body| body.is_stalled()) => {
+                HeadWait::Upload(UploadError::ClientStalled) => {
                     app.stats().record_close(CloseReason::BodyTimeout);
                     return reply(StatusCode::REQUEST_TIMEOUT, BODY_STALLED, exchange);
                 }
-                Answer::Failed(mut error) => match error.take_message() {
-                    // Never written, on a kept-alive connection the replica had closed: send it again.
-                    Some(unsent) if reused && retries < RETRIES => {
-                        retries += 1;
-                        req = unsent;
-                    }
-                    // A new connection that failed before taking the request: the replica is failing.
-                    Some(unsent) if !reused => {
-                        let error = std::io::Error::other(error.into_error());
-                        match reseat.after(seat, &replica, &error).await {
-                            Ok(other) => {
-                                seat = other;
-                                req = unsent;
-                            }
-                            Err(reason) => return unavailable(app, reason, exchange),
-                        }
-                    }
-                    _ => {
-                        debug!(app = app.name(), replica = replica.name(), error = %error.error(), "replica failed the request");
-                        return reply(StatusCode::BAD_GATEWAY, FAILED, exchange);
-                    }
-                },
+                HeadWait::Upload(_) => {
+                    app.stats().record_close(CloseReason::Client);
+                    return reply(StatusCode::BAD_REQUEST, "the request body broke off\n", exchange);
+                }
+                HeadWait::Broken => {
+                    debug!(
+                        app = app.name(),
+                        replica = replica.name(),
+                        "replica broke off its answer"
+                    );
+                    return reply(StatusCode::BAD_GATEWAY, FAILED, exchange);
+                }
+                HeadWait::Malformed => {
+                    debug!(
+                        app = app.name(),
+                        replica = replica.name(),
+                        "replica sent a malformed response"
+                    );
+                    return reply(StatusCode::BAD_GATEWAY, MALFORMED, exchange);
+                }
+            };
+            if response.status == StatusCode::SWITCHING_PROTOCOLS {
+                return reply(StatusCode::BAD_GATEWAY, SWITCHED, exchange);
             }
-        };
-
-        if response.status() == StatusCode::SWITCHING_PROTOCOLS {
-            // HTTP/2 requests cannot ask to switch protocols.
-            return reply(
-                StatusCode::BAD_GATEWAY,
-                "the replica switched protocols unasked\n",
-                exchange,
+            let link = (upstream.link, *attempts.settings());
+            let relayed = Relayed::new(
+                upstream.stream,
+                rest,
+                response.body,
+                upload,
+                response.reusable,
+                response_timeout,
+                link,
             );
+            let lease = Lease::new(seat, Arc::clone(self.client));
+            let body = ProxyBody::relayed(relayed, lease, exchange.responded(response.status));
+            let mut reply = Response::new(body);
+            *reply.status_mut() = response.status;
+            *reply.headers_mut() = fields;
+            return reply;
         }
-        let (mut parts, response_body) = response.into_parts();
-        // A 426 must say which protocol to upgrade to (RFC 9110 §15.5.22).
-        let required = (parts.status == StatusCode::UPGRADE_REQUIRED)
-            .then(|| parts.headers.get(header::UPGRADE).cloned())
-            .flatten();
-        strip_hop_by_hop(&mut parts.headers, required);
-        let settings = UpstreamSettings::from(&**self.shared.settings.load());
-        let lease = Lease::new(seat, (sender, link), body, settings, Arc::clone(self.client));
-        let status = parts.status;
-        Response::from_parts(
-            parts,
-            ProxyBody::upstream(response_body, lease, exchange.responded(status)),
-        )
-    }
-
-    /// The request as the replica receives it: origin-form URI over HTTP/1.1, hop-by-hop headers removed,
-    /// `Host` set to the host the request was routed by, `X-Forwarded-*` set, HTTP/2 cookie fields joined.
-    /// Also returns the progress of a streamed body, which the client may pause for `body_read_timeout`.
-    fn upstream_request(
-        &self,
-        req: Request<Incoming>,
-        body_read_timeout: Duration,
-    ) -> (Request<UpstreamBody>, Option<Arc<BodyProgress>>) {
-        let (mut parts, body) = req.into_parts();
-        // The authority of an absolute-form or HTTP/2 request is what routing used; the replica must see
-        // the same host (RFC 9112 §3.2.2), not a different Host header sent alongside.
-        if let Some(authority) = parts.uri.authority()
-            && let Ok(host) = HeaderValue::from_str(authority.as_str().rsplit('@').next().unwrap_or_default())
-        {
-            parts.headers.insert(header::HOST, host);
-        }
-        if parts.version == Version::HTTP_2 {
-            join_cookies(&mut parts.headers);
-        }
-        let host = parts.headers.get(header::HOST).cloned();
-        strip_hop_by_hop(&mut parts.headers, None);
-        set_forwarded(&mut parts.headers, self.client.peer().ip(), "http", host);
-        if parts.uri.scheme().is_some() || parts.uri.authority().is_some() {
-            let mut origin = uri::Parts::default();
-            origin.path_and_query = parts.uri.path_and_query().cloned();
-            parts.uri = Uri::from_parts(origin).unwrap_or_else(|_| Uri::from_static("/"));
-        }
-        parts.version = Version::HTTP_11;
-        let (body, progress) = UpstreamBody::from_client(body, self.client, body_read_timeout);
-        (Request::from_parts(parts, body), progress)
     }
 }
 
-/// How waiting for a response head ended.
-enum Answer {
-    Head(Response<Incoming>),
-    Failed(hyper::client::conn::TrySendError<Request<UpstreamBody>>),
-    /// The replica kept the request waiting past `response_timeout`.
-    Stalled,
+/// How an HTTP/2 request's body is framed for HTTP/1.1: none if the client ended the stream with its
+/// head, by its `Content-Length` if it gave one (HTTP/2 holds the body to it), else chunked.
+fn request_framing(fields: &HeaderMap, body: &Incoming) -> Framing {
+    use http_body::Body as _;
+    if body.is_end_stream() {
+        return Framing::Empty;
+    }
+    fields
+        .get(header::CONTENT_LENGTH)
+        .and_then(|length| length.to_str().ok()?.trim().parse().ok())
+        .map_or(Framing::Chunked, Framing::Length)
 }
 
-/// Sends `req` and waits for the response head for as long as the replica keeps moving: taking more of
-/// the body counts, time spent waiting on the client for it does not.
-async fn answer(
-    sender: &mut Sender,
-    req: Request<UpstreamBody>,
-    body: Option<&BodyProgress>,
+/// Sends the request head on `stream` and waits for the final response head — for as long as the replica
+/// keeps moving: taking more of the body counts, time spent waiting on the client for it does not. The
+/// request body goes up meanwhile. Interim responses are dropped: HTTP/2 has no place for them here.
+async fn await_head(
+    stream: &mut TcpStream,
+    head: &[u8],
+    mut upload: Option<&mut Upload>,
+    (head_request, fields): (bool, &mut HeaderMap),
     limit: Duration,
-) -> Answer {
-    let mut sending = pin!(sender.try_send_request(req));
-    let unbodied = ReplicaWait::new();
-    let wait = body.map_or(&unbodied, |body| &body.replica);
+) -> HeadWait {
+    if stream.write_all(head).await.is_err() {
+        return HeadWait::NoAnswer { written: false };
+    }
+    let wait = ReplicaWait::new();
     let mut timer = pin!(tokio::time::sleep(limit));
+    let mut buf = BytesMut::new();
+    let mut answered = false;
     poll_fn(|cx| {
-        if let Poll::Ready(sent) = sending.as_mut().poll(cx) {
-            return Poll::Ready(match sent {
-                Ok(head) => Answer::Head(head),
-                Err(error) => Answer::Failed(error),
-            });
+        if let Some(body) = upload.as_deref_mut()
+            && let Poll::Ready(uploaded) = body.poll(cx, stream, Some(&wait))
+        {
+            match uploaded {
+                Ok(()) => upload = None,
+                // The replica may have answered before taking the whole body: its answer tells.
+                Err(UploadError::Replica) => upload = None,
+                Err(error) => return Poll::Ready(HeadWait::Upload(error)),
+            }
+        }
+        loop {
+            match head::parse_response(&buf, head_request, ResponseOut::Fields(fields)) {
+                Err(_) => return Poll::Ready(HeadWait::Malformed),
+                Ok(Some(interim))
+                    if interim.status.is_informational()
+                        && interim.status != StatusCode::SWITCHING_PROTOCOLS =>
+                {
+                    buf.advance(interim.len);
+                    continue;
+                }
+                Ok(Some(response)) => {
+                    buf.advance(response.len);
+                    return Poll::Ready(HeadWait::Head(response, std::mem::take(&mut buf)));
+                }
+                Ok(None) => {}
+            }
+            match poll_read_into(stream, cx, &mut buf) {
+                Poll::Ready(Ok(0) | Err(_)) if buf.is_empty() && !answered => {
+                    return Poll::Ready(HeadWait::NoAnswer { written: true });
+                }
+                Poll::Ready(Ok(0) | Err(_)) => return Poll::Ready(HeadWait::Broken),
+                Poll::Ready(Ok(_)) => {
+                    answered = true;
+                    wait.moved();
+                }
+                Poll::Pending => break,
+            }
         }
         if wait.stalled(limit, timer.as_mut(), cx) {
-            return Poll::Ready(Answer::Stalled);
+            return Poll::Ready(HeadWait::Stalled);
         }
         Poll::Pending
     })
     .await
-}
-
-/// The body of a `502`: no replica took the connection.
-pub(crate) const UNREACHABLE: &str = "no replica could be reached\n";
-
-/// How many times one request moves to another replica after connections failed, before it is given up.
-const RESEATS: usize = 8;
-
-/// Where a request goes after its replica failed the connection.
-pub(crate) struct Reseat<'a> {
-    /// The app the request was routed to.
-    pub(crate) app: &'a Arc<App>,
-    /// The proxy's clock.
-    pub(crate) shared: &'a Shared,
-    /// Moves made so far.
-    pub(crate) moves: usize,
-}
-
-impl Reseat<'_> {
-    /// After `replica` refused the connection (or closed a new one before taking the request): takes it out
-    /// of routing until its backoff ends, and finds the request a seat elsewhere — on another replica with
-    /// room now, else by waiting for one like any other connection (in the queue, or for a replica to
-    /// start). A session moves with its connection, so its next one finds it on the new replica.
-    pub(crate) async fn after(
-        &mut self,
-        seat: Seat,
-        replica: &Replica,
-        error: &std::io::Error,
-    ) -> Result<Seat, RejectReason> {
-        let app = self.app;
-        warn!(app = app.name(), replica = replica.name(), %error, "replica failed the connection");
-        let backoff = replica.record_connect_failure(self.shared.clock.now());
-        // Connections waiting for a seat may try it again once its backoff ends.
-        let waiting = Arc::clone(app);
-        tokio::spawn(async move {
-            tokio::time::sleep(backoff).await;
-            waiting.replicas_changed();
-        });
-        self.moves += 1;
-        if self.moves > RESEATS {
-            return Err(RejectReason::NoReplica);
-        }
-        if let Ok(other) = app.seat_excluding(&[replica.id()]) {
-            return Ok(seat.move_to(other));
-        }
-        // The seat on the failed replica is given up while waiting; a session keeps its place.
-        let share = match seat {
-            Seat::Own(guard) => {
-                drop(guard);
-                None
-            }
-            Seat::Session(share) => Some(share),
-        };
-        let other = admit(self.shared, app).await?;
-        Ok(match share {
-            Some(share) => Seat::Session(share).move_to(other),
-            None => Seat::Own(other),
-        })
-    }
-}
-
-/// HTTP/2 clients may split the cookie header into several fields; HTTP/1.1 needs one, joined by "; "
-/// (RFC 9113 §8.2.3).
-fn join_cookies(headers: &mut HeaderMap) {
-    if headers.get_all(header::COOKIE).iter().nth(1).is_none() {
-        return;
-    }
-    let joined: Vec<&[u8]> = headers
-        .get_all(header::COOKIE)
-        .iter()
-        .map(HeaderValue::as_bytes)
-        .collect();
-    if let Ok(value) = HeaderValue::from_bytes(&joined.join(&b"; "[..])) {
-        headers.insert(header::COOKIE, value);
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn cookie_fields_are_joined() {
-        let mut headers = HeaderMap::new();
-        headers.append(header::COOKIE, HeaderValue::from_static("a=1"));
-        headers.append(header::COOKIE, HeaderValue::from_static("b=2"));
-        join_cookies(&mut headers);
-        assert_eq!(headers.get_all(header::COOKIE).iter().count(), 1);
-        assert_eq!(headers[header::COOKIE], "a=1; b=2");
-    }
 }

@@ -22,7 +22,7 @@ use crate::Shared;
 use crate::body::ProxyBody;
 use crate::client::ClientConn;
 use crate::exchange::Exchange;
-use crate::forward::{Forwarding, UNREACHABLE};
+use crate::forward::Forwarding;
 use crate::queue::{wait_for_seat, wait_in_session};
 use crate::seat::Seat;
 use crate::sessions::{
@@ -237,6 +237,9 @@ pub(crate) fn rejection(app: &App, reason: RejectReason) -> (Refusal, Option<u64
     (refusal, Some(wait.as_secs_f64().ceil().clamp(1.0, 60.0) as u64))
 }
 
+/// The body of a `502`: no replica took the connection.
+pub(crate) const UNREACHABLE: &str = "no replica could be reached\n";
+
 /// The body of a `503`: no capacity.
 pub(crate) const UNAVAILABLE: &str = "no capacity for this app right now\n";
 
@@ -274,3 +277,5 @@ pub(crate) fn unavailable(app: &App, reason: RejectReason, exchange: Exchange) -
 
 /// The body of a `502`: the replica took the connection but did not answer.
 pub(crate) const FAILED: &str = "the replica failed to answer\n";
+/// The body of a `502`: the replica's answer was not HTTP tideway can relay.
+pub(crate) const MALFORMED: &str = "the replica sent a malformed response\n";

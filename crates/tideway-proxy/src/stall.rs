@@ -56,11 +56,6 @@ impl StallTimer {
     pub(crate) fn disarm(&mut self) -> bool {
         std::mem::replace(&mut self.armed, false)
     }
-
-    /// Whether a wait is running.
-    pub(crate) fn is_armed(&self) -> bool {
-        self.armed
-    }
 }
 
 /// How long a replica has kept an exchange waiting, for `response_timeout`: the time since it last took
@@ -145,31 +140,28 @@ impl Drop for OnClient<'_> {
     }
 }
 
-/// Why a body relayed through tideway (a request body to a replica, a replica's response body to a client)
-/// could not be passed on.
+/// Why a replica's response body could not be passed on to an HTTP/2 client, which sees its stream reset.
 #[derive(Debug)]
 pub(crate) enum BodyError {
-    /// The sending peer's stream failed.
-    Peer(hyper::Error),
-    /// The sending peer paused past its timeout: `body_read_timeout` for a client, `response_timeout` for
-    /// a replica.
+    /// The replica closed the connection mid-body, or broke its framing.
+    Replica,
+    /// The replica paused past `response_timeout`.
     Stalled,
+    /// The client paused its request body, still going up, past `body_read_timeout`.
+    RequestStalled,
+    /// The client's request body, still going up, failed.
+    RequestFailed,
 }
 
 impl fmt::Display for BodyError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            BodyError::Peer(error) => write!(f, "the body's sender failed: {error}"),
-            BodyError::Stalled => f.write_str("the body's sender paused past its timeout"),
-        }
+        f.write_str(match self {
+            BodyError::Replica => "the replica failed mid-body",
+            BodyError::Stalled => "the replica paused past response_timeout",
+            BodyError::RequestStalled => "the request body paused past body_read_timeout",
+            BodyError::RequestFailed => "the request body failed",
+        })
     }
 }
 
-impl std::error::Error for BodyError {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        match self {
-            BodyError::Peer(error) => Some(error),
-            BodyError::Stalled => None,
-        }
-    }
-}
+impl std::error::Error for BodyError {}

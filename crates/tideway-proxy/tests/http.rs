@@ -255,3 +255,85 @@ async fn no_reachable_replica_is_a_502() {
     assert_eq!(app_a.stats().rejected(RejectReason::NoReplica), 1);
     assert_eq!(app_a.connections(), 0);
 }
+
+/// Sends `req` over `h2` and returns the status, the headers and the whole body.
+async fn http2_send(
+    h2: &mut hyper::client::conn::http2::SendRequest<Fed>,
+    req: http::Request<Fed>,
+) -> (http::StatusCode, http::HeaderMap, bytes::Bytes) {
+    use http_body_util::BodyExt;
+    let response = within("the response", h2.send_request(req))
+        .await
+        .expect("an HTTP/2 response");
+    let (parts, body) = response.into_parts();
+    let body = within("the body", body.collect())
+        .await
+        .expect("the whole body")
+        .to_bytes();
+    (parts.status, parts.headers, body)
+}
+
+#[tokio::test]
+async fn http2_bodies_cross_both_ways_over_the_replica_pool_http1_uses() {
+    use futures::stream;
+    use http_body_util::{BodyExt, Full, StreamBody};
+    use hyper::body::Frame;
+
+    let a = Backend::start("a").await.expect("a");
+    let app_a = app("a", Policy::default(), &[a.addr()]);
+    let proxy = Proxied::start(vec![route(&app_a, "site.test", None)]).await;
+    let (status, _, _) = http1_get(proxy.addr, "site.test", "/").await.expect("a response");
+    assert_eq!(status, 200);
+
+    let (mut h2, _conn) = http2_with::<Fed>(proxy.addr).await;
+    let uri = |path: &str| format!("http://site.test{path}");
+    // A body of unknown length goes up chunked.
+    let pieces =
+        stream::iter(["one ", "two ", "three"].map(|piece| Ok(Frame::data(bytes::Bytes::from(piece)))));
+    let req = http::Request::post(uri("/streamed"))
+        .body(StreamBody::new(pieces).boxed())
+        .expect("a request");
+    let (status, _, body) = http2_send(&mut h2, req).await;
+    assert_eq!(status, 200);
+    let streamed = echo(&body);
+    assert_eq!(streamed["body_len"], 13);
+    assert_eq!(streamed["headers"]["transfer-encoding"][0], "chunked");
+    // A body of known length goes up with it.
+    let req = http::Request::put(uri("/sized"))
+        .header("content-length", "5")
+        .body(Full::new(bytes::Bytes::from_static(b"12345")).boxed())
+        .expect("a request");
+    let (status, _, body) = http2_send(&mut h2, req).await;
+    assert_eq!(status, 200);
+    let sized = echo(&body);
+    assert_eq!(sized["body_len"], 5);
+    assert_eq!(sized["headers"]["content-length"][0], "5");
+    assert!(sized["headers"].get("transfer-encoding").is_none());
+    // A chunked response comes back as its content.
+    let get = |path: &str| {
+        http::Request::get(uri(path))
+            .body(Fed::default())
+            .expect("a request")
+    };
+    let (status, headers, body) = http2_send(&mut h2, get("/slow?chunks=3&ms=1")).await;
+    assert_eq!(status, 200);
+    assert_eq!(body, "chunk 0\nchunk 1\nchunk 2\n");
+    assert!(!headers.contains_key("transfer-encoding"));
+    // A large one of known length, whole; a HEAD response, without a body.
+    let (status, headers, body) = http2_send(&mut h2, get("/bytes?n=300000")).await;
+    assert_eq!((status.as_u16(), body.len()), (200, 300_000));
+    assert_eq!(headers["content-length"], "300000");
+    let head = http::Request::head(uri("/bytes?n=10"))
+        .body(Fed::default())
+        .expect("a request");
+    let (status, _, body) = http2_send(&mut h2, head).await;
+    assert_eq!((status.as_u16(), body.len()), (200, 0));
+
+    assert_eq!(a.requests(), 6);
+    assert_eq!(
+        a.accepted(),
+        1,
+        "both protocols' requests share the replica's one pool"
+    );
+    eventually("every seat is given back", || app_a.connections() == 0).await;
+}

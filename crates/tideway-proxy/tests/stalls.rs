@@ -206,26 +206,13 @@ async fn http1_a_client_that_leaves_while_the_replica_reads_nothing_frees_its_se
     assert_eq!(app_a.stats().closed(CloseReason::Client), 1);
 }
 
-/// A request body the test feeds as it likes (or not at all).
-type Fed = BoxBody<Bytes, std::convert::Infallible>;
-
-/// An HTTP/2 connection whose requests carry streamed bodies.
-async fn http2_streaming(addr: SocketAddr) -> hyper::client::conn::http2::SendRequest<Fed> {
-    let stream = TcpStream::connect(addr).await.expect("connect to the proxy");
-    let (sender, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
-        .await
-        .expect("HTTP/2 handshake");
-    tokio::spawn(conn);
-    sender
-}
-
 #[tokio::test]
 async fn http2_a_stalled_request_body_gets_408_and_frees_its_seat() {
     let backend = Backend::start("a").await.expect("backend");
     let app_a = app("a", stalls(300, 60_000), &[backend.addr()]);
     let proxy = Proxied::start(vec![route(&app_a, "site.test", None)]).await;
 
-    let mut h2 = http2_streaming(proxy.addr).await;
+    let (mut h2, _conn) = http2_with::<Fed>(proxy.addr).await;
     let (mut feed, body) = futures::channel::mpsc::channel::<Bytes>(1);
     feed.try_send(Bytes::from_static(b"01234")).expect("first part");
     let body = StreamBody::new(body.map(|bytes| Ok(Frame::data(bytes))));

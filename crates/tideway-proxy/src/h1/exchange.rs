@@ -8,7 +8,6 @@ mod departure;
 mod own;
 mod relay;
 
-use std::io;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -20,17 +19,16 @@ use tokio::net::TcpStream;
 use tracing::debug;
 
 use super::Conn;
-use super::framing::{BodyCursor, Framing};
-use super::head::{self, RequestHead};
 use crate::client::ClientConn;
 use crate::exchange::{Exchange, Outcome};
-use crate::forward::{RETRIES, Reseat};
-use crate::handler::{FAILED, NOT_ROUTED, screen, seat_for};
+use crate::handler::{FAILED, MALFORMED, NOT_ROUTED, screen, seat_for};
+use crate::message::framing::{BodyCursor, Framing};
+use crate::message::head::{self, RequestHead};
 use crate::seat::Seat;
 use crate::sessions::{presented_session, session_cookie};
 use crate::stall::{BODY_STALLED, RESPONSE_STALLED, ReplicaWait};
 use crate::tunnel::TunnelParts;
-use crate::upstream::{self, UpstreamSettings};
+use crate::upstream::{Again, Attempts, Upstream};
 
 use departure::until_client_leaves;
 pub(super) use own::refuse;
@@ -173,7 +171,7 @@ async fn exchange(conn: &mut Conn, mut head: RequestHead) -> Next {
         seat_for(&shared, &app, presented),
     )
     .await;
-    let (mut seat, issued) = match waited {
+    let (seat, issued) = match waited {
         Some(Ok(seated)) => seated,
         Some(Err(reason)) => return unseated(conn, &head, exchange, &app, reason).await,
         None => {
@@ -198,42 +196,22 @@ async fn exchange(conn: &mut Conn, mut head: RequestHead) -> Next {
     };
     drop(policy);
     let mut exchange = exchange;
-    let settings = UpstreamSettings::from(&**shared.settings.load());
-    let mut reseat = Reseat {
-        app: &app,
-        shared: &shared,
-        moves: 0,
-    };
-    let mut retries = 0;
+    let mut attempts = Attempts::new(&shared, &app);
+    let mut unsent = seat;
     loop {
-        let replica = Arc::clone(seat.replica());
-        let link = shared.links.replica(&replica);
-        let pooled = link.take_stream(settings.idle_timeout);
-        let reused = pooled.is_some();
-        let mut upstream = match pooled {
-            Some(stream) => stream,
-            None => match upstream::connect_stream(replica.addr(), settings.connect_timeout).await {
-                Ok(stream) => {
-                    replica.record_connect_success();
-                    stream
-                }
-                Err(error) => match reseat.after(seat, &replica, &error).await {
-                    Ok(other) => {
-                        seat = other;
-                        continue;
-                    }
-                    Err(reason) => return unseated(conn, &head, exchange, &app, reason).await,
-                },
-            },
+        let (seat, mut upstream) = match attempts.connect(unsent).await {
+            Ok(connected) => connected,
+            Err(reason) => return unseated(conn, &head, exchange, &app, reason).await,
         };
+        let replica = Arc::clone(&upstream.replica);
         let relayed = {
             // The connection's watch closes it gracefully if this replica is evicted meanwhile.
             let drain_timeout = app.policy().drain_timeout;
-            let _on_replica = conn.client.serving_on(link.evicted(), drain_timeout);
+            let _on_replica = conn.client.serving_on(upstream.link.evicted(), drain_timeout);
             relay(
                 &mut conn.stream,
                 &mut conn.buf,
-                &mut upstream,
+                &mut upstream.stream,
                 &trip,
                 &mut exchange,
             )
@@ -247,26 +225,28 @@ async fn exchange(conn: &mut Conn, mut head: RequestHead) -> Next {
         match relayed {
             Relayed::Done { reusable, close } => {
                 if reusable {
-                    link.put_stream(&replica, upstream, &settings);
+                    let Upstream { link, stream, .. } = upstream;
+                    link.put(&replica, stream, attempts.settings());
                 }
                 drop(seat);
                 exchange.finish(Some(&replica), Outcome::Complete);
                 return if close { unread } else { Next::KeepAlive };
             }
-            // Never written, on a kept-alive connection the replica had closed: send it again.
-            Relayed::NoAnswer { written: false } if reused && retries < RETRIES => {
-                retries += 1;
-                trip.answered.store(false, Ordering::Relaxed);
-            }
-            // A new connection the replica closed before taking the request: the replica is failing.
-            Relayed::NoAnswer { written: false } if !reused => {
-                let error = io::Error::from(io::ErrorKind::ConnectionReset);
-                match reseat.after(seat, &replica, &error).await {
-                    Ok(other) => seat = other,
-                    Err(reason) => return unseated(conn, &head, exchange, &app, reason).await,
+            Relayed::NoAnswer { written } => match attempts.again(seat, &upstream, written).await {
+                Again::Retry(again) => {
+                    unsent = again;
+                    trip.answered.store(false, Ordering::Relaxed);
                 }
-                trip.answered.store(false, Ordering::Relaxed);
-            }
+                Again::Failed => {
+                    debug!(
+                        app = app.name(),
+                        replica = replica.name(),
+                        "replica failed the request"
+                    );
+                    return reply(conn, &head, exchange, StatusCode::BAD_GATEWAY, FAILED, None).await;
+                }
+                Again::Rejected(reason) => return unseated(conn, &head, exchange, &app, reason).await,
+            },
             Relayed::Stalled { side, answered } => {
                 let (reason, status, text) = match side {
                     Side::Client => (
@@ -303,8 +283,7 @@ async fn exchange(conn: &mut Conn, mut head: RequestHead) -> Next {
                 let status = StatusCode::BAD_REQUEST;
                 return reply(conn, &head, exchange, status, MALFORMED_BODY, None).await;
             }
-            Relayed::NoAnswer { .. }
-            | Relayed::Broken {
+            Relayed::Broken {
                 side: Side::Upstream,
                 answered: false,
             } => {
@@ -344,7 +323,7 @@ async fn exchange(conn: &mut Conn, mut head: RequestHead) -> Next {
                 exchange.finish(Some(&replica), Outcome::Complete);
                 let policy = app.policy();
                 return Next::Upgrade(Box::new(Tunnel {
-                    upstream: (upstream, Bytes::from(rest)),
+                    upstream: (upstream.stream, Bytes::from(rest)),
                     websocket: head.websocket,
                     seat,
                     timeouts: ConnectionTimeouts {
@@ -361,8 +340,6 @@ async fn exchange(conn: &mut Conn, mut head: RequestHead) -> Next {
     }
 }
 
-/// The body of a `502`: the replica's answer was not HTTP tideway can relay.
-const MALFORMED: &str = "the replica sent a malformed response\n";
 /// The body of a `400`: the request body broke its chunked framing.
 const MALFORMED_BODY: &str = "malformed chunked body\n";
 

@@ -8,8 +8,6 @@
 //! watch, and the exchange in flight if there is one.
 
 mod exchange;
-mod framing;
-mod head;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -26,10 +24,10 @@ use tracing::debug;
 
 use crate::Shared;
 use crate::client::ClientConn;
+use crate::message::head::{self, Limits, Refusal, RequestHead};
 use crate::tunnel::TunnelTask;
 use crate::watch::{Alarm, Watch};
 use exchange::Next;
-use head::{Limits, Refusal, RequestHead};
 
 /// Room a connection's buffer starts with when the client sends (a usual request head fits); it grows to
 /// `max_header_bytes` for a large head and is the unit of request body reads.

@@ -9,6 +9,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use bytes::Bytes;
+use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tideway_config::{HostPattern, ProxySettings};
@@ -137,6 +138,9 @@ pub fn echo(body: &Bytes) -> serde_json::Value {
     serde_json::from_slice(body).expect("a JSON echo from the backend")
 }
 
+/// A request body the test feeds as it likes (or not at all).
+pub type Fed = BoxBody<Bytes, std::convert::Infallible>;
+
 /// An HTTP/2 (prior knowledge) connection to the proxy, and the task driving it.
 pub async fn http2(
     addr: SocketAddr,
@@ -144,6 +148,21 @@ pub async fn http2(
     hyper::client::conn::http2::SendRequest<Empty<Bytes>>,
     JoinHandle<hyper::Result<()>>,
 ) {
+    http2_with(addr).await
+}
+
+/// An HTTP/2 connection whose requests carry bodies of type `B`, and the task driving it.
+pub async fn http2_with<B>(
+    addr: SocketAddr,
+) -> (
+    hyper::client::conn::http2::SendRequest<B>,
+    JoinHandle<hyper::Result<()>>,
+)
+where
+    B: hyper::body::Body + Unpin + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     let stream = TcpStream::connect(addr).await.expect("connect to the proxy");
     let (sender, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
         .await

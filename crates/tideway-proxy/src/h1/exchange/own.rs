@@ -8,9 +8,9 @@ use tracing::debug;
 
 use crate::exchange::{Exchange, Outcome};
 use crate::h1::Conn;
-use crate::h1::framing::Framing;
-use crate::h1::head::{self, RequestHead};
 use crate::handler::rejection;
+use crate::message::framing::Framing;
+use crate::message::head::{self, RequestHead};
 
 use super::Next;
 use super::relay::write_to_client;

@@ -16,18 +16,12 @@ use tokio::net::tcp::{ReadHalf, WriteHalf};
 use crate::client::ClientConn;
 use crate::exchange::Exchange;
 use crate::h1::BUFFER;
-use crate::h1::framing::{BodyCursor, Framing};
-use crate::h1::head::{self, ResponseRewrite};
+use crate::message::framing::{BodyCursor, Framing};
+use crate::message::head::{self, ResponseOut, ResponseRewrite};
+use crate::upstream::{MAX_READ_BUFFER, READ_BUFFER};
 
 use super::departure::write_unless_client_leaves;
 use super::{BodyEnd, Relayed, Side, Trip};
-
-/// Room for reading a response at first: a usual head and small body in one read. It doubles, up to
-/// [`MAX_RELAY_BUFFER`], while reads fill it, so a large body moves in few system calls and a small
-/// response holds little memory.
-const RELAY_BUFFER: usize = 4 * 1024;
-/// The most room a response relay reads into at once.
-const MAX_RELAY_BUFFER: usize = 64 * 1024;
 
 /// Sends the request to the replica and relays the response, the request body going up meanwhile; gives
 /// the exchange up when the replica keeps it waiting past `response_timeout`.
@@ -148,11 +142,11 @@ async fn relay_response(
     exchange: &mut Exchange,
 ) -> Relayed {
     let request = trip.head;
-    let mut buf = Vec::with_capacity(RELAY_BUFFER);
+    let mut buf = Vec::with_capacity(READ_BUFFER);
     let mut out = Vec::new();
     let (head, close) = 'head: loop {
         if buf.len() == buf.capacity() {
-            buf.reserve(buf.capacity().clamp(RELAY_BUFFER, MAX_RELAY_BUFFER));
+            buf.reserve(buf.capacity().clamp(READ_BUFFER, MAX_READ_BUFFER));
         }
         let read = upstream.read_buf(&mut buf).await;
         trip.replica.moved();
@@ -173,13 +167,13 @@ async fn relay_response(
             let close =
                 !request.keep_alive || trip.client.is_closing() || !trip.body_sent.load(Ordering::Relaxed);
             let rewrite = ResponseRewrite {
-                head_request: request.method == Method::HEAD,
                 http10_client: request.http10,
                 upgrade_requested: request.upgrade,
                 close,
                 set_cookie: trip.set_cookie,
             };
-            match head::parse_response(&buf, rewrite, &mut out) {
+            let head_request = request.method == Method::HEAD;
+            match head::parse_response(&buf, head_request, ResponseOut::Bytes(rewrite, &mut out)) {
                 Err(_) => return Relayed::BadResponse,
                 Ok(None) => break,
                 Ok(Some(interim))
@@ -262,7 +256,7 @@ async fn relay_response(
         if cursor.is_done() {
             break;
         }
-        if buf.len() == buf.capacity() && buf.capacity() < MAX_RELAY_BUFFER {
+        if buf.len() == buf.capacity() && buf.capacity() < MAX_READ_BUFFER {
             // The last read filled the room: a large body is coming.
             buf.reserve(buf.capacity());
         }

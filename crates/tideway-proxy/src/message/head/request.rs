@@ -6,15 +6,17 @@ use std::mem::MaybeUninit;
 use std::net::IpAddr;
 use std::ops::Range;
 
+use http::header::{COOKIE, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, StatusCode};
 use httparse::{Header, Status};
 
 use super::FIELD_TABLE;
 use super::fields::{
-    Kind, connection_named, content_length, field_kind, is_named, offset, put_field, shift, tokens, trim,
+    Kind, connection_named, content_length, field_kind, is_named, offset, put_field, put_forwarded,
+    request_field_kept, shift, tokens, trim,
 };
 use super::version::{Version, as_http11, request_version};
-use crate::h1::framing::Framing;
+use crate::message::framing::Framing;
 
 /// The limits a request head is held to.
 #[derive(Clone, Copy, Debug)]
@@ -63,6 +65,8 @@ pub(crate) struct Refusal {
     /// A line for the client.
     pub(crate) text: &'static str,
 }
+
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 
 const BAD_REQUEST: Refusal = Refusal {
     status: StatusCode::BAD_REQUEST,
@@ -233,36 +237,25 @@ pub(crate) fn parse_request(
     }
     let named = connection_named(fields);
     for field in fields {
-        let kind = field_kind(field.name);
-        let dropped = match kind {
-            Kind::HopByHop | Kind::Connection | Kind::Upgrade | Kind::Forwarded => true,
-            Kind::Host => absolute,
-            // The framing fields stay whatever `Connection` says: the body is relayed as they frame it,
-            // and a replica that did not see them would take the body for another request.
-            Kind::ContentLength | Kind::TransferEncoding => false,
-            Kind::Other | Kind::Cookie => is_named(&named, field.name),
-        };
-        if !dropped {
+        if request_field_kept(
+            field_kind(field.name),
+            is_named(&named, field.name),
+            absolute,
+            false,
+        ) {
             put_field(&mut forward, field.name.as_bytes(), field.value);
         }
     }
-    forward.extend_from_slice(b"X-Forwarded-For: ");
-    for earlier in fields
+    let earlier = fields
         .iter()
-        .filter(|f| f.name.eq_ignore_ascii_case("x-forwarded-for"))
-        .flat_map(|f| f.value.split(|b| *b == b','))
-        .map(trim)
-        .filter(|v| !v.is_empty())
-    {
-        forward.extend_from_slice(earlier);
-        forward.extend_from_slice(b", ");
-    }
-    // Writing into a Vec cannot fail.
-    let _ = write!(forward, "{client}");
-    forward.extend_from_slice(b"\r\nX-Forwarded-Proto: http\r\n");
-    if let Some(host) = &host {
-        put_field(&mut forward, b"X-Forwarded-Host", &buf[host.clone()]);
-    }
+        .filter(|f| field_kind(f.name) == Kind::Forwarded && f.name.eq_ignore_ascii_case("x-forwarded-for"))
+        .map(|f| f.value);
+    put_forwarded(
+        &mut forward,
+        earlier,
+        client,
+        host.as_ref().map(|host| &buf[host.clone()]),
+    );
     if let Some(protocol) = &upgrade {
         forward.extend_from_slice(b"Connection: upgrade\r\n");
         put_field(&mut forward, b"Upgrade", &buf[protocol.clone()]);
@@ -285,6 +278,66 @@ pub(crate) fn parse_request(
         cookies,
         forward,
     }))
+}
+
+/// The head of a request that came over HTTP/2, as the replica receives it over HTTP/1.1: the same fields
+/// cross as for an HTTP/1.1 request, `host` (the `:authority` routing used, else the `Host` field) is its
+/// `Host`, its cookie fields are joined into one (RFC 9113 §8.2.3), and `body` frames what follows.
+pub(crate) fn write_request(
+    method: &Method,
+    target: &str,
+    fields: &HeaderMap,
+    host: &[u8],
+    body: Framing,
+    client: IpAddr,
+) -> Vec<u8> {
+    let mut forward = Vec::with_capacity(256 + fields.len() * 48);
+    forward.extend_from_slice(method.as_str().as_bytes());
+    forward.push(b' ');
+    if !target.starts_with('/') && target != "*" {
+        forward.push(b'/');
+    }
+    forward.extend_from_slice(target.as_bytes());
+    forward.extend_from_slice(b" HTTP/1.1\r\n");
+    put_field(&mut forward, b"Host", host);
+    let mut cookies = fields.get_all(COOKIE).iter();
+    if let Some(first) = cookies.next() {
+        forward.extend_from_slice(b"Cookie: ");
+        forward.extend_from_slice(first.as_bytes());
+        for more in cookies {
+            forward.extend_from_slice(b"; ");
+            forward.extend_from_slice(more.as_bytes());
+        }
+        forward.extend_from_slice(b"\r\n");
+    }
+    // HTTP/2 has no `Connection` field (RFC 9113 §8.2.2), so none is named by one.
+    for (name, value) in fields {
+        let kind = field_kind(name.as_str());
+        if kind != Kind::Cookie && request_field_kept(kind, false, true, true) {
+            put_field(&mut forward, name.as_str().as_bytes(), value.as_bytes());
+        }
+    }
+    match body {
+        Framing::Length(length) => {
+            // Writing into a Vec cannot fail.
+            let _ = write!(forward, "Content-Length: {length}\r\n");
+        }
+        Framing::Chunked => forward.extend_from_slice(b"Transfer-Encoding: chunked\r\n"),
+        // A method that defines a meaning for content says it has none (RFC 9110 §8.6).
+        Framing::Empty | Framing::UntilClose if expects_content(method) => {
+            forward.extend_from_slice(b"Content-Length: 0\r\n");
+        }
+        Framing::Empty | Framing::UntilClose => {}
+    }
+    let earlier = fields.get_all(X_FORWARDED_FOR).iter().map(HeaderValue::as_bytes);
+    put_forwarded(&mut forward, earlier, client, Some(host));
+    forward.extend_from_slice(b"\r\n");
+    forward
+}
+
+/// Methods whose requests usually carry content.
+fn expects_content(method: &Method) -> bool {
+    [Method::POST, Method::PUT, Method::PATCH].contains(method)
 }
 
 /// Gives a forwarded request head without a `Host` (an HTTP/1.0 request) the replica's address as one:

@@ -1,15 +1,19 @@
-//! Response heads: parsed, framed, and rewritten for the client in the same pass.
+//! Response heads: parsed, framed, and rewritten for the client in the same pass — as bytes for an
+//! HTTP/1.x client, as fields for an HTTP/2 one.
 
 use std::io::Write as _;
 use std::mem::MaybeUninit;
 
 use http::StatusCode;
+use http::header::{HeaderMap, HeaderName, HeaderValue};
 use httparse::{Header, Status};
 
 use super::FIELD_TABLE;
-use super::fields::{Kind, connection_named, content_length, field_kind, is_named, put_field, tokens};
+use super::fields::{
+    Kind, connection_named, content_length, field_kind, is_named, put_field, response_field_kept, tokens,
+};
 use super::version::{Version, as_http11, response_version};
-use crate::h1::framing::Framing;
+use crate::message::framing::Framing;
 
 /// Largest response head accepted from a replica.
 pub(crate) const MAX_RESPONSE_HEAD: usize = 64 * 1024;
@@ -27,11 +31,18 @@ pub(crate) struct ResponseHead {
     pub(crate) reusable: bool,
 }
 
-/// How a response head is rewritten for the client.
+/// Where a parsed response head goes.
+#[derive(Debug)]
+pub(crate) enum ResponseOut<'o, 'c> {
+    /// Written, rewritten for an HTTP/1.x client, to the bytes.
+    Bytes(ResponseRewrite<'c>, &'o mut Vec<u8>),
+    /// Its end-to-end fields, for an HTTP/2 client, into the map.
+    Fields(&'o mut HeaderMap),
+}
+
+/// How a response head is rewritten for an HTTP/1.x client.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct ResponseRewrite<'a> {
-    /// The request was `HEAD`: the response has no body whatever it says.
-    pub(crate) head_request: bool,
     /// The client speaks HTTP/1.0: chunked bodies are decoded for it.
     pub(crate) http10_client: bool,
     /// The client asked to switch protocols.
@@ -47,11 +58,12 @@ pub(crate) struct ResponseRewrite<'a> {
 pub(crate) struct BadResponse;
 
 /// Parses the response head at the start of `buf` and writes it, rewritten for the client, to `out`:
-/// `Ok(None)` until it is complete.
+/// `Ok(None)` until it is complete. `head_request`: the request was `HEAD`, so the response has no body
+/// whatever it says.
 pub(crate) fn parse_response(
     buf: &[u8],
-    rewrite: ResponseRewrite<'_>,
-    out: &mut Vec<u8>,
+    head_request: bool,
+    out: ResponseOut<'_, '_>,
 ) -> Result<Option<ResponseHead>, BadResponse> {
     let mut table = [const { MaybeUninit::<Header<'_>>::uninit() }; FIELD_TABLE];
     let mut response = httparse::Response::new(&mut []);
@@ -64,7 +76,7 @@ pub(crate) fn parse_response(
         Ok(Status::Partial) if buf.len() < MAX_RESPONSE_HEAD => return Ok(None),
         // A later HTTP/1.x is read as HTTP/1.1.
         Err(httparse::Error::Version) => match response_version(buf) {
-            Some(Version::LaterMinor(at)) => return parse_response(&as_http11(buf, at), rewrite, out),
+            Some(Version::LaterMinor(at)) => return parse_response(&as_http11(buf, at), head_request, out),
             None if buf.len() < MAX_RESPONSE_HEAD => return Ok(None),
             _ => return Err(BadResponse),
         },
@@ -116,7 +128,7 @@ pub(crate) fn parse_response(
     let body = if status.is_informational()
         || status == StatusCode::NO_CONTENT
         || status == StatusCode::NOT_MODIFIED
-        || rewrite.head_request
+        || head_request
     {
         Framing::Empty
     } else if transfer_encoding {
@@ -129,6 +141,27 @@ pub(crate) fn parse_response(
     } else {
         length.map_or(Framing::UntilClose, Framing::Length)
     };
+    let named = connection_named(fields);
+    let (rewrite, out) = match out {
+        ResponseOut::Bytes(rewrite, out) => (rewrite, out),
+        ResponseOut::Fields(map) => {
+            map.clear();
+            for field in fields {
+                let kind = field_kind(field.name);
+                if response_field_kept(kind, is_named(&named, field.name), true, transfer_encoding, false) {
+                    let name = HeaderName::from_bytes(field.name.as_bytes()).map_err(|_| BadResponse)?;
+                    let value = HeaderValue::from_bytes(field.value).map_err(|_| BadResponse)?;
+                    map.append(name, value);
+                }
+            }
+            return Ok(Some(ResponseHead {
+                len,
+                status,
+                body,
+                reusable: !close && body != Framing::UntilClose,
+            }));
+        }
+    };
     let decode_chunks = body == Framing::Chunked && rewrite.http10_client;
 
     out.extend_from_slice(b"HTTP/1.1 ");
@@ -136,21 +169,15 @@ pub(crate) fn parse_response(
     out.push(b' ');
     out.extend_from_slice(response.reason.unwrap_or_default().as_bytes());
     out.extend_from_slice(b"\r\n");
-    let named = connection_named(fields);
     let mut protocol = None;
     for field in fields {
-        let dropped = match field_kind(field.name) {
-            Kind::Upgrade => {
-                protocol = Some(field.value);
-                // A 426 must say which protocol to upgrade to (RFC 9110 §15.5.22).
-                status != StatusCode::UPGRADE_REQUIRED
-            }
-            Kind::HopByHop | Kind::Connection => true,
-            Kind::TransferEncoding => decode_chunks,
-            Kind::ContentLength => transfer_encoding,
-            Kind::Host | Kind::Cookie | Kind::Forwarded | Kind::Other => is_named(&named, field.name),
-        };
-        if !dropped {
+        let kind = field_kind(field.name);
+        if kind == Kind::Upgrade {
+            protocol = Some(field.value);
+        }
+        let upgrade_kept = status == StatusCode::UPGRADE_REQUIRED;
+        let named = is_named(&named, field.name);
+        if response_field_kept(kind, named, decode_chunks, transfer_encoding, upgrade_kept) {
             put_field(out, field.name.as_bytes(), field.value);
         }
     }

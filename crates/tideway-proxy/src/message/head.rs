@@ -7,8 +7,8 @@ mod request;
 mod response;
 mod version;
 
-pub(crate) use request::{Limits, Refusal, RequestHead, add_host, parse_request};
-pub(crate) use response::{ResponseRewrite, own_response, parse_response};
+pub(crate) use request::{Limits, Refusal, RequestHead, add_host, parse_request, write_request};
+pub(crate) use response::{ResponseHead, ResponseOut, ResponseRewrite, own_response, parse_response};
 
 /// Room in the parser's field table: the largest `max_headers` the configuration accepts.
 const FIELD_TABLE: usize = 1000;

@@ -1,11 +1,11 @@
 use std::net::{IpAddr, Ipv4Addr};
 use std::ops::Range;
 
-use http::{Method, StatusCode};
+use http::{HeaderMap, Method, StatusCode};
 
 use super::response::{BadResponse, MAX_RESPONSE_HEAD, ResponseHead};
 use super::*;
-use crate::h1::framing::Framing;
+use crate::message::framing::Framing;
 
 const LIMITS: Limits = Limits {
     max_bytes: 4096,
@@ -224,7 +224,6 @@ fn http10_requests_and_close_do_not_keep_alive() {
 }
 
 const PLAIN: ResponseRewrite<'static> = ResponseRewrite {
-    head_request: false,
     http10_client: false,
     upgrade_requested: false,
     close: false,
@@ -232,11 +231,47 @@ const PLAIN: ResponseRewrite<'static> = ResponseRewrite {
 };
 
 fn response(raw: &str, rewrite: ResponseRewrite<'_>) -> (ResponseHead, String) {
+    response_to(raw, false, rewrite)
+}
+
+fn response_to(raw: &str, head_request: bool, rewrite: ResponseRewrite<'_>) -> (ResponseHead, String) {
     let mut out = Vec::new();
-    let head = parse_response(raw.as_bytes(), rewrite, &mut out)
+    let head = parse_response(
+        raw.as_bytes(),
+        head_request,
+        ResponseOut::Bytes(rewrite, &mut out),
+    )
+    .expect("valid")
+    .expect("complete");
+    (head, String::from_utf8(out).expect("ascii"))
+}
+
+/// The head as an HTTP/2 client gets it: status, framing and the fields that cross.
+fn response_fields(raw: &str) -> (ResponseHead, HeaderMap) {
+    let mut fields = HeaderMap::new();
+    let head = parse_response(raw.as_bytes(), false, ResponseOut::Fields(&mut fields))
         .expect("valid")
         .expect("complete");
-    (head, String::from_utf8(out).expect("ascii"))
+    (head, fields)
+}
+
+#[test]
+fn responses_for_http2_clients_keep_only_end_to_end_fields() {
+    let raw = "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 9\r\nConnection: keep-alive, X-Hop\r\nX-Hop: 1\r\nKeep-Alive: t\r\nUpgrade: h2c\r\nX-Kept: 1\r\nSet-Cookie: a=1\r\nSet-Cookie: b=2\r\n\r\n";
+    let (head, fields) = response_fields(raw);
+    assert_eq!(head.body, Framing::Chunked);
+    let names: Vec<&str> = fields.keys().map(http::HeaderName::as_str).collect();
+    assert_eq!(names, ["x-kept", "set-cookie"], "{fields:?}");
+    assert_eq!(fields.get_all("set-cookie").iter().count(), 2);
+    let (head, fields) = response_fields("HTTP/1.1 204 No Content\r\nContent-Length: 0\r\n\r\n");
+    assert_eq!(head.body, Framing::Empty);
+    assert_eq!(
+        fields["content-length"], "0",
+        "a length crosses when no coding voids it"
+    );
+    let bad = "HTTP/1.1 200 OK\r\nX-Bad: a\x7fb\r\n\r\n";
+    let mut fields = HeaderMap::new();
+    assert!(parse_response(bad.as_bytes(), false, ResponseOut::Fields(&mut fields)).is_err());
 }
 
 #[test]
@@ -295,13 +330,7 @@ fn some_responses_never_have_a_body() {
     ] {
         assert_eq!(response(raw, PLAIN).0.body, Framing::Empty, "{raw:?}");
     }
-    let (head, out) = response(
-        "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n",
-        ResponseRewrite {
-            head_request: true,
-            ..PLAIN
-        },
-    );
+    let (head, out) = response_to("HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n", true, PLAIN);
     assert_eq!(head.body, Framing::Empty);
     assert!(
         out.contains("Content-Length: 5\r\n"),
@@ -326,7 +355,7 @@ fn switching_protocols_needs_an_upgrade_request() {
     );
     let mut out = Vec::new();
     assert_eq!(
-        parse_response(raw.as_bytes(), PLAIN, &mut out).map(|_| ()),
+        parse_response(raw.as_bytes(), false, ResponseOut::Bytes(PLAIN, &mut out)).map(|_| ()),
         Err(BadResponse)
     );
     let (_, out) = response(
@@ -350,7 +379,7 @@ fn broken_responses_are_refused() {
     ] {
         let mut out = Vec::new();
         assert_eq!(
-            parse_response(raw.as_bytes(), PLAIN, &mut out).map(|_| ()),
+            parse_response(raw.as_bytes(), false, ResponseOut::Bytes(PLAIN, &mut out)).map(|_| ()),
             Err(BadResponse),
             "{raw:?}"
         );
@@ -358,7 +387,7 @@ fn broken_responses_are_refused() {
     let endless = format!("HTTP/1.1 200 OK\r\nX: {}", "x".repeat(MAX_RESPONSE_HEAD));
     let mut out = Vec::new();
     assert_eq!(
-        parse_response(endless.as_bytes(), PLAIN, &mut out).map(|_| ()),
+        parse_response(endless.as_bytes(), false, ResponseOut::Bytes(PLAIN, &mut out)).map(|_| ()),
         Err(BadResponse)
     );
 }
@@ -430,5 +459,54 @@ fn other_versions_are_refused() {
         );
     }
     let mut out = Vec::new();
-    assert!(parse_response(b"HTTP/2.0 200 OK\r\n\r\n", PLAIN, &mut out).is_err());
+    assert!(
+        parse_response(
+            b"HTTP/2.0 200 OK\r\n\r\n",
+            false,
+            ResponseOut::Bytes(PLAIN, &mut out)
+        )
+        .is_err()
+    );
+}
+
+#[test]
+fn http2_requests_cross_by_the_same_rules_with_their_own_host_and_framing() {
+    let mut fields = HeaderMap::new();
+    for (name, value) in [
+        ("cookie", "a=1"),
+        ("cookie", "b=2"),
+        ("te", "trailers"),
+        ("x-forwarded-for", "10.0.0.1"),
+        ("x-forwarded-host", "spoofed"),
+        ("content-length", "3"),
+        ("proxy-authorization", "Basic x"),
+        ("x-kept", "1"),
+    ] {
+        fields.append(name, http::HeaderValue::from_static(value));
+    }
+    let client = IpAddr::V4(Ipv4Addr::LOCALHOST);
+    let head = write_request(
+        &Method::POST,
+        "/p?q",
+        &fields,
+        b"app.test",
+        Framing::Length(3),
+        client,
+    );
+    assert_eq!(
+        String::from_utf8(head).expect("ascii"),
+        "POST /p?q HTTP/1.1\r\nHost: app.test\r\nCookie: a=1; b=2\r\nx-kept: 1\r\nContent-Length: 3\r\n\
+         X-Forwarded-For: 10.0.0.1, 127.0.0.1\r\nX-Forwarded-Proto: http\r\nX-Forwarded-Host: app.test\r\n\r\n"
+    );
+    let head = write_request(&Method::PUT, "/", &HeaderMap::new(), b"h", Framing::Empty, client);
+    assert!(String::from_utf8_lossy(&head).contains("Content-Length: 0\r\n"));
+    let head = write_request(
+        &Method::GET,
+        "/",
+        &HeaderMap::new(),
+        b"h",
+        Framing::Chunked,
+        client,
+    );
+    assert!(String::from_utf8_lossy(&head).contains("Transfer-Encoding: chunked\r\n"));
 }

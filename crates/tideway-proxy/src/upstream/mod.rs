@@ -1,26 +1,25 @@
-//! Connections to replicas: opened with a timeout, kept alive between requests in a small per-replica cache.
+//! Connections to replicas, whichever protocol the client speaks: opened with a timeout, kept alive
+//! between requests in one small pool per replica, and given up or retried by one policy ([`attempt`]).
+
+mod attempt;
+
+pub(crate) use attempt::{Again, Attempts, Upstream};
 
 use std::io;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::task::{Context, Poll, Waker};
+use std::task::{Context, Poll, Waker, ready};
 use std::time::Duration;
 
-use hyper::client::conn::http1;
-use hyper_util::rt::TokioIo;
+use bytes::BytesMut;
 use tideway_config::ProxySettings;
 use tideway_core::Replica;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
-use tracing::debug;
 
 use crate::clock::later;
-use crate::request_body::UpstreamBody;
 use crate::signal::Signal;
-
-/// A ready-to-use HTTP/1.1 connection to a replica, carrying client request bodies as they stream in.
-pub(crate) type Sender = http1::SendRequest<UpstreamBody>;
 
 /// How connections to replicas are opened and kept.
 #[derive(Clone, Copy, Debug)]
@@ -40,10 +39,8 @@ pub(crate) struct UpstreamSettings {
 /// first out: the warmest is reused and the others age out. The locks are per replica and held for a push
 /// or a pop only.
 pub(crate) struct ReplicaLink {
-    /// Connections HTTP/1.1 clients' requests went over, at a message boundary.
-    streams: Mutex<Vec<(TcpStream, Instant)>>,
-    /// Connections of hyper's client, which carries HTTP/2 clients' requests.
-    idle: Mutex<Vec<(Sender, Instant)>>,
+    /// Idle connections, each at a message boundary.
+    idle: Mutex<Vec<(TcpStream, Instant)>>,
     evicted: Arc<Signal>,
     /// Whether a task is waiting to close the idle connections that outlive the idle timeout.
     reaping: AtomicBool,
@@ -53,7 +50,6 @@ impl ReplicaLink {
     /// The link of a replica no connection has gone to yet.
     pub(crate) fn new() -> Self {
         ReplicaLink {
-            streams: Mutex::new(Vec::new()),
             idle: Mutex::new(Vec::new()),
             evicted: Arc::default(),
             reaping: AtomicBool::new(false),
@@ -66,14 +62,14 @@ impl ReplicaLink {
     }
 
     /// Keeps a connection of `replica` whose exchange ended at a message boundary for the next request.
-    pub(crate) fn put_stream(
+    pub(crate) fn put(
         self: &Arc<Self>,
         replica: &Arc<Replica>,
         stream: TcpStream,
         settings: &UpstreamSettings,
     ) {
         let now = Instant::now();
-        let mut idle = self.streams.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
         expire(&mut idle, now, settings.idle_timeout);
         if idle.len() < settings.keepalive {
             idle.push((stream, now));
@@ -83,30 +79,13 @@ impl ReplicaLink {
     }
 
     /// The warmest kept connection that is still open and quiet.
-    pub(crate) fn take_stream(&self, idle_timeout: Duration) -> Option<TcpStream> {
+    pub(crate) fn take(&self, idle_timeout: Duration) -> Option<TcpStream> {
         loop {
-            let (stream, since) = self
-                .streams
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .pop()?;
+            let (stream, since) = self.idle.lock().unwrap_or_else(PoisonError::into_inner).pop()?;
             if since.elapsed() < idle_timeout && is_quiet(&stream) {
                 return Some(stream);
             }
         }
-    }
-
-    /// Returns a connection of `replica` whose response ended, for the next request to it.
-    pub(crate) fn put(self: &Arc<Self>, replica: &Arc<Replica>, sender: Sender, settings: &UpstreamSettings) {
-        if sender.is_closed() {
-            return;
-        }
-        let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
-        if idle.len() < settings.keepalive {
-            idle.push((sender, Instant::now()));
-        }
-        drop(idle);
-        self.reap_later(replica, settings.idle_timeout);
     }
 
     /// Makes sure idle connections are closed once they outlive `idle_timeout`, even if no request comes
@@ -139,41 +118,19 @@ impl ReplicaLink {
     /// Closes the idle connections past `idle_timeout`; returns when the next one will be, or `None`
     /// (and stops reaping) once none is left.
     fn reap(&self, idle_timeout: Duration) -> Option<Instant> {
-        let now = Instant::now();
-        let oldest =
-            |streams: Option<Instant>, senders: Option<Instant>| streams.into_iter().chain(senders).min();
-        let next = {
-            let mut streams = self.streams.lock().unwrap_or_else(PoisonError::into_inner);
-            expire(&mut streams, now, idle_timeout);
-            let mut senders = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
-            expire(&mut senders, now, idle_timeout);
-            senders.retain(|(sender, _)| !sender.is_closed());
-            let next = oldest(
-                streams.first().map(|(_, at)| *at),
-                senders.first().map(|(_, at)| *at),
-            );
-            if next.is_none() {
-                // Under both locks: a connection put from now on starts a new reaper.
-                self.reaping.store(false, Ordering::Release);
-            }
-            next
-        };
-        next.map(|since| later(since, idle_timeout))
-    }
-
-    fn take(&self, idle_timeout: Duration) -> Option<Sender> {
-        let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
-        while let Some((sender, since)) = idle.pop() {
-            if !sender.is_closed() && since.elapsed() < idle_timeout {
-                return Some(sender);
-            }
+        let mut streams = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
+        expire(&mut streams, Instant::now(), idle_timeout);
+        let next = streams.first().map(|(_, since)| later(*since, idle_timeout));
+        if next.is_none() {
+            // Under the lock: a connection put from now on starts a new reaper.
+            self.reaping.store(false, Ordering::Release);
         }
-        None
+        next
     }
 }
 
 /// Closes the idle connections (oldest first) that are past `idle_timeout` at `now`.
-fn expire<T>(idle: &mut Vec<(T, Instant)>, now: Instant, idle_timeout: Duration) {
+fn expire(idle: &mut Vec<(TcpStream, Instant)>, now: Instant, idle_timeout: Duration) {
     let stale = idle
         .iter()
         .take_while(|(_, since)| now.saturating_duration_since(*since) >= idle_timeout)
@@ -196,6 +153,35 @@ fn is_quiet(stream: &TcpStream) -> bool {
     }
 }
 
+/// Room for reading a replica's response at first: a usual head and small body in one read. It doubles,
+/// up to [`MAX_READ_BUFFER`], while reads fill it, so a large body moves in few system calls and a small
+/// response holds little memory.
+pub(crate) const READ_BUFFER: usize = 4 * 1024;
+/// The most room a replica's response is read into at once.
+pub(crate) const MAX_READ_BUFFER: usize = 64 * 1024;
+
+/// Reads what `stream` has into `buf` (growing it by the rule of [`READ_BUFFER`]): the bytes read, 0 at
+/// the end of the stream.
+pub(crate) fn poll_read_into(
+    stream: &TcpStream,
+    cx: &mut Context<'_>,
+    buf: &mut BytesMut,
+) -> Poll<io::Result<usize>> {
+    if buf.capacity() == buf.len() {
+        let room = buf.capacity().clamp(READ_BUFFER, MAX_READ_BUFFER);
+        buf.reserve(room);
+    }
+    loop {
+        if let Err(error) = ready!(stream.poll_read_ready(cx)) {
+            return Poll::Ready(Err(error));
+        }
+        match stream.try_read_buf(buf) {
+            Err(error) if error.kind() == io::ErrorKind::WouldBlock => {}
+            read => return Poll::Ready(read),
+        }
+    }
+}
+
 /// A new connection to a replica, given up after `timeout`.
 pub(crate) async fn connect_stream(addr: SocketAddr, timeout: Duration) -> io::Result<TcpStream> {
     let stream = tokio::time::timeout(timeout, TcpStream::connect(addr))
@@ -203,38 +189,6 @@ pub(crate) async fn connect_stream(addr: SocketAddr, timeout: Duration) -> io::R
         .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "connect timed out"))??;
     stream.set_nodelay(true)?;
     Ok(stream)
-}
-
-/// A connection to `replica`, and whether it was reused: a cached one if one is still good, else a new one.
-///
-/// A cached connection is only cached once its previous exchange ended both ways, so it is ready at once
-/// or within the moment its connection task needs to notice; one that is not ready within the connect
-/// timeout is dropped rather than waited for.
-pub(crate) async fn checkout(
-    link: &ReplicaLink,
-    replica: &Replica,
-    settings: &UpstreamSettings,
-) -> io::Result<(Sender, bool)> {
-    while let Some(mut sender) = link.take(settings.idle_timeout) {
-        if let Ok(Ok(())) = tokio::time::timeout(settings.connect_timeout, sender.ready()).await {
-            return Ok((sender, true));
-        }
-    }
-    Ok((connect(replica.addr(), settings.connect_timeout).await?, false))
-}
-
-async fn connect(addr: SocketAddr, timeout: Duration) -> io::Result<Sender> {
-    let stream = connect_stream(addr, timeout).await?;
-    let (sender, connection) = http1::Builder::new()
-        .handshake(TokioIo::new(stream))
-        .await
-        .map_err(io::Error::other)?;
-    tokio::spawn(async move {
-        if let Err(error) = connection.await {
-            debug!(%addr, %error, "upstream connection ended with an error");
-        }
-    });
-    Ok(sender)
 }
 
 impl From<&ProxySettings> for UpstreamSettings {
@@ -290,16 +244,11 @@ mod tests {
         let link = Arc::new(ReplicaLink::new());
         let settings = settings(Duration::from_millis(200));
         let stream = connect_stream(replica.addr(), PATIENCE).await.expect("connect");
-        link.put_stream(&replica, stream, &settings);
-        let sender = connect(replica.addr(), PATIENCE).await.expect("connect");
-        link.put(&replica, sender, &settings);
+        link.put(&replica, stream, &settings);
 
-        for _ in 0..2 {
-            tokio::time::timeout(PATIENCE, ends.recv())
-                .await
-                .expect("the idle connection is closed without a request coming for it");
-        }
-        assert!(link.take_stream(settings.idle_timeout).is_none());
+        tokio::time::timeout(PATIENCE, ends.recv())
+            .await
+            .expect("the idle connection is closed without a request coming for it");
         assert!(link.take(settings.idle_timeout).is_none());
         assert!(!link.reaping.load(Ordering::Acquire), "nothing left to reap");
     }
@@ -310,8 +259,8 @@ mod tests {
         let link = Arc::new(ReplicaLink::new());
         let settings = settings(PATIENCE * 6);
         let stream = connect_stream(replica.addr(), PATIENCE).await.expect("connect");
-        link.put_stream(&replica, stream, &settings);
+        link.put(&replica, stream, &settings);
         assert!(ends.try_recv().is_err());
-        assert!(link.take_stream(settings.idle_timeout).is_some());
+        assert!(link.take(settings.idle_timeout).is_some());
     }
 }

@@ -100,6 +100,15 @@ impl BodyCursor {
         BodyCursor { state }
     }
 
+    /// How many body bytes are still to come, when the framing says.
+    pub(crate) fn remaining(&self) -> Option<u64> {
+        match self.state {
+            State::Length(n) => Some(n),
+            State::Done => Some(0),
+            State::Chunked(_) | State::UntilClose => None,
+        }
+    }
+
     /// True once the whole body went by.
     pub(crate) fn is_done(&self) -> bool {
         matches!(self.state, State::Done)

@@ -1,5 +1,8 @@
-//! The fields of a head: which tideway acts on, and the small readers and writers both heads share.
+//! The fields of a head: which tideway acts on, the one rule set for which of them cross to the next hop
+//! (whichever protocol the client speaks), and the small readers and writers both heads share.
 
+use std::io::Write as _;
+use std::net::IpAddr;
 use std::ops::Range;
 
 use httparse::Header;
@@ -41,6 +44,68 @@ pub(super) fn field_kind(name: &str) -> Kind {
         18 if is("proxy-authenticate") => Kind::HopByHop,
         19 if is("proxy-authorization") => Kind::HopByHop,
         _ => Kind::Other,
+    }
+}
+
+/// Whether a request field of `kind` goes on to the replica. `own_host`: tideway writes the `Host` field
+/// itself (from an absolute-form target or HTTP/2's `:authority`); `own_framing`: it writes the framing
+/// fields itself (an HTTP/2 body, re-framed for HTTP/1.1); `named`: the `Connection` field names it, which
+/// makes an end-to-end field hop-by-hop.
+pub(super) fn request_field_kept(kind: Kind, named: bool, own_host: bool, own_framing: bool) -> bool {
+    match kind {
+        Kind::HopByHop | Kind::Connection | Kind::Upgrade | Kind::Forwarded => false,
+        Kind::Host => !own_host,
+        // The framing fields stay whatever `Connection` says: the body is relayed as they frame it, and a
+        // replica that did not see them would take the body for another request.
+        Kind::ContentLength | Kind::TransferEncoding => !own_framing,
+        Kind::Other | Kind::Cookie => !named,
+    }
+}
+
+/// Whether a response field of `kind` goes on to the client. `payload_only`: the client gets the body's
+/// content without its chunked framing (an HTTP/1.0 client, or any HTTP/2 one); `chunked`: the replica
+/// sent the body chunked, which makes any length beside it void (RFC 9112 §6.3); `upgrade_kept`: the
+/// `Upgrade` field crosses (a `426` must say which protocol to upgrade to, RFC 9110 §15.5.22); `named`: the
+/// `Connection` field names it.
+pub(super) fn response_field_kept(
+    kind: Kind,
+    named: bool,
+    payload_only: bool,
+    chunked: bool,
+    upgrade_kept: bool,
+) -> bool {
+    match kind {
+        Kind::Upgrade => upgrade_kept,
+        Kind::HopByHop | Kind::Connection => false,
+        Kind::TransferEncoding => !payload_only,
+        Kind::ContentLength => !chunked,
+        Kind::Host | Kind::Cookie | Kind::Forwarded | Kind::Other => !named,
+    }
+}
+
+/// Writes the `X-Forwarded-*` fields that tell the replica who the client is and how it reached
+/// tideway: `X-Forwarded-For` extends the chain the `earlier` hops wrote (in any number of fields); the
+/// others describe this hop and replace whatever the client sent.
+pub(super) fn put_forwarded<'v>(
+    out: &mut Vec<u8>,
+    earlier: impl Iterator<Item = &'v [u8]>,
+    client: IpAddr,
+    host: Option<&[u8]>,
+) {
+    out.extend_from_slice(b"X-Forwarded-For: ");
+    for hop in earlier
+        .flat_map(|value| value.split(|b| *b == b','))
+        .map(trim)
+        .filter(|v| !v.is_empty())
+    {
+        out.extend_from_slice(hop);
+        out.extend_from_slice(b", ");
+    }
+    // Writing into a Vec cannot fail.
+    let _ = write!(out, "{client}");
+    out.extend_from_slice(b"\r\nX-Forwarded-Proto: http\r\n");
+    if let Some(host) = host {
+        put_field(out, b"X-Forwarded-Host", host);
     }
 }
 
