@@ -294,7 +294,7 @@ impl Relayed {
             if self.cursor.is_done() {
                 return Poll::Ready(Step::End);
             }
-            match poll_read_into(&self.stream, cx, &mut self.buf) {
+            match poll_read_into(&mut self.stream, cx, &mut self.buf) {
                 Poll::Ready(Ok(0)) if self.cursor.at_close() => return Poll::Ready(Step::End),
                 Poll::Ready(Ok(0) | Err(_)) => {
                     return Poll::Ready(Step::Failed(

@@ -9,7 +9,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::task::{Context, Poll, Waker, ready};
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use bytes::BytesMut;
@@ -161,9 +161,10 @@ pub(crate) const READ_BUFFER: usize = 4 * 1024;
 pub(crate) const MAX_READ_BUFFER: usize = 64 * 1024;
 
 /// Reads what `stream` has into `buf` (growing it by the rule of [`READ_BUFFER`]): the bytes read, 0 at
-/// the end of the stream.
+/// the end of the stream. A read that leaves the socket empty clears its readiness, so a pooled connection
+/// is later told quiet without a system call.
 pub(crate) fn poll_read_into(
-    stream: &TcpStream,
+    stream: &mut TcpStream,
     cx: &mut Context<'_>,
     buf: &mut BytesMut,
 ) -> Poll<io::Result<usize>> {
@@ -171,15 +172,7 @@ pub(crate) fn poll_read_into(
         let room = buf.capacity().clamp(READ_BUFFER, MAX_READ_BUFFER);
         buf.reserve(room);
     }
-    loop {
-        if let Err(error) = ready!(stream.poll_read_ready(cx)) {
-            return Poll::Ready(Err(error));
-        }
-        match stream.try_read_buf(buf) {
-            Err(error) if error.kind() == io::ErrorKind::WouldBlock => {}
-            read => return Poll::Ready(read),
-        }
-    }
+    tokio_util::io::poll_read_buf(std::pin::Pin::new(stream), cx, buf)
 }
 
 /// A new connection to a replica, given up after `timeout`.
