@@ -143,7 +143,7 @@ async fn recent_rejections_are_counted_by_reason() {
         "PUT",
         "/api/apps/app/policy",
         &auth,
-        "{\"queue_size\": 0}",
+        "{\"max_queued\": 0}",
     )
     .await;
     assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));

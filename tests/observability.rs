@@ -94,7 +94,7 @@ async fn prometheus_sees_a_scale_up_and_a_scale_down() {
         )
         .await;
     prometheus
-        .wait_for(r#"tideway_connection_duration_seconds_count{app="app"}"#, 4.0)
+        .wait_for(r#"tideway_tunnel_duration_seconds_count{app="app"}"#, 4.0)
         .await;
     prometheus
         .wait_for(r#"tideway_app_connections{app="app"}"#, 0.0)

@@ -50,6 +50,7 @@ pub(crate) fn read(table: &Table) -> Result<Config, Vec<FieldError>> {
         return Err(errors.into_vec());
     }
     Ok(Config {
+        deprecations: errors.deprecations(),
         proxy,
         metrics,
         admin,

@@ -41,6 +41,8 @@ pub struct Config {
     /// The file says `app = []`: it means to serve no apps. A reload to a file without apps that does not
     /// say so is taken for a file caught half-written and refused, since it would retire every app.
     pub no_apps_declared: bool,
+    /// Keys spelled by an earlier name, each with the name to use: they work until the next release.
+    pub deprecations: Vec<FieldError>,
 }
 
 /// Why a config could not be loaded: the one error type of this crate.

@@ -35,8 +35,8 @@ pub struct ProxySettings {
     pub upstream_connect_timeout: Duration,
     /// Idle upstream connections kept per replica for reuse; 0 disables reuse.
     pub upstream_keepalive: usize,
-    /// How long an idle upstream connection is kept before it is closed.
-    pub upstream_idle_timeout: Duration,
+    /// How long a replica connection is kept alive between requests before it is closed.
+    pub upstream_keepalive_timeout: Duration,
     /// Runtime worker threads; `None` = one per CPU.
     pub workers: Option<usize>,
     /// The `body_read_timeout` of every app that does not set its own (in `[defaults]` or the app): a
@@ -79,7 +79,7 @@ impl Default for ProxySettings {
             max_headers: 100,
             upstream_connect_timeout: Duration::from_secs(5),
             upstream_keepalive: 1024,
-            upstream_idle_timeout: Duration::from_secs(60),
+            upstream_keepalive_timeout: Duration::from_secs(60),
             workers: None,
             body_read_timeout: Policy::default().body_read_timeout,
             response_timeout: Policy::default().response_timeout,
@@ -121,8 +121,13 @@ impl ProxySettings {
         }) {
             proxy.upstream_keepalive = v;
         }
-        if let Some(v) = s.get("upstream_idle_timeout", errors, nonzero_duration) {
-            proxy.upstream_idle_timeout = v;
+        let keepalive_timeout = s.spelling(
+            "upstream_keepalive_timeout",
+            Some("upstream_idle_timeout"),
+            errors,
+        );
+        if let Some(v) = keepalive_timeout.and_then(|key| s.get(key, errors, nonzero_duration)) {
+            proxy.upstream_keepalive_timeout = v;
         }
         proxy.workers = s.get("workers", errors, |v| integer_in(v, 1, i64::MAX));
         if let Some(v) = s.get("body_read_timeout", errors, nonzero_duration) {

@@ -25,6 +25,8 @@ pub(crate) struct Overlay {
 pub struct PolicyKey {
     /// The key, as in the file, the admin API and the README.
     pub name: &'static str,
+    /// The key's earlier name, still read (with a deprecation warning) until the next release.
+    pub old_name: Option<&'static str>,
     apply: fn(&mut Policy, &Value) -> Result<(), String>,
     show: fn(&Policy) -> Value,
 }
@@ -38,9 +40,16 @@ impl PolicyKey {
 
 /// A [`PolicyKey`] for the policy field of the same name, read with `parse` and shown with `show`.
 macro_rules! key {
+    ($field:ident (was $old:literal), $parse:expr, $show:expr) => {
+        PolicyKey {
+            old_name: Some($old),
+            ..key!($field, $parse, $show)
+        }
+    };
     ($field:ident, $parse:expr, $show:expr) => {
         PolicyKey {
             name: stringify!($field),
+            old_name: None,
             apply: |policy, value| {
                 policy.$field = ($parse)(value)?;
                 Ok(())
@@ -63,7 +72,7 @@ pub static POLICY_KEYS: &[PolicyKey] = &[
     key!(scale_down_delay, duration, show_duration),
     key!(startup_timeout, duration, show_duration),
     key!(queue_timeout, duration, show_duration),
-    key!(queue_size, count, show_count),
+    key!(max_queued (was "queue_size"), count, show_count),
     key!(drain_timeout, duration, show_duration),
     key!(close_grace, duration, show_duration),
     key!(balance, balance, |b: &Balance| Value::String(
@@ -100,10 +109,10 @@ impl Overlay {
             invalid: Vec::new(),
         };
         for key in POLICY_KEYS {
-            if !section.contains(key.name) {
+            let Some(spelled) = section.spelling(key.name, key.old_name, errors) else {
                 continue;
-            }
-            let laid = section.get(key.name, errors, |value| {
+            };
+            let laid = section.get(spelled, errors, |value| {
                 let mut policy = overlay.policy.clone();
                 (key.apply)(&mut policy, value).map(|()| policy)
             });

@@ -60,7 +60,7 @@ fn empty_file_is_all_defaults() {
     assert_eq!(config.proxy.max_headers, 100);
     assert_eq!(config.proxy.upstream_connect_timeout, secs(5));
     assert_eq!(config.proxy.upstream_keepalive, 1024);
-    assert_eq!(config.proxy.upstream_idle_timeout, secs(60));
+    assert_eq!(config.proxy.upstream_keepalive_timeout, secs(60));
     assert_eq!(config.proxy.workers, None);
     assert_eq!(config.metrics, None);
     assert_eq!(config.admin, None);
@@ -81,7 +81,7 @@ max_header_bytes = 1024
 max_headers = 1000
 upstream_connect_timeout = "2s"
 upstream_keepalive = 0
-upstream_idle_timeout = "90s"
+upstream_keepalive_timeout = "90s"
 workers = 3
 body_read_timeout = "40s"
 response_timeout = "2m"
@@ -112,7 +112,7 @@ inactive_timeout = "off"
 scale_down_delay = "2m"
 startup_timeout = "45s"
 queue_timeout = "3s"
-queue_size = 7
+max_queued = 7
 drain_timeout = "5m"
 close_grace = "1s"
 balance = "least-connections"
@@ -142,7 +142,7 @@ addresses = ["127.0.0.1:9003"]
             max_headers: 1000,
             upstream_connect_timeout: secs(2),
             upstream_keepalive: 0,
-            upstream_idle_timeout: secs(90),
+            upstream_keepalive_timeout: secs(90),
             workers: Some(3),
             body_read_timeout: secs(40),
             response_timeout: secs(120),
@@ -187,7 +187,7 @@ addresses = ["127.0.0.1:9003"]
             scale_down_delay: secs(120),
             startup_timeout: secs(45),
             queue_timeout: secs(3),
-            queue_size: 7,
+            max_queued: 7,
             drain_timeout: secs(300),
             close_grace: secs(1),
             balance: Balance::LeastConnections,
@@ -480,7 +480,7 @@ fn zero_proxy_durations_are_rejected() {
         "keepalive_timeout",
         "send_timeout",
         "upstream_connect_timeout",
-        "upstream_idle_timeout",
+        "upstream_keepalive_timeout",
         "body_read_timeout",
         "response_timeout",
     ] {
@@ -504,8 +504,8 @@ fn wrong_types_name_the_expected_type() {
         "app[0].max_connections: expected an integer, found a string",
     );
     assert_only_error(
-        &app("queue_size = 1.5"),
-        "app[0].queue_size: expected an integer, found a float",
+        &app("max_queued = 1.5"),
+        "app[0].max_queued: expected an integer, found a float",
     );
     assert_only_error(
         "[[app]]\nname = 5\nhosts = [\"a.localhost\"]\n[app.static]\naddresses = [\"127.0.0.1:1\"]\n",
@@ -528,8 +528,8 @@ fn integers_out_of_range_name_the_range() {
         "app[0].min_instances: must be between 0 and 4294967295",
     );
     assert_only_error(
-        &app("queue_size = 4294967296"),
-        "app[0].queue_size: must be between 0 and 4294967295",
+        &app("max_queued = 4294967296"),
+        "app[0].max_queued: must be between 0 and 4294967295",
     );
     assert_only_error(
         &app("spawn_threshold = 0"),
@@ -1006,5 +1006,29 @@ fn access_log_is_a_boolean() {
     assert_only_error(
         "[proxy]\naccess_log = \"off\"\n",
         "proxy.access_log: expected true or false, found a string",
+    );
+}
+
+#[test]
+fn renamed_keys_still_work_for_a_release_and_say_their_new_name() {
+    let config = parse(&format!(
+        "[proxy]\nupstream_idle_timeout = \"90s\"\n[defaults]\nqueue_size = 3\n{}",
+        app("queue_size = 5")
+    ));
+    assert_eq!(config.proxy.upstream_keepalive_timeout, secs(90));
+    assert_eq!(config.apps[0].policy.max_queued, 5);
+    let deprecations: Vec<String> = config.deprecations.iter().map(ToString::to_string).collect();
+    assert_eq!(
+        deprecations,
+        [
+            "proxy.upstream_idle_timeout: renamed to `upstream_keepalive_timeout`; the old name works until the next release",
+            "defaults.queue_size: renamed to `max_queued`; the old name works until the next release",
+            "app[0].queue_size: renamed to `max_queued`; the old name works until the next release",
+        ]
+    );
+    assert!(parse(&app("max_queued = 5")).deprecations.is_empty());
+    assert_only_error(
+        &app("max_queued = 5\nqueue_size = 5"),
+        "app[0].queue_size: the old name of `max_queued`, which is set too",
     );
 }

@@ -10,9 +10,12 @@ use toml::{Table, Value};
 use crate::FieldError;
 use crate::values::expected;
 
-/// Every error found so far, in the order found.
+/// Every error found so far, in the order found, and the keys spelled by a name that is going away.
 #[derive(Debug, Default)]
-pub(crate) struct Errors(Vec<FieldError>);
+pub(crate) struct Errors {
+    errors: Vec<FieldError>,
+    deprecated: Vec<FieldError>,
+}
 
 /// One TOML table being read: typed getters consume keys, [`Section::finish`] reports the rest as unknown.
 #[derive(Debug)]
@@ -25,7 +28,7 @@ pub(crate) struct Section<'a> {
 impl Errors {
     /// Records that the value at `path` is wrong because of `message`.
     pub(crate) fn push(&mut self, path: impl Into<String>, message: impl Into<String>) {
-        self.0.push(FieldError {
+        self.errors.push(FieldError {
             path: path.into(),
             message: message.into(),
         });
@@ -33,12 +36,17 @@ impl Errors {
 
     /// Whether nothing is wrong so far.
     pub(crate) fn is_empty(&self) -> bool {
-        self.0.is_empty()
+        self.errors.is_empty()
     }
 
     /// The errors, in the order found.
     pub(crate) fn into_vec(self) -> Vec<FieldError> {
-        self.0
+        self.errors
+    }
+
+    /// The keys spelled by an old name, each with the name to use.
+    pub(crate) fn deprecations(&self) -> Vec<FieldError> {
+        self.deprecated.clone()
     }
 }
 
@@ -68,6 +76,36 @@ impl<'a> Section<'a> {
             key
         } else {
             format!("{}.{key}", self.path)
+        }
+    }
+
+    /// Which spelling of a renamed key the table uses: `new`, or else `old` — which still works, for one
+    /// release, and is reported as deprecated; both at once is an error. `None` when it has neither.
+    pub(crate) fn spelling(
+        &mut self,
+        new: &'static str,
+        old: Option<&'static str>,
+        errors: &mut Errors,
+    ) -> Option<&'static str> {
+        let old = old.filter(|old| self.contains(old));
+        match (self.contains(new), old) {
+            (true, None) => Some(new),
+            (false, None) => None,
+            (true, Some(old)) => {
+                self.take(old);
+                errors.push(
+                    self.key_path(old),
+                    format!("the old name of `{new}`, which is set too"),
+                );
+                Some(new)
+            }
+            (false, Some(old)) => {
+                errors.deprecated.push(FieldError {
+                    path: self.key_path(old),
+                    message: format!("renamed to `{new}`; the old name works until the next release"),
+                });
+                Some(old)
+            }
         }
     }
 

@@ -56,7 +56,7 @@ impl CloseReason {
 /// Why a connection was refused a seat on a replica.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum RejectReason {
-    /// Every replica was full and the app's queue already held `queue_size` waiters.
+    /// Every replica was full and the app's queue already held `max_queued` waiters.
     QueueFull,
     /// The connection waited `queue_timeout` in the queue without a seat freeing up.
     QueueTimeout,

@@ -61,7 +61,7 @@ pub struct Policy {
     /// How long a connection waits in the queue for a seat before `503`.
     pub queue_timeout: Duration,
     /// How many connections may wait for a seat at once; beyond it, `503` at once.
-    pub queue_size: u32,
+    pub max_queued: u32,
     /// How long a draining replica (or a shutting-down tideway) waits for connections to finish.
     pub drain_timeout: Duration,
     /// After a graceful close starts (close frame, GOAWAY, `Connection: close`), how long until a hard close.
@@ -105,7 +105,7 @@ impl Default for Policy {
             scale_down_delay: Duration::from_secs(60),
             startup_timeout: Duration::from_secs(60),
             queue_timeout: Duration::from_secs(30),
-            queue_size: 100,
+            max_queued: 100,
             drain_timeout: Duration::from_secs(300),
             close_grace: Duration::from_secs(5),
             balance: Balance::LeastConnections,

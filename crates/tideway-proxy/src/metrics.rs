@@ -22,7 +22,7 @@ pub struct ProxyMetrics {
     unrouted: IntCounter,
     request_duration: HistogramVec,
     queue_wait: HistogramVec,
-    connection_duration: HistogramVec,
+    tunnel_duration: HistogramVec,
 }
 
 /// One app's handles on the proxy metrics, resolved once.
@@ -30,7 +30,7 @@ pub(crate) struct AppMetrics {
     requests: [IntCounter; 5],
     request_duration: Histogram,
     queue_wait: Histogram,
-    connection_duration: Histogram,
+    tunnel_duration: Histogram,
 }
 
 impl ProxyMetrics {
@@ -62,8 +62,8 @@ impl ProxyMetrics {
                 "tideway_queue_wait_seconds",
                 "Time connections waited for a seat, whether they got one or not.",
             )?,
-            connection_duration: histogram(
-                "tideway_connection_duration_seconds",
+            tunnel_duration: histogram(
+                "tideway_tunnel_duration_seconds",
                 "Lifetime of upgraded connections (WebSocket and other tunnels), from the upgrade to the close.",
             )?,
         };
@@ -71,7 +71,7 @@ impl ProxyMetrics {
         registry.register(Box::new(metrics.unrouted.clone()))?;
         registry.register(Box::new(metrics.request_duration.clone()))?;
         registry.register(Box::new(metrics.queue_wait.clone()))?;
-        registry.register(Box::new(metrics.connection_duration.clone()))?;
+        registry.register(Box::new(metrics.tunnel_duration.clone()))?;
         Ok(metrics)
     }
 
@@ -81,11 +81,7 @@ impl ProxyMetrics {
             // A series that was never created is not an error worth reporting.
             let _ = self.requests.remove_label_values(&[app, class]);
         }
-        for vec in [
-            &self.request_duration,
-            &self.queue_wait,
-            &self.connection_duration,
-        ] {
+        for vec in [&self.request_duration, &self.queue_wait, &self.tunnel_duration] {
             let _ = vec.remove_label_values(&[app]);
         }
     }
@@ -99,7 +95,7 @@ impl ProxyMetrics {
             requests: STATUS_CLASSES.map(|class| self.requests.with_label_values(&[app, class])),
             request_duration: self.request_duration.with_label_values(&[app]),
             queue_wait: self.queue_wait.with_label_values(&[app]),
-            connection_duration: self.connection_duration.with_label_values(&[app]),
+            tunnel_duration: self.tunnel_duration.with_label_values(&[app]),
         }
     }
 }
@@ -115,7 +111,7 @@ impl AppMetrics {
         self.queue_wait.observe(duration.as_secs_f64());
     }
 
-    pub(crate) fn connection(&self, duration: Duration) {
-        self.connection_duration.observe(duration.as_secs_f64());
+    pub(crate) fn tunnel(&self, duration: Duration) {
+        self.tunnel_duration.observe(duration.as_secs_f64());
     }
 }

@@ -15,10 +15,10 @@ use tokio::net::TcpStream;
 
 use support::*;
 
-fn capped(max_connections: u32, queue_size: u32, queue_timeout: Duration) -> Policy {
+fn capped(max_connections: u32, max_queued: u32, queue_timeout: Duration) -> Policy {
     Policy {
         max_connections,
-        queue_size,
+        max_queued,
         queue_timeout,
         ..Policy::default()
     }

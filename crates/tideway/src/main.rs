@@ -65,6 +65,9 @@ fn check(path: &std::path::Path) -> ExitCode {
     match tideway_config::load(path) {
         Ok(config) => {
             println!("{}: ok ({} apps)", path.display(), config.apps.len());
+            for deprecated in &config.deprecations {
+                eprintln!("{}: warning: {deprecated}", path.display());
+            }
             if config.apps.is_empty() && !config.no_apps_declared {
                 eprintln!(
                     "{}: warning: no [[app]]: every request gets 404, and a reload to this file while apps \

@@ -34,7 +34,7 @@ struct Families {
     desired: IntGaugeVec,
     min_instances: IntGaugeVec,
     max_instances: IntGaugeVec,
-    queue_length: IntGaugeVec,
+    queued_connections: IntGaugeVec,
     sessions: IntGaugeVec,
     closed: IntCounterVec,
     rejected: IntCounterVec,
@@ -133,7 +133,11 @@ impl AppsCollector {
                 )?,
                 min_instances: gauge("tideway_app_min_instances", "The app's min_instances.", app)?,
                 max_instances: gauge("tideway_app_max_instances", "The app's max_instances.", app)?,
-                queue_length: gauge("tideway_queue_length", "Connections waiting for a seat.", app)?,
+                queued_connections: gauge(
+                    "tideway_app_queued_connections",
+                    "Connections waiting for a seat.",
+                    app,
+                )?,
                 sessions: gauge(
                     "tideway_sessions",
                     "Cookie-affinity sessions by state: tentative (cookie not sent back yet) or confirmed.",
@@ -172,7 +176,7 @@ impl Families {
             &self.desired,
             &self.min_instances,
             &self.max_instances,
-            &self.queue_length,
+            &self.queued_connections,
             &self.sessions,
             &self.closed,
             &self.rejected,
@@ -190,7 +194,7 @@ impl Families {
         self.desired.reset();
         self.min_instances.reset();
         self.max_instances.reset();
-        self.queue_length.reset();
+        self.queued_connections.reset();
         self.sessions.reset();
         self.closed.reset();
         self.rejected.reset();
@@ -251,7 +255,7 @@ impl Families {
         self.max_instances
             .with_label_values(&[name])
             .set(i64::from(policy.max_instances));
-        self.queue_length
+        self.queued_connections
             .with_label_values(&[name])
             .set(app.queued() as i64);
         let sessions = app.session_counts();

@@ -31,6 +31,7 @@ pub(crate) fn run(path: &Path, dropped_log_lines: ErrorCounter, repeats: Arc<Rep
             return ExitCode::from(exit::CONFIG);
         }
     };
+    warn_deprecated(&config);
     let supervisor = match std::env::current_exe() {
         Ok(exe) => exe,
         Err(e) => {
@@ -193,6 +194,13 @@ fn registry(dropped_log_lines: ErrorCounter) -> prometheus::Result<(prometheus::
     Ok((registry, metrics))
 }
 
+/// Logs each key the file spells by an earlier name, with the name to use.
+fn warn_deprecated(config: &Config) {
+    for deprecated in &config.deprecations {
+        warn!(key = %deprecated.path, "{}", deprecated.message);
+    }
+}
+
 /// Applies the new content of the file at `path` if it is valid; otherwise logs why and keeps the running
 /// configuration. A file without apps that does not say `app = []` would retire every running app: it is
 /// refused as a file caught half-written.
@@ -225,6 +233,7 @@ fn reload_config(path: &Path, reload: Reload, running: &mut Config, proxy: &Prox
         );
         return;
     }
+    warn_deprecated(&config);
     for (key, changed) in [
         ("proxy.listen", config.proxy.listen != running.proxy.listen),
         ("proxy.workers", config.proxy.workers != running.proxy.workers),

@@ -166,4 +166,32 @@ fn the_readme_documents_every_policy_key() {
             "the admin API example shows {key}"
         );
     }
+    for key in tideway_config::POLICY_KEYS {
+        if let Some(old) = key.old_name {
+            assert!(
+                readme.contains(&format!("`{old}` → `{}`", key.name)),
+                "the README's list of renamed keys names {old}"
+            );
+        }
+    }
+}
+
+#[test]
+fn check_warns_about_renamed_keys_and_accepts_them() {
+    let path = write_config(
+        "renamed.toml",
+        "[proxy]\nlisten = \"127.0.0.1:0\"\nupstream_idle_timeout = \"30s\"\n\
+         [[app]]\nname = \"a\"\nhosts = [\"a.test\"]\nqueue_size = 5\n[app.static]\naddresses = [\"127.0.0.1:9\"]\n",
+    );
+    let output = tideway(&["check", "--config", path.to_str().expect("utf-8 path")]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let stderr = stderr(&output);
+    assert!(
+        stderr.contains("warning: proxy.upstream_idle_timeout: renamed to `upstream_keepalive_timeout`"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("warning: app[0].queue_size: renamed to `max_queued`"),
+        "{stderr}"
+    );
 }

@@ -54,7 +54,7 @@ pub trait Waiter: Send {
     fn offer(self: Box<Self>, seat: ConnectionGuard) -> Result<(), ConnectionGuard>;
 }
 
-/// The queue already holds `queue_size` waiters.
+/// The queue already holds `max_queued` waiters.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct QueueFull;
 
@@ -141,7 +141,7 @@ impl App {
 
     /// Queues a connection for the next free seat (FIFO). It may be seated before this returns.
     pub fn enqueue(self: &Arc<Self>, waiter: Box<dyn Waiter>) -> Result<(), QueueFull> {
-        let capacity = usize::try_from(self.policy.load().queue_size).unwrap_or(usize::MAX);
+        let capacity = usize::try_from(self.policy.load().max_queued).unwrap_or(usize::MAX);
         let mut entries = self.queue.lock();
         if entries.len() >= capacity {
             entries.retain(|w| !w.is_abandoned());

@@ -209,7 +209,7 @@ impl Future for TunnelTask {
         let reason = ready!(this.tunnel.poll(cx, this.timer, drain));
         this.tunnel.end_connection(reason);
         let duration = this.opened.elapsed();
-        this.app_link.metrics.connection(duration);
+        this.app_link.metrics.tunnel(duration);
         if *this.access_log {
             info!(
                 target: "tideway::access",

@@ -78,7 +78,7 @@ impl<'a> Attempts<'a> {
         loop {
             let replica = Arc::clone(seat.replica());
             let link = self.shared.links.replica(&replica);
-            if let Some(stream) = link.take(self.settings.idle_timeout) {
+            if let Some(stream) = link.take(self.settings.keepalive_timeout) {
                 let upstream = Upstream {
                     replica,
                     link,

@@ -26,23 +26,23 @@ use crate::signal::Signal;
 pub(crate) struct UpstreamSettings {
     /// Longest wait for a TCP connect before the replica counts as unreachable.
     pub(crate) connect_timeout: Duration,
-    /// Idle connections kept per replica (0: a new connection per request).
+    /// Connections kept alive per replica (0: a new connection per request).
     pub(crate) keepalive: usize,
-    /// An idle connection older than this is not reused.
-    pub(crate) idle_timeout: Duration,
+    /// A kept connection older than this is not reused.
+    pub(crate) keepalive_timeout: Duration,
 }
 
-/// What the data plane keeps per replica: idle keep-alive connections to reuse, and the signal that
+/// What the data plane keeps per replica: connections kept alive to reuse, and the signal that
 /// closes the replica's connections when its drain runs out of time.
 ///
-/// Kept in [`crate::links::Links`] from the replica's first connection on. Idle connections are last in,
+/// Kept in [`crate::links::Links`] from the replica's first connection on. Kept connections are last in,
 /// first out: the warmest is reused and the others age out. The locks are per replica and held for a push
 /// or a pop only.
 pub(crate) struct ReplicaLink {
-    /// Idle connections, each at a message boundary.
-    idle: Mutex<Vec<(TcpStream, Instant)>>,
+    /// Connections kept alive for the next request, each at a message boundary.
+    kept: Mutex<Vec<(TcpStream, Instant)>>,
     evicted: Arc<Signal>,
-    /// Whether a task is waiting to close the idle connections that outlive the idle timeout.
+    /// Whether a task is waiting to close the kept connections that outlive the keep-alive timeout.
     reaping: AtomicBool,
 }
 
@@ -50,7 +50,7 @@ impl ReplicaLink {
     /// The link of a replica no connection has gone to yet.
     pub(crate) fn new() -> Self {
         ReplicaLink {
-            idle: Mutex::new(Vec::new()),
+            kept: Mutex::new(Vec::new()),
             evicted: Arc::default(),
             reaping: AtomicBool::new(false),
         }
@@ -69,29 +69,29 @@ impl ReplicaLink {
         settings: &UpstreamSettings,
     ) {
         let now = Instant::now();
-        let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
-        expire(&mut idle, now, settings.idle_timeout);
-        if idle.len() < settings.keepalive {
-            idle.push((stream, now));
+        let mut kept = self.kept.lock().unwrap_or_else(PoisonError::into_inner);
+        expire(&mut kept, now, settings.keepalive_timeout);
+        if kept.len() < settings.keepalive {
+            kept.push((stream, now));
         }
-        drop(idle);
-        self.reap_later(replica, settings.idle_timeout);
+        drop(kept);
+        self.reap_later(replica, settings.keepalive_timeout);
     }
 
     /// The warmest kept connection that is still open and quiet.
-    pub(crate) fn take(&self, idle_timeout: Duration) -> Option<TcpStream> {
+    pub(crate) fn take(&self, keepalive_timeout: Duration) -> Option<TcpStream> {
         loop {
-            let (stream, since) = self.idle.lock().unwrap_or_else(PoisonError::into_inner).pop()?;
-            if since.elapsed() < idle_timeout && is_quiet(&stream) {
+            let (stream, since) = self.kept.lock().unwrap_or_else(PoisonError::into_inner).pop()?;
+            if since.elapsed() < keepalive_timeout && is_quiet(&stream) {
                 return Some(stream);
             }
         }
     }
 
-    /// Makes sure idle connections are closed once they outlive `idle_timeout`, even if no request comes
-    /// to take them: one task per replica, only while it has idle connections. It holds the replica and
+    /// Makes sure kept connections are closed once they outlive `keepalive_timeout`, even if no request comes
+    /// to take them: one task per replica, only while it keeps connections. It holds the replica and
     /// the link weakly: once the replica is gone, its connections are closed at the next wake.
-    fn reap_later(self: &Arc<Self>, replica: &Arc<Replica>, idle_timeout: Duration) {
+    fn reap_later(self: &Arc<Self>, replica: &Arc<Replica>, keepalive_timeout: Duration) {
         if self.reaping.swap(true, Ordering::AcqRel) {
             return;
         }
@@ -101,7 +101,7 @@ impl ReplicaLink {
             loop {
                 let next = link.upgrade().and_then(|link| {
                     let timeout = if replica.strong_count() > 0 {
-                        idle_timeout
+                        keepalive_timeout
                     } else {
                         Duration::ZERO
                     };
@@ -115,12 +115,12 @@ impl ReplicaLink {
         });
     }
 
-    /// Closes the idle connections past `idle_timeout`; returns when the next one will be, or `None`
+    /// Closes the kept connections past `keepalive_timeout`; returns when the next one will be, or `None`
     /// (and stops reaping) once none is left.
-    fn reap(&self, idle_timeout: Duration) -> Option<Instant> {
-        let mut streams = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
-        expire(&mut streams, Instant::now(), idle_timeout);
-        let next = streams.first().map(|(_, since)| later(*since, idle_timeout));
+    fn reap(&self, keepalive_timeout: Duration) -> Option<Instant> {
+        let mut streams = self.kept.lock().unwrap_or_else(PoisonError::into_inner);
+        expire(&mut streams, Instant::now(), keepalive_timeout);
+        let next = streams.first().map(|(_, since)| later(*since, keepalive_timeout));
         if next.is_none() {
             // Under the lock: a connection put from now on starts a new reaper.
             self.reaping.store(false, Ordering::Release);
@@ -129,16 +129,16 @@ impl ReplicaLink {
     }
 }
 
-/// Closes the idle connections (oldest first) that are past `idle_timeout` at `now`.
-fn expire(idle: &mut Vec<(TcpStream, Instant)>, now: Instant, idle_timeout: Duration) {
-    let stale = idle
+/// Closes the kept connections (oldest first) that are past `keepalive_timeout` at `now`.
+fn expire(kept: &mut Vec<(TcpStream, Instant)>, now: Instant, keepalive_timeout: Duration) {
+    let stale = kept
         .iter()
-        .take_while(|(_, since)| now.saturating_duration_since(*since) >= idle_timeout)
+        .take_while(|(_, since)| now.saturating_duration_since(*since) >= keepalive_timeout)
         .count();
-    idle.drain(..stale);
+    kept.drain(..stale);
 }
 
-/// An idle connection the replica has neither closed nor sent anything on: only those can carry a request.
+/// A kept connection the replica has neither closed nor sent anything on: only those can carry a request.
 ///
 /// Reads clear the socket's readiness once they drain it, so a quiet connection is told apart without a
 /// system call; only readiness left from before asks the socket itself.
@@ -189,7 +189,7 @@ impl From<&ProxySettings> for UpstreamSettings {
         UpstreamSettings {
             connect_timeout: settings.upstream_connect_timeout,
             keepalive: settings.upstream_keepalive,
-            idle_timeout: settings.upstream_idle_timeout,
+            keepalive_timeout: settings.upstream_keepalive_timeout,
         }
     }
 }
@@ -223,16 +223,16 @@ mod tests {
         (Arc::new(replica), ends)
     }
 
-    fn settings(idle_timeout: Duration) -> UpstreamSettings {
+    fn settings(keepalive_timeout: Duration) -> UpstreamSettings {
         UpstreamSettings {
             connect_timeout: PATIENCE,
             keepalive: 8,
-            idle_timeout,
+            keepalive_timeout,
         }
     }
 
     #[tokio::test]
-    async fn idle_connections_are_closed_once_they_outlive_the_idle_timeout_unasked() {
+    async fn kept_connections_are_closed_once_they_outlive_the_keepalive_timeout_unasked() {
         let (replica, mut ends) = replica().await;
         let link = Arc::new(ReplicaLink::new());
         let settings = settings(Duration::from_millis(200));
@@ -241,19 +241,19 @@ mod tests {
 
         tokio::time::timeout(PATIENCE, ends.recv())
             .await
-            .expect("the idle connection is closed without a request coming for it");
-        assert!(link.take(settings.idle_timeout).is_none());
+            .expect("the kept connection is closed without a request coming for it");
+        assert!(link.take(settings.keepalive_timeout).is_none());
         assert!(!link.reaping.load(Ordering::Acquire), "nothing left to reap");
     }
 
     #[tokio::test]
-    async fn a_connection_within_the_idle_timeout_stays() {
+    async fn a_connection_within_the_keepalive_timeout_stays() {
         let (replica, mut ends) = replica().await;
         let link = Arc::new(ReplicaLink::new());
         let settings = settings(PATIENCE * 6);
         let stream = connect_stream(replica.addr(), PATIENCE).await.expect("connect");
         link.put(&replica, stream, &settings);
         assert!(ends.try_recv().is_err());
-        assert!(link.take(settings.idle_timeout).is_some());
+        assert!(link.take(settings.keepalive_timeout).is_some());
     }
 }

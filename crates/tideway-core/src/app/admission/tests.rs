@@ -52,10 +52,10 @@ fn waiter() -> (Box<dyn Waiter>, Waiting) {
     )
 }
 
-fn app(replicas: usize, max_connections: u32, queue_size: u32) -> Arc<App> {
+fn app(replicas: usize, max_connections: u32, max_queued: u32) -> Arc<App> {
     let policy = Policy {
         max_connections,
-        queue_size,
+        max_queued,
         balance: Balance::LeastConnections,
         ..Policy::default()
     };
