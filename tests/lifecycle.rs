@@ -520,7 +520,7 @@ async fn reloads_add_change_and_remove_apps_without_cutting_sessions_and_reject_
 
 #[tokio::test]
 async fn a_reload_never_empties_the_proxy_unless_the_file_says_so() {
-    let backend = tideway_testkit::Backend::start("a").await.expect("backend");
+    let backend = tideway_testkit::TestReplica::start("a").await.expect("backend");
     let config = with_proxy(&format!(
         "[[app]]\nname = \"keep\"\nhosts = [\"keep.test\"]\n[app.static]\naddresses = [\"{}\"]\n",
         backend.addr()

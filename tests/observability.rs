@@ -244,7 +244,7 @@ fn free_port() -> u16 {
 
 #[tokio::test]
 async fn a_log_nobody_reads_never_stalls_the_proxy() {
-    let backend = tideway_testkit::Backend::start("a").await.expect("backend");
+    let backend = tideway_testkit::TestReplica::start("a").await.expect("backend");
     let (proxy, metrics) = (free_port(), free_port());
     // A replica that prints far more lines than the log can buffer, then serves.
     let flood = "import os, sys, http.server\n\

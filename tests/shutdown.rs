@@ -7,12 +7,12 @@ use hyper_util::rt::TokioIo;
 use tideway_e2e::{PATIENCE, Tideway};
 use tideway_testkit::tungstenite::Message;
 use tideway_testkit::tungstenite::protocol::frame::coding::CloseCode;
-use tideway_testkit::{Backend, http1_get, ws_connect};
+use tideway_testkit::{TestReplica, http1_get, ws_connect};
 use tokio::net::TcpStream;
 
 #[tokio::test]
 async fn sigterm_drains_then_exits_zero() {
-    let backend = Backend::start("a").await.expect("backend");
+    let backend = TestReplica::start("a").await.expect("backend");
     let mut tideway = Tideway::start(&format!(
         "[proxy]\nlisten = \"127.0.0.1:0\"\n\n[[app]]\nname = \"a\"\nhosts = [\"a.test\"]\n\
          [app.static]\naddresses = [\"{}\"]\n",

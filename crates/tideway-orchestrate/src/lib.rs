@@ -2,13 +2,13 @@
 //! addresses); the app's [`ScalingLoop`] decides how many there should be and which to drain. The data
 //! plane only ever sees the app's replica set.
 
-mod backend;
 pub mod local;
 mod metrics;
+mod orchestrator;
 mod scaling_loop;
 mod static_list;
 
-pub use backend::{Backend, ReplicaEvent};
 pub use metrics::ScalingMetrics;
+pub use orchestrator::{Orchestrator, ReplicaEvent};
 pub use scaling_loop::{DecisionLog, DecisionRecord, Evict, Predecessor, ScalingHandle, ScalingLoop};
 pub use static_list::static_replicas;

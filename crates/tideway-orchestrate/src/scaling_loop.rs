@@ -1,5 +1,5 @@
 //! One app's scaling loop: wakes when demand crosses a threshold, a replica changes, or a delay falls due;
-//! asks the pure [`Scaler`] what to do; starts replicas through the backend; drains replicas before
+//! asks the pure [`Scaler`] what to do; starts replicas through its orchestrator; drains replicas before
 //! stopping exactly those.
 
 use std::collections::{HashMap, VecDeque};
@@ -16,8 +16,8 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
-use crate::backend::{Backend, ReplicaEvent};
 use crate::metrics::ScalingMetrics;
+use crate::orchestrator::{Orchestrator, ReplicaEvent};
 
 /// Closes, through the data plane, the connections still open on a replica whose `drain_timeout` passed.
 pub type Evict = Arc<dyn Fn(&Replica) + Send + Sync>;
@@ -78,7 +78,7 @@ pub struct Predecessor {
 /// What the loop needs to run an app.
 pub struct ScalingLoop {
     app: Arc<App>,
-    backend: Arc<dyn Backend>,
+    orchestrator: Arc<dyn Orchestrator>,
     events: mpsc::UnboundedReceiver<ReplicaEvent>,
     evict: Evict,
     clock: Arc<dyn Clock>,
@@ -171,11 +171,11 @@ impl ScalingHandle {
 }
 
 impl ScalingLoop {
-    /// Starts the scaling loop of `app` over `backend`, whose replica events arrive on `events`;
+    /// Starts the scaling loop of `app` over `orchestrator`, whose replica events arrive on `events`;
     /// `predecessors` are the app's replaced backends still draining.
     pub fn spawn(
         app: Arc<App>,
-        backend: Arc<dyn Backend>,
+        orchestrator: Arc<dyn Orchestrator>,
         events: mpsc::UnboundedReceiver<ReplicaEvent>,
         evict: Evict,
         clock: Arc<dyn Clock>,
@@ -193,7 +193,7 @@ impl ScalingLoop {
         };
         let scaling = ScalingLoop {
             app,
-            backend,
+            orchestrator,
             events,
             evict,
             clock,
@@ -239,7 +239,7 @@ impl ScalingLoop {
             tokio::select! {
                 biased;
                 () = stop.cancelled() => {
-                    self.backend.shutdown().await;
+                    self.orchestrator.shutdown().await;
                     break;
                 }
                 () = retire.cancelled(), if !self.retiring => {
@@ -285,7 +285,7 @@ impl ScalingLoop {
             self.lost = 0;
             self.failed_starts = 0;
             self.pending_starts += decision.start;
-            self.backend.start(decision.start);
+            self.orchestrator.start(decision.start);
         }
         let drained = self.begin_drains(&decision, now, policy.drain_timeout);
         self.record(&decision, from, observation.demand, drained);
@@ -362,7 +362,7 @@ impl ScalingLoop {
                     replica = replica.name(),
                     "drained: stopping replica"
                 );
-                self.backend.stop(replica);
+                self.orchestrator.stop(replica);
                 drain.stop_requested = true;
             } else if drain.deadline <= now && drain.evicted_until.is_none() {
                 warn!(

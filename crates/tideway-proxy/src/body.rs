@@ -12,9 +12,9 @@ use tideway_core::{CloseReason, Replica};
 use tokio::net::TcpStream;
 
 use crate::client::ClientConn;
-use crate::exchange::{Exchange, Outcome};
 use crate::forward::upload::{Upload, UploadError};
 use crate::message::framing::{BodyCursor, Framing};
+use crate::record::{Outcome, Record};
 use crate::seat::Seat;
 use crate::stall::{BodyError, StallTimer};
 use crate::upstream::{ReplicaLink, UpstreamSettings, poll_read_into};
@@ -27,7 +27,7 @@ use crate::upstream::{ReplicaLink, UpstreamSettings, poll_read_into};
 pub(crate) struct ProxyBody {
     kind: Kind,
     lease: Option<Lease>,
-    exchange: Option<Exchange>,
+    record: Option<Record>,
 }
 
 enum Kind {
@@ -76,12 +76,12 @@ enum Step {
 
 impl ProxyBody {
     /// A body tideway wrote itself (errors, 404).
-    pub(crate) fn fixed(bytes: impl Into<Bytes>, exchange: Exchange) -> Self {
+    pub(crate) fn fixed(bytes: impl Into<Bytes>, record: Record) -> Self {
         let bytes = bytes.into();
         let mut body = ProxyBody {
             kind: Kind::Fixed(None),
             lease: None,
-            exchange: Some(exchange),
+            record: Some(record),
         };
         if bytes.is_empty() {
             body.end(Outcome::Complete);
@@ -92,12 +92,12 @@ impl ProxyBody {
     }
 
     /// A replica's body; `lease` is released when it ends (at once if it is already empty).
-    pub(crate) fn relayed(relayed: Relayed, lease: Lease, exchange: Exchange) -> Self {
+    pub(crate) fn relayed(relayed: Relayed, lease: Lease, record: Record) -> Self {
         let ended = relayed.cursor.is_done();
         let mut this = ProxyBody {
             kind: Kind::Relayed(Box::new(relayed)),
             lease: Some(lease),
-            exchange: Some(exchange),
+            record: Some(record),
         };
         if ended {
             this.end(Outcome::Complete);
@@ -137,8 +137,8 @@ impl ProxyBody {
                 relayed.keep(replica);
             }
         }
-        if let Some(exchange) = self.exchange.take() {
-            exchange.finish(replica.as_deref(), outcome);
+        if let Some(record) = self.record.take() {
+            record.finish(replica.as_deref(), outcome);
         }
     }
 }
@@ -162,9 +162,9 @@ impl Body for ProxyBody {
         };
         match step {
             Step::Data { data, last } => {
-                if let Some(exchange) = this.exchange.as_mut() {
-                    exchange.count(data.len());
-                    exchange.client().on_data();
+                if let Some(record) = this.record.as_mut() {
+                    record.count(data.len());
+                    record.client().on_data();
                 }
                 // Ended now, not when the client's stream is done with the body: the server may send the
                 // stream's end with this data and never ask again.

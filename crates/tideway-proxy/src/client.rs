@@ -17,8 +17,8 @@ use tideway_core::{App, ConnectionTimeouts, ConnectionTimes, Timestamp, jittered
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
+use crate::broadcast::Broadcast;
 use crate::clock::RuntimeClock;
-use crate::signal::Signal;
 
 /// Sentinel for "limit off" in the millisecond atomics below.
 const OFF: u64 = u64::MAX;
@@ -48,7 +48,7 @@ pub(crate) struct ClientConn {
     closing: AtomicBool,
     app: ArcSwapOption<App>,
     /// The eviction signal of the replica the request in flight is on, and when the watch subscribes to it.
-    serving_on: Mutex<Option<(Arc<Signal>, Timestamp)>>,
+    serving_on: Mutex<Option<(Arc<Broadcast>, Timestamp)>>,
     /// Counts changes of `serving_on`, so the watch reads it only when it changed.
     serving_changes: AtomicU64,
 }
@@ -168,7 +168,7 @@ impl ClientConn {
     /// lasted the drain timeout at least: the watch subscribes to the signal (which takes its lock) only
     /// once the request has lasted that long or a second, whichever is shorter — never for the short
     /// requests that make up most traffic.
-    pub(crate) fn serving_on(&self, evicted: &Arc<Signal>, drain_timeout: Duration) -> OnReplica<'_> {
+    pub(crate) fn serving_on(&self, evicted: &Arc<Broadcast>, drain_timeout: Duration) -> OnReplica<'_> {
         let subscribe_at = self
             .clock
             .now()
@@ -180,7 +180,7 @@ impl ClientConn {
     }
 
     /// The replica signal the request in flight is on, if it changed since `seen` (which is updated).
-    pub(crate) fn serving_on_since(&self, seen: &mut u64) -> Option<Option<(Arc<Signal>, Timestamp)>> {
+    pub(crate) fn serving_on_since(&self, seen: &mut u64) -> Option<Option<(Arc<Broadcast>, Timestamp)>> {
         let changes = self.serving_changes.load(Ordering::Acquire);
         if changes == *seen {
             return None;

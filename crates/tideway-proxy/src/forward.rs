@@ -24,10 +24,10 @@ use tracing::debug;
 use crate::Shared;
 use crate::body::{Lease, ProxyBody, Relayed};
 use crate::client::ClientConn;
-use crate::exchange::Exchange;
 use crate::handler::{FAILED, MALFORMED, reply, unavailable};
 use crate::message::framing::Framing;
 use crate::message::head::{self, ResponseHead, ResponseOut};
+use crate::record::Record;
 use crate::seat::Seat;
 use crate::stall::{BODY_STALLED, RESPONSE_STALLED, ReplicaWait};
 use crate::upstream::{Again, Attempts, poll_read_into};
@@ -68,7 +68,7 @@ impl Forwarding<'_> {
         &self,
         seat: Seat,
         req: Request<Incoming>,
-        exchange: Exchange,
+        record: Record,
     ) -> Response<ProxyBody> {
         let app = self.app;
         let policy = app.policy();
@@ -103,7 +103,7 @@ impl Forwarding<'_> {
         loop {
             let (seat, mut upstream) = match attempts.connect(unsent).await {
                 Ok(connected) => connected,
-                Err(reason) => return unavailable(app, reason, exchange),
+                Err(reason) => return unavailable(app, reason, record),
             };
             let waited = await_head(
                 &mut upstream.stream,
@@ -127,21 +127,21 @@ impl Forwarding<'_> {
                             replica = replica.name(),
                             "replica failed the request"
                         );
-                        return reply(StatusCode::BAD_GATEWAY, FAILED, exchange);
+                        return reply(StatusCode::BAD_GATEWAY, FAILED, record);
                     }
-                    Again::Rejected(reason) => return unavailable(app, reason, exchange),
+                    Again::Rejected(reason) => return unavailable(app, reason, record),
                 },
                 HeadWait::Stalled => {
                     app.stats().record_close(CloseReason::ResponseTimeout);
-                    return reply(StatusCode::GATEWAY_TIMEOUT, RESPONSE_STALLED, exchange);
+                    return reply(StatusCode::GATEWAY_TIMEOUT, RESPONSE_STALLED, record);
                 }
                 HeadWait::Upload(UploadError::ClientStalled) => {
                     app.stats().record_close(CloseReason::BodyTimeout);
-                    return reply(StatusCode::REQUEST_TIMEOUT, BODY_STALLED, exchange);
+                    return reply(StatusCode::REQUEST_TIMEOUT, BODY_STALLED, record);
                 }
                 HeadWait::Upload(_) => {
                     app.stats().record_close(CloseReason::Client);
-                    return reply(StatusCode::BAD_REQUEST, "the request body broke off\n", exchange);
+                    return reply(StatusCode::BAD_REQUEST, "the request body broke off\n", record);
                 }
                 HeadWait::Broken => {
                     debug!(
@@ -149,7 +149,7 @@ impl Forwarding<'_> {
                         replica = replica.name(),
                         "replica broke off its answer"
                     );
-                    return reply(StatusCode::BAD_GATEWAY, FAILED, exchange);
+                    return reply(StatusCode::BAD_GATEWAY, FAILED, record);
                 }
                 HeadWait::Malformed => {
                     debug!(
@@ -157,11 +157,11 @@ impl Forwarding<'_> {
                         replica = replica.name(),
                         "replica sent a malformed response"
                     );
-                    return reply(StatusCode::BAD_GATEWAY, MALFORMED, exchange);
+                    return reply(StatusCode::BAD_GATEWAY, MALFORMED, record);
                 }
             };
             if response.status == StatusCode::SWITCHING_PROTOCOLS {
-                return reply(StatusCode::BAD_GATEWAY, SWITCHED, exchange);
+                return reply(StatusCode::BAD_GATEWAY, SWITCHED, record);
             }
             let link = (upstream.link, *attempts.settings());
             let relayed = Relayed::new(
@@ -174,7 +174,7 @@ impl Forwarding<'_> {
                 link,
             );
             let lease = Lease::new(seat, Arc::clone(self.client));
-            let body = ProxyBody::relayed(relayed, lease, exchange.responded(response.status));
+            let body = ProxyBody::relayed(relayed, lease, record.responded(response.status));
             let mut reply = Response::new(body);
             *reply.status_mut() = response.status;
             *reply.headers_mut() = fields;

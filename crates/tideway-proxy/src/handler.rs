@@ -21,9 +21,10 @@ use tracing::{debug, warn};
 use crate::Shared;
 use crate::body::ProxyBody;
 use crate::client::ClientConn;
-use crate::exchange::Exchange;
 use crate::forward::Forwarding;
 use crate::queue::{wait_for_seat, wait_in_session};
+use crate::record::Record;
+use crate::refusal::Refusal;
 use crate::seat::Seat;
 use crate::sessions::{
     cookie_values, new_session_id, presented_session, session_cookie, spawn_session_expiry,
@@ -47,21 +48,21 @@ impl Handler {
         let host = request_host(&req);
         let host_fields = req.headers().get_all(header::HOST).iter().count();
         if let Err(refusal) = screen(req.method(), host_fields, host, req.version() == Version::HTTP_10) {
-            return reply(refusal.status, refusal.text, self.exchange(&req, None));
+            return reply(refusal.status, refusal.text, self.record(&req, None));
         }
         // HTTP/1.1 heads are held to max_headers by tideway's own parser; HTTP/2 heads arrive here whole.
         if req.headers().len() > self.shared.settings.load().max_headers {
             return reply(
                 StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
                 "too many header fields\n",
-                self.exchange(&req, None),
+                self.record(&req, None),
             );
         }
         let app = self.shared.routes.load().lookup(host, req.uri().path()).cloned();
         let Some(app) = app else {
-            return reply(StatusCode::NOT_FOUND, NOT_ROUTED, self.exchange(&req, None));
+            return reply(StatusCode::NOT_FOUND, NOT_ROUTED, self.record(&req, None));
         };
-        let exchange = self.exchange(&req, Some(&app));
+        let record = self.record(&req, Some(&app));
         let presented = presented_session(cookie_values(req.headers()), app.name());
         match seat_for(&self.shared, &app, presented).await {
             Ok((seat, issued)) => {
@@ -70,20 +71,20 @@ impl Handler {
                     client: &self.client,
                     app: &app,
                 };
-                let mut response = forwarding.forward(seat, req, exchange).await;
+                let mut response = forwarding.forward(seat, req, record).await;
                 if let Some(cookie) = issued.and_then(|id| session_cookie(app.name(), id)) {
                     response.headers_mut().append(header::SET_COOKIE, cookie);
                 }
                 response
             }
-            Err(reason) => unavailable(&app, reason, exchange),
+            Err(reason) => unavailable(&app, reason, record),
         }
     }
 
     /// Opens the record of `req`, routed to `app` if it was, and marks a request in flight on the client
     /// connection until its response ends.
-    fn exchange(&self, req: &Request<Incoming>, app: Option<&Arc<App>>) -> Exchange {
-        Exchange::open(
+    fn record(&self, req: &Request<Incoming>, app: Option<&Arc<App>>) -> Record {
+        Record::open(
             self.client.request_started(app),
             Some((req.method().as_str(), req.uri().path())),
             app.map(|app| (Arc::clone(app), self.shared.links.app(app))),
@@ -178,15 +179,6 @@ async fn start_session(shared: &Shared, app: &Arc<App>) -> Result<(Seat, Option<
     Ok((Seat::Session(app.start_session(seat, id)), Some(id)))
 }
 
-/// A request tideway answers itself, and what it tells the client.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct Refusal {
-    /// The status of the answer.
-    pub(crate) status: StatusCode,
-    /// A line for the client.
-    pub(crate) text: &'static str,
-}
-
 /// The body of a `404`: no route matched.
 pub(crate) const NOT_ROUTED: &str = "no app is routed here\n";
 
@@ -252,8 +244,8 @@ fn request_host<B>(req: &Request<B>) -> Option<&str> {
 }
 
 /// A short plain-text response of tideway's own.
-pub(crate) fn reply(status: StatusCode, text: &'static str, exchange: Exchange) -> Response<ProxyBody> {
-    let body = ProxyBody::fixed(Bytes::from_static(text.as_bytes()), exchange.responded(status));
+pub(crate) fn reply(status: StatusCode, text: &'static str, record: Record) -> Response<ProxyBody> {
+    let body = ProxyBody::fixed(Bytes::from_static(text.as_bytes()), record.responded(status));
     let mut response = Response::new(body);
     *response.status_mut() = status;
     response.headers_mut().insert(
@@ -264,9 +256,9 @@ pub(crate) fn reply(status: StatusCode, text: &'static str, exchange: Exchange) 
 }
 
 /// The answer to a connection `app` could not seat (see [`rejection`]).
-pub(crate) fn unavailable(app: &App, reason: RejectReason, exchange: Exchange) -> Response<ProxyBody> {
+pub(crate) fn unavailable(app: &App, reason: RejectReason, record: Record) -> Response<ProxyBody> {
     let (refusal, retry_after) = rejection(app, reason);
-    let mut response = reply(refusal.status, refusal.text, exchange);
+    let mut response = reply(refusal.status, refusal.text, record);
     if let Some(seconds) = retry_after {
         response
             .headers_mut()

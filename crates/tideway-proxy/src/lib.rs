@@ -8,21 +8,22 @@
 
 mod app_link;
 mod body;
+mod broadcast;
 mod client;
 mod clock;
-mod connection;
-mod exchange;
 mod forward;
 mod h1;
+mod h2;
 mod handler;
 mod links;
 mod message;
 mod metrics;
 mod queue;
+mod record;
+mod refusal;
 mod routing;
 mod seat;
 mod sessions;
-mod signal;
 mod stall;
 mod tunnel;
 mod upstream;
@@ -43,8 +44,17 @@ pub use clock::RuntimeClock;
 pub use metrics::ProxyMetrics;
 pub use routing::{Route, RouteTable};
 
+use broadcast::Broadcast;
 use links::Links;
-use signal::Signal;
+
+/// Which peer of a proxied exchange or tunnel something came from or concerns.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Side {
+    /// The client.
+    Client,
+    /// The replica.
+    Replica,
+}
 
 /// How long after the drain deadline shutdown waits for connections to take their last steps.
 const DRAIN_SLACK: Duration = Duration::from_millis(100);
@@ -64,7 +74,7 @@ pub(crate) struct Shared {
     links: Links,
     shutdown: CancellationToken,
     /// Raised once shutdown starts: every connection drains.
-    draining: Arc<Signal>,
+    draining: Arc<Broadcast>,
     tasks: TaskTracker,
 }
 
@@ -123,7 +133,7 @@ impl Proxy {
                 () = shared.shutdown.cancelled() => break,
                 accepted = listener.accept() => match accepted {
                     Ok((stream, peer)) => {
-                        shared.tasks.spawn(connection::serve(Arc::clone(shared), stream, peer));
+                        shared.tasks.spawn(h1::accept(Arc::clone(shared), stream, peer));
                     }
                     Err(error) => {
                         warn!(%error, "accept failed");

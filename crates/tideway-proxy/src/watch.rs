@@ -14,8 +14,8 @@ use tokio::time::Sleep;
 use tracing::debug;
 
 use crate::Shared;
+use crate::broadcast::{Broadcast, Subscription};
 use crate::client::ClientConn;
-use crate::signal::{Signal, Subscription};
 
 pin_project! {
     /// Tells a connection when to start closing gracefully and when to drop it.
@@ -27,7 +27,7 @@ pin_project! {
         // The eviction signal of the replica the request in flight is on (see `ClientConn::serving_on`),
         // subscribed to once it is due (boxed: rare, and an idle connection should not carry its room).
         eviction: Option<Pin<Box<Subscription>>>,
-        replica: Option<(Arc<Signal>, Timestamp)>,
+        replica: Option<(Arc<Broadcast>, Timestamp)>,
         replica_changes: u64,
         client: Arc<ClientConn>,
         shared: Arc<Shared>,
@@ -167,7 +167,7 @@ fn policy_of(client: &ClientConn) -> Arc<Policy> {
 
 /// Whether the replica the request in flight is on was evicted.
 fn evicted(
-    replica: &Option<(Arc<Signal>, Timestamp)>,
+    replica: &Option<(Arc<Broadcast>, Timestamp)>,
     subscription: &mut Option<Pin<Box<Subscription>>>,
     cx: &mut Context<'_>,
 ) -> bool {

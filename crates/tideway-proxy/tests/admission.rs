@@ -10,7 +10,7 @@ use http_body_util::BodyExt;
 use hyper_util::rt::TokioIo;
 use tideway_core::{Balance, CloseReason, Policy, RejectReason};
 use tideway_testkit::tungstenite::Message;
-use tideway_testkit::{Backend, http1_get, ws_connect};
+use tideway_testkit::{TestReplica, http1_get, ws_connect};
 use tokio::net::TcpStream;
 
 use support::*;
@@ -26,7 +26,7 @@ fn capped(max_connections: u32, max_queued: u32, queue_timeout: Duration) -> Pol
 
 #[tokio::test]
 async fn a_third_websocket_waits_for_a_seat_and_gets_the_first_one_freed() {
-    let backend = Backend::start("a").await.expect("backend");
+    let backend = TestReplica::start("a").await.expect("backend");
     let app_a = app("a", capped(2, 10, PATIENCE), &[backend.addr()]);
     let proxy = Proxied::start(vec![route(&app_a, "site.test", None)]).await;
 
@@ -66,7 +66,7 @@ async fn a_third_websocket_waits_for_a_seat_and_gets_the_first_one_freed() {
 
 #[tokio::test]
 async fn a_waiter_that_times_out_gets_503_with_retry_after() {
-    let backend = Backend::start("a").await.expect("backend");
+    let backend = TestReplica::start("a").await.expect("backend");
     let app_a = app("a", capped(2, 10, Duration::from_millis(200)), &[backend.addr()]);
     let proxy = Proxied::start(vec![route(&app_a, "site.test", None)]).await;
 
@@ -82,7 +82,7 @@ async fn a_waiter_that_times_out_gets_503_with_retry_after() {
 
 #[tokio::test]
 async fn a_full_queue_answers_503_at_once() {
-    let backend = Backend::start("a").await.expect("backend");
+    let backend = TestReplica::start("a").await.expect("backend");
     let app_a = app("a", capped(2, 1, Duration::from_secs(600)), &[backend.addr()]);
     let proxy = Proxied::start(vec![route(&app_a, "site.test", None)]).await;
 
@@ -104,7 +104,7 @@ async fn a_full_queue_answers_503_at_once() {
 
 #[tokio::test]
 async fn seats_are_released_on_every_exit_path() {
-    let backend = Backend::start("a").await.expect("backend");
+    let backend = TestReplica::start("a").await.expect("backend");
     let app_a = app("a", capped(4, 10, PATIENCE), &[backend.addr()]);
     let proxy = Proxied::start(vec![route(&app_a, "site.test", None)]).await;
 
@@ -171,8 +171,8 @@ async fn seats_are_released_on_every_exit_path() {
 #[tokio::test]
 async fn least_connections_spreads_and_pack_fills_in_order() {
     let (a, b) = (
-        Backend::start("a").await.expect("a"),
-        Backend::start("b").await.expect("b"),
+        TestReplica::start("a").await.expect("a"),
+        TestReplica::start("b").await.expect("b"),
     );
     let spread = app("spread", capped(3, 10, PATIENCE), &[a.addr(), b.addr()]);
     let packed = app(
@@ -206,7 +206,7 @@ async fn least_connections_spreads_and_pack_fills_in_order() {
 
 #[tokio::test]
 async fn a_websocket_whose_replica_vanishes_gets_a_close_frame_1011() {
-    let backend = Backend::start("a").await.expect("backend");
+    let backend = TestReplica::start("a").await.expect("backend");
     let app_a = app("a", capped(4, 10, PATIENCE), &[backend.addr()]);
     let proxy = Proxied::start(vec![route(&app_a, "site.test", None)]).await;
 

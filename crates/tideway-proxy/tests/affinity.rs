@@ -12,7 +12,7 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::TokioIo;
 use tideway_core::{Affinity, Policy};
-use tideway_testkit::Backend;
+use tideway_testkit::TestReplica;
 use tideway_testkit::tokio_tungstenite::client_async;
 use tideway_testkit::tungstenite::client::IntoClientRequest;
 use tokio::net::TcpStream;
@@ -102,8 +102,8 @@ async fn confirmed_session(addr: SocketAddr) -> (String, String) {
 #[tokio::test]
 async fn a_session_sticks_to_its_replica_and_counts_once() {
     let (a, b) = (
-        Backend::start("a").await.expect("a"),
-        Backend::start("b").await.expect("b"),
+        TestReplica::start("a").await.expect("a"),
+        TestReplica::start("b").await.expect("b"),
     );
     let app_a = app("app", sticky(5, 300), &[a.addr(), b.addr()]);
     let proxy = Proxied::start(vec![route(&app_a, "site.test", None)]).await;
@@ -144,7 +144,7 @@ async fn a_session_sticks_to_its_replica_and_counts_once() {
 
 #[tokio::test]
 async fn clients_that_ignore_cookies_hold_no_seat_after_their_request() {
-    let a = Backend::start("a").await.expect("a");
+    let a = TestReplica::start("a").await.expect("a");
     let app_a = app("app", sticky(1, 60_000), &[a.addr()]);
     let proxy = Proxied::start(vec![route(&app_a, "site.test", None)]).await;
 
@@ -163,8 +163,8 @@ async fn clients_that_ignore_cookies_hold_no_seat_after_their_request() {
 #[tokio::test]
 async fn all_connections_of_a_session_reach_its_replica_and_hold_one_seat() {
     let (a, b) = (
-        Backend::start("a").await.expect("a"),
-        Backend::start("b").await.expect("b"),
+        TestReplica::start("a").await.expect("a"),
+        TestReplica::start("b").await.expect("b"),
     );
     let app_a = app("app", sticky(1, 60_000), &[a.addr(), b.addr()]);
     let proxy = Proxied::start(vec![route(&app_a, "site.test", None)]).await;
@@ -198,8 +198,10 @@ async fn all_connections_of_a_session_reach_its_replica_and_hold_one_seat() {
 }
 
 /// A confirmed session of an app on one replica whose sessions may hold `max_session_connections`.
-async fn limited_session(max_session_connections: u32) -> (Backend, Arc<tideway_core::App>, Proxied, String) {
-    let a = Backend::start("a").await.expect("a");
+async fn limited_session(
+    max_session_connections: u32,
+) -> (TestReplica, Arc<tideway_core::App>, Proxied, String) {
+    let a = TestReplica::start("a").await.expect("a");
     let policy = Policy {
         max_session_connections,
         ..sticky(5, 60_000)
@@ -253,8 +255,8 @@ async fn a_session_whose_queue_is_full_or_slow_gets_503_with_retry_after() {
 #[tokio::test]
 async fn a_session_whose_replica_is_gone_is_placed_again_and_its_cookie_reissued() {
     let (a, b) = (
-        Backend::start("a").await.expect("a"),
-        Backend::start("b").await.expect("b"),
+        TestReplica::start("a").await.expect("a"),
+        TestReplica::start("b").await.expect("b"),
     );
     let app_a = app("app", sticky(5, 60_000), &[a.addr(), b.addr()]);
     let proxy = Proxied::start(vec![route(&app_a, "site.test", None)]).await;
@@ -282,7 +284,7 @@ async fn a_session_whose_replica_is_gone_is_placed_again_and_its_cookie_reissued
 
 #[tokio::test]
 async fn forged_cookies_get_a_new_session() {
-    let a = Backend::start("a").await.expect("a");
+    let a = TestReplica::start("a").await.expect("a");
     let app_a = app("app", sticky(5, 60_000), &[a.addr()]);
     let proxy = Proxied::start(vec![route(&app_a, "site.test", None)]).await;
 

@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use tideway_core::{Policy, RejectReason, Replica, ReplicaState};
-use tideway_testkit::{Backend, http1_get};
+use tideway_testkit::{TestReplica, http1_get};
 use tokio::net::TcpListener;
 
 use support::*;
@@ -28,7 +28,7 @@ fn one_seat_each() -> Policy {
 #[tokio::test]
 async fn a_request_the_least_busy_replica_refuses_waits_for_a_seat_on_another() {
     let dead = refusing_address().await;
-    let backend = Backend::start("b").await.expect("backend");
+    let backend = TestReplica::start("b").await.expect("backend");
     let app_a = app("a", one_seat_each(), &[dead, backend.addr()]);
     let proxy = Proxied::start(vec![route(&app_a, "site.test", None)]).await;
 
@@ -74,7 +74,7 @@ async fn a_request_the_only_replica_refuses_waits_for_the_replacement() {
     .await;
     assert!(!request.is_finished(), "the request waits for a replica");
 
-    let backend = Backend::start("new").await.expect("backend");
+    let backend = TestReplica::start("new").await.expect("backend");
     let replacement = Arc::new(Replica::new(
         "a-2",
         backend.addr(),

@@ -7,7 +7,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
 use tideway_core::{CloseReason, Policy, RejectReason};
-use tideway_testkit::{Backend, http1_get};
+use tideway_testkit::{TestReplica, http1_get};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -15,7 +15,7 @@ use support::*;
 
 #[tokio::test]
 async fn a_stalled_upload_never_holds_up_another_request() {
-    let backend = Backend::start("a").await.expect("backend");
+    let backend = TestReplica::start("a").await.expect("backend");
     let app_a = app("a", Policy::default(), &[backend.addr()]);
     // A long connect timeout: a regression would make the second request wait on the stalled connection.
     let settings = tideway_config::ProxySettings {
@@ -51,7 +51,7 @@ async fn a_stalled_upload_never_holds_up_another_request() {
 
 #[tokio::test]
 async fn the_replica_sees_the_host_the_request_was_routed_by() {
-    let backend = Backend::start("a").await.expect("backend");
+    let backend = TestReplica::start("a").await.expect("backend");
     let app_a = app("a", Policy::default(), &[backend.addr()]);
     let proxy = Proxied::start(vec![route(&app_a, "site.test", None)]).await;
 
@@ -76,7 +76,7 @@ async fn the_replica_sees_the_host_the_request_was_routed_by() {
 
 #[tokio::test]
 async fn http2_cookie_fields_reach_the_replica_as_one_header() {
-    let backend = Backend::start("a").await.expect("backend");
+    let backend = TestReplica::start("a").await.expect("backend");
     let app_a = app("a", Policy::default(), &[backend.addr()]);
     let proxy = Proxied::start(vec![route(&app_a, "site.test", None)]).await;
 
@@ -102,7 +102,7 @@ async fn http2_cookie_fields_reach_the_replica_as_one_header() {
 
 #[tokio::test]
 async fn a_request_written_to_a_replica_is_never_sent_again() {
-    let backend = Backend::start("a").await.expect("backend");
+    let backend = TestReplica::start("a").await.expect("backend");
     let app_a = app("a", Policy::default(), &[backend.addr()]);
     let proxy = Proxied::start(vec![route(&app_a, "site.test", None)]).await;
 
@@ -133,7 +133,7 @@ async fn a_request_written_to_a_replica_is_never_sent_again() {
 
 #[tokio::test]
 async fn a_client_that_stops_reading_is_dropped_after_send_timeout() {
-    let backend = Backend::start("a").await.expect("backend");
+    let backend = TestReplica::start("a").await.expect("backend");
     let app_a = app("a", Policy::default(), &[backend.addr()]);
     let settings = tideway_config::ProxySettings {
         send_timeout: Duration::from_millis(300),
@@ -156,7 +156,7 @@ async fn a_client_that_stops_reading_is_dropped_after_send_timeout() {
 
 #[tokio::test]
 async fn during_a_cold_start_every_waiter_waits_for_startup_not_the_queue() {
-    let backend = Backend::start("a").await.expect("backend");
+    let backend = TestReplica::start("a").await.expect("backend");
     let policy = Policy {
         queue_timeout: Duration::from_millis(100),
         startup_timeout: PATIENCE,

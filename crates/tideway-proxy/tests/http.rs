@@ -6,7 +6,7 @@ mod support;
 use std::time::Duration;
 
 use tideway_core::{Policy, RejectReason};
-use tideway_testkit::{Backend, http1_get, refused_addr};
+use tideway_testkit::{TestReplica, http1_get, refused_addr};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -15,8 +15,8 @@ use support::*;
 #[tokio::test]
 async fn routes_by_host_then_longest_path_prefix() {
     let (a, b) = (
-        Backend::start("a").await.expect("a"),
-        Backend::start("b").await.expect("b"),
+        TestReplica::start("a").await.expect("a"),
+        TestReplica::start("b").await.expect("b"),
     );
     let app_a = app("a", Policy::default(), &[a.addr()]);
     let app_b = app("b", Policy::default(), &[b.addr()]);
@@ -50,7 +50,7 @@ async fn routes_by_host_then_longest_path_prefix() {
 
 #[tokio::test]
 async fn never_an_open_proxy() {
-    let a = Backend::start("a").await.expect("a");
+    let a = TestReplica::start("a").await.expect("a");
     let app_a = app("a", Policy::default(), &[a.addr()]);
     let proxy = Proxied::start(vec![route(&app_a, "site.test", None)]).await;
 
@@ -73,7 +73,7 @@ async fn never_an_open_proxy() {
 
 #[tokio::test]
 async fn hop_by_hop_headers_are_removed_and_forwarded_headers_set() {
-    let a = Backend::start("a").await.expect("a");
+    let a = TestReplica::start("a").await.expect("a");
     let app_a = app("a", Policy::default(), &[a.addr()]);
     let proxy = Proxied::start(vec![route(&app_a, "site.test", None)]).await;
 
@@ -107,7 +107,7 @@ async fn hop_by_hop_headers_are_removed_and_forwarded_headers_set() {
 
 #[tokio::test]
 async fn oversized_request_heads_get_431() {
-    let a = Backend::start("a").await.expect("a");
+    let a = TestReplica::start("a").await.expect("a");
     let app_a = app("a", Policy::default(), &[a.addr()]);
     let settings = tideway_config::ProxySettings {
         max_header_bytes: 4096,
@@ -146,7 +146,7 @@ async fn oversized_request_heads_get_431() {
 
 #[tokio::test]
 async fn slow_and_silent_clients_are_cut_off() {
-    let a = Backend::start("a").await.expect("a");
+    let a = TestReplica::start("a").await.expect("a");
     let app_a = app("a", Policy::default(), &[a.addr()]);
     let settings = tideway_config::ProxySettings {
         header_read_timeout: Duration::from_millis(300),
@@ -191,7 +191,7 @@ async fn slow_and_silent_clients_are_cut_off() {
 
 #[tokio::test]
 async fn http2_clients_are_served_over_http1_replicas() {
-    let a = Backend::start("a").await.expect("a");
+    let a = TestReplica::start("a").await.expect("a");
     let app_a = app("a", Policy::default(), &[a.addr()]);
     let proxy = Proxied::start(vec![route(&app_a, "site.test", None)]).await;
 
@@ -214,7 +214,7 @@ async fn http2_clients_are_served_over_http1_replicas() {
 
 #[tokio::test]
 async fn replica_connections_are_kept_alive_and_reused() {
-    let a = Backend::start("a").await.expect("a");
+    let a = TestReplica::start("a").await.expect("a");
     let app_a = app("a", Policy::default(), &[a.addr()]);
     let proxy = Proxied::start(vec![route(&app_a, "site.test", None)]).await;
 
@@ -232,7 +232,7 @@ async fn replica_connections_are_kept_alive_and_reused() {
 
 #[tokio::test]
 async fn a_refused_replica_is_skipped_and_the_request_retried() {
-    let a = Backend::start("a").await.expect("a");
+    let a = TestReplica::start("a").await.expect("a");
     let app_a = app("a", Policy::default(), &[refused_addr(), a.addr()]);
     let proxy = Proxied::start(vec![route(&app_a, "site.test", None)]).await;
 
@@ -279,7 +279,7 @@ async fn http2_bodies_cross_both_ways_over_the_replica_pool_http1_uses() {
     use http_body_util::{BodyExt, Full, StreamBody};
     use hyper::body::Frame;
 
-    let a = Backend::start("a").await.expect("a");
+    let a = TestReplica::start("a").await.expect("a");
     let app_a = app("a", Policy::default(), &[a.addr()]);
     let proxy = Proxied::start(vec![route(&app_a, "site.test", None)]).await;
     let (status, _, _) = http1_get(proxy.addr, "site.test", "/").await.expect("a response");

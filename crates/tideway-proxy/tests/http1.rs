@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use tideway_core::{CloseReason, Policy};
-use tideway_testkit::{Backend, RawResponse};
+use tideway_testkit::{RawResponse, TestReplica};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -19,7 +19,7 @@ async fn read_response(stream: &mut TcpStream, pending: &mut Vec<u8>) -> RawResp
     tideway_testkit::read_response(stream, pending, PATIENCE).await
 }
 
-async fn proxy_for(backend: &Backend) -> (Proxied, std::sync::Arc<tideway_core::App>) {
+async fn proxy_for(backend: &TestReplica) -> (Proxied, std::sync::Arc<tideway_core::App>) {
     let app_a = app("a", Policy::default(), &[backend.addr()]);
     let proxy = Proxied::start(vec![route(&app_a, "site.test", None)]).await;
     (proxy, app_a)
@@ -27,7 +27,7 @@ async fn proxy_for(backend: &Backend) -> (Proxied, std::sync::Arc<tideway_core::
 
 #[tokio::test]
 async fn request_bodies_of_every_framing_reach_the_replica_on_one_kept_connection() {
-    let backend = Backend::start("a").await.expect("backend");
+    let backend = TestReplica::start("a").await.expect("backend");
     let (proxy, _app) = proxy_for(&backend).await;
     let mut stream = TcpStream::connect(proxy.addr).await.expect("connect");
     let mut pending = Vec::new();
@@ -72,7 +72,7 @@ async fn request_bodies_of_every_framing_reach_the_replica_on_one_kept_connectio
 
 #[tokio::test]
 async fn pipelined_requests_are_answered_in_order() {
-    let backend = Backend::start("a").await.expect("backend");
+    let backend = TestReplica::start("a").await.expect("backend");
     let (proxy, _app) = proxy_for(&backend).await;
     let mut stream = TcpStream::connect(proxy.addr).await.expect("connect");
     stream
@@ -91,7 +91,7 @@ async fn pipelined_requests_are_answered_in_order() {
 
 #[tokio::test]
 async fn expect_100_continue_is_relayed_before_the_body_is_sent() {
-    let backend = Backend::start("a").await.expect("backend");
+    let backend = TestReplica::start("a").await.expect("backend");
     let (proxy, _app) = proxy_for(&backend).await;
     let mut stream = TcpStream::connect(proxy.addr).await.expect("connect");
     stream
@@ -114,7 +114,7 @@ async fn expect_100_continue_is_relayed_before_the_body_is_sent() {
 
 #[tokio::test]
 async fn chunked_responses_pass_through_and_http10_clients_get_them_decoded() {
-    let backend = Backend::start("a").await.expect("backend");
+    let backend = TestReplica::start("a").await.expect("backend");
     let (proxy, _app) = proxy_for(&backend).await;
     let expected = b"chunk 0\nchunk 1\nchunk 2\n".to_vec();
 
@@ -174,7 +174,7 @@ async fn a_response_without_framing_ends_with_its_connection() {
 
 #[tokio::test]
 async fn smuggling_shapes_are_refused_before_reaching_a_replica() {
-    let backend = Backend::start("a").await.expect("backend");
+    let backend = TestReplica::start("a").await.expect("backend");
     let (proxy, _app) = proxy_for(&backend).await;
     for request in [
         &b"POST / HTTP/1.1\r\nHost: site.test\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"[..],
@@ -199,7 +199,7 @@ async fn smuggling_shapes_are_refused_before_reaching_a_replica() {
 
 #[tokio::test]
 async fn a_body_broken_after_its_head_was_forwarded_gets_400() {
-    let backend = Backend::start("a").await.expect("backend");
+    let backend = TestReplica::start("a").await.expect("backend");
     let (proxy, app) = proxy_for(&backend).await;
     let mut stream = TcpStream::connect(proxy.addr).await.expect("connect");
     stream
@@ -228,7 +228,7 @@ async fn a_body_broken_after_its_head_was_forwarded_gets_400() {
 
 #[tokio::test]
 async fn a_body_stays_a_body_whatever_connection_names() {
-    let backend = Backend::start("a").await.expect("backend");
+    let backend = TestReplica::start("a").await.expect("backend");
     let (proxy, _app) = proxy_for(&backend).await;
     // If Content-Length were dropped as hop-by-hop, the replica would read the body as a second request.
     let smuggled = b"GET /smuggled HTTP/1.1\r\nHost: site.test\r\n\r\n";
@@ -257,7 +257,7 @@ async fn a_body_stays_a_body_whatever_connection_names() {
 
 #[tokio::test]
 async fn an_http10_request_without_host_reaches_a_hostless_app() {
-    let backend = Backend::start("a").await.expect("backend");
+    let backend = TestReplica::start("a").await.expect("backend");
     let app_a = app("a", Policy::default(), &[backend.addr()]);
     let route = tideway_proxy::Route {
         app: std::sync::Arc::clone(&app_a),
@@ -274,7 +274,7 @@ async fn an_http10_request_without_host_reaches_a_hostless_app() {
 
 #[tokio::test]
 async fn an_http2_preface_split_across_reads_is_still_http2() {
-    let backend = Backend::start("a").await.expect("backend");
+    let backend = TestReplica::start("a").await.expect("backend");
     let (proxy, _app) = proxy_for(&backend).await;
     let mut stream = TcpStream::connect(proxy.addr).await.expect("connect");
     stream.set_nodelay(true).expect("nodelay");
@@ -309,7 +309,7 @@ async fn a_request_in_flight_on_an_evicted_replica_is_closed_with_reason_drain()
     // Evicted before and after the connection's watch subscribes to the replica's signal (at the drain
     // timeout): the first is seen when the timer fires, the second wakes the connection itself.
     for evict_after in [Duration::ZERO, Duration::from_millis(300)] {
-        let backend = Backend::start("a").await.expect("backend");
+        let backend = TestReplica::start("a").await.expect("backend");
         let policy = Policy {
             drain_timeout: Duration::from_millis(100),
             close_grace: Duration::from_millis(200),

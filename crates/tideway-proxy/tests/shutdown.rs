@@ -8,7 +8,7 @@ use hyper_util::rt::TokioIo;
 use tideway_core::{CloseReason, Policy};
 use tideway_testkit::tungstenite::Message;
 use tideway_testkit::tungstenite::protocol::frame::coding::CloseCode;
-use tideway_testkit::{Backend, ws_connect};
+use tideway_testkit::{TestReplica, ws_connect};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -16,7 +16,7 @@ use support::*;
 
 #[tokio::test]
 async fn shutdown_finishes_in_flight_responses_and_closes_tunnels() {
-    let backend = Backend::start("a").await.expect("backend");
+    let backend = TestReplica::start("a").await.expect("backend");
     let app_a = app("a", Policy::default(), &[backend.addr()]);
     let proxy = Proxied::start(vec![route(&app_a, "site.test", None)]).await;
     let addr = proxy.addr;

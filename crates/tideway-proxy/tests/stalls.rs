@@ -14,7 +14,7 @@ use http_body_util::{BodyExt, Empty, StreamBody};
 use hyper::body::Frame;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tideway_core::{App, CloseReason, Policy};
-use tideway_testkit::Backend;
+use tideway_testkit::TestReplica;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
@@ -71,7 +71,7 @@ fn seated(app: &App) -> u32 {
 
 #[tokio::test]
 async fn http1_a_stalled_request_body_gets_408_and_frees_its_seat() {
-    let backend = Backend::start("a").await.expect("backend");
+    let backend = TestReplica::start("a").await.expect("backend");
     let app_a = app("a", stalls(300, 60_000), &[backend.addr()]);
     let proxy = Proxied::start(vec![route(&app_a, "site.test", None)]).await;
 
@@ -94,7 +94,7 @@ async fn http1_a_stalled_request_body_gets_408_and_frees_its_seat() {
 
 #[tokio::test]
 async fn http1_a_body_that_keeps_coming_is_never_cut() {
-    let backend = Backend::start("a").await.expect("backend");
+    let backend = TestReplica::start("a").await.expect("backend");
     let app_a = app("a", stalls(400, 60_000), &[backend.addr()]);
     let proxy = Proxied::start(vec![route(&app_a, "site.test", None)]).await;
 
@@ -156,7 +156,7 @@ async fn http1_a_response_that_stalls_midway_is_cut_and_counted() {
 
 #[tokio::test]
 async fn http1_a_slow_response_that_keeps_coming_is_never_cut() {
-    let backend = Backend::start("a").await.expect("backend");
+    let backend = TestReplica::start("a").await.expect("backend");
     let app_a = app("a", stalls(60_000, 400), &[backend.addr()]);
     let proxy = Proxied::start(vec![route(&app_a, "site.test", None)]).await;
 
@@ -208,7 +208,7 @@ async fn http1_a_client_that_leaves_while_the_replica_reads_nothing_frees_its_se
 
 #[tokio::test]
 async fn http2_a_stalled_request_body_gets_408_and_frees_its_seat() {
-    let backend = Backend::start("a").await.expect("backend");
+    let backend = TestReplica::start("a").await.expect("backend");
     let app_a = app("a", stalls(300, 60_000), &[backend.addr()]);
     let proxy = Proxied::start(vec![route(&app_a, "site.test", None)]).await;
 

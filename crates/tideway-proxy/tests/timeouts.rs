@@ -9,7 +9,7 @@ use futures::{SinkExt, StreamExt};
 use tideway_core::{CloseReason, Policy};
 use tideway_testkit::tungstenite::Message;
 use tideway_testkit::tungstenite::protocol::frame::coding::CloseCode;
-use tideway_testkit::{Backend, RawResponse, ws_connect};
+use tideway_testkit::{RawResponse, TestReplica, ws_connect};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -48,7 +48,7 @@ async fn assert_closed(stream: &mut TcpStream) {
 
 #[tokio::test]
 async fn http1_age_finishes_the_response_in_flight_with_connection_close() {
-    let backend = Backend::start("a").await.expect("backend");
+    let backend = TestReplica::start("a").await.expect("backend");
     let app_a = app("a", aged(400), &[backend.addr()]);
     let proxy = Proxied::start(vec![route(&app_a, "site.test", None)]).await;
 
@@ -67,7 +67,7 @@ async fn http1_age_finishes_the_response_in_flight_with_connection_close() {
 
 #[tokio::test]
 async fn http1_idle_keepalive_connections_close_after_inactive_timeout() {
-    let backend = Backend::start("a").await.expect("backend");
+    let backend = TestReplica::start("a").await.expect("backend");
     let app_a = app("a", idle(1_000), &[backend.addr()]);
     let proxy = Proxied::start(vec![route(&app_a, "site.test", None)]).await;
 
@@ -100,7 +100,7 @@ async fn http1_idle_keepalive_connections_close_after_inactive_timeout() {
 
 #[tokio::test]
 async fn http2_age_sends_goaway_and_finishes_open_streams() {
-    let backend = Backend::start("a").await.expect("backend");
+    let backend = TestReplica::start("a").await.expect("backend");
     let app_a = app("a", aged(400), &[backend.addr()]);
     let proxy = Proxied::start(vec![route(&app_a, "site.test", None)]).await;
 
@@ -117,7 +117,7 @@ async fn http2_age_sends_goaway_and_finishes_open_streams() {
 
 #[tokio::test]
 async fn http2_inactivity_closes_the_connection_though_the_client_pings() {
-    let backend = Backend::start("a").await.expect("backend");
+    let backend = TestReplica::start("a").await.expect("backend");
     let app_a = app("a", idle(400), &[backend.addr()]);
     let proxy = Proxied::start(vec![route(&app_a, "site.test", None)]).await;
 
@@ -149,7 +149,7 @@ async fn http2_inactivity_closes_the_connection_though_the_client_pings() {
 
 #[tokio::test]
 async fn websocket_age_closes_both_sides_with_1001() {
-    let backend = Backend::start("a").await.expect("backend");
+    let backend = TestReplica::start("a").await.expect("backend");
     let app_a = app("a", aged(300), &[backend.addr()]);
     let proxy = Proxied::start(vec![route(&app_a, "site.test", None)]).await;
 
@@ -175,7 +175,7 @@ async fn websocket_age_closes_both_sides_with_1001() {
 
 #[tokio::test]
 async fn websocket_pings_do_not_count_as_activity_but_messages_do() {
-    let backend = Backend::start("a").await.expect("backend");
+    let backend = TestReplica::start("a").await.expect("backend");
     let app_a = app("a", idle(1_000), &[backend.addr()]);
     let proxy = Proxied::start(vec![route(&app_a, "site.test", None)]).await;
 
@@ -229,7 +229,7 @@ async fn websocket_pings_do_not_count_as_activity_but_messages_do() {
 
 #[tokio::test]
 async fn raw_upgrades_are_tunneled_and_closed_on_age() {
-    let backend = Backend::start("a").await.expect("backend");
+    let backend = TestReplica::start("a").await.expect("backend");
     let app_a = app("a", aged(300), &[backend.addr()]);
     let proxy = Proxied::start(vec![route(&app_a, "site.test", None)]).await;
 

@@ -1,9 +1,9 @@
-//! Real fake backends and real clients for tideway's integration tests.
+//! Test replicas and real clients for tideway's integration tests.
 //!
-//! A [`Backend`] is an app replica stand-in: a hyper HTTP/1.1 server with WebSocket and raw-upgrade
+//! A [`TestReplica`] is an app replica stand-in: a hyper HTTP/1.1 server with WebSocket and raw-upgrade
 //! support on `127.0.0.1:<ephemeral>`, which counts what it sees (accepted connections, requests, open
 //! sessions, close codes) so tests can assert on what tideway did upstream. Everything uses real sockets;
-//! every task a backend spawns stops when it is dropped.
+//! every task a test replica spawns stops when it is dropped.
 //!
 //! Routes (any method unless noted):
 //! - default: `200` with a JSON echo of the request (`backend`, `method`, `path`, `version`, `headers`,
@@ -18,18 +18,18 @@
 //! - `/ws`: a WebSocket echo (`"whoami"` → name, `"close"` → backend-initiated close 1000);
 //! - any request with `Upgrade: echo` + `Connection: upgrade`: `101`, then a raw byte echo until EOF.
 
-mod backend;
 mod client;
 mod raw;
+mod replica;
 mod routes;
 mod session;
 mod tunnel;
 mod wait;
 mod websocket;
 
-pub use backend::{Backend, refused_addr};
 pub use client::{http1_get, ws_connect};
 pub use raw::{RawResponse, read_response};
+pub use replica::{TestReplica, refused_addr};
 /// Re-exported so tests can drive [`ws_connect`]'s stream without depending on tokio-tungstenite themselves.
 pub use tokio_tungstenite::{self, tungstenite};
 pub use wait::{eventually, within};

@@ -14,7 +14,7 @@ use http_body_util::{BodyExt, Empty, Full, StreamBody};
 use hyper::body::{Frame, Incoming};
 use serde_json::{Map, Value, json};
 
-use crate::backend::ConnCtx;
+use crate::replica::ConnCtx;
 use crate::{tunnel, websocket};
 
 /// Response body of every route.

@@ -5,7 +5,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use tokio::sync::watch;
 
-/// What a backend's tasks share with the [`crate::Backend`] handle.
+/// What a backend's tasks share with the [`crate::TestReplica`] handle.
 pub(crate) struct State {
     /// Name reported in `x-backend`, the JSON echo and the WebSocket `whoami` reply.
     pub(crate) name: String,

@@ -9,7 +9,7 @@ use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::backend::ConnCtx;
+use crate::replica::ConnCtx;
 use crate::routes::{self, Body, has_token};
 use crate::session::Session;
 

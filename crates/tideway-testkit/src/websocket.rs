@@ -18,7 +18,7 @@ use tokio_tungstenite::tungstenite::protocol::Role;
 use tokio_tungstenite::tungstenite::protocol::frame::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
-use crate::backend::ConnCtx;
+use crate::replica::ConnCtx;
 use crate::routes::{self, Body, has_token};
 use crate::session::{Session, State};
 

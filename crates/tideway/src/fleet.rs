@@ -9,7 +9,7 @@ use std::sync::atomic::AtomicU32;
 use arc_swap::ArcSwap;
 use tideway_config::{AppConfig, Backend};
 use tideway_core::{App, Clock, Replica};
-use tideway_orchestrate::local::LocalBackend;
+use tideway_orchestrate::local::LocalOrchestrator;
 use tideway_orchestrate::{
     DecisionLog, Evict, Predecessor, ScalingHandle, ScalingLoop, ScalingMetrics, static_replicas,
 };
@@ -206,7 +206,7 @@ impl Fleet {
                     .numbers
                     .entry(config.name.clone())
                     .or_insert_with(|| Arc::new(AtomicU32::new(1)));
-                let (backend, events) = LocalBackend::new(
+                let (orchestrator, events) = LocalOrchestrator::new(
                     Arc::clone(&app),
                     spec.clone(),
                     self.supervisor.clone(),
@@ -215,7 +215,7 @@ impl Fleet {
                 );
                 Some(ScalingLoop::spawn(
                     Arc::clone(&app),
-                    Arc::new(backend),
+                    Arc::new(orchestrator),
                     events,
                     Arc::clone(&self.evict),
                     clock,

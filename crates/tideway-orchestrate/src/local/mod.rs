@@ -24,12 +24,12 @@ use tokio::process::ChildStdin;
 use tokio::sync::mpsc;
 use tokio_util::task::TaskTracker;
 
-use crate::backend::{Backend, ReplicaEvent};
+use crate::orchestrator::{Orchestrator, ReplicaEvent};
 
 pub use supervise::{exec, supervise};
 
 /// Runs an app's replicas as supervised child processes.
-pub struct LocalBackend {
+pub struct LocalOrchestrator {
     inner: Arc<Inner>,
 }
 
@@ -52,7 +52,7 @@ struct Control {
     stopping: Arc<AtomicBool>,
 }
 
-impl LocalBackend {
+impl LocalOrchestrator {
     /// A backend for `app` running `spec`, supervised by `supervisor` (the tideway executable), naming its
     /// replicas from `numbers` (starting at 1); replica events arrive on the returned receiver.
     pub fn new(
@@ -73,11 +73,11 @@ impl LocalBackend {
             running: Mutex::new(HashMap::new()),
             tasks: TaskTracker::new(),
         });
-        (LocalBackend { inner }, receiver)
+        (LocalOrchestrator { inner }, receiver)
     }
 }
 
-impl Backend for LocalBackend {
+impl Orchestrator for LocalOrchestrator {
     fn start(&self, count: u32) {
         for _ in 0..count {
             self.inner.tasks.spawn(replica::run(Arc::clone(&self.inner)));

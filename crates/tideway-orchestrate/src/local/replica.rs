@@ -13,7 +13,7 @@ use tracing::debug;
 use super::output::forward_lines;
 use super::readiness::wait_until_ready;
 use super::{Control, Inner};
-use crate::backend::ReplicaEvent;
+use crate::orchestrator::ReplicaEvent;
 
 /// How the starting phase of a replica ended.
 enum Startup {

@@ -1,4 +1,4 @@
-//! The scaling loop over a backend that starts replicas at once, on tokio's paused clock: what it starts
+//! The scaling loop over an orchestrator that starts replicas at once, on tokio's paused clock: what it starts
 //! and drains, what it records, and how it counts a replaced backend's replicas.
 
 use std::net::SocketAddr;
@@ -21,8 +21,8 @@ impl Clock for TokioClock {
     }
 }
 
-/// A backend whose replicas start and are ready at once, and which reports what it was asked.
-struct FakeBackend {
+/// An orchestrator whose replicas start and are ready at once, and which reports what it was asked.
+struct FakeOrchestrator {
     app: Arc<App>,
     clock: Arc<dyn Clock>,
     events: mpsc::UnboundedSender<ReplicaEvent>,
@@ -30,7 +30,7 @@ struct FakeBackend {
     stopped: Mutex<Vec<String>>,
 }
 
-impl Backend for FakeBackend {
+impl Orchestrator for FakeOrchestrator {
     fn start(&self, count: u32) {
         for _ in 0..count {
             let n = self.started.fetch_add(1, Ordering::SeqCst) + 1;
@@ -60,10 +60,10 @@ impl Backend for FakeBackend {
     }
 }
 
-/// An app under a running scaling loop, with its backend and a way to make its replicas die.
+/// An app under a running scaling loop, with its orchestrator and a way to make its replicas die.
 struct Running {
     app: Arc<App>,
-    backend: Arc<FakeBackend>,
+    orchestrator: Arc<FakeOrchestrator>,
     handle: ScalingHandle,
 }
 
@@ -82,7 +82,7 @@ fn run(name: &str, policy: Policy, predecessors: Vec<Predecessor>) -> Running {
     let clock: Arc<dyn Clock> = Arc::new(TokioClock(Instant::now()));
     let app = App::new(name, policy, Arc::clone(&clock));
     let (events, receiver) = mpsc::unbounded_channel();
-    let backend = Arc::new(FakeBackend {
+    let orchestrator = Arc::new(FakeOrchestrator {
         app: Arc::clone(&app),
         clock: Arc::clone(&clock),
         events,
@@ -93,14 +93,18 @@ fn run(name: &str, policy: Policy, predecessors: Vec<Predecessor>) -> Running {
     let evict: Evict = Arc::new(|_: &Replica| {});
     let handle = ScalingLoop::spawn(
         Arc::clone(&app),
-        Arc::clone(&backend) as Arc<dyn Backend>,
+        Arc::clone(&orchestrator) as Arc<dyn Orchestrator>,
         receiver,
         evict,
         clock,
         metrics,
         predecessors,
     );
-    Running { app, backend, handle }
+    Running {
+        app,
+        orchestrator,
+        handle,
+    }
 }
 
 impl Running {
@@ -139,7 +143,7 @@ impl Running {
     fn kill(&self, name: &str) {
         let replicas = self.app.replicas();
         let victim = replicas.iter().find(|r| r.name() == name).expect("the replica");
-        let _ = self.backend.events.send(ReplicaEvent::Exited {
+        let _ = self.orchestrator.events.send(ReplicaEvent::Exited {
             id: victim.id(),
             expected: false,
             detail: "killed".to_owned(),
@@ -216,7 +220,7 @@ async fn a_lost_replica_is_a_decision_of_its_own_then_replaced() {
     eventually("two replicas are ready", || running.ready() == 2).await;
     running.kill("a-1");
     eventually("a replacement is ready", || {
-        running.ready() == 2 && running.backend.started.load(Ordering::SeqCst) == 3
+        running.ready() == 2 && running.orchestrator.started.load(Ordering::SeqCst) == 3
     })
     .await;
     let decisions = running.decisions();
@@ -250,7 +254,7 @@ async fn a_spare_lost_is_recorded_and_not_replaced() {
     .await;
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert_eq!(
-        running.backend.started.load(Ordering::SeqCst),
+        running.orchestrator.started.load(Ordering::SeqCst),
         2,
         "nothing replaced the spare"
     );
@@ -275,7 +279,7 @@ async fn a_replaced_backends_replicas_count_against_max_instances_until_they_go(
     .await;
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert_eq!(
-        new.backend.started.load(Ordering::SeqCst),
+        new.orchestrator.started.load(Ordering::SeqCst),
         2,
         "two new and one old replica: max_instances = 3"
     );
@@ -284,7 +288,7 @@ async fn a_replaced_backends_replicas_count_against_max_instances_until_they_go(
     let seat = new.queue_one();
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert_eq!(
-        new.backend.started.load(Ordering::SeqCst),
+        new.orchestrator.started.load(Ordering::SeqCst),
         2,
         "capped while the old replica runs"
     );

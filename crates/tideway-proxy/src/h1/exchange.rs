@@ -19,11 +19,12 @@ use tokio::net::TcpStream;
 use tracing::debug;
 
 use super::Conn;
+use crate::Side;
 use crate::client::ClientConn;
-use crate::exchange::{Exchange, Outcome};
 use crate::handler::{FAILED, MALFORMED, NOT_ROUTED, screen, seat_for};
 use crate::message::framing::{BodyCursor, Framing};
 use crate::message::head::{self, RequestHead};
+use crate::record::{Outcome, Record};
 use crate::seat::Seat;
 use crate::sessions::{presented_session, session_cookie};
 use crate::stall::{BODY_STALLED, RESPONSE_STALLED, ReplicaWait};
@@ -77,12 +78,6 @@ enum Relayed {
     Upgrade { rest: Vec<u8> },
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Side {
-    Client,
-    Upstream,
-}
-
 /// How the request body's relay ended; it also watches for the client leaving once the body is sent.
 enum BodyEnd {
     ClientLeft,
@@ -119,7 +114,7 @@ pub(super) async fn run(mut conn: Conn, head: RequestHead) -> (Conn, Next) {
 async fn exchange(conn: &mut Conn, mut head: RequestHead) -> Next {
     let shared = Arc::clone(&conn.shared);
     let access_log = shared.settings.load().access_log;
-    let (routed, exchange) = {
+    let (routed, record) = {
         let text = |range: &std::ops::Range<usize>| std::str::from_utf8(&conn.buf[range.clone()]).ok();
         let path = if head.path.is_empty() {
             "/"
@@ -131,7 +126,7 @@ async fn exchange(conn: &mut Conn, mut head: RequestHead) -> Next {
         let app = screened
             .ok()
             .and_then(|()| shared.routes.load().lookup(host, path).cloned());
-        let exchange = Exchange::open(
+        let record = Record::open(
             conn.client.request_started(app.as_ref()),
             Some((head.method.as_str(), path)),
             app.as_ref().map(|app| (Arc::clone(app), shared.links.app(app))),
@@ -147,12 +142,12 @@ async fn exchange(conn: &mut Conn, mut head: RequestHead) -> Next {
                 Ok((app, presented))
             }
         };
-        (routed, exchange)
+        (routed, record)
     };
     conn.buf.drain(..head.len);
     let (app, presented) = match routed {
         Ok(routed) => routed,
-        Err((status, text)) => return reply(conn, &head, exchange, status, text, None).await,
+        Err((status, text)) => return reply(conn, &head, record, status, text, None).await,
     };
     // What of the body came with the head is checked before the head goes anywhere: a malformed chunked
     // body is refused whole, and no replica sees a request that tideway would cut short.
@@ -162,7 +157,7 @@ async fn exchange(conn: &mut Conn, mut head: RequestHead) -> Next {
             .is_err()
     {
         let status = StatusCode::BAD_REQUEST;
-        return reply(conn, &head, exchange, status, MALFORMED_BODY, None).await;
+        return reply(conn, &head, record, status, MALFORMED_BODY, None).await;
     }
 
     let waited = until_client_leaves(
@@ -173,9 +168,9 @@ async fn exchange(conn: &mut Conn, mut head: RequestHead) -> Next {
     .await;
     let (seat, issued) = match waited {
         Some(Ok(seated)) => seated,
-        Some(Err(reason)) => return unseated(conn, &head, exchange, &app, reason).await,
+        Some(Err(reason)) => return unseated(conn, &head, record, &app, reason).await,
         None => {
-            exchange.finish(None, Outcome::ClientGone);
+            record.finish(None, Outcome::ClientGone);
             return Next::Close;
         }
     };
@@ -195,13 +190,13 @@ async fn exchange(conn: &mut Conn, mut head: RequestHead) -> Next {
         replica: ReplicaWait::new(),
     };
     drop(policy);
-    let mut exchange = exchange;
+    let mut record = record;
     let mut attempts = Attempts::new(&shared, &app);
     let mut unsent = seat;
     loop {
         let (seat, mut upstream) = match attempts.connect(unsent).await {
             Ok(connected) => connected,
-            Err(reason) => return unseated(conn, &head, exchange, &app, reason).await,
+            Err(reason) => return unseated(conn, &head, record, &app, reason).await,
         };
         let replica = Arc::clone(&upstream.replica);
         let relayed = {
@@ -213,7 +208,7 @@ async fn exchange(conn: &mut Conn, mut head: RequestHead) -> Next {
                 &mut conn.buf,
                 &mut upstream.stream,
                 &trip,
-                &mut exchange,
+                &mut record,
             )
             .await
         };
@@ -229,7 +224,7 @@ async fn exchange(conn: &mut Conn, mut head: RequestHead) -> Next {
                     link.put(&replica, stream, attempts.settings());
                 }
                 drop(seat);
-                exchange.finish(Some(&replica), Outcome::Complete);
+                record.finish(Some(&replica), Outcome::Complete);
                 return if close { unread } else { Next::KeepAlive };
             }
             Relayed::NoAnswer { written } => match attempts.again(seat, &upstream, written).await {
@@ -243,9 +238,9 @@ async fn exchange(conn: &mut Conn, mut head: RequestHead) -> Next {
                         replica = replica.name(),
                         "replica failed the request"
                     );
-                    return reply(conn, &head, exchange, StatusCode::BAD_GATEWAY, FAILED, None).await;
+                    return reply(conn, &head, record, StatusCode::BAD_GATEWAY, FAILED, None).await;
                 }
-                Again::Rejected(reason) => return unseated(conn, &head, exchange, &app, reason).await,
+                Again::Rejected(reason) => return unseated(conn, &head, record, &app, reason).await,
             },
             Relayed::Stalled { side, answered } => {
                 let (reason, status, text) = match side {
@@ -254,7 +249,7 @@ async fn exchange(conn: &mut Conn, mut head: RequestHead) -> Next {
                         StatusCode::REQUEST_TIMEOUT,
                         BODY_STALLED,
                     ),
-                    Side::Upstream => (
+                    Side::Replica => (
                         CloseReason::ResponseTimeout,
                         StatusCode::GATEWAY_TIMEOUT,
                         RESPONSE_STALLED,
@@ -269,22 +264,22 @@ async fn exchange(conn: &mut Conn, mut head: RequestHead) -> Next {
                 app.stats().record_close(reason);
                 drop(seat);
                 if answered {
-                    exchange.finish(Some(&replica), Outcome::UpstreamFailed);
+                    record.finish(Some(&replica), Outcome::UpstreamFailed);
                     return Next::Close;
                 }
-                return reply(conn, &head, exchange, status, text, None).await;
+                return reply(conn, &head, record, status, text, None).await;
             }
             Relayed::MalformedBody { answered } => {
                 drop(seat);
                 if answered {
-                    exchange.finish(Some(&replica), Outcome::ClientGone);
+                    record.finish(Some(&replica), Outcome::ClientGone);
                     return Next::Close;
                 }
                 let status = StatusCode::BAD_REQUEST;
-                return reply(conn, &head, exchange, status, MALFORMED_BODY, None).await;
+                return reply(conn, &head, record, status, MALFORMED_BODY, None).await;
             }
             Relayed::Broken {
-                side: Side::Upstream,
+                side: Side::Replica,
                 answered: false,
             } => {
                 debug!(
@@ -292,7 +287,7 @@ async fn exchange(conn: &mut Conn, mut head: RequestHead) -> Next {
                     replica = replica.name(),
                     "replica failed the request"
                 );
-                return reply(conn, &head, exchange, StatusCode::BAD_GATEWAY, FAILED, None).await;
+                return reply(conn, &head, record, StatusCode::BAD_GATEWAY, FAILED, None).await;
             }
             Relayed::BadResponse => {
                 debug!(
@@ -300,11 +295,11 @@ async fn exchange(conn: &mut Conn, mut head: RequestHead) -> Next {
                     replica = replica.name(),
                     "replica sent a malformed response"
                 );
-                return reply(conn, &head, exchange, StatusCode::BAD_GATEWAY, MALFORMED, None).await;
+                return reply(conn, &head, record, StatusCode::BAD_GATEWAY, MALFORMED, None).await;
             }
             Relayed::Broken { side, .. } => {
                 let outcome = match side {
-                    Side::Upstream => {
+                    Side::Replica => {
                         app.stats().record_close(CloseReason::Upstream);
                         Outcome::UpstreamFailed
                     }
@@ -316,11 +311,11 @@ async fn exchange(conn: &mut Conn, mut head: RequestHead) -> Next {
                     }
                 };
                 drop(seat);
-                exchange.finish(Some(&replica), outcome);
+                record.finish(Some(&replica), outcome);
                 return Next::Close;
             }
             Relayed::Upgrade { rest } => {
-                exchange.finish(Some(&replica), Outcome::Complete);
+                record.finish(Some(&replica), Outcome::Complete);
                 let policy = app.policy();
                 return Next::Upgrade(Box::new(Tunnel {
                     upstream: (upstream.stream, Bytes::from(rest)),

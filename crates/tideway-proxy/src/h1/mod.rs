@@ -10,6 +10,7 @@
 mod exchange;
 
 use std::future::Future;
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, ready};
@@ -24,7 +25,8 @@ use tracing::debug;
 
 use crate::Shared;
 use crate::client::ClientConn;
-use crate::message::head::{self, Limits, Refusal, RequestHead};
+use crate::message::head::{self, Limits, RequestHead};
+use crate::refusal::Refusal;
 use crate::tunnel::TunnelTask;
 use crate::watch::{Alarm, Watch};
 use exchange::Next;
@@ -82,12 +84,26 @@ enum Incoming {
     End,
 }
 
-/// Serves `stream` until either side closes it.
-pub(crate) fn serve(
+/// Serves one accepted client connection until it closes.
+///
+/// Not an `async fn`: the future returned is the engine's own, so an idle connection's task holds nothing
+/// more than the engine needs.
+pub(crate) fn accept(
     shared: Arc<Shared>,
-    client: Arc<ClientConn>,
     stream: TcpStream,
+    peer: SocketAddr,
 ) -> impl Future<Output = ()> + Send {
+    let accepted = shared.clock.now();
+    if let Err(error) = stream.set_nodelay(true) {
+        debug!(%peer, %error, "could not disable Nagle's algorithm");
+    }
+    // The first request head is due within the header read timeout from the accept.
+    let client = ClientConn::new(shared.clock, peer, true, accepted);
+    serve(shared, client, stream)
+}
+
+/// Serves `stream` until either side closes it.
+fn serve(shared: Arc<Shared>, client: Arc<ClientConn>, stream: TcpStream) -> impl Future<Output = ()> + Send {
     Connection {
         watch: Watch::new(&shared, &client),
         phase: Phase::Reading(Conn {
@@ -258,7 +274,7 @@ impl Conn {
         let (peer, accepted) = (self.client.peer(), self.client.accepted());
         let first = Bytes::from(self.buf);
         let shared = Arc::clone(&self.shared);
-        let http2 = crate::connection::serve_http2(self.shared, self.stream, peer, accepted, first);
+        let http2 = crate::h2::serve(self.shared, self.stream, peer, accepted, first);
         shared.tasks.spawn(http2);
     }
 
@@ -302,7 +318,7 @@ mod tests {
             .expect("connect");
         let (stream, peer) = listener.accept().await.expect("accept");
         // A connection's task is as large as its state; exchanges are boxed apart.
-        let task = crate::connection::serve(Arc::clone(&proxy.shared), stream, peer);
+        let task = accept(Arc::clone(&proxy.shared), stream, peer);
         let size = std::mem::size_of_val(&task);
         assert!(size <= 400, "a connection's task state is {size} bytes");
     }

@@ -7,7 +7,7 @@ mod request;
 mod response;
 mod version;
 
-pub(crate) use request::{Limits, Refusal, RequestHead, add_host, parse_request, write_request};
+pub(crate) use request::{Limits, RequestHead, add_host, parse_request, write_request};
 pub(crate) use response::{ResponseHead, ResponseOut, ResponseRewrite, own_response, parse_response};
 
 /// Room in the parser's field table: the largest `max_headers` the configuration accepts.

@@ -27,10 +27,11 @@ use tokio::net::TcpStream;
 use tokio::time::Sleep;
 use tracing::info;
 
+use crate::Side;
 use crate::app_link::AppLink;
+use crate::broadcast::{Broadcast, Subscription};
 use crate::clock::RuntimeClock;
 use crate::seat::Seat;
-use crate::signal::{Signal, Subscription};
 use frames::{FrameTracker, Seen, close_frame};
 
 /// WebSocket close code 1001: the endpoint is going away (RFC 6455 §7.4.1).
@@ -68,14 +69,7 @@ pub(crate) struct TunnelParts {
     pub(crate) access_log: bool,
     /// Raised when tideway shuts down or the replica's drain runs out of time: the tunnel closes with
     /// reason `drain`.
-    pub(crate) signals: [Option<Arc<Signal>>; 2],
-}
-
-/// Which socket of a tunnel an event came from.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Side {
-    Client,
-    Upstream,
+    pub(crate) signals: [Option<Arc<Broadcast>>; 2],
 }
 
 /// One direction of a tunnel: bytes read from one socket and written to the other.
@@ -248,7 +242,7 @@ impl Tunnel {
                 if client_ended {
                     self.first_to_close = Some(Side::Client);
                 } else if upstream_ended {
-                    self.first_to_close = Some(Side::Upstream);
+                    self.first_to_close = Some(Side::Replica);
                 }
             }
             if self.to_upstream.finished() && self.to_client.finished() {
@@ -285,7 +279,7 @@ impl Tunnel {
                         let stuck = if self.to_client.blocked_since.is_some() {
                             Side::Client
                         } else {
-                            Side::Upstream
+                            Side::Replica
                         };
                         return Poll::Ready(self.outcome(Some(stuck)));
                     }
@@ -325,13 +319,13 @@ impl Tunnel {
     fn pump_to_upstream(&mut self, cx: &mut Context<'_>, scratch: &mut [u8]) -> Result<Seen, Broken> {
         self.to_upstream
             .pump(cx, &mut self.client, &mut self.upstream, true, scratch)
-            .map_err(|source| Broken(if source { Side::Client } else { Side::Upstream }))
+            .map_err(|source| Broken(if source { Side::Client } else { Side::Replica }))
     }
 
     fn pump_to_client(&mut self, cx: &mut Context<'_>, scratch: &mut [u8]) -> Result<Seen, Broken> {
         self.to_client
             .pump(cx, &mut self.upstream, &mut self.client, false, scratch)
-            .map_err(|source| Broken(if source { Side::Upstream } else { Side::Client }))
+            .map_err(|source| Broken(if source { Side::Replica } else { Side::Client }))
     }
 
     fn times(&self) -> ConnectionTimes {
@@ -373,7 +367,7 @@ impl Tunnel {
         let side = self.first_to_close.or(broken).unwrap_or(Side::Client);
         match side {
             Side::Client => CloseReason::Client,
-            Side::Upstream => CloseReason::Upstream,
+            Side::Replica => CloseReason::Upstream,
         }
     }
 }

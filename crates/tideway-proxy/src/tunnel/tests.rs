@@ -20,7 +20,7 @@ struct Ends {
     client: TcpStream,
     replica: TcpStream,
     app: Arc<App>,
-    shutdown: Arc<Signal>,
+    shutdown: Arc<Broadcast>,
     tunnel: JoinHandle<()>,
 }
 
@@ -48,7 +48,7 @@ async fn tunnel(timeouts: ConnectionTimeouts, websocket: bool) -> Ends {
     };
     let (client, client_inner) = socket_pair().await;
     let (replica, replica_inner) = socket_pair().await;
-    let shutdown = Arc::new(Signal::default());
+    let shutdown = Arc::new(Broadcast::default());
     let parts = TunnelParts {
         client: (client_inner, Bytes::new()),
         upstream: (replica_inner, Bytes::new()),

@@ -18,8 +18,8 @@ use tideway_core::Replica;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
+use crate::broadcast::Broadcast;
 use crate::clock::later;
-use crate::signal::Signal;
 
 /// How connections to replicas are opened and kept.
 #[derive(Clone, Copy, Debug)]
@@ -41,7 +41,7 @@ pub(crate) struct UpstreamSettings {
 pub(crate) struct ReplicaLink {
     /// Connections kept alive for the next request, each at a message boundary.
     kept: Mutex<Vec<(TcpStream, Instant)>>,
-    evicted: Arc<Signal>,
+    evicted: Arc<Broadcast>,
     /// Whether a task is waiting to close the kept connections that outlive the keep-alive timeout.
     reaping: AtomicBool,
 }
@@ -57,7 +57,7 @@ impl ReplicaLink {
     }
 
     /// Raised when the replica's connections must close: its drain ran out of time.
-    pub(crate) fn evicted(&self) -> &Arc<Signal> {
+    pub(crate) fn evicted(&self) -> &Arc<Broadcast> {
         &self.evicted
     }
 

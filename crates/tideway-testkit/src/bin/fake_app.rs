@@ -4,7 +4,7 @@
 
 use std::process::ExitCode;
 
-use tideway_testkit::Backend;
+use tideway_testkit::TestReplica;
 use tokio::signal::unix::{SignalKind, signal};
 
 #[tokio::main(flavor = "current_thread")]
@@ -14,7 +14,7 @@ async fn main() -> ExitCode {
         return ExitCode::from(2);
     };
     let name = std::env::var("TIDEWAY_REPLICA").unwrap_or_else(|_| format!("fake-{port}"));
-    let backend = match Backend::start_on(&name, port).await {
+    let backend = match TestReplica::start_on(&name, port).await {
         Ok(backend) => backend,
         Err(error) => {
             eprintln!("fake app: cannot listen on 127.0.0.1:{port}: {error}");

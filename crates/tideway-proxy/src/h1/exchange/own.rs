@@ -6,11 +6,11 @@ use http::StatusCode;
 use tideway_core::{App, RejectReason};
 use tracing::debug;
 
-use crate::exchange::{Exchange, Outcome};
 use crate::h1::Conn;
 use crate::handler::rejection;
 use crate::message::framing::Framing;
 use crate::message::head::{self, RequestHead};
+use crate::record::{Outcome, Record};
 
 use super::Next;
 use super::relay::write_to_client;
@@ -18,14 +18,14 @@ use super::relay::write_to_client;
 /// Answers a request that cannot be parsed; false if the client is gone.
 pub(in crate::h1) async fn refuse(conn: &mut Conn, status: StatusCode, text: &'static str) -> bool {
     let shared = &conn.shared;
-    let exchange = Exchange::open(
+    let record = Record::open(
         conn.client.request_started(None),
         None,
         None,
         Arc::clone(&shared.metrics),
         shared.settings.load().access_log,
     );
-    let written = write_own(conn, exchange, status, text, None, true).await;
+    let written = write_own(conn, record, status, text, None, true).await;
     debug!(peer = %conn.client.peer(), status = status.as_u16(), written, "request refused");
     written
 }
@@ -34,19 +34,19 @@ pub(in crate::h1) async fn refuse(conn: &mut Conn, status: StatusCode, text: &'s
 pub(super) async fn unseated(
     conn: &mut Conn,
     head: &RequestHead,
-    exchange: Exchange,
+    record: Record,
     app: &App,
     reason: RejectReason,
 ) -> Next {
     let (refusal, retry_after) = rejection(app, reason);
-    reply(conn, head, exchange, refusal.status, refusal.text, retry_after).await
+    reply(conn, head, record, refusal.status, refusal.text, retry_after).await
 }
 
 /// Answers a request with one of tideway's own responses.
 pub(super) async fn reply(
     conn: &mut Conn,
     head: &RequestHead,
-    exchange: Exchange,
+    record: Record,
     status: StatusCode,
     text: &'static str,
     retry_after: Option<u64>,
@@ -54,7 +54,7 @@ pub(super) async fn reply(
     // A body tideway did not read would be taken for the next request.
     let unread = head.body != Framing::Empty;
     let close = unread || !head.keep_alive || conn.client.is_closing();
-    if !write_own(conn, exchange, status, text, retry_after, close).await {
+    if !write_own(conn, record, status, text, retry_after, close).await {
         return Next::Close;
     }
     match (close, unread) {
@@ -67,20 +67,20 @@ pub(super) async fn reply(
 /// Writes one of tideway's own responses; false if the client is gone.
 pub(super) async fn write_own(
     conn: &mut Conn,
-    mut exchange: Exchange,
+    mut record: Record,
     status: StatusCode,
     text: &str,
     retry_after: Option<u64>,
     close: bool,
 ) -> bool {
     let response = head::own_response(status, text, retry_after, close);
-    exchange.set_status(status);
-    exchange.count(text.len());
+    record.set_status(status);
+    record.count(text.len());
     let (_, mut writer) = conn.stream.split();
     let written = write_to_client(&mut writer, &conn.client, &response)
         .await
         .is_ok();
-    exchange.finish(
+    record.finish(
         None,
         if written {
             Outcome::Complete

@@ -14,14 +14,15 @@ use tokio::net::TcpStream;
 use tokio::net::tcp::{ReadHalf, WriteHalf};
 
 use crate::client::ClientConn;
-use crate::exchange::Exchange;
 use crate::h1::BUFFER;
 use crate::message::framing::{BodyCursor, Framing};
 use crate::message::head::{self, ResponseOut, ResponseRewrite};
+use crate::record::Record;
 use crate::upstream::{MAX_READ_BUFFER, READ_BUFFER};
 
 use super::departure::write_unless_client_leaves;
-use super::{BodyEnd, Relayed, Side, Trip};
+use super::{BodyEnd, Relayed, Trip};
+use crate::Side;
 
 /// Sends the request to the replica and relays the response, the request body going up meanwhile; gives
 /// the exchange up when the replica keeps it waiting past `response_timeout`.
@@ -30,7 +31,7 @@ pub(super) async fn relay(
     buf: &mut Vec<u8>,
     upstream: &mut TcpStream,
     trip: &Trip<'_>,
-    exchange: &mut Exchange,
+    record: &mut Record,
 ) -> Relayed {
     let (mut client_reader, mut client_writer) = client.split();
     let (mut upstream_reader, mut upstream_writer) = upstream.split();
@@ -43,7 +44,7 @@ pub(super) async fn relay(
         &mut upstream_reader,
         &mut client_writer,
         trip,
-        exchange
+        record
     ));
     let clock = trip.client.clock();
     let mut body_end = None;
@@ -77,7 +78,7 @@ pub(super) async fn relay(
         // No timer of its own: the connection's watch wakes the task when the check is due.
         let Some(deadline) = trip.replica.deadline(trip.response_timeout) else {
             return Poll::Ready(Relayed::Stalled {
-                side: Side::Upstream,
+                side: Side::Replica,
                 answered,
             });
         };
@@ -139,7 +140,7 @@ async fn relay_response(
     upstream: &mut ReadHalf<'_>,
     client: &mut WriteHalf<'_>,
     trip: &Trip<'_>,
-    exchange: &mut Exchange,
+    record: &mut Record,
 ) -> Relayed {
     let request = trip.head;
     let mut buf = Vec::with_capacity(READ_BUFFER);
@@ -156,7 +157,7 @@ async fn relay_response(
             }
             Ok(0) | Err(_) => {
                 return Relayed::Broken {
-                    side: Side::Upstream,
+                    side: Side::Replica,
                     answered: trip.answered.load(Ordering::Relaxed),
                 };
             }
@@ -199,7 +200,7 @@ async fn relay_response(
             }
         }
     };
-    exchange.set_status(head.status);
+    record.set_status(head.status);
     trip.answered.store(true, Ordering::Relaxed);
     if head.status == StatusCode::SWITCHING_PROTOCOLS {
         if relay_to_client(client, trip, &out).await.is_err() {
@@ -232,13 +233,13 @@ async fn relay_response(
                 Relayed::BadResponse
             } else {
                 Relayed::Broken {
-                    side: Side::Upstream,
+                    side: Side::Replica,
                     answered: true,
                 }
             };
         };
         extra |= taken < input.len();
-        exchange.count(payload);
+        record.count(payload);
         let chunk = if decode || start > 0 {
             if !decode {
                 out.extend_from_slice(&input[..taken]);
@@ -269,7 +270,7 @@ async fn relay_response(
             Ok(0) if cursor.at_close() => break,
             Ok(0) | Err(_) => {
                 return Relayed::Broken {
-                    side: Side::Upstream,
+                    side: Side::Replica,
                     answered: true,
                 };
             }

@@ -17,6 +17,7 @@ use super::fields::{
 };
 use super::version::{Version, as_http11, request_version};
 use crate::message::framing::Framing;
+use crate::refusal::Refusal;
 
 /// The limits a request head is held to.
 #[derive(Clone, Copy, Debug)]
@@ -57,21 +58,9 @@ pub(crate) struct RequestHead {
     pub(crate) forward: Vec<u8>,
 }
 
-/// A request head tideway answers itself, with the status and the reason the client is told.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct Refusal {
-    /// `400`, `431` or `501`.
-    pub(crate) status: StatusCode,
-    /// A line for the client.
-    pub(crate) text: &'static str,
-}
-
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 
-const BAD_REQUEST: Refusal = Refusal {
-    status: StatusCode::BAD_REQUEST,
-    text: "malformed request\n",
-};
+const BAD_REQUEST: Refusal = Refusal::bad("malformed request\n");
 const UNSUPPORTED_CODING: Refusal = Refusal {
     status: StatusCode::NOT_IMPLEMENTED,
     text: "only the chunked transfer coding is supported\n",
@@ -84,15 +73,6 @@ const UNSUPPORTED_VERSION: Refusal = Refusal {
     status: StatusCode::HTTP_VERSION_NOT_SUPPORTED,
     text: "only HTTP/1.x is spoken here (and HTTP/2 with prior knowledge)\n",
 };
-
-impl Refusal {
-    fn bad(text: &'static str) -> Self {
-        Refusal {
-            status: StatusCode::BAD_REQUEST,
-            text,
-        }
-    }
-}
 
 /// Parses the request head at the start of `buf`: `Ok(None)` until it is complete. `client` is who sent
 /// it, for `X-Forwarded-For`.

@@ -6,6 +6,7 @@ use http::{HeaderMap, Method, StatusCode};
 use super::response::{BadResponse, MAX_RESPONSE_HEAD, ResponseHead};
 use super::*;
 use crate::message::framing::Framing;
+use crate::refusal::Refusal;
 
 const LIMITS: Limits = Limits {
     max_bytes: 4096,

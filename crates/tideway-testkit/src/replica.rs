@@ -1,4 +1,4 @@
-//! The [`Backend`] handle, its accept loop and per-connection HTTP/1.1 serving.
+//! The [`TestReplica`] handle, its accept loop and per-connection HTTP/1.1 serving.
 
 use std::io;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpListener as StdTcpListener};
@@ -20,7 +20,7 @@ use crate::session::{State, stopped};
 /// A fake app replica: HTTP/1.1 + WebSocket on `127.0.0.1:<ephemeral>`, stops when dropped.
 ///
 /// Integration tests put one or more of these behind tideway and assert on what reached them.
-pub struct Backend {
+pub struct TestReplica {
     state: Arc<State>,
     addr: SocketAddr,
     /// Dropped (and sent on) with the backend: every connection and session task watches it.
@@ -49,21 +49,21 @@ pub fn refused_addr() -> SocketAddr {
         .unwrap_or(fallback)
 }
 
-impl Backend {
+impl TestReplica {
     /// Binds `127.0.0.1:0` and starts serving; `name` shows up in `x-backend`, the JSON echo and `whoami`.
-    pub async fn start(name: &str) -> io::Result<Backend> {
+    pub async fn start(name: &str) -> io::Result<TestReplica> {
         Self::start_on(name, 0).await
     }
 
-    /// Like [`Backend::start`], on `127.0.0.1:port` (a replica started by tideway's local orchestrator
+    /// Like [`TestReplica::start`], on `127.0.0.1:port` (a replica started by tideway's local orchestrator
     /// listens where `PORT` says).
-    pub async fn start_on(name: &str, port: u16) -> io::Result<Backend> {
+    pub async fn start_on(name: &str, port: u16) -> io::Result<TestReplica> {
         let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, port)).await?;
         let addr = listener.local_addr()?;
         let state = Arc::new(State::new(name));
         let (shutdown, shutdown_rx) = watch::channel(());
         let accept = tokio::spawn(accept_loop(listener, Arc::clone(&state), shutdown_rx));
-        Ok(Backend {
+        Ok(TestReplica {
             state,
             addr,
             shutdown,
@@ -76,7 +76,7 @@ impl Backend {
         self.addr
     }
 
-    /// The name given to [`Backend::start`], to tell replicas apart in assertions.
+    /// The name given to [`TestReplica::start`], to tell replicas apart in assertions.
     pub fn name(&self) -> &str {
         &self.state.name
     }
@@ -103,7 +103,7 @@ impl Backend {
 
     /// Waits until `open_sessions() == n`, polling every few ms; returns `false` if `deadline` passes first.
     ///
-    /// Sessions end asynchronously (after a close handshake, an EOF or [`Backend::abort_sessions`]), so
+    /// Sessions end asynchronously (after a close handshake, an EOF or [`TestReplica::abort_sessions`]), so
     /// tests wait for the count instead of reading it once.
     pub async fn wait_open_sessions(&self, n: usize, deadline: Duration) -> bool {
         let end = Instant::now() + deadline;
@@ -121,7 +121,7 @@ impl Backend {
     /// Closes every open WebSocket/raw session abruptly (TCP drop, no close frame): "upstream abort" tests.
     ///
     /// Sessions opened after this call are not affected. The sockets close asynchronously; use
-    /// [`Backend::wait_open_sessions`] to wait for them.
+    /// [`TestReplica::wait_open_sessions`] to wait for them.
     pub fn abort_sessions(&self) {
         self.state.abort.send_modify(|generation| *generation += 1);
     }
@@ -135,7 +135,7 @@ impl Backend {
     }
 }
 
-impl Drop for Backend {
+impl Drop for TestReplica {
     fn drop(&mut self) {
         self.accept.abort();
         // Wakes every connection and session task; they drop their sockets and end.
@@ -143,9 +143,9 @@ impl Drop for Backend {
     }
 }
 
-impl std::fmt::Debug for Backend {
+impl std::fmt::Debug for TestReplica {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Backend")
+        f.debug_struct("TestReplica")
             .field("name", &self.state.name)
             .field("addr", &self.addr)
             .finish_non_exhaustive()

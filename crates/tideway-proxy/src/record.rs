@@ -13,7 +13,7 @@ use crate::client::{ClientConn, InFlight};
 use crate::metrics::ProxyMetrics;
 
 /// A request on its way through the proxy: also keeps its client connection's "request in flight" mark.
-pub(crate) struct Exchange {
+pub(crate) struct Record {
     _in_flight: InFlight,
     started: Instant,
     app: Option<(Arc<App>, Arc<AppLink>)>,
@@ -38,7 +38,7 @@ pub(crate) enum Outcome {
     UpstreamStalled,
 }
 
-impl Exchange {
+impl Record {
     /// Opens the record of a request (its method and path, if it could be parsed) routed to `app` (if it
     /// was), with the data plane's state of that app.
     pub(crate) fn open(
@@ -48,7 +48,7 @@ impl Exchange {
         metrics: Arc<ProxyMetrics>,
         access_log: bool,
     ) -> Self {
-        Exchange {
+        Record {
             _in_flight: in_flight,
             started: Instant::now(),
             app,
@@ -114,7 +114,7 @@ impl Exchange {
     }
 }
 
-impl Drop for Exchange {
+impl Drop for Record {
     /// A record dropped unfinished belongs to a request cut short with its connection.
     fn drop(&mut self) {
         if !self.finished {

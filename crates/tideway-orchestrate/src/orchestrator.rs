@@ -33,7 +33,7 @@ pub enum ReplicaEvent {
 }
 
 /// Runs an app's replicas: the local orchestrator (child processes) or Kubernetes (pods).
-pub trait Backend: Send + Sync + 'static {
+pub trait Orchestrator: Send + Sync + 'static {
     /// Launches `count` replicas; each is reported as `Started`, then `Ready` or `StartFailed`.
     fn start(&self, count: u32);
     /// Stops one drained replica; reported as `Exited { expected: true }` once gone.

@@ -18,22 +18,22 @@ use tokio::sync::futures::OwnedNotified;
 
 /// A flag raised once, waking every subscriber.
 #[derive(Debug, Default)]
-pub(crate) struct Signal {
+pub(crate) struct Broadcast {
     raised: AtomicBool,
     notify: Arc<Notify>,
 }
 
 pin_project! {
-    /// One task's subscription to a [`Signal`]: ready once the signal is raised.
+    /// One task's subscription to a [`Broadcast`]: ready once the signal is raised.
     pub(crate) struct Subscription {
-        signal: Arc<Signal>,
+        signal: Arc<Broadcast>,
         #[pin]
         notified: OwnedNotified,
         registered: bool,
     }
 }
 
-impl Signal {
+impl Broadcast {
     /// Raises the signal: every subscription is ready from now on, and the waiting ones are woken.
     pub(crate) fn raise(&self) {
         self.raised.store(true, Ordering::SeqCst);
@@ -83,7 +83,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_raised_signal_wakes_every_subscriber_and_stays_raised() {
-        let signal = Arc::new(Signal::default());
+        let signal = Arc::new(Broadcast::default());
         let waiting: Vec<_> = (0..3).map(|_| tokio::spawn(signal.subscribe())).collect();
         tokio::task::yield_now().await;
         assert!(!signal.is_raised());
@@ -100,7 +100,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_subscription_is_pending_until_the_signal() {
-        let signal = Arc::new(Signal::default());
+        let signal = Arc::new(Broadcast::default());
         let mut subscription = pin!(signal.subscribe());
         assert!(futures::poll!(subscription.as_mut()).is_pending());
         assert!(futures::poll!(subscription.as_mut()).is_pending());

@@ -1,7 +1,7 @@
-//! Serving one client connection. Every connection starts as HTTP/1.1, served by tideway's own engine
-//! ([`crate::h1`]); one whose first bytes are the HTTP/2 preface (prior knowledge, h2c) is handed to hyper,
-//! under the same watch that closes connections — gracefully for age, inactivity and shutdown, at once for
-//! slow request heads or a client that stops reading.
+//! HTTP/2 client connections. Every client connection starts as HTTP/1.1 ([`crate::h1`]); one whose first
+//! bytes are the HTTP/2 preface (prior knowledge, h2c) is handed here, to hyper's server, under the same
+//! watch that closes client connections — gracefully for age, inactivity and shutdown, at once for a
+//! client that stops reading. Its requests go to replicas through [`crate::forward`].
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -20,7 +20,6 @@ use tracing::debug;
 
 use crate::Shared;
 use crate::client::{ClientConn, TrackedStream};
-use crate::h1;
 use crate::handler::Handler;
 use crate::watch::{Alarm, Watch};
 
@@ -37,22 +36,8 @@ pin_project! {
     }
 }
 
-/// Serves one accepted client connection until it closes.
-///
-/// Not an `async fn`: the future returned is the HTTP/1.1 engine's own, so an idle connection's task holds
-/// nothing more than the engine needs.
-pub(crate) fn serve(shared: Arc<Shared>, stream: TcpStream, peer: SocketAddr) -> impl Future<Output = ()> {
-    let accepted = shared.clock.now();
-    if let Err(error) = stream.set_nodelay(true) {
-        debug!(%peer, %error, "could not disable Nagle's algorithm");
-    }
-    // The first request head is due within the header read timeout from the accept.
-    let client = ClientConn::new(shared.clock, peer, true, accepted);
-    h1::serve(shared, client, stream)
-}
-
 /// Serves a connection that opened with the HTTP/2 preface; `first` holds what was read of it so far.
-pub(crate) async fn serve_http2(
+pub(crate) async fn serve(
     shared: Arc<Shared>,
     stream: TcpStream,
     peer: SocketAddr,

@@ -12,19 +12,19 @@ use serde_json::Value;
 use tideway_testkit::tungstenite::Message;
 use tideway_testkit::tungstenite::protocol::CloseFrame;
 use tideway_testkit::tungstenite::protocol::frame::coding::CloseCode;
-use tideway_testkit::{Backend, http1_get, refused_addr, ws_connect};
+use tideway_testkit::{TestReplica, http1_get, refused_addr, ws_connect};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::{Instant, timeout};
 
 const WAIT: Duration = Duration::from_secs(5);
 
-async fn backend(name: &str) -> Backend {
-    Backend::start(name).await.expect("backend binds 127.0.0.1:0")
+async fn backend(name: &str) -> TestReplica {
+    TestReplica::start(name).await.expect("backend binds 127.0.0.1:0")
 }
 
 /// A hyper HTTP/1.1 client on one TCP connection; the connection task ends with the test.
-async fn connect(backend: &Backend) -> http1::SendRequest<Full<Bytes>> {
+async fn connect(backend: &TestReplica) -> http1::SendRequest<Full<Bytes>> {
     let stream = TcpStream::connect(backend.addr()).await.expect("connect");
     let (sender, conn) = http1::handshake(TokioIo::new(stream)).await.expect("handshake");
     tokio::spawn(conn);
