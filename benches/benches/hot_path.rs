@@ -98,7 +98,7 @@ fn deadlines(c: &mut Criterion) {
     let times = ConnectionTimes {
         started: Timestamp::from_millis(1_000),
         last_activity: Timestamp::from_millis(50_000),
-        idle_since: None,
+        kept_alive_since: None,
         head_started: None,
         write_blocked_since: None,
     };

@@ -11,7 +11,7 @@
 //! seat for `reconnect_grace` after its last connection closes, so a reconnecting client finds its replica
 //! and its seat still there.
 
-mod idle;
+mod vacant;
 
 use std::collections::VecDeque;
 use std::fmt;
@@ -26,7 +26,7 @@ use crate::clock::Timestamp;
 use crate::replica::Replica;
 use crate::signal::Signal;
 
-use idle::{IdleSessions, Went};
+use vacant::{VacantSessions, Went};
 
 /// How a client's connections are tied to a replica (the `affinity` key).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
@@ -120,12 +120,12 @@ pub struct SessionCounts {
     pub confirmed: usize,
 }
 
-/// The sessions of one app: who is where, and which idle ones are waiting to expire.
+/// The sessions of one app: who is where, and which vacant ones are waiting to expire.
 #[derive(Default)]
 pub(crate) struct Sessions {
     live: DashMap<SessionId, Arc<Session>>,
-    idle: Mutex<IdleSessions>,
-    went_idle: Signal,
+    vacant: Mutex<VacantSessions>,
+    went_vacant: Signal,
 }
 
 /// One session. Its state sits behind a lock of its own: only the connections of one client contend for it.
@@ -149,16 +149,16 @@ struct SessionState {
     /// A connection is finding the session a seat; the others wait for it.
     placing: bool,
     /// When the last connection closed; `None` while one is open.
-    idle_since: Option<Timestamp>,
-    /// The session has an entry among the idle sessions that hold a seat (there is at most one).
-    listed_idle: bool,
+    vacant_since: Option<Timestamp>,
+    /// The session has an entry among the vacant sessions that hold a seat (there is at most one).
+    listed_vacant: bool,
     waiters: VecDeque<Box<dyn SessionWaiter>>,
 }
 
 impl Drop for Sessions {
     /// The app is going away: wake the task expiring its sessions so that it notices and stops.
     fn drop(&mut self) {
-        self.went_idle.raise();
+        self.went_vacant.raise();
     }
 }
 
@@ -266,8 +266,8 @@ impl App {
                 epoch: 0,
                 confirmed: false,
                 placing: false,
-                idle_since: None,
-                listed_idle: false,
+                vacant_since: None,
+                listed_vacant: false,
                 waiters: VecDeque::new(),
             }),
         });
@@ -281,16 +281,16 @@ impl App {
         }
     }
 
-    /// Ends what is due: confirmed sessions idle for `reconnect_grace` give their seat back, and remembered
+    /// Ends what is due: confirmed sessions vacant for `reconnect_grace` give their seat back, and remembered
     /// seatless sessions are forgotten after the same time (or sooner, oldest first, when there are too
     /// many). Returns when the next one is due.
     pub fn expire_sessions(&self) -> Option<Timestamp> {
-        idle::expire(self, self.now(), self.policy().reconnect_grace)
+        vacant::expire(self, self.now(), self.policy().reconnect_grace)
     }
 
-    /// Ready when a session went idle since the last time it was ready: its expiry must be scheduled.
-    pub fn poll_session_idle(&self, cx: &mut std::task::Context<'_>) -> std::task::Poll<()> {
-        self.sessions().went_idle.poll_raised(cx)
+    /// Ready when a session went vacant since the last time it was ready: its expiry must be scheduled.
+    pub fn poll_session_vacated(&self, cx: &mut std::task::Context<'_>) -> std::task::Poll<()> {
+        self.sessions().went_vacant.poll_raised(cx)
     }
 
     /// Sessions currently known (open, within their grace, or remembered without a seat).
@@ -311,7 +311,7 @@ impl App {
         counts
     }
 
-    /// Forgets every session, releasing idle ones' seats: for an app leaving the configuration, whose
+    /// Forgets every session, releasing vacant ones' seats: for an app leaving the configuration, whose
     /// sessions no client can come back to — its replicas then drain without waiting out the grace.
     pub fn clear_sessions(&self) {
         let sessions: Vec<_> = self
@@ -328,7 +328,7 @@ impl App {
             };
             drop((seat, waiters));
         }
-        self.sessions().idle_lock().clear();
+        self.sessions().vacant_lock().clear();
     }
 
     /// A share of `session`'s seat if it has room for another connection; the caller holds its lock.
@@ -337,7 +337,7 @@ impl App {
             return None;
         }
         state.open += 1;
-        state.idle_since = None;
+        state.vacant_since = None;
         Some(SessionSeat {
             app: Arc::clone(self),
             session: Arc::clone(session),
@@ -406,14 +406,14 @@ impl Session {
 }
 
 impl Sessions {
-    fn idle_lock(&self) -> MutexGuard<'_, IdleSessions> {
-        self.idle.lock().unwrap_or_else(PoisonError::into_inner)
+    fn vacant_lock(&self) -> MutexGuard<'_, VacantSessions> {
+        self.vacant.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Notes that a session went idle, so that its expiry is scheduled.
-    fn went_idle(&self, id: SessionId, went: Went) {
-        self.idle_lock().push(id, went);
-        self.went_idle.raise();
+    /// Notes that a session went vacant, so that its expiry is scheduled.
+    fn went_vacant(&self, id: SessionId, went: Went) {
+        self.vacant_lock().push(id, went);
+        self.went_vacant.raise();
     }
 }
 
@@ -455,7 +455,7 @@ impl Placement {
         state.replica = Arc::clone(&replica);
         let previous = state.seat.replace(seat.into_held());
         state.open += 1;
-        state.idle_since = None;
+        state.vacant_since = None;
         let share = SessionSeat {
             app: Arc::clone(&self.app),
             session: Arc::clone(&self.session),
@@ -483,12 +483,12 @@ impl Drop for Placement {
             if state.placing || state.open > 0 {
                 return;
             }
-            state.idle_since = Some(now);
+            state.vacant_since = Some(now);
         }
         // Nobody is left to place it: the session is remembered, seatless, until it expires.
         self.app
             .sessions()
-            .went_idle(self.session.id, Went::Seatless(now));
+            .went_vacant(self.session.id, Went::Seatless(now));
     }
 }
 
@@ -540,12 +540,12 @@ impl Drop for SessionSeat {
                 return;
             }
             let now = app.now();
-            state.idle_since = Some(now);
+            state.vacant_since = Some(now);
             if state.confirmed && state.seat.is_some() {
-                if state.listed_idle {
+                if state.listed_vacant {
                     return;
                 }
-                state.listed_idle = true;
+                state.listed_vacant = true;
                 Went::Holding(now)
             } else {
                 // Released under the session's lock, so that the client's next request — which may come
@@ -555,7 +555,7 @@ impl Drop for SessionSeat {
                 Went::Seatless(now)
             }
         };
-        app.sessions().went_idle(self.session.id, went);
+        app.sessions().went_vacant(self.session.id, went);
     }
 }
 

@@ -8,7 +8,7 @@
 pub enum CloseReason {
     /// The connection outlived `max_connection_age`.
     MaxAge,
-    /// No application data moved for `inactive_timeout` (or an idle keep-alive connection timed out).
+    /// No application data moved for `inactive_timeout` (or a keep-alive connection waited past `keepalive_timeout` for its next request).
     Inactive,
     /// Tideway closed it to drain a replica or to shut down.
     Drain,

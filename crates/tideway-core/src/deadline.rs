@@ -1,4 +1,4 @@
-//! When a connection must close: `max_connection_age`, `inactive_timeout`, the keep-alive idle limit and the
+//! When a connection must close: `max_connection_age`, `inactive_timeout`, the keep-alive limit and the
 //! slow-header limit, decided from timestamps alone so the rules are testable without a runtime.
 
 use std::time::Duration;
@@ -29,7 +29,7 @@ pub struct ConnectionTimes {
     /// Last application data in either direction.
     pub last_activity: Timestamp,
     /// When the last request in flight ended; `None` while a request is in flight.
-    pub idle_since: Option<Timestamp>,
+    pub kept_alive_since: Option<Timestamp>,
     /// When the first byte of a request head not yet complete arrived.
     pub head_started: Option<Timestamp>,
     /// Since when a write to the client has been waiting for its socket to take bytes.
@@ -62,7 +62,7 @@ impl ConnectionTimeouts {
     /// Decides whether the connection must close at `now`, and if not, when to look again.
     ///
     /// When several limits are due at once, the slow-header and send limits win (a graceful close cannot
-    /// reach such a client), then age, then inactivity; the keep-alive idle limit reports as `inactive`.
+    /// reach such a client), then age, then inactivity; the keep-alive limit reports as `inactive`.
     pub fn evaluate(&self, times: &ConnectionTimes, now: Timestamp) -> TimeoutVerdict {
         let header_due = match (self.header_read, times.head_started) {
             (Some(limit), Some(started)) => Some(started.saturating_add(limit)),
@@ -76,8 +76,8 @@ impl ConnectionTimeouts {
         let inactive_due = self
             .inactive
             .map(|limit| times.last_activity.saturating_add(limit));
-        let keepalive_due = match (self.keepalive, times.idle_since) {
-            (Some(limit), Some(idle_since)) => Some(idle_since.saturating_add(limit)),
+        let keepalive_due = match (self.keepalive, times.kept_alive_since) {
+            (Some(limit), Some(kept_alive_since)) => Some(kept_alive_since.saturating_add(limit)),
             _ => None,
         };
 

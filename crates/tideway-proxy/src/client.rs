@@ -36,13 +36,13 @@ pub(crate) struct ClientConn {
     tracks_heads: bool,
     last_activity: AtomicU64,
     in_flight: AtomicU32,
-    idle_since: AtomicU64,
+    kept_alive_since: AtomicU64,
     head_started: AtomicU64,
     write_blocked_since: AtomicU64,
     /// When the exchange in flight wants to be looked at again (ms + 1; 0: never): the watch's timer wakes
     /// the connection's task then, so an exchange needs no timer of its own.
     check_at: AtomicU64,
-    went_idle: AtomicWaker,
+    last_request_ended: AtomicWaker,
     max_age_ms: AtomicU64,
     inactive_ms: AtomicU64,
     closing: AtomicBool,
@@ -91,7 +91,7 @@ impl ClientConn {
             tracks_heads,
             last_activity: AtomicU64::new(now.as_millis()),
             in_flight: AtomicU32::new(0),
-            idle_since: AtomicU64::new(now.as_millis()),
+            kept_alive_since: AtomicU64::new(now.as_millis()),
             head_started: AtomicU64::new(if tracks_heads {
                 accepted.as_millis().saturating_add(1)
             } else {
@@ -99,7 +99,7 @@ impl ClientConn {
             }),
             write_blocked_since: AtomicU64::new(0),
             check_at: AtomicU64::new(0),
-            went_idle: AtomicWaker::new(),
+            last_request_ended: AtomicWaker::new(),
             max_age_ms: AtomicU64::new(OFF),
             inactive_ms: AtomicU64::new(OFF),
             closing: AtomicBool::new(false),
@@ -201,18 +201,19 @@ impl ClientConn {
 
     /// Wakes the connection's task when its last request in flight ends, wherever that happens (HTTP/2
     /// streams end on tasks of their own), so it re-arms its keep-alive timer.
-    pub(crate) fn register_idle_waker(&self, waker: &Waker) {
-        self.went_idle.register(waker);
+    pub(crate) fn register_keepalive_waker(&self, waker: &Waker) {
+        self.last_request_ended.register(waker);
     }
 
     /// The connection's clock readings, for [`ConnectionTimeouts::evaluate`].
     pub(crate) fn times(&self) -> ConnectionTimes {
-        let idle = self.in_flight.load(Ordering::SeqCst) == 0;
+        let between_requests = self.in_flight.load(Ordering::SeqCst) == 0;
         let head_started = self.head_started.load(Ordering::Relaxed);
         ConnectionTimes {
             started: self.accepted,
             last_activity: Timestamp::from_millis(self.last_activity.load(Ordering::Relaxed)),
-            idle_since: idle.then(|| Timestamp::from_millis(self.idle_since.load(Ordering::SeqCst))),
+            kept_alive_since: between_requests
+                .then(|| Timestamp::from_millis(self.kept_alive_since.load(Ordering::SeqCst))),
             head_started: (head_started != 0).then(|| Timestamp::from_millis(head_started - 1)),
             write_blocked_since: match self.write_blocked_since.load(Ordering::Relaxed) {
                 0 => None,
@@ -312,9 +313,9 @@ impl Drop for InFlight {
     fn drop(&mut self) {
         let conn = &self.0;
         if conn.in_flight.fetch_sub(1, Ordering::SeqCst) == 1 {
-            conn.idle_since
+            conn.kept_alive_since
                 .store(conn.clock.now().as_millis(), Ordering::SeqCst);
-            conn.went_idle.wake();
+            conn.last_request_ended.wake();
         }
     }
 }

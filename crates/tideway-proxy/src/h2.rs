@@ -70,7 +70,7 @@ impl Future for Serving {
                 return Poll::Ready(());
             }
             // Streams end on tasks of their own: the last one wakes this task to re-arm the keep-alive timer.
-            this.client.register_idle_waker(cx.waker());
+            this.client.register_keepalive_waker(cx.waker());
             match this.watch.as_mut().poll_alarm(cx) {
                 Poll::Pending => return Poll::Pending,
                 Poll::Ready(Alarm::Cut) => return Poll::Ready(()),

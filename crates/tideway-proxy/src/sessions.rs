@@ -1,4 +1,4 @@
-//! Cookie affinity in the data plane: reading and issuing the session cookie, and expiring idle sessions
+//! Cookie affinity in the data plane: reading and issuing the session cookie, and expiring vacant sessions
 //! on time so their seats return to the pool exactly `reconnect_grace` after their last connection.
 
 use std::future::poll_fn;
@@ -50,27 +50,27 @@ pub(crate) fn session_cookie(app: &str, id: SessionId) -> Option<HeaderValue> {
     .ok()
 }
 
-/// Starts the task that expires the app's idle sessions; it ends with the app.
+/// Starts the task that expires the app's vacant sessions; it ends with the app.
 pub(crate) fn spawn_session_expiry(app: &Arc<App>, clock: RuntimeClock) {
     tokio::spawn(expire(Arc::downgrade(app), clock));
 }
 
-/// Expires idle sessions when they are due, woken when a session goes idle; ends with the app.
+/// Expires vacant sessions when they are due, woken when a session goes vacant; ends with the app.
 async fn expire(app: Weak<App>, clock: RuntimeClock) {
     loop {
         let Some(next) = app.upgrade().map(|app| app.expire_sessions()) else {
             return;
         };
-        let went_idle = poll_fn(|cx| match app.upgrade() {
-            Some(app) => app.poll_session_idle(cx).map(|()| true),
+        let went_vacant = poll_fn(|cx| match app.upgrade() {
+            Some(app) => app.poll_session_vacated(cx).map(|()| true),
             None => Poll::Ready(false),
         });
         let alive = match next {
             Some(due) => tokio::select! {
-                alive = went_idle => alive,
+                alive = went_vacant => alive,
                 () = tokio::time::sleep_until(clock.instant(due)) => true,
             },
-            None => went_idle.await,
+            None => went_vacant.await,
         };
         if !alive {
             return;

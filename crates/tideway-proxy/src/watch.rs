@@ -25,7 +25,7 @@ pin_project! {
         #[pin]
         shutdown: Subscription,
         // The eviction signal of the replica the request in flight is on (see `ClientConn::serving_on`),
-        // subscribed to once it is due (boxed: rare, and an idle connection should not carry its room).
+        // subscribed to once it is due (boxed: rare, and a connection between requests should not carry its room).
         eviction: Option<Pin<Box<Subscription>>>,
         replica: Option<(Arc<Broadcast>, Timestamp)>,
         replica_changes: u64,
@@ -180,8 +180,8 @@ fn evicted(
             .is_some_and(|s| s.as_mut().poll(cx).is_ready())
 }
 
-/// Marks `client` closing and counts the close against its app — only if requests are in flight: an idle
-/// keep-alive connection holds no connection in the sense tideway counts.
+/// Marks `client` closing and counts the close against its app — only if requests are in flight: a
+/// keep-alive connection between requests holds no connection in the sense tideway counts.
 fn begin_close(client: &ClientConn, reason: CloseReason) {
     client.mark_closing();
     if client.in_flight() > 0

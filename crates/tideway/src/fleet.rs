@@ -232,7 +232,7 @@ impl Fleet {
     }
 
     fn retire(&mut self, member: Member) {
-        // Idle sessions would hold their seats on the draining replicas for their grace, for clients that
+        // Vacant sessions would hold their seats on the draining replicas for their grace, for clients that
         // can no longer reach them.
         member.app.clear_sessions();
         // An app that stays under the same name (its backend changed) keeps its series.

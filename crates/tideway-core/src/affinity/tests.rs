@@ -9,7 +9,7 @@ use crate::clock::ManualClock;
 use crate::policy::Policy;
 use crate::replica::ReplicaState;
 
-use super::idle::MAX_SEATLESS;
+use super::vacant::MAX_SEATLESS;
 use super::*;
 
 const GRACE: Duration = Duration::from_secs(30);
@@ -192,7 +192,7 @@ fn the_seat_is_released_after_the_grace_unless_the_session_returns() {
 }
 
 #[test]
-fn a_session_going_idle_again_and_again_keeps_one_idle_entry() {
+fn a_session_vacated_again_and_again_keeps_one_entry() {
     let (app, clock) = app_with_clock(5);
     let id = SessionId::from_bits(8);
     drop(confirmed(&app, id));
@@ -200,13 +200,13 @@ fn a_session_going_idle_again_and_again_keeps_one_idle_entry() {
         clock.advance(Duration::from_millis(10));
         drop(joined(app.join_session(id)));
     }
-    assert_eq!(app.sessions().idle_lock().holding_len(), 1);
-    let last_idle = app.now();
+    assert_eq!(app.sessions().vacant_lock().holding_len(), 1);
+    let last_vacated = app.now();
     clock.advance(GRACE - Duration::from_millis(1));
     assert_eq!(
         app.expire_sessions(),
-        Some(last_idle.saturating_add(GRACE)),
-        "the entry is moved to the session's last idle time"
+        Some(last_vacated.saturating_add(GRACE)),
+        "the entry is moved to the session's last vacant time"
     );
     assert_eq!(app.connections(), 1);
     clock.advance(Duration::from_millis(1));
@@ -396,13 +396,13 @@ fn a_session_moves_with_a_connection_its_replica_refused() {
 }
 
 #[test]
-fn going_idle_raises_the_signal() {
+fn going_vacant_raises_the_signal() {
     let (app, _) = app_with_clock(5);
     let waker = std::task::Waker::noop();
     let mut cx = std::task::Context::from_waker(waker);
-    assert!(app.poll_session_idle(&mut cx).is_pending());
+    assert!(app.poll_session_vacated(&mut cx).is_pending());
     drop(app.start_session(admitted(&app), SessionId::from_bits(5)));
-    assert!(app.poll_session_idle(&mut cx).is_ready());
+    assert!(app.poll_session_vacated(&mut cx).is_ready());
 }
 
 #[test]
@@ -418,7 +418,7 @@ fn session_ids_are_32_hex_digits() {
 }
 
 #[test]
-fn clearing_sessions_releases_idle_seats() {
+fn clearing_sessions_releases_vacant_sessions_seats() {
     let (app, _) = app_with_clock(5);
     drop(confirmed(&app, SessionId::from_bits(11)));
     assert_eq!(app.connections(), 1);

@@ -14,7 +14,7 @@ fn fresh(started: u64) -> ConnectionTimes {
     ConnectionTimes {
         started: at(started),
         last_activity: at(started),
-        idle_since: Some(at(started)),
+        kept_alive_since: Some(at(started)),
         head_started: None,
         write_blocked_since: None,
     }
@@ -34,7 +34,7 @@ fn age_closes_even_when_busy() {
         ..Default::default()
     };
     let mut times = fresh(0);
-    times.idle_since = None;
+    times.kept_alive_since = None;
     times.last_activity = at(59);
     assert_eq!(
         limits.evaluate(&times, at(59)),
@@ -69,7 +69,7 @@ fn activity_postpones_inactivity() {
 }
 
 #[test]
-fn keepalive_counts_from_the_end_of_the_last_request_only_while_idle() {
+fn keepalive_counts_from_the_end_of_the_last_request_only_between_requests() {
     let limits = ConnectionTimeouts {
         keepalive: secs(75),
         ..Default::default()
@@ -80,12 +80,12 @@ fn keepalive_counts_from_the_end_of_the_last_request_only_while_idle() {
         limits.evaluate(&times, at(75)),
         TimeoutVerdict::Close(CloseReason::Inactive)
     );
-    times.idle_since = None;
+    times.kept_alive_since = None;
     assert_eq!(
         limits.evaluate(&times, at(500)),
         TimeoutVerdict::Open { next: None }
     );
-    times.idle_since = Some(at(400));
+    times.kept_alive_since = Some(at(400));
     assert_eq!(
         limits.evaluate(&times, at(450)),
         TimeoutVerdict::Open { next: Some(at(475)) }
@@ -122,7 +122,7 @@ fn a_client_that_stops_reading_is_dropped_after_the_send_timeout() {
         ..Default::default()
     };
     let mut times = fresh(0);
-    times.idle_since = None;
+    times.kept_alive_since = None;
     assert_eq!(
         limits.evaluate(&times, at(100)),
         TimeoutVerdict::Open {
@@ -156,7 +156,7 @@ proptest! {
         keepalive in proptest::option::of(1u64..1_000),
         header_read in proptest::option::of(1u64..1_000),
         last in 0u64..1_000,
-        idle in proptest::option::of(0u64..1_000),
+        kept_alive in proptest::option::of(0u64..1_000),
         head in proptest::option::of(0u64..1_000),
         now in 0u64..3_000,
     ) {
@@ -170,7 +170,7 @@ proptest! {
         let times = ConnectionTimes {
             started: at(0),
             last_activity: at(last),
-            idle_since: idle.map(at),
+            kept_alive_since: kept_alive.map(at),
             head_started: head.map(at),
             write_blocked_since: None,
         };

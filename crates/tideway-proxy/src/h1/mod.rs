@@ -2,7 +2,7 @@
 //! rewritten for the replica in one pass, bodies are relayed in their framing over pooled replica
 //! connections, and an upgrade hands both sockets to a tunnel.
 //!
-//! A connection costs its socket and a small state while it is idle: its buffer is given back between
+//! A connection costs its socket and a small state between requests: its buffer is given back between
 //! requests, and the state of an exchange is allocated only while one is in flight. The connection's
 //! task is a plain future rather than an `async fn`, so that it holds exactly that: the connection, its
 //! watch, and the exchange in flight if there is one.
@@ -45,7 +45,7 @@ struct Conn {
     shared: Arc<Shared>,
     client: Arc<ClientConn>,
     stream: TcpStream,
-    /// Bytes read from the client and not yet handled; empty and unallocated while idle.
+    /// Bytes read from the client and not yet handled; empty and unallocated between requests.
     buf: Vec<u8>,
     /// No request was read yet: the connection may still turn out to be HTTP/2.
     fresh: bool,
@@ -80,13 +80,13 @@ enum Incoming {
     Refused(Refusal),
     /// The HTTP/2 preface: the connection is HTTP/2 with prior knowledge.
     Http2,
-    /// Nothing more: the client closed or failed, or the watch ended an idle connection.
+    /// Nothing more: the client closed or failed, or the watch ended a keep-alive connection.
     End,
 }
 
 /// Serves one accepted client connection until it closes.
 ///
-/// Not an `async fn`: the future returned is the engine's own, so an idle connection's task holds nothing
+/// Not an `async fn`: the future returned is the engine's own, so the task of a connection between requests holds nothing
 /// more than the engine needs.
 pub(crate) fn accept(
     shared: Arc<Shared>,
@@ -193,7 +193,7 @@ fn poll_cut(mut watch: Pin<&mut Watch>, cx: &mut Context<'_>) -> Poll<()> {
 
 impl Conn {
     /// Reads until a complete request head (or the HTTP/2 preface) is buffered. While the buffer is
-    /// empty the connection is idle: the buffer is given back, and a graceful close ends it at once.
+    /// empty the connection is between requests: the buffer is given back, and a graceful close ends it at once.
     fn poll_incoming(&mut self, cx: &mut Context<'_>, mut watch: Pin<&mut Watch>) -> Poll<Incoming> {
         let limits = {
             let settings = self.shared.settings.load();
@@ -218,7 +218,7 @@ impl Conn {
                     Err(refusal) => return Poll::Ready(Incoming::Refused(refusal)),
                 }
             } else if self.buf.is_empty() && self.buf.capacity() > 0 {
-                // Idle between requests: the buffer goes back until the client sends again.
+                // Between requests: the buffer goes back until the client sends again.
                 self.buf = Vec::new();
             }
             match ready!(self.poll_read_more(cx, watch.as_mut(), limits.max_bytes)) {
@@ -302,7 +302,7 @@ mod tests {
     use crate::{Proxy, ProxyMetrics, RouteTable, RuntimeClock};
 
     #[tokio::test]
-    async fn an_idle_connection_holds_a_small_state() {
+    async fn a_connection_between_requests_holds_a_small_state() {
         let metrics = ProxyMetrics::register(&prometheus::Registry::new()).expect("metrics");
         let clock = RuntimeClock::new();
         let proxy = Proxy::new(

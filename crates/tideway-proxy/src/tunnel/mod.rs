@@ -1,7 +1,7 @@
 //! Upgraded connections (WebSocket and other `Upgrade` tunnels): bytes pumped both ways between the raw
 //! client and replica sockets, with the connection's seat held until either side closes.
 //!
-//! An idle tunnel holds no buffer: reads go through a per-thread scratch buffer and are written on at once;
+//! A quiet tunnel holds no buffer: reads go through a per-thread scratch buffer and are written on at once;
 //! only bytes the destination cannot take yet are copied into a per-direction buffer, freed when drained.
 //! WebSocket tunnels follow the frame structure so that a timeout, a drain or a shutdown closes them
 //! gracefully: a close frame (1001, "going away") is injected toward each side at a frame boundary, then
@@ -121,7 +121,7 @@ struct Tunnel {
 
 pin_project! {
     /// A tunnel as a task of its own: pumped until both sides closed (or were closed), then its seat is
-    /// released and its close counted and logged. A plain struct rather than an `async` block, so an idle
+    /// released and its close counted and logged. A plain struct rather than an `async` block, so a quiet
     /// tunnel costs exactly its state.
     pub(crate) struct TunnelTask {
         tunnel: Tunnel,
@@ -332,7 +332,7 @@ impl Tunnel {
         ConnectionTimes {
             started: self.started,
             last_activity: self.last_activity,
-            idle_since: None,
+            kept_alive_since: None,
             head_started: None,
             write_blocked_since: [self.to_upstream.blocked_since, self.to_client.blocked_since]
                 .into_iter()

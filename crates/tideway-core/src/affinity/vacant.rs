@@ -1,4 +1,4 @@
-//! Idle sessions and their expiry. Two kinds wait here, kept apart because they are bounded differently:
+//! Vacant sessions and their expiry. Two kinds wait here, kept apart because they are bounded differently:
 //! sessions that hold a seat through their grace (confirmed ones) are bounded by the app's seats and keep
 //! one entry each; sessions remembered without a seat (tentative ones whose connection ended) cost no
 //! seat, so a client ignoring cookies could make any number of them — at most [`MAX_SEATLESS`] are kept,
@@ -19,7 +19,7 @@ use super::{Session, SessionId};
 /// cookieless requests push its session out.
 pub(crate) const MAX_SEATLESS: usize = 16_384;
 
-/// How a session went idle, and when.
+/// How a session went vacant, and when.
 #[derive(Clone, Copy, Debug)]
 pub(super) enum Went {
     /// Keeping its seat for the grace.
@@ -28,18 +28,18 @@ pub(super) enum Went {
     Seatless(Timestamp),
 }
 
-/// The idle sessions of an app, each in the order it will expire.
+/// The vacant sessions of an app, each in the order it will expire.
 #[derive(Default)]
-pub(crate) struct IdleSessions {
-    /// Idle sessions holding a seat, earliest idle first. At most one entry per session: a session that
-    /// went busy and idle again while listed is listed again, with its new time, when its entry comes up.
+pub(crate) struct VacantSessions {
+    /// Vacant sessions holding a seat, earliest vacant first. At most one entry per session: a session that
+    /// went busy and vacant again while listed is listed again, with its new time, when its entry comes up.
     holding: BinaryHeap<Reverse<(Timestamp, SessionId)>>,
-    /// Idle sessions without a seat, in the order they went idle (which is the order of their times).
+    /// Vacant sessions without a seat, in the order they went vacant (which is the order of their times).
     /// An entry whose session has changed since is skipped when it comes up.
     seatless: VecDeque<(Timestamp, SessionId)>,
 }
 
-impl IdleSessions {
+impl VacantSessions {
     pub(super) fn push(&mut self, id: SessionId, went: Went) {
         match went {
             Went::Holding(since) => self.holding.push(Reverse((since, id))),
@@ -93,7 +93,7 @@ impl IdleSessions {
 pub(super) fn expire(app: &App, now: Timestamp, grace: Duration) -> Option<Timestamp> {
     let sessions = app.sessions();
     let next_holding = loop {
-        let popped = sessions.idle_lock().pop_holding(now, grace);
+        let popped = sessions.vacant_lock().pop_holding(now, grace);
         match popped {
             Ok((since, id)) => {
                 if let Some(session) = lookup(app, id) {
@@ -104,7 +104,7 @@ pub(super) fn expire(app: &App, now: Timestamp, grace: Duration) -> Option<Times
         }
     };
     let next_seatless = loop {
-        let popped = sessions.idle_lock().pop_seatless(now, grace);
+        let popped = sessions.vacant_lock().pop_seatless(now, grace);
         match popped {
             Ok((since, id)) => {
                 if let Some(session) = lookup(app, id) {
@@ -121,14 +121,14 @@ fn lookup(app: &App, id: SessionId) -> Option<Arc<Session>> {
     app.sessions().live.get(&id).map(|s| Arc::clone(&s))
 }
 
-/// A holding session whose entry came up: its seat is released if it stayed idle through the grace; if it
-/// went busy and idle again meanwhile it is listed again with its new time.
+/// A holding session whose entry came up: its seat is released if it stayed vacant through the grace; if it
+/// went busy and vacant again meanwhile it is listed again with its new time.
 fn expire_holding(app: &App, session: &Arc<Session>, since: Timestamp, now: Timestamp, grace: Duration) {
     let mut state = session.lock();
-    let idle = state.open == 0 && !state.placing && state.seat.is_some();
-    match state.idle_since {
-        Some(idle_since) if idle && idle_since.saturating_add(grace) <= now => {
-            state.listed_idle = false;
+    let vacant = state.open == 0 && !state.placing && state.seat.is_some();
+    match state.vacant_since {
+        Some(vacant_since) if vacant && vacant_since.saturating_add(grace) <= now => {
+            state.listed_vacant = false;
             let seat = state.seat.take();
             app.sessions()
                 .live
@@ -137,20 +137,20 @@ fn expire_holding(app: &App, session: &Arc<Session>, since: Timestamp, now: Time
             // Dropped outside the session's lock: releasing the seat may seat a waiter of the app.
             drop(seat);
         }
-        Some(idle_since) if idle && idle_since > since => {
+        Some(vacant_since) if vacant && vacant_since > since => {
             drop(state);
             app.sessions()
-                .idle_lock()
-                .push(session.id, Went::Holding(idle_since));
+                .vacant_lock()
+                .push(session.id, Went::Holding(vacant_since));
         }
-        _ => state.listed_idle = false,
+        _ => state.listed_vacant = false,
     }
 }
 
 /// A seatless session whose entry came up: forgotten unless it has been joined since.
 fn forget_seatless(app: &App, session: &Arc<Session>, since: Timestamp) {
     let state = session.lock();
-    if state.open == 0 && !state.placing && state.seat.is_none() && state.idle_since == Some(since) {
+    if state.open == 0 && !state.placing && state.seat.is_none() && state.vacant_since == Some(since) {
         app.sessions()
             .live
             .remove_if(&session.id, |_, s| Arc::ptr_eq(s, session));
