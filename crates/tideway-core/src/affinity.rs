@@ -21,7 +21,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use dashmap::DashMap;
 
 use crate::app::App;
-use crate::app::admission::{ConnectionGuard, HeldSeat};
+use crate::app::admission::{HeldSeat, Seat};
 use crate::clock::Timestamp;
 use crate::replica::Replica;
 use crate::signal::Signal;
@@ -45,7 +45,7 @@ pub struct SessionId(u128);
 /// One connection's share of its session's seat. The last share dropped releases a tentative session's
 /// seat at once and starts a confirmed session's grace.
 #[must_use = "the connection belongs to the session only while this lives"]
-pub struct SessionSeat {
+pub struct Share {
     app: Arc<App>,
     session: Arc<Session>,
     replica: Arc<Replica>,
@@ -60,7 +60,7 @@ pub struct SessionSeat {
 #[derive(Debug)]
 pub enum JoinSession {
     /// It shares its session's seat.
-    Joined(SessionSeat),
+    Joined(Share),
     /// The session has `max_session_connections` connections open, or is being placed by another of its
     /// connections: this one waits in the session's queue.
     Wait(SessionQueue),
@@ -83,7 +83,7 @@ pub struct SessionQueue {
 #[derive(Debug)]
 pub enum SessionGrant {
     /// A share of the session's seat.
-    Joined(SessionSeat),
+    Joined(Share),
     /// The duty to place the session: the connection that was placing it gave up.
     Place(Placement),
 }
@@ -255,7 +255,7 @@ impl App {
     }
 
     /// Makes a freshly admitted connection the first of a new, tentative session `id`.
-    pub fn start_session(self: &Arc<Self>, seat: ConnectionGuard, id: SessionId) -> SessionSeat {
+    pub fn start_session(self: &Arc<Self>, seat: Seat, id: SessionId) -> Share {
         let replica = Arc::clone(seat.replica());
         let session = Arc::new(Session {
             id,
@@ -272,7 +272,7 @@ impl App {
             }),
         });
         self.sessions().live.insert(id, Arc::clone(&session));
-        SessionSeat {
+        Share {
             app: Arc::clone(self),
             session,
             replica,
@@ -332,13 +332,13 @@ impl App {
     }
 
     /// A share of `session`'s seat if it has room for another connection; the caller holds its lock.
-    fn share(self: &Arc<Self>, session: &Arc<Session>, state: &mut SessionState) -> Option<SessionSeat> {
+    fn share(self: &Arc<Self>, session: &Arc<Session>, state: &mut SessionState) -> Option<Share> {
         if state.seat.is_none() || state.open >= self.policy().max_session_connections {
             return None;
         }
         state.open += 1;
         state.vacant_since = None;
-        Some(SessionSeat {
+        Some(Share {
             app: Arc::clone(self),
             session: Arc::clone(session),
             replica: Arc::clone(&state.replica),
@@ -447,7 +447,7 @@ impl SessionGrant {
 impl Placement {
     /// Makes `seat`, taken for this connection through the app's admission, the session's seat: the session
     /// now lives on its replica, and its waiting connections join it there.
-    pub fn seated(mut self, seat: ConnectionGuard) -> SessionSeat {
+    pub fn seated(mut self, seat: Seat) -> Share {
         self.done = true;
         let replica = Arc::clone(seat.replica());
         let mut state = self.session.lock();
@@ -456,7 +456,7 @@ impl Placement {
         let previous = state.seat.replace(seat.into_held());
         state.open += 1;
         state.vacant_since = None;
-        let share = SessionSeat {
+        let share = Share {
             app: Arc::clone(&self.app),
             session: Arc::clone(&self.session),
             replica,
@@ -492,7 +492,7 @@ impl Drop for Placement {
     }
 }
 
-impl SessionSeat {
+impl Share {
     /// The replica the connection goes to.
     pub fn replica(&self) -> &Arc<Replica> {
         &self.replica
@@ -510,7 +510,7 @@ impl SessionSeat {
 
     /// Moves the session with this connection onto `seat`'s replica, for a connection whose replica refused
     /// it before anything was sent: the session's next connections go there too.
-    pub fn move_to(mut self, seat: ConnectionGuard) -> SessionSeat {
+    pub fn move_to(mut self, seat: Seat) -> Share {
         let replica = Arc::clone(seat.replica());
         let previous = {
             let mut state = self.session.lock();
@@ -523,7 +523,7 @@ impl SessionSeat {
     }
 }
 
-impl Drop for SessionSeat {
+impl Drop for Share {
     fn drop(&mut self) {
         if !self.counted {
             return;
@@ -559,9 +559,9 @@ impl Drop for SessionSeat {
     }
 }
 
-impl fmt::Debug for SessionSeat {
+impl fmt::Debug for Share {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("SessionSeat")
+        f.debug_struct("Share")
             .field("id", &self.session.id)
             .field("replica", &self.replica.name())
             .finish()

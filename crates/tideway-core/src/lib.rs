@@ -18,9 +18,9 @@ mod signal;
 
 pub use affinity::{
     Affinity, JoinSession, Placement, SessionCounts, SessionGrant, SessionId, SessionQueue, SessionQueueFull,
-    SessionSeat, SessionWaiter,
+    SessionWaiter, Share,
 };
-pub use app::admission::{Admission, ConnectionGuard, QueueFull, Waiter};
+pub use app::admission::{Admission, QueueFull, Seat, Waiter};
 pub use app::{App, AppId, AppStats};
 pub use balance::{Balance, NoSeat};
 pub use clock::{Clock, ManualClock, Timestamp};

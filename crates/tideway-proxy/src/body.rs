@@ -11,11 +11,11 @@ use http_body::{Body, Frame, SizeHint};
 use tideway_core::{CloseReason, Replica};
 use tokio::net::TcpStream;
 
+use crate::claim::Claim;
 use crate::client::ClientConn;
 use crate::forward::upload::{Upload, UploadError};
 use crate::message::framing::{BodyCursor, Framing};
 use crate::record::{Outcome, Record};
-use crate::seat::Seat;
 use crate::stall::{BodyError, StallTimer};
 use crate::upstream::{ReplicaLink, UpstreamSettings, poll_read_into};
 
@@ -56,7 +56,7 @@ pub(crate) struct Relayed {
 
 /// What a proxied response holds until its body ends: the seat.
 pub(crate) struct Lease {
-    seat: Seat,
+    claim: Claim,
     client: Arc<ClientConn>,
     settled: bool,
 }
@@ -126,12 +126,13 @@ impl ProxyBody {
                 None
             }
         };
-        let replica: Option<Arc<Replica>> = self.lease.as_ref().map(|lease| Arc::clone(lease.seat.replica()));
+        let replica: Option<Arc<Replica>> =
+            self.lease.as_ref().map(|lease| Arc::clone(lease.claim.replica()));
         if let Some(mut lease) = self.lease.take() {
             // Unsettled, the lease counts the client leaving.
             lease.settled = outcome != Outcome::ClientGone || reason.is_some();
             if let Some(reason) = reason {
-                lease.seat.app().stats().record_close(reason);
+                lease.claim.app().stats().record_close(reason);
             }
             if let (Outcome::Complete, Some(relayed), Some(replica)) = (outcome, relayed, &replica) {
                 relayed.keep(replica);
@@ -330,10 +331,10 @@ impl Relayed {
 }
 
 impl Lease {
-    /// Holds `seat` until the response body ends.
-    pub(crate) fn new(seat: Seat, client: Arc<ClientConn>) -> Self {
+    /// Holds `claim` until the response body ends.
+    pub(crate) fn new(claim: Claim, client: Arc<ClientConn>) -> Self {
         Lease {
-            seat,
+            claim,
             client,
             settled: false,
         }
@@ -345,7 +346,7 @@ impl Drop for Lease {
     /// the connection (counted under tideway's reason already).
     fn drop(&mut self) {
         if !self.settled && !self.client.is_closing() {
-            self.seat.app().stats().record_close(CloseReason::Client);
+            self.claim.app().stats().record_close(CloseReason::Client);
         }
     }
 }

@@ -23,12 +23,12 @@ use tracing::debug;
 
 use crate::Shared;
 use crate::body::{Lease, ProxyBody, Relayed};
+use crate::claim::Claim;
 use crate::client::ClientConn;
 use crate::handler::{FAILED, MALFORMED, reply, unavailable};
 use crate::message::framing::Framing;
 use crate::message::head::{self, ResponseHead, ResponseOut};
 use crate::record::Record;
-use crate::seat::Seat;
 use crate::stall::{BODY_STALLED, RESPONSE_STALLED, ReplicaWait};
 use crate::upstream::{Again, Attempts, poll_read_into};
 use upload::{Upload, UploadError};
@@ -63,10 +63,10 @@ enum HeadWait {
 }
 
 impl Forwarding<'_> {
-    /// Sends `req` to the replica `seat` is on and returns the response for the client.
+    /// Sends `req` to the replica `claim` is on and returns the response for the client.
     pub(crate) async fn forward(
         &self,
-        seat: Seat,
+        claim: Claim,
         req: Request<Incoming>,
         record: Record,
     ) -> Response<ProxyBody> {
@@ -99,9 +99,9 @@ impl Forwarding<'_> {
 
         let mut attempts = Attempts::new(self.shared, app);
         let mut fields = HeaderMap::new();
-        let mut unsent = seat;
+        let mut unsent = claim;
         loop {
-            let (seat, mut upstream) = match attempts.connect(unsent).await {
+            let (claim, mut upstream) = match attempts.connect(unsent).await {
                 Ok(connected) => connected,
                 Err(reason) => return unavailable(app, reason, record),
             };
@@ -116,7 +116,7 @@ impl Forwarding<'_> {
             let replica = Arc::clone(&upstream.replica);
             let (response, rest) = match waited {
                 HeadWait::Head(response, rest) => (response, rest),
-                HeadWait::NoAnswer { written } => match attempts.again(seat, &upstream, written).await {
+                HeadWait::NoAnswer { written } => match attempts.again(claim, &upstream, written).await {
                     Again::Retry(again) => {
                         unsent = again;
                         continue;
@@ -173,7 +173,7 @@ impl Forwarding<'_> {
                 response_timeout,
                 link,
             );
-            let lease = Lease::new(seat, Arc::clone(self.client));
+            let lease = Lease::new(claim, Arc::clone(self.client));
             let body = ProxyBody::relayed(relayed, lease, record.responded(response.status));
             let mut reply = Response::new(body);
             *reply.status_mut() = response.status;

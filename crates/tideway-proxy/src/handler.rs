@@ -12,20 +12,18 @@ use bytes::Bytes;
 use http::header::{self, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Version};
 use hyper::body::Incoming;
-use tideway_core::{
-    Admission, Affinity, App, ConnectionGuard, JoinSession, RejectReason, SessionGrant, SessionId,
-};
+use tideway_core::{Admission, Affinity, App, JoinSession, RejectReason, Seat, SessionGrant, SessionId};
 use tokio::time::Instant;
 use tracing::{debug, warn};
 
 use crate::Shared;
 use crate::body::ProxyBody;
+use crate::claim::Claim;
 use crate::client::ClientConn;
 use crate::forward::Forwarding;
 use crate::queue::{wait_for_seat, wait_in_session};
 use crate::record::Record;
 use crate::refusal::Refusal;
-use crate::seat::Seat;
 use crate::sessions::{
     cookie_values, new_session_id, presented_session, session_cookie, spawn_session_expiry,
 };
@@ -111,7 +109,7 @@ impl tower::Service<Request<Incoming>> for Handler {
 
 /// A seat for a new connection: now if one is free (and nobody waits), else after queueing — or, for an
 /// app with no ready replica that starts them on demand, after waiting for one to start.
-pub(crate) async fn admit(shared: &Shared, app: &Arc<App>) -> Result<ConnectionGuard, RejectReason> {
+pub(crate) async fn admit(shared: &Shared, app: &Arc<App>) -> Result<Seat, RejectReason> {
     // With no ready replica, an app that starts them on demand makes every connection wait for the first
     // one — up to startup_timeout, whether it is the first to wait or queued behind others.
     let cold = app.is_on_demand() && !app.has_ready_replica();
@@ -141,9 +139,9 @@ pub(crate) async fn seat_for(
     shared: &Shared,
     app: &Arc<App>,
     presented: Option<SessionId>,
-) -> Result<(Seat, Option<SessionId>), RejectReason> {
+) -> Result<(Claim, Option<SessionId>), RejectReason> {
     if app.policy().affinity == Affinity::None {
-        return admit(shared, app).await.map(|seat| (Seat::Own(seat), None));
+        return admit(shared, app).await.map(|seat| (Claim::Own(seat), None));
     }
     if let Some(id) = presented {
         let grant = match app.join_session(id) {
@@ -153,10 +151,10 @@ pub(crate) async fn seat_for(
             JoinSession::Unknown => return start_session(shared, app).await,
         };
         return match grant {
-            SessionGrant::Joined(share) => Ok((Seat::Session(share), None)),
+            SessionGrant::Joined(share) => Ok((Claim::Share(share), None)),
             SessionGrant::Place(placement) => {
                 let seat = admit(shared, app).await?;
-                Ok((Seat::Session(placement.seated(seat)), Some(id)))
+                Ok((Claim::Share(placement.seated(seat)), Some(id)))
             }
         };
     }
@@ -164,19 +162,19 @@ pub(crate) async fn seat_for(
 }
 
 /// A seat of its own for a connection that starts a new, tentative session.
-async fn start_session(shared: &Shared, app: &Arc<App>) -> Result<(Seat, Option<SessionId>), RejectReason> {
+async fn start_session(shared: &Shared, app: &Arc<App>) -> Result<(Claim, Option<SessionId>), RejectReason> {
     let seat = admit(shared, app).await?;
     let Some(id) = new_session_id() else {
         warn!(
             app = app.name(),
             "no randomness for a session id; connection placed without affinity"
         );
-        return Ok((Seat::Own(seat), None));
+        return Ok((Claim::Own(seat), None));
     };
     if shared.links.app(app).claim_session_expiry() {
         spawn_session_expiry(app, shared.clock);
     }
-    Ok((Seat::Session(app.start_session(seat, id)), Some(id)))
+    Ok((Claim::Share(app.start_session(seat, id)), Some(id)))
 }
 
 /// The body of a `404`: no route matched.

@@ -9,6 +9,7 @@
 mod app_link;
 mod body;
 mod broadcast;
+mod claim;
 mod client;
 mod clock;
 mod forward;
@@ -22,7 +23,7 @@ mod queue;
 mod record;
 mod refusal;
 mod routing;
-mod seat;
+
 mod sessions;
 mod stall;
 mod tunnel;

@@ -4,21 +4,20 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tideway_core::{
-    App, ConnectionGuard, QueueFull, RejectReason, SessionGrant, SessionQueue, SessionQueueFull,
-    SessionWaiter, Waiter,
+    App, QueueFull, RejectReason, Seat, SessionGrant, SessionQueue, SessionQueueFull, SessionWaiter, Waiter,
 };
 use tokio::sync::oneshot;
 
 /// A queued connection, reachable through a one-shot channel; it is abandoned once the receiving side
 /// (the waiting request) is gone, whether it timed out or its client disconnected.
-struct ChannelWaiter(oneshot::Sender<ConnectionGuard>);
+struct ChannelWaiter(oneshot::Sender<Seat>);
 
 impl Waiter for ChannelWaiter {
     fn is_abandoned(&self) -> bool {
         self.0.is_closed()
     }
 
-    fn offer(self: Box<Self>, seat: ConnectionGuard) -> Result<(), ConnectionGuard> {
+    fn offer(self: Box<Self>, seat: Seat) -> Result<(), Seat> {
         self.0.send(seat)
     }
 }
@@ -46,7 +45,7 @@ pub(crate) async fn wait_for_seat(
     app: &Arc<App>,
     timeout: Duration,
     timed_out: RejectReason,
-) -> Result<ConnectionGuard, RejectReason> {
+) -> Result<Seat, RejectReason> {
     // Declared first so it is dropped last, after the receiver: the waiter is abandoned by then.
     let _sweep = SweepOnDrop(app);
     let (offer, seat) = oneshot::channel();

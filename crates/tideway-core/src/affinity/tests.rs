@@ -47,14 +47,14 @@ fn app_with_clock(max_connections: u32) -> (Arc<App>, Arc<ManualClock>) {
     app_with(2, max_connections, 32)
 }
 
-fn admitted(app: &Arc<App>) -> ConnectionGuard {
+fn admitted(app: &Arc<App>) -> Seat {
     match app.admit() {
         Admission::Seated(seat) => seat,
         other => panic!("expected a seat, got {other:?}"),
     }
 }
 
-fn joined(j: JoinSession) -> SessionSeat {
+fn joined(j: JoinSession) -> Share {
     match j {
         JoinSession::Joined(seat) => seat,
         other => panic!("expected to join, got {other:?}"),
@@ -62,7 +62,7 @@ fn joined(j: JoinSession) -> SessionSeat {
 }
 
 /// A session whose client has sent its cookie back once: its first request ended, then it came back.
-fn confirmed(app: &Arc<App>, id: SessionId) -> SessionSeat {
+fn confirmed(app: &Arc<App>, id: SessionId) -> Share {
     drop(app.start_session(admitted(app), id));
     joined(app.join_session(id))
 }
@@ -472,7 +472,7 @@ proptest! {
     fn sessions_never_leak_or_overfill_seats(steps in proptest::collection::vec(step(), 1..80)) {
         let (app, clock) = app_with(3, 3, 2);
         let mut issued = Vec::new();
-        let mut open: Vec<SessionSeat> = Vec::new();
+        let mut open: Vec<Share> = Vec::new();
         let mut placements = Vec::new();
         for step in steps {
             match step {

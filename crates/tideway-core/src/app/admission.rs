@@ -17,19 +17,19 @@ use crate::scaling::replicas_needed;
 /// Dropping it is the only way to give the seat back, so a connection is uncounted on every exit path —
 /// completion, error, client or upstream abort, a panicking task — and a waiting connection takes the freed
 /// seat at once.
-#[must_use = "the connection is counted only while the guard lives"]
-pub struct ConnectionGuard {
+#[must_use = "the connection is counted only while its seat lives"]
+pub struct Seat {
     app: Arc<App>,
     replica: Arc<Replica>,
     on_drop: OnDrop,
 }
 
-/// What dropping a [`ConnectionGuard`] does with its seat.
+/// What dropping a [`Seat`] does.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum OnDrop {
     /// Gives it back and seats the next waiter on it.
     Release,
-    /// Gives it back only: the guard was offered to a waiter that had left, under the queue's lock.
+    /// Gives it back only: the seat was offered to a waiter that had left, under the queue's lock.
     ReleaseQuietly,
     /// Nothing: the seat moved into a [`HeldSeat`].
     Nothing,
@@ -51,7 +51,7 @@ pub trait Waiter: Send {
     /// True once the connection stopped waiting (timed out, client gone); it is then skipped.
     fn is_abandoned(&self) -> bool;
     /// Hands the waiter its seat, or gives the seat back if the waiter is gone.
-    fn offer(self: Box<Self>, seat: ConnectionGuard) -> Result<(), ConnectionGuard>;
+    fn offer(self: Box<Self>, seat: Seat) -> Result<(), Seat>;
 }
 
 /// The queue already holds `max_queued` waiters.
@@ -62,7 +62,7 @@ pub struct QueueFull;
 #[derive(Debug)]
 pub enum Admission {
     /// Seated now.
-    Seated(ConnectionGuard),
+    Seated(Seat),
     /// No seat now; the connection may wait in the queue.
     Wait,
     /// No ready replica; waiting only helps if one is on its way.
@@ -108,7 +108,7 @@ impl App {
             return Admission::Wait;
         }
         match self.seat_excluding(&[]) {
-            Ok(guard) => Admission::Seated(guard),
+            Ok(seat) => Admission::Seated(seat),
             Err(NoSeat::Full) => Admission::Wait,
             Err(NoSeat::NoReplica) => Admission::NoReplica,
         }
@@ -116,9 +116,9 @@ impl App {
 
     /// A seat on a replica not in `tried`, ignoring the queue: for a connection that was already admitted and
     /// must move because its replica refused the TCP connection.
-    pub fn seat_excluding(self: &Arc<Self>, tried: &[ReplicaId]) -> Result<ConnectionGuard, NoSeat> {
+    pub fn seat_excluding(self: &Arc<Self>, tried: &[ReplicaId]) -> Result<Seat, NoSeat> {
         let replica = self.take_seat(tried)?;
-        Ok(ConnectionGuard {
+        Ok(Seat {
             app: Arc::clone(self),
             replica,
             on_drop: OnDrop::Release,
@@ -127,12 +127,12 @@ impl App {
 
     /// A seat on `replica` alone, if it is ready, has room, and nobody waits in the queue (who would go
     /// first): for a session returning to the replica it was on.
-    pub(crate) fn seat_on(self: &Arc<Self>, replica: &Arc<Replica>) -> Option<ConnectionGuard> {
+    pub(crate) fn seat_on(self: &Arc<Self>, replica: &Arc<Replica>) -> Option<Seat> {
         if self.queued() > 0 {
             return None;
         }
         let replica = self.take_seat_among(std::slice::from_ref(replica), &[]).ok()?;
-        Some(ConnectionGuard {
+        Some(Seat {
             app: Arc::clone(self),
             replica,
             on_drop: OnDrop::Release,
@@ -246,7 +246,7 @@ impl App {
                 entries.push_front(waiter);
                 break;
             };
-            let seat = ConnectionGuard {
+            let seat = Seat {
                 app: Arc::clone(self),
                 replica,
                 on_drop: OnDrop::Release,
@@ -273,7 +273,7 @@ impl Queue {
     }
 }
 
-impl ConnectionGuard {
+impl Seat {
     /// The replica the connection is seated on.
     pub fn replica(&self) -> &Arc<Replica> {
         &self.replica
@@ -294,7 +294,7 @@ impl ConnectionGuard {
     }
 }
 
-impl Drop for ConnectionGuard {
+impl Drop for Seat {
     fn drop(&mut self) {
         if self.on_drop != OnDrop::Nothing {
             self.app.release_seat(&self.replica);
@@ -318,9 +318,9 @@ impl Drop for HeldSeat {
     }
 }
 
-impl fmt::Debug for ConnectionGuard {
+impl fmt::Debug for Seat {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ConnectionGuard")
+        f.debug_struct("Seat")
             .field("app", &self.app.name)
             .field("replica", &self.replica.name())
             .finish()

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicU16, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
 use std::time::Duration;
 
-use tideway_core::{Admission, ConnectionGuard, Policy, SpawnThreshold, Waiter};
+use tideway_core::{Admission, Policy, Seat, SpawnThreshold, Waiter};
 use tokio::time::Instant;
 
 use super::*;
@@ -121,7 +121,7 @@ impl Running {
     }
 
     /// Seats `n` connections (the loop sees them as demand).
-    fn seat(&self, n: usize) -> Vec<ConnectionGuard> {
+    fn seat(&self, n: usize) -> Vec<Seat> {
         (0..n)
             .filter_map(|_| match self.app.admit() {
                 Admission::Seated(guard) => Some(guard),
@@ -131,7 +131,7 @@ impl Running {
     }
 
     /// One more connection, waiting in the queue; its seat arrives on the returned channel.
-    fn queue_one(&self) -> Receiver<ConnectionGuard> {
+    fn queue_one(&self) -> Receiver<Seat> {
         let (offer, seat) = sync_channel(1);
         self.app
             .enqueue(Box::new(Queued(offer)))
@@ -152,14 +152,14 @@ impl Running {
 }
 
 /// A connection waiting in the app's queue; its seat arrives on the channel.
-struct Queued(SyncSender<ConnectionGuard>);
+struct Queued(SyncSender<Seat>);
 
 impl Waiter for Queued {
     fn is_abandoned(&self) -> bool {
         false
     }
 
-    fn offer(self: Box<Self>, seat: ConnectionGuard) -> Result<(), ConnectionGuard> {
+    fn offer(self: Box<Self>, seat: Seat) -> Result<(), Seat> {
         self.0.try_send(seat).map_err(|error| match error {
             TrySendError::Full(seat) | TrySendError::Disconnected(seat) => seat,
         })

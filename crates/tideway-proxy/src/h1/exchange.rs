@@ -20,12 +20,12 @@ use tracing::debug;
 
 use super::Conn;
 use crate::Side;
+use crate::claim::Claim;
 use crate::client::ClientConn;
 use crate::handler::{FAILED, MALFORMED, NOT_ROUTED, screen, seat_for};
 use crate::message::framing::{BodyCursor, Framing};
 use crate::message::head::{self, RequestHead};
 use crate::record::{Outcome, Record};
-use crate::seat::Seat;
 use crate::sessions::{presented_session, session_cookie};
 use crate::stall::{BODY_STALLED, RESPONSE_STALLED, ReplicaWait};
 use crate::tunnel::TunnelParts;
@@ -52,7 +52,7 @@ pub(super) enum Next {
 pub(super) struct Tunnel {
     upstream: (TcpStream, Bytes),
     websocket: bool,
-    seat: Seat,
+    claim: Claim,
     timeouts: ConnectionTimeouts,
     close_grace: std::time::Duration,
 }
@@ -166,7 +166,7 @@ async fn exchange(conn: &mut Conn, mut head: RequestHead) -> Next {
         seat_for(&shared, &app, presented),
     )
     .await;
-    let (seat, issued) = match waited {
+    let (claim, issued) = match waited {
         Some(Ok(seated)) => seated,
         Some(Err(reason)) => return unseated(conn, &head, record, &app, reason).await,
         None => {
@@ -176,7 +176,7 @@ async fn exchange(conn: &mut Conn, mut head: RequestHead) -> Next {
     };
     let cookie = issued.and_then(|id| session_cookie(app.name(), id));
     if head.host.is_none() {
-        head::add_host(&mut head.forward, seat.replica().addr());
+        head::add_host(&mut head.forward, claim.replica().addr());
     }
     let policy = app.policy();
     let trip = Trip {
@@ -192,9 +192,9 @@ async fn exchange(conn: &mut Conn, mut head: RequestHead) -> Next {
     drop(policy);
     let mut record = record;
     let mut attempts = Attempts::new(&shared, &app);
-    let mut unsent = seat;
+    let mut unsent = claim;
     loop {
-        let (seat, mut upstream) = match attempts.connect(unsent).await {
+        let (claim, mut upstream) = match attempts.connect(unsent).await {
             Ok(connected) => connected,
             Err(reason) => return unseated(conn, &head, record, &app, reason).await,
         };
@@ -223,11 +223,11 @@ async fn exchange(conn: &mut Conn, mut head: RequestHead) -> Next {
                     let Upstream { link, stream, .. } = upstream;
                     link.put(&replica, stream, attempts.settings());
                 }
-                drop(seat);
+                drop(claim);
                 record.finish(Some(&replica), Outcome::Complete);
                 return if close { unread } else { Next::KeepAlive };
             }
-            Relayed::NoAnswer { written } => match attempts.again(seat, &upstream, written).await {
+            Relayed::NoAnswer { written } => match attempts.again(claim, &upstream, written).await {
                 Again::Retry(again) => {
                     unsent = again;
                     trip.answered.store(false, Ordering::Relaxed);
@@ -262,7 +262,7 @@ async fn exchange(conn: &mut Conn, mut head: RequestHead) -> Next {
                     "exchange stalled"
                 );
                 app.stats().record_close(reason);
-                drop(seat);
+                drop(claim);
                 if answered {
                     record.finish(Some(&replica), Outcome::UpstreamFailed);
                     return Next::Close;
@@ -270,7 +270,7 @@ async fn exchange(conn: &mut Conn, mut head: RequestHead) -> Next {
                 return reply(conn, &head, record, status, text, None).await;
             }
             Relayed::MalformedBody { answered } => {
-                drop(seat);
+                drop(claim);
                 if answered {
                     record.finish(Some(&replica), Outcome::ClientGone);
                     return Next::Close;
@@ -310,7 +310,7 @@ async fn exchange(conn: &mut Conn, mut head: RequestHead) -> Next {
                         Outcome::ClientGone
                     }
                 };
-                drop(seat);
+                drop(claim);
                 record.finish(Some(&replica), outcome);
                 return Next::Close;
             }
@@ -320,7 +320,7 @@ async fn exchange(conn: &mut Conn, mut head: RequestHead) -> Next {
                 return Next::Upgrade(Box::new(Tunnel {
                     upstream: (upstream.stream, Bytes::from(rest)),
                     websocket: head.websocket,
-                    seat,
+                    claim,
                     timeouts: ConnectionTimeouts {
                         max_age: policy
                             .max_connection_age
@@ -342,13 +342,13 @@ impl Tunnel {
     /// The tunnel's parts, with the client's socket and what the client sent past its upgrade request.
     pub(super) fn with_client(self, client: (TcpStream, Bytes), shared: &crate::Shared) -> TunnelParts {
         let settings = shared.settings.load();
-        let evicted = Arc::clone(shared.links.replica(self.seat.replica()).evicted());
+        let evicted = Arc::clone(shared.links.replica(self.claim.replica()).evicted());
         TunnelParts {
             client,
             upstream: self.upstream,
             websocket: self.websocket,
-            app_link: shared.links.app(self.seat.app()),
-            seat: self.seat,
+            app_link: shared.links.app(self.claim.app()),
+            claim: self.claim,
             timeouts: self.timeouts,
             close_grace: self.close_grace,
             send_timeout: settings.send_timeout,

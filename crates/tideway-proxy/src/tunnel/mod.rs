@@ -30,8 +30,8 @@ use tracing::info;
 use crate::Side;
 use crate::app_link::AppLink;
 use crate::broadcast::{Broadcast, Subscription};
+use crate::claim::Claim;
 use crate::clock::RuntimeClock;
-use crate::seat::Seat;
 use frames::{FrameTracker, Seen, close_frame};
 
 /// WebSocket close code 1001: the endpoint is going away (RFC 6455 §7.4.1).
@@ -56,7 +56,7 @@ pub(crate) struct TunnelParts {
     /// True for `Upgrade: websocket`: closes go through the closing handshake.
     pub(crate) websocket: bool,
     /// The connection's seat, held until the tunnel ends.
-    pub(crate) seat: Seat,
+    pub(crate) claim: Claim,
     /// The data plane's state of the seat's app: where the tunnel's duration is recorded.
     pub(crate) app_link: Arc<AppLink>,
     /// Age and inactivity limits of the app.
@@ -103,7 +103,7 @@ struct Broken(Side);
 
 struct Tunnel {
     /// Held until either side closes: a tunnel in its closing handshake no longer occupies the replica.
-    seat: Option<Seat>,
+    claim: Option<Claim>,
     client: TcpStream,
     upstream: TcpStream,
     to_upstream: Flow,
@@ -146,7 +146,7 @@ impl TunnelTask {
             client,
             upstream,
             websocket,
-            seat,
+            claim,
             app_link,
             mut timeouts,
             close_grace,
@@ -155,11 +155,11 @@ impl TunnelTask {
             signals: [shutdown, evicted],
         } = parts;
         timeouts.send = Some(send_timeout);
-        let app = Arc::clone(seat.app());
-        let replica = Arc::clone(seat.replica());
+        let app = Arc::clone(claim.app());
+        let replica = Arc::clone(claim.replica());
         let now = clock.now();
         let mut tunnel = Tunnel {
-            seat: Some(seat),
+            claim: Some(claim),
             client: client.0,
             upstream: upstream.0,
             to_upstream: Flow::new(websocket),
@@ -343,8 +343,8 @@ impl Tunnel {
 
     /// The connection this tunnel counted for ends: its seat is released and its close counted, once.
     fn end_connection(&mut self, reason: CloseReason) {
-        if let Some(seat) = self.seat.take() {
-            seat.app().stats().record_close(reason);
+        if let Some(claim) = self.claim.take() {
+            claim.app().stats().record_close(reason);
         }
     }
 

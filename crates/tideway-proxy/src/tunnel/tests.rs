@@ -53,7 +53,7 @@ async fn tunnel(timeouts: ConnectionTimeouts, websocket: bool) -> Ends {
         client: (client_inner, Bytes::new()),
         upstream: (replica_inner, Bytes::new()),
         websocket,
-        seat: Seat::Own(seat),
+        claim: Claim::Own(seat),
         app_link: Arc::new(AppLink::new(
             ProxyMetrics::register(&prometheus::Registry::new())
                 .expect("metrics")

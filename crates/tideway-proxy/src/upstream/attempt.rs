@@ -14,8 +14,8 @@ use tracing::warn;
 
 use super::{ReplicaLink, UpstreamSettings, connect_stream};
 use crate::Shared;
+use crate::claim::Claim;
 use crate::handler::admit;
-use crate::seat::Seat;
 
 /// How many times one request is sent again after a kept-alive connection failed before the request was
 /// written to it.
@@ -47,8 +47,8 @@ pub(crate) struct Upstream {
 
 /// What becomes of a request its replica closed the connection on without answering.
 pub(crate) enum Again {
-    /// Send it again, with this seat.
-    Retry(Seat),
+    /// Send it again, with this claim.
+    Retry(Claim),
     /// Give it up with a `502`: it went out, or was retried enough.
     Failed,
     /// It lost its seat and found no other.
@@ -72,11 +72,11 @@ impl<'a> Attempts<'a> {
         &self.settings
     }
 
-    /// A connection to the replica `seat` is on: a kept one if one is still good, else a new one. When
-    /// the replica refuses, the request moves (see [`Attempts::reseat`]), and the seat with it.
-    pub(crate) async fn connect(&mut self, mut seat: Seat) -> Result<(Seat, Upstream), RejectReason> {
+    /// A connection to the replica `claim` is on: a kept one if one is still good, else a new one. When
+    /// the replica refuses, the request moves (see [`Attempts::reseat`]), and the claim with it.
+    pub(crate) async fn connect(&mut self, mut claim: Claim) -> Result<(Claim, Upstream), RejectReason> {
         loop {
-            let replica = Arc::clone(seat.replica());
+            let replica = Arc::clone(claim.replica());
             let link = self.shared.links.replica(&replica);
             if let Some(stream) = link.take(self.settings.keepalive_timeout) {
                 let upstream = Upstream {
@@ -85,7 +85,7 @@ impl<'a> Attempts<'a> {
                     stream,
                     reused: true,
                 };
-                return Ok((seat, upstream));
+                return Ok((claim, upstream));
             }
             match connect_stream(replica.addr(), self.settings.connect_timeout).await {
                 Ok(stream) => {
@@ -96,31 +96,31 @@ impl<'a> Attempts<'a> {
                         stream,
                         reused: false,
                     };
-                    return Ok((seat, upstream));
+                    return Ok((claim, upstream));
                 }
-                Err(error) => seat = self.reseat(seat, &replica, &error).await?,
+                Err(error) => claim = self.reseat(claim, &replica, &error).await?,
             }
         }
     }
 
     /// The replica closed `upstream` without answering; `written`: whether the request went out on it.
-    pub(crate) async fn again(&mut self, seat: Seat, upstream: &Upstream, written: bool) -> Again {
+    pub(crate) async fn again(&mut self, claim: Claim, upstream: &Upstream, written: bool) -> Again {
         if written {
-            drop(seat);
+            drop(claim);
             return Again::Failed;
         }
         if upstream.reused {
             // A kept-alive connection the replica had closed: send it again on another.
             if self.retries < RETRIES {
                 self.retries += 1;
-                return Again::Retry(seat);
+                return Again::Retry(claim);
             }
-            drop(seat);
+            drop(claim);
             return Again::Failed;
         }
         // A new connection the replica closed before taking the request: the replica is failing.
         let error = io::Error::from(io::ErrorKind::ConnectionReset);
-        match self.reseat(seat, &upstream.replica, &error).await {
+        match self.reseat(claim, &upstream.replica, &error).await {
             Ok(other) => Again::Retry(other),
             Err(reason) => Again::Rejected(reason),
         }
@@ -132,10 +132,10 @@ impl<'a> Attempts<'a> {
     /// start). A session moves with its connection, so its next one finds it on the new replica.
     async fn reseat(
         &mut self,
-        seat: Seat,
+        claim: Claim,
         replica: &Replica,
         error: &io::Error,
-    ) -> Result<Seat, RejectReason> {
+    ) -> Result<Claim, RejectReason> {
         let app = self.app;
         warn!(app = app.name(), replica = replica.name(), %error, "replica failed the connection");
         let backoff = replica.record_connect_failure(self.shared.clock.now());
@@ -150,20 +150,20 @@ impl<'a> Attempts<'a> {
             return Err(RejectReason::NoReplica);
         }
         if let Ok(other) = app.seat_excluding(&[replica.id()]) {
-            return Ok(seat.move_to(other));
+            return Ok(claim.move_to(other));
         }
         // The seat on the failed replica is given up while waiting; a session keeps its place.
-        let share = match seat {
-            Seat::Own(guard) => {
+        let share = match claim {
+            Claim::Own(guard) => {
                 drop(guard);
                 None
             }
-            Seat::Session(share) => Some(share),
+            Claim::Share(share) => Some(share),
         };
         let other = admit(self.shared, app).await?;
         Ok(match share {
-            Some(share) => Seat::Session(share).move_to(other),
-            None => Seat::Own(other),
+            Some(share) => Claim::Share(share).move_to(other),
+            None => Claim::Own(other),
         })
     }
 }

@@ -11,14 +11,14 @@ use crate::replica::ReplicaState;
 use super::*;
 
 /// A waiter backed by a std channel; "abandoned" once its receiver is dropped.
-struct ChannelWaiter(mpsc::SyncSender<ConnectionGuard>, Arc<()>);
+struct ChannelWaiter(mpsc::SyncSender<Seat>, Arc<()>);
 
 impl Waiter for ChannelWaiter {
     fn is_abandoned(&self) -> bool {
         Arc::strong_count(&self.1) == 1
     }
 
-    fn offer(self: Box<Self>, seat: ConnectionGuard) -> Result<(), ConnectionGuard> {
+    fn offer(self: Box<Self>, seat: Seat) -> Result<(), Seat> {
         if self.is_abandoned() {
             return Err(seat);
         }
@@ -30,12 +30,12 @@ impl Waiter for ChannelWaiter {
 
 /// The waiting side: the receiver, and a liveness token whose drop marks the waiter abandoned.
 struct Waiting {
-    seats: mpsc::Receiver<ConnectionGuard>,
+    seats: mpsc::Receiver<Seat>,
     _alive: Arc<()>,
 }
 
 impl Waiting {
-    fn seat(&self) -> Option<ConnectionGuard> {
+    fn seat(&self) -> Option<Seat> {
         self.seats.try_recv().ok()
     }
 }
@@ -76,7 +76,7 @@ fn app(replicas: usize, max_connections: u32, max_queued: u32) -> Arc<App> {
     app
 }
 
-fn seated(a: Admission) -> ConnectionGuard {
+fn seated(a: Admission) -> Seat {
     match a {
         Admission::Seated(g) => g,
         other => panic!("expected a seat, got {other:?}"),
@@ -178,7 +178,7 @@ fn offer_refused_returns_the_seat() {
         fn is_abandoned(&self) -> bool {
             false
         }
-        fn offer(self: Box<Self>, seat: ConnectionGuard) -> Result<(), ConnectionGuard> {
+        fn offer(self: Box<Self>, seat: Seat) -> Result<(), Seat> {
             Err(seat)
         }
     }

@@ -1,41 +1,42 @@
-//! What a proxied connection holds on its replica: a seat of its own, or a share of its session's.
+//! What a proxied connection holds on its replica (`docs/glossary.md`, "claim"): a seat of its own, or a
+//! share of its session's.
 
 use std::sync::Arc;
 
-use tideway_core::{App, ConnectionGuard, Replica, SessionSeat};
+use tideway_core::{App, Replica, Seat, Share};
 
 /// A connection's claim on its replica, released when dropped.
 #[derive(Debug)]
-pub(crate) enum Seat {
+pub(crate) enum Claim {
     /// A connection counted on its own.
-    Own(ConnectionGuard),
+    Own(Seat),
     /// A connection of a cookie-affinity session, which counts once for all its connections.
-    Session(SessionSeat),
+    Share(Share),
 }
 
-impl Seat {
+impl Claim {
     /// The replica the connection goes to.
     pub(crate) fn replica(&self) -> &Arc<Replica> {
         match self {
-            Seat::Own(seat) => seat.replica(),
-            Seat::Session(seat) => seat.replica(),
+            Claim::Own(seat) => seat.replica(),
+            Claim::Share(share) => share.replica(),
         }
     }
 
     /// The app the connection belongs to.
     pub(crate) fn app(&self) -> &Arc<App> {
         match self {
-            Seat::Own(seat) => seat.app(),
-            Seat::Session(seat) => seat.app(),
+            Claim::Own(seat) => seat.app(),
+            Claim::Share(share) => share.app(),
         }
     }
 
     /// The same claim moved onto `other`'s replica, for a connection whose replica failed it before
     /// anything was sent; the old seat is given back.
-    pub(crate) fn move_to(self, other: ConnectionGuard) -> Seat {
+    pub(crate) fn move_to(self, other: Seat) -> Claim {
         match self {
-            Seat::Own(_) => Seat::Own(other),
-            Seat::Session(share) => Seat::Session(share.move_to(other)),
+            Claim::Own(_) => Claim::Own(other),
+            Claim::Share(share) => Claim::Share(share.move_to(other)),
         }
     }
 }
