@@ -15,6 +15,8 @@ mod recent;
 mod replica;
 mod scaling;
 mod signal;
+#[cfg(test)]
+mod testing;
 
 pub use affinity::{
     Affinity, JoinSession, Placement, SessionCounts, SessionGrant, SessionId, SessionQueue, SessionQueueFull,

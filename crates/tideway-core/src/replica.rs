@@ -204,9 +204,8 @@ impl fmt::Debug for Replica {
 mod tests {
     use super::*;
 
-    fn replica() -> Replica {
-        let addr = SocketAddr::from(([127, 0, 0, 1], 9000));
-        Replica::new("r", addr, ReplicaState::Ready, Timestamp::ZERO)
+    fn replica() -> std::sync::Arc<Replica> {
+        crate::testing::replica_at("r", 0, ReplicaState::Ready)
     }
 
     #[test]

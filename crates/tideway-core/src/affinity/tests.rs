@@ -1,4 +1,3 @@
-use std::net::SocketAddr;
 use std::sync::mpsc;
 use std::time::Duration;
 
@@ -11,6 +10,7 @@ use crate::replica::ReplicaState;
 
 use super::vacant::MAX_SEATLESS;
 use super::*;
+use crate::testing::ready_replicas;
 
 const GRACE: Duration = Duration::from_secs(30);
 
@@ -28,18 +28,7 @@ fn app_with(
         ..Policy::default()
     };
     let app = App::new("a", policy, Arc::clone(&clock) as Arc<dyn crate::Clock>);
-    let replicas = (0..replicas)
-        .map(|i| {
-            let addr = SocketAddr::from(([127, 0, 0, 1], 9000 + i));
-            Arc::new(Replica::new(
-                format!("r{i}"),
-                addr,
-                ReplicaState::Ready,
-                Timestamp::ZERO,
-            ))
-        })
-        .collect();
-    app.set_replicas(replicas);
+    app.set_replicas(ready_replicas(usize::from(replicas)));
     (app, clock)
 }
 

@@ -1,22 +1,12 @@
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use proptest::prelude::*;
 
 use super::*;
+use crate::testing::ready_replicas;
 
 fn replicas(n: usize) -> Vec<Arc<Replica>> {
-    (0..n)
-        .map(|i| {
-            let addr = SocketAddr::from(([127, 0, 0, 1], 9000 + i as u16));
-            Arc::new(Replica::new(
-                format!("r{i}"),
-                addr,
-                ReplicaState::Ready,
-                Timestamp::ZERO,
-            ))
-        })
-        .collect()
+    ready_replicas(n)
 }
 
 fn take(rs: &[Arc<Replica>], balance: Balance, max: u32, rotation: usize) -> Result<usize, NoSeat> {

@@ -29,7 +29,7 @@ use crate::record::{Outcome, Record};
 use crate::sessions::{presented_session, session_cookie};
 use crate::stall::{BODY_STALLED, RESPONSE_STALLED, ReplicaWait};
 use crate::tunnel::TunnelParts;
-use crate::upstream::{Again, Attempts, Upstream};
+use crate::upstream::{Again, Attempts, ReplicaConn};
 
 use departure::until_client_leaves;
 pub(super) use own::refuse;
@@ -220,7 +220,7 @@ async fn exchange(conn: &mut Conn, mut head: RequestHead) -> Next {
         match relayed {
             Relayed::Done { reusable, close } => {
                 if reusable {
-                    let Upstream { link, stream, .. } = upstream;
+                    let ReplicaConn { link, stream, .. } = upstream;
                     link.put(&replica, stream, attempts.settings());
                 }
                 drop(claim);

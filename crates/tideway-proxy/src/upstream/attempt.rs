@@ -34,7 +34,7 @@ pub(crate) struct Attempts<'a> {
 }
 
 /// A connection to the replica a request is seated on, ready to carry it.
-pub(crate) struct Upstream {
+pub(crate) struct ReplicaConn {
     /// The replica.
     pub(crate) replica: Arc<Replica>,
     /// The data plane's state of the replica: its pool and its eviction signal.
@@ -74,12 +74,12 @@ impl<'a> Attempts<'a> {
 
     /// A connection to the replica `claim` is on: a kept one if one is still good, else a new one. When
     /// the replica refuses, the request moves (see [`Attempts::reseat`]), and the claim with it.
-    pub(crate) async fn connect(&mut self, mut claim: Claim) -> Result<(Claim, Upstream), RejectReason> {
+    pub(crate) async fn connect(&mut self, mut claim: Claim) -> Result<(Claim, ReplicaConn), RejectReason> {
         loop {
             let replica = Arc::clone(claim.replica());
             let link = self.shared.links.replica(&replica);
             if let Some(stream) = link.take(self.settings.keepalive_timeout) {
-                let upstream = Upstream {
+                let upstream = ReplicaConn {
                     replica,
                     link,
                     stream,
@@ -90,7 +90,7 @@ impl<'a> Attempts<'a> {
             match connect_stream(replica.addr(), self.settings.connect_timeout).await {
                 Ok(stream) => {
                     replica.record_connect_success();
-                    let upstream = Upstream {
+                    let upstream = ReplicaConn {
                         replica,
                         link,
                         stream,
@@ -104,7 +104,7 @@ impl<'a> Attempts<'a> {
     }
 
     /// The replica closed `upstream` without answering; `written`: whether the request went out on it.
-    pub(crate) async fn again(&mut self, claim: Claim, upstream: &Upstream, written: bool) -> Again {
+    pub(crate) async fn again(&mut self, claim: Claim, upstream: &ReplicaConn, written: bool) -> Again {
         if written {
             drop(claim);
             return Again::Failed;

@@ -3,7 +3,7 @@
 
 mod attempt;
 
-pub(crate) use attempt::{Again, Attempts, Upstream};
+pub(crate) use attempt::{Again, Attempts, ReplicaConn};
 
 use std::io;
 use std::net::SocketAddr;

@@ -1,4 +1,3 @@
-use std::net::SocketAddr;
 use std::sync::mpsc;
 use std::thread;
 
@@ -9,6 +8,7 @@ use crate::policy::Policy;
 use crate::replica::ReplicaState;
 
 use super::*;
+use crate::testing::{ready_replicas, replica_at};
 
 /// A waiter backed by a std channel; "abandoned" once its receiver is dropped.
 struct ChannelWaiter(mpsc::SyncSender<Seat>, Arc<()>);
@@ -60,19 +60,7 @@ fn app(replicas: usize, max_connections: u32, max_queued: u32) -> Arc<App> {
         ..Policy::default()
     };
     let app = App::new("test", policy, Arc::new(ManualClock::default()));
-    app.set_replicas(
-        (0..replicas)
-            .map(|i| {
-                let addr = SocketAddr::from(([127, 0, 0, 1], 9000 + i as u16));
-                Arc::new(Replica::new(
-                    format!("r{i}"),
-                    addr,
-                    ReplicaState::Ready,
-                    Timestamp::ZERO,
-                ))
-            })
-            .collect(),
-    );
+    app.set_replicas(ready_replicas(replicas));
     app
 }
 
@@ -194,13 +182,7 @@ fn new_replicas_and_raised_limits_seat_waiters() {
     assert!(matches!(app.admit(), Admission::NoReplica));
     let (w, waiting) = waiter();
     app.enqueue(w).expect("room");
-    let addr = SocketAddr::from(([127, 0, 0, 1], 9100));
-    let replica = Arc::new(Replica::new(
-        "late",
-        addr,
-        ReplicaState::Starting,
-        Timestamp::ZERO,
-    ));
+    let replica = replica_at("late", 100, ReplicaState::Starting);
     app.set_replicas(vec![Arc::clone(&replica)]);
     assert!(
         waiting.seat().is_none(),
@@ -353,12 +335,7 @@ fn paused_starts_refuse_the_waiters_only_when_no_replica_is_on_its_way() {
     app.resume_starts();
 
     // A replica still starting will seat the waiters: they stay.
-    app.set_replicas(vec![Arc::new(Replica::new(
-        "starting",
-        SocketAddr::from(([127, 0, 0, 1], 9000)),
-        ReplicaState::Starting,
-        Timestamp::ZERO,
-    ))]);
+    app.set_replicas(vec![replica_at("starting", 0, ReplicaState::Starting)]);
     let (w, waiting) = waiter();
     app.enqueue(w).expect("room");
     app.pause_starts(Timestamp::from_millis(10_000));
