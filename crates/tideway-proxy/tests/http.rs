@@ -337,3 +337,53 @@ async fn http2_bodies_cross_both_ways_over_the_replica_pool_http1_uses() {
     );
     eventually("every seat is given back", || app_a.connections() == 0).await;
 }
+
+/// A replica that answers every request on every connection with `answer` and closes.
+async fn answering(answer: &'static [u8]) -> std::net::SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("address");
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut head = [0u8; 4096];
+                let _ = stream.read(&mut head).await;
+                let _ = stream.write_all(answer).await;
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test]
+async fn http2_requests_fail_over_and_fail_like_http1_ones() {
+    // A refused replica is skipped and the request moves.
+    let a = TestReplica::start("a").await.expect("a");
+    let app_a = app("a", Policy::default(), &[refused_addr(), a.addr()]);
+    let proxy = Proxied::start(vec![route(&app_a, "site.test", None)]).await;
+    let (mut h2, _conn) = http2(proxy.addr).await;
+    for _ in 0..5 {
+        let (status, headers, _) = http2_get(&mut h2, "site.test", "/").await;
+        assert_eq!(status, 200);
+        assert_eq!(headers["x-backend"], "a");
+    }
+    // A request written to a replica that then drops it unanswered is never sent again: 502.
+    let (status, _, _) = http2_get(&mut h2, "site.test", "/drop-next").await;
+    assert_eq!(status, 200);
+    let accepted = a.accepted();
+    let (status, _, _) = http2_get(&mut h2, "site.test", "/again").await;
+    assert_eq!(status, 502, "the replica may have acted on it");
+    assert_eq!(a.accepted(), accepted, "nothing was sent again on a new connection");
+
+    // An answer that is not HTTP tideway can relay is a 502; so is one that breaks off mid-head.
+    for (answer, text) in [
+        (&b"HTTP/1.1 2x0 OK\r\n\r\n"[..], "the replica sent a malformed response\n"),
+        (b"HTTP/1.1 200 OK\r\nContent-", "the replica failed to answer\n"),
+    ] {
+        let bad = app("bad", Policy::default(), &[answering(answer).await]);
+        let proxy = Proxied::start(vec![route(&bad, "bad.test", None)]).await;
+        let (mut h2, _conn) = http2(proxy.addr).await;
+        let (status, _, body) = http2_get(&mut h2, "bad.test", "/").await;
+        assert_eq!((status.as_u16(), &body[..]), (502, text.as_bytes()));
+        eventually("the seat is given back", || bad.connections() == 0).await;
+    }
+}

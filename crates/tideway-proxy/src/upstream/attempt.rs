@@ -78,28 +78,26 @@ impl<'a> Attempts<'a> {
         loop {
             let replica = Arc::clone(claim.replica());
             let link = self.shared.links.replica(&replica);
-            if let Some(stream) = link.take(self.settings.keepalive_timeout) {
-                let upstream = ReplicaConn {
-                    replica,
-                    link,
-                    stream,
-                    reused: true,
-                };
-                return Ok((claim, upstream));
-            }
-            match connect_stream(replica.addr(), self.settings.connect_timeout).await {
-                Ok(stream) => {
-                    replica.record_connect_success();
-                    let upstream = ReplicaConn {
-                        replica,
-                        link,
-                        stream,
-                        reused: false,
-                    };
-                    return Ok((claim, upstream));
-                }
-                Err(error) => claim = self.reseat(claim, &replica, &error).await?,
-            }
+            let (stream, reused) = match link.take(self.settings.keepalive_timeout) {
+                Some(stream) => (stream, true),
+                None => match connect_stream(replica.addr(), self.settings.connect_timeout).await {
+                    Ok(stream) => {
+                        replica.record_connect_success();
+                        (stream, false)
+                    }
+                    Err(error) => {
+                        claim = self.reseat(claim, &replica, &error).await?;
+                        continue;
+                    }
+                },
+            };
+            let upstream = ReplicaConn {
+                replica,
+                link,
+                stream,
+                reused,
+            };
+            return Ok((claim, upstream));
         }
     }
 
