@@ -372,11 +372,18 @@ async fn http2_requests_fail_over_and_fail_like_http1_ones() {
     let accepted = a.accepted();
     let (status, _, _) = http2_get(&mut h2, "site.test", "/again").await;
     assert_eq!(status, 502, "the replica may have acted on it");
-    assert_eq!(a.accepted(), accepted, "nothing was sent again on a new connection");
+    assert_eq!(
+        a.accepted(),
+        accepted,
+        "nothing was sent again on a new connection"
+    );
 
     // An answer that is not HTTP tideway can relay is a 502; so is one that breaks off mid-head.
     for (answer, text) in [
-        (&b"HTTP/1.1 2x0 OK\r\n\r\n"[..], "the replica sent a malformed response\n"),
+        (
+            &b"HTTP/1.1 2x0 OK\r\n\r\n"[..],
+            "the replica sent a malformed response\n",
+        ),
         (b"HTTP/1.1 200 OK\r\nContent-", "the replica failed to answer\n"),
     ] {
         let bad = app("bad", Policy::default(), &[answering(answer).await]);

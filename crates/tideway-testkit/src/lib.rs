@@ -19,6 +19,7 @@
 //! - any request with `Upgrade: echo` + `Connection: upgrade`: `101`, then a raw byte echo until EOF.
 
 mod client;
+pub mod cluster;
 mod raw;
 mod replica;
 mod routes;

@@ -1,0 +1,208 @@
+//! The test cluster through the real `kube` client, over HTTP: the API server conventions tideway will
+//! depend on in Kubernetes mode.
+
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::api::apps::v1::Deployment;
+use kube::api::{ListParams, Patch, PatchParams, PostParams};
+use kube::runtime::watcher;
+use kube::{Api, Client, Config};
+use serde_json::json;
+use tideway_testkit::cluster::{Resource, TestCluster};
+
+const PATIENCE: Duration = Duration::from_secs(10);
+
+async fn client(cluster: &TestCluster) -> Client {
+    let config = Config::new(cluster.url().parse().expect("the cluster's URL"));
+    Client::try_from(config).expect("a client")
+}
+
+fn deployment(name: &str, replicas: i32) -> Deployment {
+    serde_json::from_value(json!({
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": { "name": name, "labels": { "app": name } },
+        "spec": {
+            "replicas": replicas,
+            "selector": { "matchLabels": { "app": name } },
+            "template": {
+                "metadata": { "labels": { "app": name } },
+                "spec": { "containers": [{ "name": "app", "image": name }] },
+            },
+        },
+    }))
+    .expect("a deployment")
+}
+
+fn api_error(result: Result<impl std::fmt::Debug, kube::Error>) -> (u16, String) {
+    match result {
+        Err(kube::Error::Api(status)) => (status.code, status.reason),
+        other => panic!("expected an API error, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn objects_keep_the_api_servers_conventions() {
+    let cluster = TestCluster::start().await.expect("cluster");
+    let api: Api<Deployment> = Api::namespaced(client(&cluster).await, "apps");
+
+    let created = api
+        .create(&PostParams::default(), &deployment("shiny", 1))
+        .await
+        .expect("created");
+    assert_eq!(created.metadata.generation, Some(1));
+    assert!(created.metadata.uid.is_some() && created.metadata.creation_timestamp.is_some());
+    let first_version = created
+        .metadata
+        .resource_version
+        .clone()
+        .expect("a resourceVersion");
+    assert_eq!(
+        api_error(api.create(&PostParams::default(), &deployment("shiny", 1)).await),
+        (409, "AlreadyExists".to_owned())
+    );
+    assert_eq!(api_error(api.get("nope").await), (404, "NotFound".to_owned()));
+
+    // The scale subresource speaks autoscaling/v1 and moves the generation.
+    assert_eq!(
+        api.get_scale("shiny")
+            .await
+            .expect("scale")
+            .spec
+            .and_then(|s| s.replicas),
+        Some(1)
+    );
+    let scaled = api
+        .patch_scale(
+            "shiny",
+            &PatchParams::default(),
+            &Patch::Merge(json!({ "spec": { "replicas": 3 } })),
+        )
+        .await
+        .expect("scaled");
+    assert_eq!(scaled.spec.and_then(|s| s.replicas), Some(3));
+    let after = api.get("shiny").await.expect("the deployment");
+    assert_eq!(after.spec.as_ref().and_then(|s| s.replicas), Some(3));
+    assert_eq!(after.metadata.generation, Some(2));
+
+    // A status write changes only the status; a write of the object never changes it, and moves the
+    // generation only when the spec changed.
+    let status = api
+        .patch_status(
+            "shiny",
+            &PatchParams::default(),
+            &Patch::Merge(json!({ "status": { "replicas": 3 } })),
+        )
+        .await
+        .expect("status written");
+    assert_eq!(status.status.as_ref().and_then(|s| s.replicas), Some(3));
+    assert_eq!(status.metadata.generation, Some(2));
+    let labelled = api
+        .patch(
+            "shiny",
+            &PatchParams::default(),
+            &Patch::Merge(
+                json!({ "metadata": { "labels": { "tier": "web" } }, "status": { "replicas": 9 } }),
+            ),
+        )
+        .await
+        .expect("labelled");
+    assert_eq!(labelled.status.as_ref().and_then(|s| s.replicas), Some(3));
+    assert_eq!(labelled.metadata.generation, Some(2));
+
+    // A write from a stale resourceVersion is a conflict.
+    let mut stale = created;
+    stale.metadata.resource_version = Some(first_version);
+    assert_eq!(
+        api_error(api.replace("shiny", &PostParams::default(), &stale).await),
+        (409, "Conflict".to_owned())
+    );
+    let stored = cluster
+        .object(
+            &Resource {
+                group: "apps".into(),
+                plural: "deployments".into(),
+            },
+            "apps",
+            "shiny",
+        )
+        .expect("stored");
+    assert_eq!(
+        stored["spec"]["replicas"], 3,
+        "the conflicting write changed nothing"
+    );
+
+    // Lists carry a resourceVersion and honour label selectors.
+    api.create(&PostParams::default(), &deployment("streamlit", 1))
+        .await
+        .expect("created");
+    let all = api.list(&ListParams::default()).await.expect("listed");
+    assert_eq!(all.items.len(), 2);
+    assert!(all.metadata.resource_version.is_some());
+    let one = api
+        .list(&ListParams::default().labels("app=streamlit"))
+        .await
+        .expect("listed");
+    assert_eq!(one.items.len(), 1);
+    api.delete("streamlit", &Default::default())
+        .await
+        .expect("deleted");
+    assert_eq!(
+        api_error(api.get("streamlit").await),
+        (404, "NotFound".to_owned())
+    );
+}
+
+#[tokio::test]
+async fn a_watch_that_ends_resumes_and_one_whose_version_is_gone_lists_again() {
+    let cluster = TestCluster::start().await.expect("cluster");
+    let api: Api<Deployment> = Api::namespaced(client(&cluster).await, "apps");
+    api.create(&PostParams::default(), &deployment("a", 1))
+        .await
+        .expect("created");
+
+    // The watcher reports a failed watch (then lists or resumes on the next poll); the test notes them.
+    let mut seen = watcher(api.clone(), watcher::Config::default().any_semantic()).boxed();
+    let mut errors = Vec::new();
+    let mut next = async || loop {
+        let event = tokio::time::timeout(PATIENCE, seen.next())
+            .await
+            .expect("the watcher moves on")
+            .expect("the watch goes on");
+        match event {
+            Ok(watcher::Event::Apply(d) | watcher::Event::InitApply(d)) => {
+                return d.metadata.name.unwrap_or_default();
+            }
+            Ok(_) => {}
+            Err(error) => errors.push(error.to_string()),
+        }
+    };
+    assert_eq!(next().await, "a");
+
+    // A watch the server ends resumes from its last version: it misses nothing, and lists nothing.
+    let lists = cluster.lists();
+    cluster.end_watches();
+    api.create(&PostParams::default(), &deployment("b", 1))
+        .await
+        .expect("created");
+    assert_eq!(next().await, "b");
+    assert_eq!(cluster.lists(), lists, "resumed from its version");
+
+    // A watch from a version the server no longer has gets 410 Gone and lists again: it still sees
+    // everything.
+    cluster.expire_next_watch();
+    cluster.end_watches();
+    api.create(&PostParams::default(), &deployment("c", 1))
+        .await
+        .expect("created");
+    let mut names = Vec::new();
+    while !names.contains(&"c".to_owned()) {
+        names.push(next().await);
+    }
+    assert!(cluster.lists() > lists, "listed again after 410 Gone: {names:?}");
+    assert!(
+        errors.iter().any(|e| e.contains("410") || e.contains("too old")),
+        "the watch was told its version is gone: {errors:?}"
+    );
+}
