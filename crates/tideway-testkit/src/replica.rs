@@ -58,7 +58,13 @@ impl TestReplica {
     /// Like [`TestReplica::start`], on `127.0.0.1:port` (a replica started by tideway's local orchestrator
     /// listens where `PORT` says).
     pub async fn start_on(name: &str, port: u16) -> io::Result<TestReplica> {
-        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, port)).await?;
+        Self::start_at(name, SocketAddr::from((Ipv4Addr::LOCALHOST, port))).await
+    }
+
+    /// Like [`TestReplica::start`], on `addr` (a pod of the test cluster listens on an address of its own
+    /// in 127.0.0.0/8, at its container's port).
+    pub async fn start_at(name: &str, addr: SocketAddr) -> io::Result<TestReplica> {
+        let listener = TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
         let state = Arc::new(State::new(name));
         let (shutdown, shutdown_rx) = watch::channel(());

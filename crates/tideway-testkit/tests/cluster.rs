@@ -5,11 +5,13 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::{ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::watcher;
 use kube::{Api, Client, Config};
 use serde_json::json;
-use tideway_testkit::cluster::{Resource, TestCluster};
+use tideway_testkit::cluster::{POD_DELETION_COST, Resource, TestCluster};
 
 const PATIENCE: Duration = Duration::from_secs(10);
 
@@ -205,4 +207,127 @@ async fn a_watch_that_ends_resumes_and_one_whose_version_is_gone_lists_again() {
         errors.iter().any(|e| e.contains("410") || e.contains("too old")),
         "the watch was told its version is gone: {errors:?}"
     );
+}
+
+fn service(name: &str) -> k8s_openapi::api::core::v1::Service {
+    serde_json::from_value(json!({
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": { "name": name },
+        "spec": { "selector": { "app": name }, "ports": [{ "name": "http", "port": 80, "targetPort": 8080 }] },
+    }))
+    .expect("a service")
+}
+
+/// The ready endpoints of `service`'s slice, as `(pod, address)`, and how many are terminating.
+async fn endpoints(api: &Api<EndpointSlice>, service: &str) -> (Vec<(String, String)>, usize) {
+    let slices = api
+        .list(&ListParams::default().labels(&format!("kubernetes.io/service-name={service}")))
+        .await
+        .expect("listed");
+    let endpoints: Vec<_> = slices
+        .items
+        .into_iter()
+        .flat_map(|slice| slice.endpoints)
+        .collect();
+    let terminating = endpoints
+        .iter()
+        .filter(|e| e.conditions.as_ref().and_then(|c| c.terminating) == Some(true))
+        .count();
+    let ready = endpoints
+        .into_iter()
+        .filter(|e| e.conditions.as_ref().and_then(|c| c.ready) == Some(true))
+        .filter_map(|e| Some((e.target_ref?.name?, e.addresses.first()?.clone())))
+        .collect();
+    (ready, terminating)
+}
+
+async fn until<T>(what: &str, mut probe: impl AsyncFnMut() -> Option<T>) -> T {
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        if let Some(found) = probe().await {
+            return found;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "gave up waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test]
+async fn deployments_become_pods_with_real_replicas_and_scale_down_removes_the_cheapest() {
+    let cluster = TestCluster::start().await.expect("cluster");
+    let client = client(&cluster).await;
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), "apps");
+    let services: Api<k8s_openapi::api::core::v1::Service> = Api::namespaced(client.clone(), "apps");
+    let slices: Api<EndpointSlice> = Api::namespaced(client.clone(), "apps");
+    let pods: Api<Pod> = Api::namespaced(client, "apps");
+    services
+        .create(&PostParams::default(), &service("shiny"))
+        .await
+        .expect("service");
+    deployments
+        .create(&PostParams::default(), &deployment("shiny", 3))
+        .await
+        .expect("deployment");
+
+    let ready = until("three ready endpoints", async || {
+        let (ready, _) = endpoints(&slices, "shiny").await;
+        (ready.len() == 3).then_some(ready)
+    })
+    .await;
+    let status = deployments
+        .get("shiny")
+        .await
+        .expect("deployment")
+        .status
+        .expect("a status");
+    assert_eq!((status.replicas, status.ready_replicas), (Some(3), Some(3)));
+    // Each endpoint is a real replica on an address of its own, at the Service's target port.
+    for (pod, address) in &ready {
+        let addr: std::net::SocketAddr = format!("{address}:8080").parse().expect("an address");
+        let (code, headers, _) = tideway_testkit::http1_get(addr, "shiny", "/")
+            .await
+            .expect("an answer");
+        assert_eq!(
+            (code.as_u16(), headers["x-backend"].to_str().ok()),
+            (200, Some(pod.as_str()))
+        );
+    }
+
+    // Scaling down removes the pod with the lowest deletion cost, terminating first.
+    let (cheap, _) = &ready[1];
+    pods.patch(
+        cheap,
+        &PatchParams::default(),
+        &Patch::Merge(json!({ "metadata": { "annotations": { POD_DELETION_COST: "-100" } } })),
+    )
+    .await
+    .expect("annotated");
+    deployments
+        .patch_scale(
+            "shiny",
+            &PatchParams::default(),
+            &Patch::Merge(json!({ "spec": { "replicas": 2 } })),
+        )
+        .await
+        .expect("scaled");
+    let left = until("the cheap pod gone", async || {
+        let names: Vec<String> = pods
+            .list(&ListParams::default())
+            .await
+            .ok()?
+            .items
+            .into_iter()
+            .filter_map(|pod| pod.metadata.name)
+            .collect();
+        (names.len() == 2).then_some(names)
+    })
+    .await;
+    assert!(!left.contains(cheap), "{cheap} went, not another: {left:?}");
+    let (ready, terminating) = endpoints(&slices, "shiny").await;
+    assert_eq!((ready.len(), terminating), (2, 0));
+    assert!(cluster.replica("apps", cheap).is_none(), "its replica stopped");
 }

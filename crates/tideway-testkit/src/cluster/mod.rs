@@ -6,6 +6,7 @@
 //! that replay from a version, send bookmarks, and get `410 Gone` once their version is compacted).
 
 mod api;
+mod controller;
 mod patch;
 mod store;
 
@@ -19,24 +20,55 @@ use serde_json::Value;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
+pub use controller::{POD_DELETION_COST, PodTiming};
 pub use store::Resource;
+
+use std::sync::Arc;
+
+use crate::TestReplica;
+use controller::Controllers;
 use store::{Key, Store};
 
 /// A running test cluster; it stops when dropped.
 pub struct TestCluster {
     addr: SocketAddr,
     store: Store,
+    controllers: Arc<Controllers>,
     accept: JoinHandle<()>,
+    controlling: JoinHandle<()>,
 }
 
 impl TestCluster {
-    /// Starts an empty cluster's API server on `127.0.0.1:0`.
+    /// Starts an empty cluster — its API server on `127.0.0.1:0` and its controllers — whose pods start
+    /// and stop as [`PodTiming::default`] says.
     pub async fn start() -> io::Result<TestCluster> {
+        Self::start_with(PodTiming::default()).await
+    }
+
+    /// Starts an empty cluster whose pods start and stop as `timing` says.
+    pub async fn start_with(timing: PodTiming) -> io::Result<TestCluster> {
         let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await?;
         let addr = listener.local_addr()?;
         let store = Store::new();
         let accept = tokio::spawn(serve(listener, store.clone()));
-        Ok(TestCluster { addr, store, accept })
+        let (controllers, controlling) = Controllers::spawn(store.clone(), timing);
+        Ok(TestCluster {
+            addr,
+            store,
+            controllers,
+            accept,
+            controlling,
+        })
+    }
+
+    /// The replica behind pod `name` in `namespace`, while it runs.
+    pub fn replica(&self, namespace: &str, name: &str) -> Option<Arc<TestReplica>> {
+        self.controllers.replica(namespace, name)
+    }
+
+    /// Deletes a pod at once, as a crash or an eviction does: its replica stops, its sessions are cut.
+    pub fn kill_pod(&self, namespace: &str, name: &str) {
+        self.controllers.kill(namespace, name);
     }
 
     /// The API server's URL, as a kubeconfig's `server`.
@@ -85,6 +117,7 @@ impl TestCluster {
 impl Drop for TestCluster {
     fn drop(&mut self) {
         self.accept.abort();
+        self.controlling.abort();
     }
 }
 
