@@ -11,7 +11,7 @@ use kube::api::{ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::watcher;
 use kube::{Api, Client, Config};
 use serde_json::json;
-use tideway_testkit::cluster::{POD_DELETION_COST, Resource, TestCluster};
+use tideway_testkit::cluster::{POD_DELETION_COST, Resource, StatusCode, TestCluster};
 
 const PATIENCE: Duration = Duration::from_secs(10);
 
@@ -330,4 +330,61 @@ async fn deployments_become_pods_with_real_replicas_and_scale_down_removes_the_c
     let (ready, terminating) = endpoints(&slices, "shiny").await;
     assert_eq!((ready.len(), terminating), (2, 0));
     assert!(cluster.replica("apps", cheap).is_none(), "its replica stopped");
+}
+
+#[tokio::test]
+async fn injected_faults_look_like_a_real_api_servers() {
+    let cluster = TestCluster::start().await.expect("cluster");
+    let api: Api<Deployment> = Api::namespaced(client(&cluster).await, "apps");
+    api.create(&PostParams::default(), &deployment("a", 1))
+        .await
+        .expect("created");
+
+    // The client retries 429 and 503 by itself (after their Retry-After); a 500 it hands over at once.
+    for status in [StatusCode::SERVICE_UNAVAILABLE, StatusCode::TOO_MANY_REQUESTS] {
+        cluster.fail_next(1, status, 0);
+        api.get("a").await.expect("retried past one failure");
+    }
+    cluster.fail_next(1, StatusCode::INTERNAL_SERVER_ERROR, 0);
+    assert_eq!(api_error(api.get("a").await), (500, "InternalError".to_owned()));
+
+    cluster.conflict_next_write();
+    let relabel = Patch::Merge(json!({ "metadata": { "labels": { "x": "y" } } }));
+    assert_eq!(
+        api_error(api.patch("a", &PatchParams::default(), &relabel).await),
+        (409, "Conflict".to_owned())
+    );
+    api.patch("a", &PatchParams::default(), &relabel)
+        .await
+        .expect("the next write goes through");
+
+    // An outage refuses connections; the client reaches the server again once it is back.
+    cluster.outage();
+    assert!(matches!(api.get("a").await, Err(error) if !matches!(error, kube::Error::Api(_))));
+    cluster.restore().await.expect("restored");
+    api.get("a").await.expect("reachable again");
+
+    // A stalled watch sends nothing and stays open; what changed comes once it moves again.
+    let mut events = watcher(api.clone(), watcher::Config::default()).boxed();
+    let mut applied = async |within: Duration| loop {
+        match tokio::time::timeout(within, events.next()).await {
+            Ok(Some(Ok(watcher::Event::Apply(d) | watcher::Event::InitApply(d)))) => {
+                return d.metadata.name;
+            }
+            Ok(Some(_)) => {}
+            Ok(None) | Err(_) => return None,
+        }
+    };
+    assert_eq!(applied(PATIENCE).await.as_deref(), Some("a"));
+    cluster.stall_watches(true);
+    api.create(&PostParams::default(), &deployment("b", 1))
+        .await
+        .expect("created");
+    assert_eq!(
+        applied(Duration::from_millis(300)).await,
+        None,
+        "nothing comes while stalled"
+    );
+    cluster.stall_watches(false);
+    assert_eq!(applied(PATIENCE).await.as_deref(), Some("b"));
 }

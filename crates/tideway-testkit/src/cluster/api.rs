@@ -38,6 +38,18 @@ struct Target {
 
 /// Serves one request against `store`.
 pub(crate) async fn handle(store: Store, req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
+    if let Some((code, seconds)) = store.faults().take_failure() {
+        let reason = match code {
+            StatusCode::TOO_MANY_REQUESTS => "TooManyRequests",
+            StatusCode::SERVICE_UNAVAILABLE => "ServiceUnavailable",
+            _ => "InternalError",
+        };
+        let mut response = status(code, reason, "an injected failure");
+        response
+            .headers_mut()
+            .insert(http::header::RETRY_AFTER, HeaderValue::from(seconds));
+        return Ok(response);
+    }
     let Some(target) = target(req.uri().path()) else {
         return Ok(status(
             StatusCode::NOT_FOUND,
@@ -64,6 +76,10 @@ pub(crate) async fn handle(store: Store, req: Request<Incoming>) -> Result<Respo
         }
     };
     let object = || serde_json::from_slice::<Value>(&body);
+    if matches!(method, Method::PUT | Method::PATCH) && store.faults().take_conflict() {
+        let name = target.name.clone().unwrap_or_default();
+        return Ok(refusal(&target, &name, &Refused::Conflict));
+    }
     let response = match (&method, &target.name) {
         (&Method::GET, None) if flag(&query, "watch") => watch(&store, &target, &query),
         (&Method::GET, None) => list(&store, &target, &query),
@@ -407,23 +423,30 @@ fn watch(store: &Store, target: &Target, query: &[(String, String)]) -> Response
     let bookmark = (target.api_version(), target.kind());
     let mut ended = store.watch_end();
     ended.mark_unchanged();
+    let stall = store.faults().stall();
+    let deadline = tokio::time::Instant::now() + timeout;
+    // What is sent first waits out a stall too.
+    let (first_stall, first_ended) = (stall.clone(), ended.clone());
+    let first = futures::stream::iter(first).filter_map(move |line| {
+        let (mut stall, mut ended) = (first_stall.clone(), first_ended.clone());
+        async move { unstalled(&mut stall, &mut ended, deadline).await.then_some(line) }
+    });
     let live = futures::stream::unfold(
-        (
-            changes,
-            last,
-            tokio::time::Instant::now() + timeout,
-            store.clone(),
-            ended,
-        ),
+        (changes, last, deadline, store.clone(), ended),
         move |(mut changes, mut last, deadline, store, mut ended)| {
             let scope = scope.clone();
             let bookmark = bookmark.clone();
+            let mut stall = stall.clone();
             async move {
                 loop {
+                    if !unstalled(&mut stall, &mut ended, deadline).await {
+                        return None;
+                    }
                     let tick = tokio::time::sleep(BOOKMARK_EVERY);
                     tokio::select! {
                         () = tokio::time::sleep_until(deadline) => return None,
                         _ = ended.changed() => return None,
+                        _ = stall.changed() => {}
                         () = tick, if bookmarks => {
                             let version = store.version().max(last);
                             let object = json!({
@@ -435,6 +458,10 @@ fn watch(store: &Store, target: &Target, query: &[(String, String)]) -> Response
                         }
                         received = changes.recv() => match received {
                             Ok(event) if event.version > last => {
+                                // Received while a stall began: it waits with the rest.
+                                if !unstalled(&mut stall, &mut ended, deadline).await {
+                                    return None;
+                                }
                                 last = event.version;
                                 if let Some(line) = scope.line(&event) {
                                     return Some((line, (changes, last, deadline, store, ended)));
@@ -449,7 +476,24 @@ fn watch(store: &Store, target: &Target, query: &[(String, String)]) -> Response
             }
         },
     );
-    stream_response(futures::stream::iter(first).chain(live).boxed())
+    stream_response(first.chain(live).boxed())
+}
+
+/// Waits while watches are stalled — sending nothing, staying open; `false` if the watch must end meanwhile
+/// (its timeout, or the server ending every watch).
+async fn unstalled(
+    stall: &mut tokio::sync::watch::Receiver<bool>,
+    ended: &mut tokio::sync::watch::Receiver<u64>,
+    deadline: tokio::time::Instant,
+) -> bool {
+    while *stall.borrow_and_update() {
+        tokio::select! {
+            () = tokio::time::sleep_until(deadline) => return false,
+            _ = ended.changed() => return false,
+            _ = stall.changed() => {}
+        }
+    }
+    true
 }
 
 /// What a watch covers.

@@ -3,27 +3,31 @@
 //!
 //! It keeps objects as JSON with the API server's conventions (`resourceVersion` on every object, `409`
 //! on a stale one, `generation` moved by spec changes only, the `status` and `scale` subresources, watches
-//! that replay from a version, send bookmarks, and get `410 Gone` once their version is compacted).
+//! that replay from a version, send bookmarks, and get `410 Gone` once their version is gone), and shows
+//! the faults real ones do when told to: an outage, error answers with `Retry-After`, a conflict on the
+//! next write, a watch that expires, ends or stalls.
 
 mod api;
 mod controller;
+mod faults;
 mod patch;
 mod store;
 
 use std::io;
 use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::{Arc, Mutex, PoisonError};
 
+pub use http::StatusCode;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use serde_json::Value;
 use tokio::net::TcpListener;
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 pub use controller::{POD_DELETION_COST, PodTiming};
 pub use store::Resource;
-
-use std::sync::Arc;
 
 use crate::TestReplica;
 use controller::Controllers;
@@ -34,7 +38,10 @@ pub struct TestCluster {
     addr: SocketAddr,
     store: Store,
     controllers: Arc<Controllers>,
-    accept: JoinHandle<()>,
+    /// The API server's accept loop; `None` during an outage.
+    accept: Mutex<Option<JoinHandle<()>>>,
+    /// Moved on to cut every open connection, at the start of an outage.
+    cut: watch::Sender<u64>,
     controlling: JoinHandle<()>,
 }
 
@@ -50,15 +57,57 @@ impl TestCluster {
         let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await?;
         let addr = listener.local_addr()?;
         let store = Store::new();
-        let accept = tokio::spawn(serve(listener, store.clone()));
+        let cut = watch::channel(0).0;
+        let accept = tokio::spawn(serve(listener, store.clone(), cut.subscribe()));
         let (controllers, controlling) = Controllers::spawn(store.clone(), timing);
         Ok(TestCluster {
             addr,
             store,
             controllers,
-            accept,
+            accept: Mutex::new(Some(accept)),
+            cut,
             controlling,
         })
+    }
+
+    /// Takes the API server down: its connections are cut and new ones refused, until
+    /// [`TestCluster::restore`]. The controllers and pods run on, as in a real cluster whose API server
+    /// is unreachable.
+    pub fn outage(&self) {
+        if let Some(accept) = self.lock_accept().take() {
+            accept.abort();
+        }
+        self.cut.send_modify(|n| *n += 1);
+    }
+
+    /// Brings the API server back on its address after an outage.
+    pub async fn restore(&self) -> io::Result<()> {
+        let listener = TcpListener::bind(self.addr).await?;
+        let accept = tokio::spawn(serve(listener, self.store.clone(), self.cut.subscribe()));
+        if let Some(old) = self.lock_accept().replace(accept) {
+            old.abort();
+        }
+        Ok(())
+    }
+
+    fn lock_accept(&self) -> std::sync::MutexGuard<'_, Option<JoinHandle<()>>> {
+        self.accept.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Answers the next `count` requests with `status` (500, 503, 429, …) and `Retry-After: seconds`.
+    pub fn fail_next(&self, count: u32, status: StatusCode, seconds: u64) {
+        self.store.faults().fail_next(count, status, seconds);
+    }
+
+    /// Answers the next write (PUT or PATCH) with `409 Conflict`, as when another writer got there first.
+    pub fn conflict_next_write(&self) {
+        self.store.faults().conflict_next_write();
+    }
+
+    /// While `stalled`, open and new watches send nothing and stay open, as a stuck watch does; what
+    /// changes meanwhile comes once they move again.
+    pub fn stall_watches(&self, stalled: bool) {
+        self.store.faults().stall_watches(stalled);
     }
 
     /// The replica behind pod `name` in `namespace`, while it runs.
@@ -116,20 +165,24 @@ impl TestCluster {
 
 impl Drop for TestCluster {
     fn drop(&mut self) {
-        self.accept.abort();
+        self.outage();
         self.controlling.abort();
     }
 }
 
-async fn serve(listener: TcpListener, store: Store) {
+async fn serve(listener: TcpListener, store: Store, cut: watch::Receiver<u64>) {
     while let Ok((stream, _)) = listener.accept().await {
         let store = store.clone();
+        let mut cut = cut.clone();
+        cut.mark_unchanged();
         tokio::spawn(async move {
             let service = service_fn(move |req| api::handle(store.clone(), req));
-            // A client that leaves mid-request is the client's business.
-            let _ = http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), service)
-                .await;
+            let connection = http1::Builder::new().serve_connection(TokioIo::new(stream), service);
+            // A client that leaves mid-request is the client's business; an outage ends the connection.
+            tokio::select! {
+                _ = connection => {}
+                _ = cut.changed() => {}
+            }
         });
     }
 }

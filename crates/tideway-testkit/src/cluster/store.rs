@@ -9,6 +9,8 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use serde_json::{Value, json};
 use tokio::sync::{broadcast, watch};
 
+use super::faults::Faults;
+
 /// How many changes the store remembers for watches; a watch from before them gets `410 Gone`.
 const HISTORY: usize = 1000;
 
@@ -68,6 +70,8 @@ pub(crate) struct Store {
     lists: Arc<AtomicU64>,
     /// The next watch that resumes from a version gets `410 Gone` (an injected fault).
     expire_next_watch: Arc<AtomicBool>,
+    /// The other faults in force.
+    faults: Arc<Faults>,
 }
 
 struct Inner {
@@ -93,7 +97,13 @@ impl Store {
             watches_ended: Arc::new(watch::channel(0).0),
             lists: Arc::default(),
             expire_next_watch: Arc::default(),
+            faults: Arc::default(),
         }
+    }
+
+    /// The faults the API server shows.
+    pub(crate) fn faults(&self) -> &Faults {
+        &self.faults
     }
 
     /// Makes the next watch that resumes from a version get `410 Gone`.
