@@ -8,10 +8,11 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::{ListParams, Patch, PatchParams, PostParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::runtime::watcher;
 use kube::{Api, Client, Config};
 use serde_json::json;
-use tideway_testkit::cluster::{POD_DELETION_COST, Resource, StatusCode, TestCluster};
+use tideway_testkit::cluster::{POD_DELETION_COST, Permission, Resource, StatusCode, TestCluster};
 
 const PATIENCE: Duration = Duration::from_secs(10);
 
@@ -387,4 +388,52 @@ async fn injected_faults_look_like_a_real_api_servers() {
     );
     cluster.stall_watches(false);
     assert_eq!(applied(PATIENCE).await.as_deref(), Some("b"));
+}
+
+#[tokio::test]
+async fn a_token_may_do_what_it_was_granted_and_nothing_else() {
+    let cluster = TestCluster::start().await.expect("cluster");
+    let admin: Api<Deployment> = Api::namespaced(client(&cluster).await, "apps");
+    admin
+        .create(&PostParams::default(), &deployment("a", 1))
+        .await
+        .expect("created");
+
+    let token = cluster.token([
+        Permission::new("apps", "deployments", "get"),
+        Permission::new("apps", "deployments/scale", "patch"),
+    ]);
+    let as_user = async |token: &str| {
+        let kubeconfig =
+            Kubeconfig::from_yaml(&cluster.kubeconfig_as("apps", Some(token))).expect("a kubeconfig");
+        let config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+            .await
+            .expect("a config");
+        Client::try_from(config).expect("a client")
+    };
+    let api: Api<Deployment> = Api::default_namespaced(as_user(&token).await);
+    api.get("a").await.expect("granted: get");
+    api.patch_scale(
+        "a",
+        &PatchParams::default(),
+        &Patch::Merge(json!({ "spec": { "replicas": 2 } })),
+    )
+    .await
+    .expect("granted: patch of the scale");
+    assert_eq!(
+        api_error(api.list(&ListParams::default()).await),
+        (403, "Forbidden".to_owned())
+    );
+    assert_eq!(api_error(api.get_scale("a").await), (403, "Forbidden".to_owned()));
+    let pods: Api<Pod> = Api::default_namespaced(as_user(&token).await);
+    assert_eq!(
+        api_error(pods.list(&ListParams::default()).await),
+        (403, "Forbidden".to_owned())
+    );
+
+    let stranger: Api<Deployment> = Api::default_namespaced(as_user("not-a-token").await);
+    assert_eq!(
+        api_error(stranger.get("a").await),
+        (401, "Unauthorized".to_owned())
+    );
 }

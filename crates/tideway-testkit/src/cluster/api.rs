@@ -16,6 +16,7 @@ use hyper::body::{Frame, Incoming};
 use serde_json::{Value, json};
 use tokio::sync::broadcast;
 
+use super::access::{Attempt, Verdict};
 use super::patch::merge;
 use super::store::{Change, Event, Key, Refused, Resource, Store};
 
@@ -59,6 +60,35 @@ pub(crate) async fn handle(store: Store, req: Request<Incoming>) -> Result<Respo
     };
     let query = query(req.uri().query().unwrap_or_default());
     let method = req.method().clone();
+    let attempt = Attempt {
+        group: &target.resource.group,
+        resource: match &target.subresource {
+            Some(sub) => format!("{}/{sub}", target.resource.plural),
+            None => target.resource.plural.clone(),
+        },
+        verb: verb(&method, target.name.is_some(), flag(&query, "watch")),
+    };
+    let authorization = req
+        .headers()
+        .get(http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    match store.access().check(authorization, &attempt) {
+        Verdict::Allowed => {}
+        Verdict::Unauthenticated => {
+            return Ok(status(StatusCode::UNAUTHORIZED, "Unauthorized", "Unauthorized"));
+        }
+        Verdict::Forbidden => {
+            let message = format!(
+                "{} \"{}\" is forbidden: cannot {} resource \"{}\" in API group \"{}\"",
+                attempt.resource,
+                target.name.as_deref().unwrap_or_default(),
+                attempt.verb,
+                attempt.resource,
+                attempt.group
+            );
+            return Ok(status(StatusCode::FORBIDDEN, "Forbidden", &message));
+        }
+    }
     let content_type = req
         .headers()
         .get(CONTENT_TYPE)
@@ -104,6 +134,20 @@ pub(crate) async fn handle(store: Store, req: Request<Incoming>) -> Result<Respo
         ),
     };
     Ok(response)
+}
+
+/// The RBAC verb of a request.
+fn verb(method: &Method, named: bool, watch: bool) -> &'static str {
+    match *method {
+        Method::GET if watch => "watch",
+        Method::GET if named => "get",
+        Method::GET => "list",
+        Method::POST => "create",
+        Method::PUT => "update",
+        Method::PATCH => "patch",
+        Method::DELETE => "delete",
+        _ => "unknown",
+    }
 }
 
 /// `/api/v1/…` or `/apis/{group}/{version}/…`, then `namespaces/{ns}/{plural}[/{name}[/{sub}]]` or

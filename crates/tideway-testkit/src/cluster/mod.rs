@@ -7,6 +7,7 @@
 //! the faults real ones do when told to: an outage, error answers with `Retry-After`, a conflict on the
 //! next write, a watch that expires, ends or stalls.
 
+mod access;
 mod api;
 mod controller;
 mod faults;
@@ -26,6 +27,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+pub use access::Permission;
 pub use controller::{POD_DELETION_COST, PodTiming};
 pub use store::Resource;
 
@@ -110,6 +112,12 @@ impl TestCluster {
         self.store.faults().stall_watches(stalled);
     }
 
+    /// A bearer token that may do exactly what `permissions` grant (401 for unknown tokens, 403 for
+    /// what is not granted); requests without a token may do anything.
+    pub fn token(&self, permissions: impl IntoIterator<Item = Permission>) -> String {
+        self.store.access().issue(permissions.into_iter().collect())
+    }
+
     /// The replica behind pod `name` in `namespace`, while it runs.
     pub fn replica(&self, namespace: &str, name: &str) -> Option<Arc<TestReplica>> {
         self.controllers.replica(namespace, name)
@@ -125,11 +133,18 @@ impl TestCluster {
         format!("http://{}", self.addr)
     }
 
-    /// A kubeconfig for this cluster, with `namespace` as the context's namespace.
+    /// A kubeconfig for this cluster, with `namespace` as the context's namespace, as its administrator.
     pub fn kubeconfig(&self, namespace: &str) -> String {
+        self.kubeconfig_as(namespace, None)
+    }
+
+    /// A kubeconfig for this cluster, with `namespace` as the context's namespace, whose user presents
+    /// `token` (see [`TestCluster::token`]), or none.
+    pub fn kubeconfig_as(&self, namespace: &str, token: Option<&str>) -> String {
+        let user = token.map_or_else(|| "{}".to_owned(), |token| format!("{{token: {token}}}"));
         format!(
             "apiVersion: v1\nkind: Config\nclusters:\n- name: test\n  cluster:\n    server: {}\n\
-             users:\n- name: test\n  user: {{}}\ncontexts:\n- name: test\n  context:\n    cluster: test\n    \
+             users:\n- name: test\n  user: {user}\ncontexts:\n- name: test\n  context:\n    cluster: test\n    \
              user: test\n    namespace: {namespace}\ncurrent-context: test\n",
             self.url()
         )

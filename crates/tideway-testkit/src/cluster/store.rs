@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use serde_json::{Value, json};
 use tokio::sync::{broadcast, watch};
 
+use super::access::Access;
 use super::faults::Faults;
 
 /// How many changes the store remembers for watches; a watch from before them gets `410 Gone`.
@@ -72,6 +73,8 @@ pub(crate) struct Store {
     expire_next_watch: Arc<AtomicBool>,
     /// The other faults in force.
     faults: Arc<Faults>,
+    /// The tokens and what each may do.
+    access: Arc<Access>,
 }
 
 struct Inner {
@@ -98,7 +101,13 @@ impl Store {
             lists: Arc::default(),
             expire_next_watch: Arc::default(),
             faults: Arc::default(),
+            access: Arc::default(),
         }
+    }
+
+    /// The tokens the cluster knows.
+    pub(crate) fn access(&self) -> &Access {
+        &self.access
     }
 
     /// The faults the API server shows.
