@@ -1,7 +1,9 @@
-//! Where replicas come from. A backend runs an app's replicas (local child processes, or a fixed list of
-//! addresses); the app's [`ScalingLoop`] decides how many there should be and which to drain. The data
-//! plane only ever sees the app's replica set.
+//! Where replicas come from. An orchestrator runs an app's replicas (local child processes; a static app
+//! has a fixed list of addresses; [`kubernetes`] reads a Service's endpoints into replicas); the app's
+//! [`ScalingLoop`] decides how many there should be and which to drain. The data plane only ever sees the
+//! app's replica set.
 
+pub mod kubernetes;
 pub mod local;
 mod metrics;
 mod orchestrator;

@@ -84,7 +84,18 @@ impl TestCluster {
 
     /// Brings the API server back on its address after an outage.
     pub async fn restore(&self) -> io::Result<()> {
-        let listener = TcpListener::bind(self.addr).await?;
+        // The stopped accept loop lets go of the address once the runtime drops it: moments, at most.
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+        let listener = loop {
+            match TcpListener::bind(self.addr).await {
+                Err(error)
+                    if error.kind() == io::ErrorKind::AddrInUse && tokio::time::Instant::now() < deadline =>
+                {
+                    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+                }
+                bound => break bound?,
+            }
+        };
         let accept = tokio::spawn(serve(listener, self.store.clone(), self.cut.subscribe()));
         if let Some(old) = self.lock_accept().replace(accept) {
             old.abort();

@@ -1,0 +1,212 @@
+//! An app's replicas as the EndpointSlices of its Service say: a replica per endpoint, named after its
+//! pod, at the endpoint's address and the Service port's target — ready while the endpoint is ready,
+//! starting before, draining once it terminates (its open connections go on; it gets no new ones), gone
+//! with the endpoint.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use tideway_core::{Replica, ReplicaState, Timestamp};
+
+/// Which port of the endpoints carries the app: the Service port's name, or its number.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PortRef {
+    /// A named port (`http`).
+    Name(String),
+    /// A port number.
+    Number(u16),
+}
+
+/// One endpoint, as the slices say.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EndpointView {
+    /// The pod behind it (`targetRef`), else its address: the `replica` label.
+    pub name: String,
+    /// Where it takes connections.
+    pub addr: SocketAddr,
+    /// Its state for routing.
+    pub state: ReplicaState,
+}
+
+/// The endpoints of `slices` on `port`, one per pod (the first address of each). Endpoints without an
+/// address or without the port are left out: nothing could be sent to them.
+pub fn endpoints(slices: &[EndpointSlice], port: &PortRef) -> Vec<EndpointView> {
+    let mut found = BTreeMap::new();
+    for slice in slices {
+        let number = slice.ports.iter().flatten().find_map(|p| {
+            let matches = match port {
+                PortRef::Name(name) => p.name.as_deref() == Some(name.as_str()),
+                PortRef::Number(n) => p.port == Some(i32::from(*n)),
+            };
+            matches.then_some(p.port).flatten()
+        });
+        let Some(number) = number.and_then(|n| u16::try_from(n).ok()) else {
+            continue;
+        };
+        for endpoint in &slice.endpoints {
+            let Some(ip) = endpoint.addresses.first().and_then(|a| a.parse::<IpAddr>().ok()) else {
+                continue;
+            };
+            let conditions = endpoint.conditions.as_ref();
+            let terminating = conditions.and_then(|c| c.terminating).unwrap_or(false);
+            // An endpoint with no word on readiness is ready (the API's own default).
+            let ready = conditions.and_then(|c| c.ready).unwrap_or(true);
+            let state = if terminating {
+                ReplicaState::Draining
+            } else if ready {
+                ReplicaState::Ready
+            } else {
+                ReplicaState::Starting
+            };
+            let name = endpoint
+                .target_ref
+                .as_ref()
+                .and_then(|r| r.name.clone())
+                .unwrap_or_else(|| ip.to_string());
+            found.insert(
+                name.clone(),
+                EndpointView {
+                    name,
+                    addr: SocketAddr::new(ip, number),
+                    state,
+                },
+            );
+        }
+    }
+    found.into_values().collect()
+}
+
+/// The replicas of one app's endpoints, kept from one look at the slices to the next so that a pod's
+/// replica — and the connections counted on it — stays the same object while the pod lives.
+#[derive(Default)]
+pub struct EndpointReplicas {
+    by_name: BTreeMap<String, Arc<Replica>>,
+}
+
+impl EndpointReplicas {
+    /// Brings the replicas in line with `views` and returns them, oldest first. A replica that turned
+    /// draining never turns ready again (its pod is going); one whose address changed is a new replica.
+    pub fn apply(&mut self, views: &[EndpointView], now: Timestamp) -> Vec<Arc<Replica>> {
+        let mut next = BTreeMap::new();
+        for view in views {
+            let kept = self
+                .by_name
+                .remove(&view.name)
+                .filter(|replica| replica.addr() == view.addr);
+            let replica = match kept {
+                Some(replica) => {
+                    if replica.state() != ReplicaState::Draining {
+                        replica.set_state(view.state);
+                    }
+                    replica
+                }
+                None => Arc::new(Replica::new(view.name.clone(), view.addr, view.state, now)),
+            };
+            next.insert(view.name.clone(), replica);
+        }
+        self.by_name = next;
+        let mut replicas: Vec<Arc<Replica>> = self.by_name.values().cloned().collect();
+        replicas.sort_by_key(|r| (r.started_at(), r.id()));
+        replicas
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use k8s_openapi::api::core::v1::ObjectReference;
+    use k8s_openapi::api::discovery::v1::{Endpoint, EndpointConditions, EndpointPort};
+
+    use super::*;
+
+    fn endpoint(pod: &str, ip: &str, ready: Option<bool>, terminating: Option<bool>) -> Endpoint {
+        Endpoint {
+            addresses: vec![ip.to_owned()],
+            conditions: Some(EndpointConditions {
+                ready,
+                serving: None,
+                terminating,
+            }),
+            target_ref: Some(ObjectReference {
+                kind: Some("Pod".into()),
+                name: Some(pod.to_owned()),
+                ..ObjectReference::default()
+            }),
+            ..Endpoint::default()
+        }
+    }
+
+    fn slice(endpoints: Vec<Endpoint>) -> EndpointSlice {
+        EndpointSlice {
+            address_type: "IPv4".into(),
+            endpoints,
+            ports: Some(vec![
+                EndpointPort {
+                    name: Some("metrics".into()),
+                    port: Some(9090),
+                    ..EndpointPort::default()
+                },
+                EndpointPort {
+                    name: Some("http".into()),
+                    port: Some(8080),
+                    ..EndpointPort::default()
+                },
+            ]),
+            ..EndpointSlice::default()
+        }
+    }
+
+    #[test]
+    fn endpoints_are_read_by_port_name_or_number_with_their_readiness() {
+        let slices = [slice(vec![
+            endpoint("a", "10.0.0.1", Some(true), Some(false)),
+            endpoint("b", "10.0.0.2", Some(false), None),
+            endpoint("c", "fd00::3", Some(false), Some(true)),
+            endpoint("d", "10.0.0.4", None, None),
+        ])];
+        let by_name = endpoints(&slices, &PortRef::Name("http".into()));
+        let seen: Vec<(&str, String, ReplicaState)> = by_name
+            .iter()
+            .map(|e| (e.name.as_str(), e.addr.to_string(), e.state))
+            .collect();
+        assert_eq!(
+            seen,
+            [
+                ("a", "10.0.0.1:8080".to_owned(), ReplicaState::Ready),
+                ("b", "10.0.0.2:8080".to_owned(), ReplicaState::Starting),
+                ("c", "[fd00::3]:8080".to_owned(), ReplicaState::Draining),
+                ("d", "10.0.0.4:8080".to_owned(), ReplicaState::Ready),
+            ]
+        );
+        assert_eq!(endpoints(&slices, &PortRef::Number(9090))[0].addr.port(), 9090);
+        assert!(endpoints(&slices, &PortRef::Name("grpc".into())).is_empty());
+    }
+
+    #[test]
+    fn a_pods_replica_stays_the_same_object_and_never_comes_back_from_draining() {
+        let mut replicas = EndpointReplicas::default();
+        let view = |state| EndpointView {
+            name: "a".into(),
+            addr: "10.0.0.1:8080".parse().expect("an address"),
+            state,
+        };
+        let first = replicas.apply(&[view(ReplicaState::Starting)], Timestamp::ZERO);
+        let second = replicas.apply(&[view(ReplicaState::Ready)], Timestamp::ZERO);
+        assert!(Arc::ptr_eq(&first[0], &second[0]));
+        assert_eq!(second[0].state(), ReplicaState::Ready);
+        replicas.apply(&[view(ReplicaState::Draining)], Timestamp::ZERO);
+        let after = replicas.apply(&[view(ReplicaState::Ready)], Timestamp::ZERO);
+        assert_eq!(after[0].state(), ReplicaState::Draining, "its pod is going");
+        assert!(replicas.apply(&[], Timestamp::ZERO).is_empty());
+        let moved = EndpointView {
+            addr: "10.0.0.9:8080".parse().expect("an address"),
+            ..view(ReplicaState::Ready)
+        };
+        let again = replicas.apply(&[moved], Timestamp::ZERO);
+        assert!(
+            !Arc::ptr_eq(&again[0], &first[0]),
+            "a new address is a new replica"
+        );
+    }
+}

@@ -1,0 +1,8 @@
+//! Kubernetes mode: an app's replicas are the pods of a Deployment, reached through the EndpointSlices of
+//! its Service, read through the API server with `kube`.
+
+mod endpoints;
+mod watch;
+
+pub use endpoints::{EndpointReplicas, EndpointView, PortRef, endpoints};
+pub use watch::watch_endpoints;
