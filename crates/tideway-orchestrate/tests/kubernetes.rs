@@ -6,10 +6,14 @@ use futures::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Service;
 use kube::api::{Patch, PatchParams, PostParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Api, Client, Config};
 use serde_json::json;
 use tideway_core::{ReplicaState, Timestamp};
-use tideway_orchestrate::kubernetes::{EndpointReplicas, EndpointView, PortRef, watch_endpoints};
+use tideway_orchestrate::kubernetes::{
+    DeploymentScale, EndpointReplicas, EndpointView, PERMISSIONS, POD_DELETION_COST, Permission, PortRef,
+    watch_endpoints,
+};
 use tideway_testkit::cluster::TestCluster;
 
 const PATIENCE: Duration = Duration::from_secs(10);
@@ -113,4 +117,82 @@ async fn a_services_endpoints_are_watched_into_replicas_named_after_their_pods()
         states(v) == [ReplicaState::Ready; 3]
     })
     .await;
+}
+
+/// A client presenting a token that holds `permissions` and nothing more.
+async fn client_with(cluster: &TestCluster, permissions: &[Permission]) -> Client {
+    let token = cluster.token(
+        permissions
+            .iter()
+            .map(|p| tideway_testkit::cluster::Permission::new(p.group, p.resource, p.verb)),
+    );
+    let kubeconfig =
+        Kubeconfig::from_yaml(&cluster.kubeconfig_as("apps", Some(&token))).expect("a kubeconfig");
+    let config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+        .await
+        .expect("a config");
+    Client::try_from(config).expect("a client")
+}
+
+#[tokio::test]
+async fn a_scale_down_removes_exactly_the_drained_pod_with_only_the_listed_permissions() {
+    let cluster = TestCluster::start().await.expect("cluster");
+    app(&client(&cluster), "shiny", 3).await;
+    let client = client_with(&cluster, PERMISSIONS).await;
+    let mut watch = watch_endpoints(client.clone(), "apps", "shiny", PortRef::Name("http".into())).boxed();
+    let mut next_until = async |what: &str, done: &dyn Fn(&[EndpointView]) -> bool| loop {
+        let views = tokio::time::timeout(PATIENCE, watch.next())
+            .await
+            .unwrap_or_else(|_| panic!("gave up waiting for {what}"))
+            .expect("the watch goes on");
+        if done(&views) {
+            return views;
+        }
+    };
+    let ready = next_until("three ready endpoints", &|v| {
+        states(v) == [ReplicaState::Ready; 3]
+    })
+    .await;
+    let scale = DeploymentScale::new(client.clone(), "apps", "shiny");
+    assert_eq!(scale.replicas().await.expect("the count"), 3);
+
+    // The middle pod is neither the oldest nor the youngest: only its mark makes it the one to go.
+    let drained = ready[1].name.clone();
+    scale.remove(&drained, 3).await.expect("removed");
+    let left = next_until("two endpoints", &|v| v.len() == 2).await;
+    assert!(left.iter().all(|e| e.name != drained), "{drained} went: {left:?}");
+    for endpoint in &left {
+        let pod = cluster
+            .object(
+                &tideway_testkit::cluster::Resource {
+                    group: String::new(),
+                    plural: "pods".into(),
+                },
+                "apps",
+                &endpoint.name,
+            )
+            .expect("a pod");
+        assert!(
+            pod.pointer("/metadata/annotations")
+                .and_then(|a| a.get(POD_DELETION_COST))
+                .is_none()
+        );
+    }
+    scale.set(3).await.expect("scaled up");
+    next_until("three ready endpoints again", &|v| {
+        states(v) == [ReplicaState::Ready; 3]
+    })
+    .await;
+
+    // Without the permission to mark pods, the removal fails: the list is what the code needs.
+    let without: Vec<Permission> = PERMISSIONS
+        .iter()
+        .copied()
+        .filter(|p| p.resource != "pods")
+        .collect();
+    let scale = DeploymentScale::new(client_with(&cluster, &without).await, "apps", "shiny");
+    match scale.remove(&left[0].name, 3).await {
+        Err(kube::Error::Api(status)) => assert_eq!(status.code, 403),
+        other => panic!("expected 403, got {other:?}"),
+    }
 }

@@ -2,7 +2,11 @@
 //! its Service, read through the API server with `kube`.
 
 mod endpoints;
+mod permissions;
+mod scale;
 mod watch;
 
 pub use endpoints::{EndpointReplicas, EndpointView, PortRef, endpoints};
+pub use permissions::{PERMISSIONS, Permission};
+pub use scale::{DeploymentScale, POD_DELETION_COST};
 pub use watch::watch_endpoints;

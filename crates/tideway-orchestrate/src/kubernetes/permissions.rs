@@ -1,0 +1,33 @@
+//! The API permissions Kubernetes mode uses, as RBAC rules grant them: one list, which the tests run with
+//! (a client holding exactly these) and against which the Helm chart's RBAC is checked.
+
+/// One permission: a verb on a resource (with its subresource after a slash) of an API group.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Permission {
+    /// The API group, `""` for the core group.
+    pub group: &'static str,
+    /// The resource, `deployments/scale` for a subresource.
+    pub resource: &'static str,
+    /// The verb.
+    pub verb: &'static str,
+}
+
+const fn grant(group: &'static str, resource: &'static str, verb: &'static str) -> Permission {
+    Permission {
+        group,
+        resource,
+        verb,
+    }
+}
+
+/// Every permission Kubernetes mode uses, and why.
+pub const PERMISSIONS: &[Permission] = &[
+    // Routing: a Service's endpoints, watched.
+    grant("discovery.k8s.io", "endpointslices", "list"),
+    grant("discovery.k8s.io", "endpointslices", "watch"),
+    // Scaling: a Deployment's count.
+    grant("apps", "deployments/scale", "get"),
+    grant("apps", "deployments/scale", "patch"),
+    // Scale-down: the drained pod marked the cheapest to delete, and the mark cleared.
+    grant("", "pods", "patch"),
+];
