@@ -331,6 +331,21 @@ async fn deployments_become_pods_with_real_replicas_and_scale_down_removes_the_c
     let (ready, terminating) = endpoints(&slices, "shiny").await;
     assert_eq!((ready.len(), terminating), (2, 0));
     assert!(cluster.replica("apps", cheap).is_none(), "its replica stopped");
+
+    // A pod that dies is gone at once, and the Deployment gets a new one in its place.
+    let (victim, _) = ready.iter().find(|(pod, _)| pod != cheap).expect("a pod left");
+    cluster.kill_pod("apps", victim);
+    assert!(cluster.replica("apps", victim).is_none());
+    let replaced = until("a replacement pod ready", async || {
+        let (ready, _) = endpoints(&slices, "shiny").await;
+        (ready.len() == 2 && ready.iter().all(|(pod, _)| pod != victim)).then_some(ready)
+    })
+    .await;
+    assert!(
+        replaced
+            .iter()
+            .all(|(pod, _)| cluster.replica("apps", pod).is_some())
+    );
 }
 
 #[tokio::test]

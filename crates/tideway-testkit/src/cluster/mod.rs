@@ -144,13 +144,8 @@ impl TestCluster {
         format!("http://{}", self.addr)
     }
 
-    /// A kubeconfig for this cluster, with `namespace` as the context's namespace, as its administrator.
-    pub fn kubeconfig(&self, namespace: &str) -> String {
-        self.kubeconfig_as(namespace, None)
-    }
-
     /// A kubeconfig for this cluster, with `namespace` as the context's namespace, whose user presents
-    /// `token` (see [`TestCluster::token`]), or none.
+    /// `token` (see [`TestCluster::token`]), or none (the cluster's administrator).
     pub fn kubeconfig_as(&self, namespace: &str, token: Option<&str>) -> String {
         let user = token.map_or_else(|| "{}".to_owned(), |token| format!("{{token: {token}}}"));
         format!(
