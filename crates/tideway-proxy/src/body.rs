@@ -2,6 +2,7 @@
 //! connection through its HTTP/1.1 framing, or a short one of tideway's own. Either way it holds what must
 //! be released and recorded when the response ends.
 
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -11,6 +12,7 @@ use http_body::{Body, Frame, SizeHint};
 use tideway_core::{CloseReason, Replica};
 use tokio::net::TcpStream;
 
+use crate::broadcast::Subscription;
 use crate::claim::Claim;
 use crate::client::ClientConn;
 use crate::forward::upload::{Upload, UploadError};
@@ -50,6 +52,9 @@ pub(crate) struct Relayed {
     upload: Option<Upload>,
     /// The connection can carry another request once the body ends.
     reusable: bool,
+    /// Raised when the replica's drain ran out of time: the stream is cut (reason `drain`). Subscribed to
+    /// only once the body waits on the replica, so a short response never takes the broadcast's lock.
+    eviction: Option<Pin<Box<Subscription>>>,
     link: Arc<ReplicaLink>,
     settings: UpstreamSettings,
 }
@@ -229,6 +234,7 @@ impl Relayed {
             stall: StallTimer::new(response_timeout),
             upload,
             reusable: reusable && framing != Framing::UntilClose,
+            eviction: None,
             link,
             settings,
         }
@@ -308,6 +314,17 @@ impl Relayed {
                     self.stall.disarm();
                 }
                 Poll::Pending => {
+                    let eviction = self
+                        .eviction
+                        .get_or_insert_with(|| Box::pin(self.link.evicted().subscribe()));
+                    if eviction.as_mut().poll(cx).is_ready() {
+                        let reason = Some(CloseReason::Drain);
+                        return Poll::Ready(Step::Failed(
+                            Outcome::UpstreamFailed,
+                            reason,
+                            BodyError::Evicted,
+                        ));
+                    }
                     if self.stall.expired(cx) {
                         return Poll::Ready(Step::Failed(
                             Outcome::UpstreamStalled,

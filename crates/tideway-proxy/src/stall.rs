@@ -151,6 +151,8 @@ pub(crate) enum BodyError {
     RequestStalled,
     /// The client's request body, still going up, failed.
     RequestFailed,
+    /// The replica's drain ran out of time while the body was still coming.
+    Evicted,
 }
 
 impl fmt::Display for BodyError {
@@ -160,6 +162,7 @@ impl fmt::Display for BodyError {
             BodyError::Stalled => "the replica paused past response_timeout",
             BodyError::RequestStalled => "the request body paused past body_read_timeout",
             BodyError::RequestFailed => "the request body failed",
+            BodyError::Evicted => "the replica's drain ran out of time",
         })
     }
 }

@@ -394,3 +394,40 @@ async fn http2_requests_fail_over_and_fail_like_http1_ones() {
         eventually("the seat is given back", || bad.connections() == 0).await;
     }
 }
+
+#[tokio::test]
+async fn an_http2_stream_from_a_replica_whose_drain_ran_out_is_cut_with_reason_drain() {
+    use http_body_util::BodyExt;
+    let a = TestReplica::start("a").await.expect("a");
+    let app_a = app("a", Policy::default(), &[a.addr()]);
+    let proxy = Proxied::start(vec![route(&app_a, "site.test", None)]).await;
+    let (mut h2, _conn) = http2(proxy.addr).await;
+    let req = http::Request::get("http://site.test/slow?chunks=1000&ms=20")
+        .body(http_body_util::Empty::new())
+        .expect("a request");
+    let response = within("the head", h2.send_request(req))
+        .await
+        .expect("a response");
+    let mut body = response.into_body();
+    let first = within("a first chunk", body.frame())
+        .await
+        .expect("a frame")
+        .expect("data");
+    assert!(first.is_data());
+    assert_eq!(app_a.connections(), 1);
+
+    proxy.proxy.evict(&app_a.replicas()[0]);
+    let cut = within("the stream's end", async {
+        loop {
+            match body.frame().await {
+                Some(Ok(_)) => {}
+                Some(Err(_)) => return true,
+                None => return false,
+            }
+        }
+    })
+    .await;
+    assert!(cut, "the stream is reset, not ended as if whole");
+    eventually("the seat is given back", || app_a.connections() == 0).await;
+    assert_eq!(app_a.stats().closed(tideway_core::CloseReason::Drain), 1);
+}
