@@ -14,7 +14,7 @@ use tideway_orchestrate::kubernetes::{
     DeploymentScale, EndpointReplicas, EndpointView, PERMISSIONS, POD_DELETION_COST, Permission, PortRef,
     watch_endpoints,
 };
-use tideway_testkit::cluster::TestCluster;
+use tideway_testkit::cluster::{TestCluster, manifests};
 
 const PATIENCE: Duration = Duration::from_secs(10);
 
@@ -22,23 +22,10 @@ fn client(cluster: &TestCluster) -> Client {
     Client::try_from(Config::new(cluster.url().parse().expect("a URL"))).expect("a client")
 }
 
-async fn app(client: &Client, name: &str, replicas: i32) {
-    let service: Service = serde_json::from_value(json!({
-        "apiVersion": "v1", "kind": "Service",
-        "metadata": { "name": name },
-        "spec": { "selector": { "app": name }, "ports": [{ "name": "http", "port": 80, "targetPort": 8080 }] },
-    }))
-    .expect("a service");
-    let deployment: Deployment = serde_json::from_value(json!({
-        "apiVersion": "apps/v1", "kind": "Deployment",
-        "metadata": { "name": name },
-        "spec": {
-            "replicas": replicas,
-            "selector": { "matchLabels": { "app": name } },
-            "template": { "metadata": { "labels": { "app": name } }, "spec": { "containers": [{ "name": "app" }] } },
-        },
-    }))
-    .expect("a deployment");
+async fn app(client: &Client, name: &str, replicas: u32) {
+    let service: Service = serde_json::from_value(manifests::service(name)).expect("a service");
+    let deployment: Deployment =
+        serde_json::from_value(manifests::deployment(name, replicas)).expect("a deployment");
     Api::<Service>::namespaced(client.clone(), "apps")
         .create(&PostParams::default(), &service)
         .await
@@ -47,6 +34,27 @@ async fn app(client: &Client, name: &str, replicas: i32) {
         .create(&PostParams::default(), &deployment)
         .await
         .expect("deployment");
+}
+
+/// The endpoints a watch gives, taken until one set satisfies a condition.
+struct Endpoints(futures::stream::BoxStream<'static, Vec<EndpointView>>);
+
+impl Endpoints {
+    fn watch(client: &Client, service: &str) -> Self {
+        Endpoints(watch_endpoints(client.clone(), "apps", service, PortRef::Name("http".into())).boxed())
+    }
+
+    async fn until(&mut self, what: &str, done: impl Fn(&[EndpointView]) -> bool) -> Vec<EndpointView> {
+        loop {
+            let views = tokio::time::timeout(PATIENCE, self.0.next())
+                .await
+                .unwrap_or_else(|_| panic!("gave up waiting for {what}"))
+                .expect("the watch goes on");
+            if done(&views) {
+                return views;
+            }
+        }
+    }
 }
 
 fn states(views: &[EndpointView]) -> Vec<ReplicaState> {
@@ -58,17 +66,10 @@ async fn a_services_endpoints_are_watched_into_replicas_named_after_their_pods()
     let cluster = TestCluster::start().await.expect("cluster");
     let client = client(&cluster);
     app(&client, "shiny", 2).await;
-    let mut watch = watch_endpoints(client.clone(), "apps", "shiny", PortRef::Name("http".into())).boxed();
-    let mut next_until = async |what: &str, done: &dyn Fn(&[EndpointView]) -> bool| loop {
-        let views = tokio::time::timeout(PATIENCE, watch.next())
-            .await
-            .unwrap_or_else(|_| panic!("gave up waiting for {what}"))
-            .expect("the watch goes on");
-        if done(&views) {
-            return views;
-        }
-    };
-    let ready = next_until("two ready endpoints", &|v| states(v) == [ReplicaState::Ready; 2]).await;
+    let mut watch = Endpoints::watch(&client, "shiny");
+    let ready = watch
+        .until("two ready endpoints", |v| states(v) == [ReplicaState::Ready; 2])
+        .await;
     let mut replicas = EndpointReplicas::default();
     let set = replicas.apply(&ready, Timestamp::ZERO);
     for replica in &set {
@@ -95,7 +96,7 @@ async fn a_services_endpoints_are_watched_into_replicas_named_after_their_pods()
         )
         .await
         .expect("scaled");
-    let one = next_until("one endpoint", &|v| v.len() == 1).await;
+    let one = watch.until("one endpoint", |v| v.len() == 1).await;
     let after = replicas.apply(&one, Timestamp::ZERO);
     assert!(
         set.iter().any(|r| std::sync::Arc::ptr_eq(r, &after[0])),
@@ -113,10 +114,9 @@ async fn a_services_endpoints_are_watched_into_replicas_named_after_their_pods()
         )
         .await
         .expect("scaled");
-    next_until("three ready endpoints", &|v| {
-        states(v) == [ReplicaState::Ready; 3]
-    })
-    .await;
+    watch
+        .until("three ready endpoints", |v| states(v) == [ReplicaState::Ready; 3])
+        .await;
 }
 
 /// A client presenting a token that holds `permissions` and nothing more.
@@ -139,27 +139,17 @@ async fn a_scale_down_removes_exactly_the_drained_pod_with_only_the_listed_permi
     let cluster = TestCluster::start().await.expect("cluster");
     app(&client(&cluster), "shiny", 3).await;
     let client = client_with(&cluster, PERMISSIONS).await;
-    let mut watch = watch_endpoints(client.clone(), "apps", "shiny", PortRef::Name("http".into())).boxed();
-    let mut next_until = async |what: &str, done: &dyn Fn(&[EndpointView]) -> bool| loop {
-        let views = tokio::time::timeout(PATIENCE, watch.next())
-            .await
-            .unwrap_or_else(|_| panic!("gave up waiting for {what}"))
-            .expect("the watch goes on");
-        if done(&views) {
-            return views;
-        }
-    };
-    let ready = next_until("three ready endpoints", &|v| {
-        states(v) == [ReplicaState::Ready; 3]
-    })
-    .await;
+    let mut watch = Endpoints::watch(&client, "shiny");
+    let ready = watch
+        .until("three ready endpoints", |v| states(v) == [ReplicaState::Ready; 3])
+        .await;
     let scale = DeploymentScale::new(client.clone(), "apps", "shiny");
     assert_eq!(scale.replicas().await.expect("the count"), 3);
 
     // The middle pod is neither the oldest nor the youngest: only its mark makes it the one to go.
     let drained = ready[1].name.clone();
     scale.remove(&drained, 3).await.expect("removed");
-    let left = next_until("two endpoints", &|v| v.len() == 2).await;
+    let left = watch.until("two endpoints", |v| v.len() == 2).await;
     assert!(left.iter().all(|e| e.name != drained), "{drained} went: {left:?}");
     for endpoint in &left {
         let pod = cluster
@@ -179,10 +169,11 @@ async fn a_scale_down_removes_exactly_the_drained_pod_with_only_the_listed_permi
         );
     }
     scale.set(3).await.expect("scaled up");
-    next_until("three ready endpoints again", &|v| {
-        states(v) == [ReplicaState::Ready; 3]
-    })
-    .await;
+    watch
+        .until("three ready endpoints again", |v| {
+            states(v) == [ReplicaState::Ready; 3]
+        })
+        .await;
 
     // Without the permission to mark pods, the removal fails: the list is what the code needs.
     let without: Vec<Permission> = PERMISSIONS

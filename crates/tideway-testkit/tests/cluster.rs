@@ -12,7 +12,7 @@ use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::runtime::watcher;
 use kube::{Api, Client, Config};
 use serde_json::json;
-use tideway_testkit::cluster::{POD_DELETION_COST, Permission, Resource, StatusCode, TestCluster};
+use tideway_testkit::cluster::{POD_DELETION_COST, Permission, Resource, StatusCode, TestCluster, manifests};
 
 const PATIENCE: Duration = Duration::from_secs(10);
 
@@ -21,21 +21,8 @@ async fn client(cluster: &TestCluster) -> Client {
     Client::try_from(config).expect("a client")
 }
 
-fn deployment(name: &str, replicas: i32) -> Deployment {
-    serde_json::from_value(json!({
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "metadata": { "name": name, "labels": { "app": name } },
-        "spec": {
-            "replicas": replicas,
-            "selector": { "matchLabels": { "app": name } },
-            "template": {
-                "metadata": { "labels": { "app": name } },
-                "spec": { "containers": [{ "name": "app", "image": name }] },
-            },
-        },
-    }))
-    .expect("a deployment")
+fn deployment(name: &str, replicas: u32) -> Deployment {
+    serde_json::from_value(manifests::deployment(name, replicas)).expect("a deployment")
 }
 
 fn api_error(result: Result<impl std::fmt::Debug, kube::Error>) -> (u16, String) {
@@ -211,13 +198,7 @@ async fn a_watch_that_ends_resumes_and_one_whose_version_is_gone_lists_again() {
 }
 
 fn service(name: &str) -> k8s_openapi::api::core::v1::Service {
-    serde_json::from_value(json!({
-        "apiVersion": "v1",
-        "kind": "Service",
-        "metadata": { "name": name },
-        "spec": { "selector": { "app": name }, "ports": [{ "name": "http", "port": 80, "targetPort": 8080 }] },
-    }))
-    .expect("a service")
+    serde_json::from_value(manifests::service(name)).expect("a service")
 }
 
 /// The ready endpoints of `service`'s slice, as `(pod, address)`, and how many are terminating.

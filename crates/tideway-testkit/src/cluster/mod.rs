@@ -11,6 +11,7 @@ mod access;
 mod api;
 mod controller;
 mod faults;
+pub mod manifests;
 mod patch;
 mod store;
 
