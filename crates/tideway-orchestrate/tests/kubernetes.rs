@@ -11,8 +11,8 @@ use kube::{Api, Client, Config};
 use serde_json::json;
 use tideway_core::{ReplicaState, Timestamp};
 use tideway_orchestrate::kubernetes::{
-    DeploymentScale, EndpointReplicas, EndpointView, PERMISSIONS, POD_DELETION_COST, Permission, PortRef,
-    watch_endpoints,
+    DeploymentScale, Election, EndpointReplicas, EndpointView, PERMISSIONS, POD_DELETION_COST, Permission,
+    PortRef, elect, watch_endpoints,
 };
 use tideway_testkit::cluster::{TestCluster, manifests};
 
@@ -186,4 +186,57 @@ async fn a_scale_down_removes_exactly_the_drained_pod_with_only_the_listed_permi
         Err(kube::Error::Api(status)) => assert_eq!(status.code, 403),
         other => panic!("expected 403, got {other:?}"),
     }
+}
+
+#[tokio::test]
+async fn one_instance_leads_and_another_takes_over_within_the_lease_duration() {
+    let cluster = TestCluster::start().await.expect("cluster");
+    let duration = Duration::from_secs(1);
+    let election = |identity: &str| Election {
+        namespace: "apps".into(),
+        lease: "tideway".into(),
+        identity: identity.into(),
+        duration,
+        renew_every: Duration::from_millis(100),
+    };
+    let mut a = elect(client_with(&cluster, PERMISSIONS).await, election("a"));
+    let mut b = elect(client_with(&cluster, PERMISSIONS).await, election("b"));
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    let first_leader = loop {
+        tokio::select! {
+            _ = a.changed() => {}
+            _ = b.changed() => {}
+            () = tokio::time::sleep_until(deadline) => panic!("nobody leads"),
+        }
+        let (la, lb) = (*a.borrow(), *b.borrow());
+        assert!(!(la && lb), "never two leaders");
+        if la || lb {
+            break if la { "a" } else { "b" };
+        }
+    };
+    // Both stay as they are for a while: the leader renews, the other waits.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        (*a.borrow(), *b.borrow()),
+        (first_leader == "a", first_leader == "b")
+    );
+
+    // The leader goes (its process ends: nothing renews the lease any more); the other takes over.
+    let (mut survivor, gone) = if first_leader == "a" { (b, a) } else { (a, b) };
+    drop(gone);
+    let went = tokio::time::Instant::now();
+    tokio::time::timeout(PATIENCE, survivor.wait_for(|leads| *leads))
+        .await
+        .expect("the other takes over")
+        .expect("its election runs");
+    let failover = went.elapsed();
+    println!(
+        "leader failover: {} ms (lease duration {} ms)",
+        failover.as_millis(),
+        duration.as_millis()
+    );
+    assert!(
+        failover < duration * 2 + Duration::from_millis(500),
+        "took {failover:?}"
+    );
 }

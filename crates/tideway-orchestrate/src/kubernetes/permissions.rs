@@ -30,4 +30,8 @@ pub const PERMISSIONS: &[Permission] = &[
     grant("apps", "deployments/scale", "patch"),
     // Scale-down: the drained pod marked the cheapest to delete, and the mark cleared.
     grant("", "pods", "patch"),
+    // Leader election: one Lease, read, made if missing, renewed or taken over.
+    grant("coordination.k8s.io", "leases", "get"),
+    grant("coordination.k8s.io", "leases", "create"),
+    grant("coordination.k8s.io", "leases", "update"),
 ];
