@@ -11,8 +11,8 @@ use kube::{Api, Client, Config};
 use serde_json::json;
 use tideway_core::{ReplicaState, Timestamp};
 use tideway_orchestrate::kubernetes::{
-    DeploymentScale, Election, EndpointReplicas, EndpointView, PERMISSIONS, POD_DELETION_COST, Permission,
-    PortRef, elect, watch_endpoints,
+    DeploymentScale, Election, EndpointView, PERMISSIONS, POD_DELETION_COST, Permission, PortRef, elect,
+    watch_endpoints,
 };
 use tideway_testkit::cluster::{TestCluster, manifests};
 
@@ -70,24 +70,22 @@ async fn a_services_endpoints_are_watched_into_replicas_named_after_their_pods()
     let ready = watch
         .until("two ready endpoints", |v| states(v) == [ReplicaState::Ready; 2])
         .await;
-    let mut replicas = EndpointReplicas::default();
-    let set = replicas.apply(&ready, Timestamp::ZERO);
-    for replica in &set {
+    for endpoint in &ready {
         assert!(
-            cluster.replica("apps", replica.name()).is_some(),
+            cluster.replica("apps", &endpoint.name).is_some(),
             "{} is a pod",
-            replica.name()
+            endpoint.name
         );
-        let (status, headers, _) = tideway_testkit::http1_get(replica.addr(), "shiny", "/")
+        let (status, headers, _) = tideway_testkit::http1_get(endpoint.addr, "shiny", "/")
             .await
             .expect("an answer");
         assert_eq!(
             (status.as_u16(), headers["x-backend"].to_str().ok()),
-            (200, Some(replica.name()))
+            (200, Some(endpoint.name.as_str()))
         );
     }
 
-    // Scaled down, one pod's endpoint goes; the other keeps its replica.
+    // Scaled down, one pod's endpoint goes.
     Api::<Deployment>::namespaced(client.clone(), "apps")
         .patch_scale(
             "shiny",
@@ -97,10 +95,9 @@ async fn a_services_endpoints_are_watched_into_replicas_named_after_their_pods()
         .await
         .expect("scaled");
     let one = watch.until("one endpoint", |v| v.len() == 1).await;
-    let after = replicas.apply(&one, Timestamp::ZERO);
     assert!(
-        set.iter().any(|r| std::sync::Arc::ptr_eq(r, &after[0])),
-        "the staying pod keeps its replica"
+        ready.iter().any(|e| e.name == one[0].name),
+        "one of the two stayed"
     );
 
     // The watch is cut by an outage and retries; once the API server is back the endpoints come again.
@@ -238,5 +235,132 @@ async fn one_instance_leads_and_another_takes_over_within_the_lease_duration() {
     assert!(
         failover < duration * 2 + Duration::from_millis(500),
         "took {failover:?}"
+    );
+}
+
+/// Tokio's clock, as the binary's.
+struct TokioClock(tokio::time::Instant);
+
+impl tideway_core::Clock for TokioClock {
+    fn now(&self) -> Timestamp {
+        let millis = self.0.elapsed().as_millis();
+        Timestamp::from_millis(u64::try_from(millis).unwrap_or(u64::MAX))
+    }
+}
+
+/// Waits, with a deadline, until `check` holds; it looks every millisecond, so that the times the test
+/// reports are accurate to that.
+async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while !check() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "gave up waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+}
+
+#[tokio::test]
+async fn the_scaling_loop_scales_a_deployment_by_the_connections_it_counts() {
+    use tideway_core::{Admission, App, Policy, SpawnThreshold};
+    use tideway_orchestrate::kubernetes::{KubernetesOrchestrator, Target};
+    use tideway_orchestrate::{Evict, Orchestrator, ScalingLoop, ScalingMetrics};
+
+    let cluster = TestCluster::start().await.expect("cluster");
+    app(&client(&cluster), "shiny", 1).await;
+    let clock: std::sync::Arc<dyn tideway_core::Clock> =
+        std::sync::Arc::new(TokioClock(tokio::time::Instant::now()));
+    let policy = Policy {
+        min_instances: 1,
+        max_instances: 3,
+        max_connections: 2,
+        spawn_threshold: SpawnThreshold::new(50).expect("a threshold"),
+        scale_down_delay: Duration::from_millis(200),
+        ..Policy::default()
+    };
+    let shiny = App::new("shiny", policy, std::sync::Arc::clone(&clock));
+    let target = Target {
+        namespace: "apps".into(),
+        deployment: "shiny".into(),
+        service: "shiny".into(),
+        port: PortRef::Name("http".into()),
+    };
+    let (orchestrator, events) = KubernetesOrchestrator::spawn(
+        client_with(&cluster, PERMISSIONS).await,
+        target,
+        std::sync::Arc::clone(&clock),
+    )
+    .await;
+    let metrics =
+        std::sync::Arc::new(ScalingMetrics::register(&prometheus::Registry::new()).expect("metrics"));
+    let evict: Evict = std::sync::Arc::new(|_: &tideway_core::Replica| {});
+    let _scaling = ScalingLoop::spawn(
+        std::sync::Arc::clone(&shiny),
+        std::sync::Arc::new(orchestrator) as std::sync::Arc<dyn Orchestrator>,
+        events,
+        evict,
+        clock,
+        metrics,
+        Vec::new(),
+    );
+    let ready = |app: &App| {
+        app.replicas()
+            .iter()
+            .filter(|r| r.state() == ReplicaState::Ready)
+            .count()
+    };
+    eventually("the Deployment's pod as a ready replica", || ready(&shiny) == 1).await;
+
+    // Two connections fill one replica past its 50 % threshold: the Deployment is scaled to two.
+    let deployment = tideway_testkit::cluster::Resource {
+        group: "apps".into(),
+        plural: "deployments".into(),
+    };
+    assert_eq!(
+        cluster
+            .object(&deployment, "apps", "shiny")
+            .map(|d| d["spec"]["replicas"].clone()),
+        Some(json!(1)),
+        "the running pod counted: nothing more was asked"
+    );
+    let crossing = tokio::time::Instant::now();
+    let seats: Vec<_> = (0..2)
+        .filter_map(|_| match shiny.admit() {
+            Admission::Seated(seat) => Some(seat),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(seats.len(), 2, "one replica's two seats");
+    eventually("the scale written", || {
+        cluster
+            .object(&deployment, "apps", "shiny")
+            .is_some_and(|d| d["spec"]["replicas"] == 2)
+    })
+    .await;
+    println!(
+        "threshold crossing → scale written: {:.2} ms",
+        crossing.elapsed().as_secs_f64() * 1000.0
+    );
+    eventually("a second ready replica", || ready(&shiny) == 2).await;
+    let deployments: Api<Deployment> = Api::namespaced(client(&cluster), "apps");
+    let replicas = async || {
+        deployments
+            .get_scale("shiny")
+            .await
+            .expect("scale")
+            .spec
+            .and_then(|s| s.replicas)
+    };
+    assert_eq!(replicas().await, Some(2));
+
+    // The connections end: after the delay the emptier replica drains and exactly its pod goes.
+    drop(seats);
+    eventually("one replica left", || shiny.replicas().len() == 1).await;
+    assert_eq!(replicas().await, Some(1));
+    let left = shiny.replicas()[0].name().to_owned();
+    assert!(
+        cluster.replica("apps", &left).is_some(),
+        "{left} is the pod that stayed"
     );
 }

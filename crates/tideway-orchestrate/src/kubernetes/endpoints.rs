@@ -8,7 +8,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use k8s_openapi::api::discovery::v1::EndpointSlice;
-use tideway_core::{Replica, ReplicaState, Timestamp};
+use tideway_core::{Replica, ReplicaId, ReplicaState, Timestamp};
 
 /// Which port of the endpoints carries the app: the Service port's name, or its number.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -78,38 +78,73 @@ pub fn endpoints(slices: &[EndpointSlice], port: &PortRef) -> Vec<EndpointView> 
     found.into_values().collect()
 }
 
+/// What changed among an app's endpoints, for its scaling loop, which alone changes replica states.
+#[derive(Debug)]
+pub enum EndpointChange {
+    /// A pod's endpoint appeared: its replica, starting.
+    Appeared(Arc<Replica>),
+    /// The pod's endpoint turned ready for the first time.
+    Ready(ReplicaId),
+    /// The pod's endpoint is gone (or moved to another address, which is another replica).
+    Gone(Arc<Replica>),
+}
+
 /// The replicas of one app's endpoints, kept from one look at the slices to the next so that a pod's
 /// replica — and the connections counted on it — stays the same object while the pod lives.
 #[derive(Default)]
 pub struct EndpointReplicas {
-    by_name: BTreeMap<String, Arc<Replica>>,
+    by_name: BTreeMap<String, Known>,
+}
+
+struct Known {
+    replica: Arc<Replica>,
+    ready_told: bool,
 }
 
 impl EndpointReplicas {
-    /// Brings the replicas in line with `views` and returns them, oldest first. A replica that turned
-    /// draining never turns ready again (its pod is going); one whose address changed is a new replica.
-    pub fn apply(&mut self, views: &[EndpointView], now: Timestamp) -> Vec<Arc<Replica>> {
+    /// What changed since the last look, given the endpoints `views` now. A replica is told ready once;
+    /// what it does after (not ready again, terminating) is for its endpoint's disappearance to tell.
+    pub fn apply(&mut self, views: &[EndpointView], now: Timestamp) -> Vec<EndpointChange> {
+        let mut changes = Vec::new();
         let mut next = BTreeMap::new();
         for view in views {
-            let kept = self
-                .by_name
-                .remove(&view.name)
-                .filter(|replica| replica.addr() == view.addr);
-            let replica = match kept {
-                Some(replica) => {
-                    if replica.state() != ReplicaState::Draining {
-                        replica.set_state(view.state);
+            let known = match self.by_name.remove(&view.name) {
+                Some(known) if known.replica.addr() == view.addr => known,
+                moved => {
+                    if let Some(old) = moved {
+                        changes.push(EndpointChange::Gone(old.replica));
                     }
-                    replica
+                    let replica = Arc::new(Replica::new(
+                        view.name.clone(),
+                        view.addr,
+                        ReplicaState::Starting,
+                        now,
+                    ));
+                    changes.push(EndpointChange::Appeared(Arc::clone(&replica)));
+                    Known {
+                        replica,
+                        ready_told: false,
+                    }
                 }
-                None => Arc::new(Replica::new(view.name.clone(), view.addr, view.state, now)),
             };
-            next.insert(view.name.clone(), replica);
+            let known = if view.state == ReplicaState::Ready && !known.ready_told {
+                changes.push(EndpointChange::Ready(known.replica.id()));
+                Known {
+                    ready_told: true,
+                    ..known
+                }
+            } else {
+                known
+            };
+            next.insert(view.name.clone(), known);
         }
+        changes.extend(
+            std::mem::take(&mut self.by_name)
+                .into_values()
+                .map(|k| EndpointChange::Gone(k.replica)),
+        );
         self.by_name = next;
-        let mut replicas: Vec<Arc<Replica>> = self.by_name.values().cloned().collect();
-        replicas.sort_by_key(|r| (r.started_at(), r.id()));
-        replicas
+        changes
     }
 }
 
@@ -184,29 +219,47 @@ mod tests {
     }
 
     #[test]
-    fn a_pods_replica_stays_the_same_object_and_never_comes_back_from_draining() {
+    fn a_pods_replica_appears_turns_ready_once_and_goes_with_its_endpoint() {
         let mut replicas = EndpointReplicas::default();
         let view = |state| EndpointView {
             name: "a".into(),
             addr: "10.0.0.1:8080".parse().expect("an address"),
             state,
         };
-        let first = replicas.apply(&[view(ReplicaState::Starting)], Timestamp::ZERO);
-        let second = replicas.apply(&[view(ReplicaState::Ready)], Timestamp::ZERO);
-        assert!(Arc::ptr_eq(&first[0], &second[0]));
-        assert_eq!(second[0].state(), ReplicaState::Ready);
-        replicas.apply(&[view(ReplicaState::Draining)], Timestamp::ZERO);
-        let after = replicas.apply(&[view(ReplicaState::Ready)], Timestamp::ZERO);
-        assert_eq!(after[0].state(), ReplicaState::Draining, "its pod is going");
-        assert!(replicas.apply(&[], Timestamp::ZERO).is_empty());
+        let changes = replicas.apply(&[view(ReplicaState::Starting)], Timestamp::ZERO);
+        let [EndpointChange::Appeared(replica)] = changes.as_slice() else {
+            panic!("{changes:?}");
+        };
+        assert_eq!(
+            replica.state(),
+            ReplicaState::Starting,
+            "its scaling loop makes it ready"
+        );
+        let changes = replicas.apply(&[view(ReplicaState::Ready)], Timestamp::ZERO);
+        assert!(matches!(changes.as_slice(), [EndpointChange::Ready(id)] if *id == replica.id()));
+        assert!(
+            replicas
+                .apply(&[view(ReplicaState::Ready)], Timestamp::ZERO)
+                .is_empty(),
+            "told once"
+        );
+        assert!(
+            replicas
+                .apply(&[view(ReplicaState::Draining)], Timestamp::ZERO)
+                .is_empty()
+        );
         let moved = EndpointView {
             addr: "10.0.0.9:8080".parse().expect("an address"),
             ..view(ReplicaState::Ready)
         };
-        let again = replicas.apply(&[moved], Timestamp::ZERO);
+        let changes = replicas.apply(&[moved], Timestamp::ZERO);
         assert!(
-            !Arc::ptr_eq(&again[0], &first[0]),
-            "a new address is a new replica"
+            matches!(changes.as_slice(), [EndpointChange::Gone(old), EndpointChange::Appeared(new), EndpointChange::Ready(_)] if Arc::ptr_eq(old, replica) && !Arc::ptr_eq(new, replica)),
+            "a new address is a new replica: {changes:?}"
         );
+        assert!(matches!(
+            replicas.apply(&[], Timestamp::ZERO).as_slice(),
+            [EndpointChange::Gone(_)]
+        ));
     }
 }
