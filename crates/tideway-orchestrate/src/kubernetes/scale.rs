@@ -53,8 +53,14 @@ impl DeploymentScale {
     /// `replicas` by one. Whether the pod that goes is this one is for the caller to see (informer races
     /// and pods not ready yet can make the ReplicaSet controller pick another); if another goes, the
     /// caller clears this pod's mark with [`DeploymentScale::unmark`].
+    ///
+    /// A pod that is gone already (it died after its drain) needs no mark: the count is lowered all the
+    /// same, so that its replacement is not kept.
     pub async fn remove(&self, pod: &str, replicas: u32) -> Result<(), kube::Error> {
-        self.mark(pod, Some(CHEAPEST)).await?;
+        match self.mark(pod, Some(CHEAPEST)).await {
+            Err(kube::Error::Api(status)) if status.code == 404 => {}
+            marked => marked?,
+        }
         self.set(replicas.saturating_sub(1)).await
     }
 
