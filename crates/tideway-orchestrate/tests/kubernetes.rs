@@ -256,19 +256,6 @@ impl tideway_core::Clock for TokioClock {
     }
 }
 
-/// Waits, with a deadline, until `check` holds; it looks every millisecond, so that the times the test
-/// reports are accurate to that.
-async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
-    let deadline = tokio::time::Instant::now() + PATIENCE;
-    while !check() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "gave up waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(1)).await;
-    }
-}
-
 #[tokio::test]
 async fn the_scaling_loop_scales_a_deployment_by_the_connections_it_counts() {
     use tideway_core::{Admission, App, Policy, SpawnThreshold};
@@ -318,7 +305,10 @@ async fn the_scaling_loop_scales_a_deployment_by_the_connections_it_counts() {
             .filter(|r| r.state() == ReplicaState::Ready)
             .count()
     };
-    eventually("the Deployment's pod as a ready replica", || ready(&shiny) == 1).await;
+    tideway_testkit::eventually("the Deployment's pod as a ready replica", PATIENCE, || {
+        ready(&shiny) == 1
+    })
+    .await;
 
     // Two connections fill one replica past its 50 % threshold: the Deployment is scaled to two.
     let deployment = tideway_testkit::cluster::Resource {
@@ -340,7 +330,7 @@ async fn the_scaling_loop_scales_a_deployment_by_the_connections_it_counts() {
         })
         .collect();
     assert_eq!(seats.len(), 2, "one replica's two seats");
-    eventually("the scale written", || {
+    tideway_testkit::eventually("the scale written", PATIENCE, || {
         cluster
             .object(&deployment, "apps", "shiny")
             .is_some_and(|d| d["spec"]["replicas"] == 2)
@@ -350,7 +340,7 @@ async fn the_scaling_loop_scales_a_deployment_by_the_connections_it_counts() {
         "threshold crossing → scale written: {:.2} ms",
         crossing.elapsed().as_secs_f64() * 1000.0
     );
-    eventually("a second ready replica", || ready(&shiny) == 2).await;
+    tideway_testkit::eventually("a second ready replica", PATIENCE, || ready(&shiny) == 2).await;
     let deployments: Api<Deployment> = Api::namespaced(client(&cluster), "apps");
     let replicas = async || {
         deployments
@@ -364,7 +354,7 @@ async fn the_scaling_loop_scales_a_deployment_by_the_connections_it_counts() {
 
     // The connections end: after the delay the emptier replica drains and exactly its pod goes.
     drop(seats);
-    eventually("one replica left", || shiny.replicas().len() == 1).await;
+    tideway_testkit::eventually("one replica left", PATIENCE, || shiny.replicas().len() == 1).await;
     assert_eq!(replicas().await, Some(1));
     let left = shiny.replicas()[0].name().to_owned();
     assert!(

@@ -5,8 +5,9 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-/// How often [`eventually`] looks again.
-const POLL: Duration = Duration::from_millis(5);
+/// How often [`eventually`] looks again: often enough that a time a test reports is accurate to a
+/// millisecond.
+const POLL: Duration = Duration::from_millis(1);
 
 /// Polls `check` every few milliseconds until it holds; fails the test, naming `what`, once `patience`
 /// runs out.
