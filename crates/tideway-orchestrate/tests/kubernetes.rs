@@ -5,7 +5,7 @@ use std::time::Duration;
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Service;
-use kube::api::{Patch, PatchParams, PostParams};
+use kube::api::PostParams;
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Api, Client, Config};
 use serde_json::json;
@@ -86,14 +86,8 @@ async fn a_services_endpoints_are_watched_into_replicas_named_after_their_pods()
     }
 
     // Scaled down, one pod's endpoint goes.
-    Api::<Deployment>::namespaced(client.clone(), "apps")
-        .patch_scale(
-            "shiny",
-            &PatchParams::default(),
-            &Patch::Merge(json!({ "spec": { "replicas": 1 } })),
-        )
-        .await
-        .expect("scaled");
+    let scale = DeploymentScale::new(client.clone(), "apps", "shiny");
+    scale.set(1).await.expect("scaled");
     let one = watch.until("one endpoint", |v| v.len() == 1).await;
     assert!(
         ready.iter().any(|e| e.name == one[0].name),
@@ -103,14 +97,7 @@ async fn a_services_endpoints_are_watched_into_replicas_named_after_their_pods()
     // The watch is cut by an outage and retries; once the API server is back the endpoints come again.
     cluster.outage();
     cluster.restore().await.expect("restored");
-    Api::<Deployment>::namespaced(client, "apps")
-        .patch_scale(
-            "shiny",
-            &PatchParams::default(),
-            &Patch::Merge(json!({ "spec": { "replicas": 3 } })),
-        )
-        .await
-        .expect("scaled");
+    scale.set(3).await.expect("scaled");
     watch
         .until("three ready endpoints", |v| states(v) == [ReplicaState::Ready; 3])
         .await;
@@ -341,21 +328,13 @@ async fn the_scaling_loop_scales_a_deployment_by_the_connections_it_counts() {
         crossing.elapsed().as_secs_f64() * 1000.0
     );
     tideway_testkit::eventually("a second ready replica", PATIENCE, || ready(&shiny) == 2).await;
-    let deployments: Api<Deployment> = Api::namespaced(client(&cluster), "apps");
-    let replicas = async || {
-        deployments
-            .get_scale("shiny")
-            .await
-            .expect("scale")
-            .spec
-            .and_then(|s| s.replicas)
-    };
-    assert_eq!(replicas().await, Some(2));
+    let scale = DeploymentScale::new(client(&cluster), "apps", "shiny");
+    assert_eq!(scale.replicas().await.expect("the count"), 2);
 
     // The connections end: after the delay the emptier replica drains and exactly its pod goes.
     drop(seats);
     tideway_testkit::eventually("one replica left", PATIENCE, || shiny.replicas().len() == 1).await;
-    assert_eq!(replicas().await, Some(1));
+    assert_eq!(scale.replicas().await.expect("the count"), 1);
     let left = shiny.replicas()[0].name().to_owned();
     assert!(
         cluster.replica("apps", &left).is_some(),
