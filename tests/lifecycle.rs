@@ -89,7 +89,7 @@ async fn a_killed_replica_loses_its_sessions_and_is_replaced() {
     send_signal(pid, "KILL");
 
     tideway
-        .wait_for("replica exited", 1, |e| e["replica"] == victim.as_str())
+        .wait_for("replica lost", 1, |e| e["replica"] == victim.as_str())
         .await;
     for (ws, on) in &mut sessions {
         let answer = whoami(ws).await;

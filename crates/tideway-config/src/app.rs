@@ -6,6 +6,7 @@ use tideway_core::Policy;
 use toml::Value;
 
 use crate::host::{HostPattern, host_pattern};
+use crate::kubernetes::{KubernetesSpec, read_kubernetes};
 use crate::local::{LocalSpec, read_local};
 use crate::policy::Overlay;
 use crate::values::{string, upstream_address};
@@ -39,6 +40,8 @@ pub enum Backend {
     },
     /// `[app.local]`: replicas are child processes tideway starts and stops as demand requires.
     Local(LocalSpec),
+    /// `[app.kubernetes]`: replicas are the pods of a Deployment, which tideway scales.
+    Kubernetes(KubernetesSpec),
 }
 
 /// An app as read, possibly incomplete; checks across apps (unique names, routes) run on drafts.
@@ -59,7 +62,7 @@ pub(crate) struct Draft {
 
 /// The backend kinds, each the name of its table in an app. A new kind is one more entry here and one more
 /// arm in [`read_backend`].
-const BACKEND_KINDS: &[&str] = &["local", "static"];
+const BACKEND_KINDS: &[&str] = &["local", "kubernetes", "static"];
 
 impl Draft {
     /// Reads one `[[app]]` table; `defaults` is the policy `[defaults]` yields.
@@ -191,6 +194,7 @@ fn read_backend(kind: &str, mut section: Section<'_>, errors: &mut Errors) -> Op
     let backend = match kind {
         "static" => read_static(&mut section, errors),
         "local" => read_local(&mut section, errors).map(Backend::Local),
+        "kubernetes" => read_kubernetes(&mut section, errors).map(Backend::Kubernetes),
         _ => None,
     };
     section.finish(errors);

@@ -7,6 +7,7 @@ use toml::Table;
 
 use crate::app::Draft;
 use crate::host::HostPattern;
+use crate::kubernetes::KubernetesSettings;
 use crate::listeners::{AdminSettings, MetricsSettings, ProxySettings, clash};
 use crate::policy::Overlay;
 use crate::walk::{Errors, Section};
@@ -28,6 +29,10 @@ pub(crate) fn read(table: &Table) -> Result<Config, Vec<FieldError>> {
         .table("admin", &mut errors)
         .map(|section| AdminSettings::read(section, &mut errors));
     check_listeners(&proxy, metrics.as_ref(), admin.as_ref(), &mut errors);
+    let kubernetes = root
+        .table("kubernetes", &mut errors)
+        .map(|section| KubernetesSettings::read(section, &mut errors))
+        .unwrap_or_default();
 
     let no_apps_declared = table
         .get("app")
@@ -54,6 +59,7 @@ pub(crate) fn read(table: &Table) -> Result<Config, Vec<FieldError>> {
         proxy,
         metrics,
         admin,
+        kubernetes,
         apps: drafts.into_iter().filter_map(Draft::build).collect(),
         no_apps_declared,
     })

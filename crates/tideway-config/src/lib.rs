@@ -10,6 +10,7 @@
 mod app;
 mod file;
 mod host;
+mod kubernetes;
 mod listeners;
 mod local;
 mod policy;
@@ -23,6 +24,7 @@ use std::str::FromStr;
 
 pub use app::{AppConfig, Backend};
 pub use host::HostPattern;
+pub use kubernetes::{KubernetesSettings, KubernetesSpec, PortRef};
 pub use listeners::{AdminSettings, MetricsSettings, ProxySettings};
 pub use local::{LocalSpec, Readiness};
 pub use policy::{POLICY_KEYS, PolicyKey, policy_update};
@@ -36,6 +38,8 @@ pub struct Config {
     pub metrics: Option<MetricsSettings>,
     /// `[admin]`: the admin API listener; `None` = off.
     pub admin: Option<AdminSettings>,
+    /// `[kubernetes]`: the leader election of Kubernetes mode (its defaults when absent).
+    pub kubernetes: KubernetesSettings,
     /// `[[app]]`, in file order; empty is allowed (every request then gets `404`).
     pub apps: Vec<AppConfig>,
     /// The file says `app = []`: it means to serve no apps. A reload to a file without apps that does not

@@ -347,7 +347,7 @@ max_instances = 2
             "app[0].static.addresses: must not be empty",
             "app[0].max_connections: must be at least 1",
             "app[1].path_prefix: must start with '/'",
-            "app[1]: needs a backend: [app.local] or [app.static]",
+            "app[1]: needs a backend: [app.local] or [app.kubernetes] or [app.static]",
             "app[1].max_instances: must be >= min_instances (3)",
         ]
     );
@@ -889,7 +889,7 @@ fn distinct_routes_do_not_clash() {
 fn an_app_needs_a_backend() {
     assert_only_error(
         "[[app]]\nname = \"a\"\nhosts = [\"a.localhost\"]\n",
-        "app[0]: needs a backend: [app.local] or [app.static]",
+        "app[0]: needs a backend: [app.local] or [app.kubernetes] or [app.static]",
     );
 }
 

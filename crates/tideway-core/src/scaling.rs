@@ -22,6 +22,8 @@ pub enum ScaleReason {
     Startup,
     /// A ready replica exited or disappeared.
     ReplicaLost,
+    /// Someone else changed the replica count (on Kubernetes: `kubectl scale`, an HPA, a GitOps apply).
+    External,
 }
 
 /// Which way a decision moves the app.
@@ -109,13 +111,14 @@ impl Decision {
 
 impl ScaleReason {
     /// Every reason.
-    pub const ALL: [ScaleReason; 6] = [
+    pub const ALL: [ScaleReason; 7] = [
         ScaleReason::Threshold,
         ScaleReason::MinInstances,
         ScaleReason::MaxInstances,
         ScaleReason::Idle,
         ScaleReason::Startup,
         ScaleReason::ReplicaLost,
+        ScaleReason::External,
     ];
 
     /// The label value used in logs and metrics.
@@ -127,6 +130,7 @@ impl ScaleReason {
             ScaleReason::Idle => "idle",
             ScaleReason::Startup => "startup",
             ScaleReason::ReplicaLost => "replica_lost",
+            ScaleReason::External => "external",
         }
     }
 }

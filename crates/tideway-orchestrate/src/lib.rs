@@ -11,6 +11,8 @@ mod scaling_loop;
 mod static_list;
 
 pub use metrics::ScalingMetrics;
-pub use orchestrator::{Orchestrator, ReplicaEvent};
-pub use scaling_loop::{DecisionLog, DecisionRecord, Evict, Predecessor, ScalingHandle, ScalingLoop};
+pub use orchestrator::{Leadership, Orchestration, Orchestrator, ReplicaEvent};
+pub use scaling_loop::{
+    DecisionLog, DecisionRecord, Evict, Predecessor, ScalingHandle, ScalingLoop, ScalingStatus,
+};
 pub use static_list::static_replicas;

@@ -78,10 +78,10 @@ impl ScalingMetrics {
         }
     }
 
-    /// A ready replica exited unasked: the app went down by one, for that reason.
-    pub(crate) fn lost(&self, app: &str) {
+    /// A decision not taken by the scaler: a loss, or someone else's count.
+    pub(crate) fn count(&self, app: &str, direction: Direction, reason: ScaleReason) {
         self.decisions
-            .with_label_values(&[app, Direction::Down.as_str(), ScaleReason::ReplicaLost.as_str()])
+            .with_label_values(&[app, direction.as_str(), reason.as_str()])
             .inc();
     }
 

@@ -2,8 +2,9 @@
 //! asks the pure [`Scaler`] what to do; starts replicas through its orchestrator; drains replicas before
 //! stopping exactly those.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::future::poll_fn;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime};
 
@@ -17,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
 use crate::metrics::ScalingMetrics;
-use crate::orchestrator::{Orchestrator, ReplicaEvent};
+use crate::orchestrator::{Leadership, Orchestration, Orchestrator, ReplicaEvent};
 
 /// Closes, through the data plane, the connections still open on a replica whose `drain_timeout` passed.
 pub type Evict = Arc<dyn Fn(&Replica) + Send + Sync>;
@@ -62,8 +63,35 @@ pub struct ScalingHandle {
     retire: CancellationToken,
     stop: CancellationToken,
     task: JoinHandle<()>,
-    decisions: Arc<DecisionLog>,
     predecessor: Predecessor,
+    status: ScalingStatus,
+}
+
+/// What operators see of a running scaling loop: its recent decisions, whether its backend listed the
+/// replicas it had, whether this instance scales.
+#[derive(Clone)]
+pub struct ScalingStatus {
+    decisions: Arc<DecisionLog>,
+    listed: Arc<AtomicBool>,
+    leadership: Leadership,
+}
+
+impl ScalingStatus {
+    /// The app's recent decisions.
+    pub fn decisions(&self) -> &Arc<DecisionLog> {
+        &self.decisions
+    }
+
+    /// Whether the backend has reported the replicas that existed before it (the pods of a Deployment):
+    /// until then the app may have replicas it does not know of.
+    pub fn is_listed(&self) -> bool {
+        self.listed.load(Ordering::Acquire)
+    }
+
+    /// Whether this instance scales the app.
+    pub fn leads(&self) -> bool {
+        self.leadership.leads()
+    }
 }
 
 /// An earlier backend of an app under the same name, replaced by a reload, whose replicas still drain:
@@ -80,6 +108,11 @@ pub struct ScalingLoop {
     app: Arc<App>,
     orchestrator: Arc<dyn Orchestrator>,
     events: mpsc::UnboundedReceiver<ReplicaEvent>,
+    leadership: Leadership,
+    /// Whether the loop led at its last turn: losing the lead abandons its drains.
+    led: bool,
+    /// Whether the backend reported the replicas that existed before it: decisions wait for it.
+    listed: Arc<AtomicBool>,
     evict: Evict,
     clock: Arc<dyn Clock>,
     metrics: Arc<ScalingMetrics>,
@@ -95,6 +128,20 @@ pub struct ScalingLoop {
     room: Arc<Signal>,
     /// Replaced backends of this app still draining.
     predecessors: Vec<Predecessor>,
+    /// The last change of the count by someone else, while it holds.
+    outside: Option<Outside>,
+    /// Replicas an outside scale-down will take away: their departure is no loss.
+    departures: u32,
+    /// Replicas that were ready and are not now: their return is no start-up.
+    unready: HashSet<ReplicaId>,
+}
+
+/// Someone else changed the app's count: for one `scale_down_delay`, tideway does not move it back.
+#[derive(Debug)]
+struct Outside {
+    /// The way they moved it.
+    direction: Direction,
+    until: Timestamp,
 }
 
 #[derive(Debug, Default)]
@@ -148,7 +195,12 @@ impl ScalingHandle {
 
     /// The app's recent decisions.
     pub fn decisions(&self) -> &Arc<DecisionLog> {
-        &self.decisions
+        &self.status.decisions
+    }
+
+    /// What operators see of the loop.
+    pub fn status(&self) -> ScalingStatus {
+        self.status.clone()
     }
 
     /// The app left the configuration: drain every replica, stop them, and end the loop.
@@ -171,12 +223,11 @@ impl ScalingHandle {
 }
 
 impl ScalingLoop {
-    /// Starts the scaling loop of `app` over `orchestrator`, whose replica events arrive on `events`;
-    /// `predecessors` are the app's replaced backends still draining.
+    /// Starts the scaling loop of `app` over `orchestration`; `predecessors` are the app's replaced
+    /// backends still draining.
     pub fn spawn(
         app: Arc<App>,
-        orchestrator: Arc<dyn Orchestrator>,
-        events: mpsc::UnboundedReceiver<ReplicaEvent>,
+        orchestration: Orchestration,
         evict: Evict,
         clock: Arc<dyn Clock>,
         metrics: Arc<ScalingMetrics>,
@@ -187,14 +238,19 @@ impl ScalingLoop {
         let retire = CancellationToken::new();
         let stop = CancellationToken::new();
         let room = Arc::new(Signal::default());
+        let listed = Arc::new(AtomicBool::new(false));
+        let leadership = orchestration.leadership.clone();
         let predecessor = Predecessor {
             app: Arc::clone(&app),
             room: Arc::clone(&room),
         };
         let scaling = ScalingLoop {
             app,
-            orchestrator,
-            events,
+            orchestrator: orchestration.orchestrator,
+            events: orchestration.events,
+            led: orchestration.leadership.leads(),
+            leadership: orchestration.leadership,
+            listed: Arc::clone(&listed),
             evict,
             clock,
             metrics,
@@ -208,14 +264,21 @@ impl ScalingLoop {
             retiring: false,
             room,
             predecessors,
+            outside: None,
+            departures: 0,
+            unready: HashSet::new(),
         };
         let task = tokio::spawn(scaling.run(retire.clone(), stop.clone()));
         ScalingHandle {
             retire,
             stop,
             task,
-            decisions,
             predecessor,
+            status: ScalingStatus {
+                decisions,
+                listed,
+                leadership,
+            },
         }
     }
 
@@ -226,12 +289,26 @@ impl ScalingLoop {
                 self.on_event(event);
             }
             let now = self.clock.now();
-            if self.retiring {
-                self.drain_everything(now);
-            } else {
-                self.decide(now);
+            let leads = self.leadership.leads();
+            if self.led && !leads {
+                self.abandon_drains();
             }
-            self.progress_drains(now);
+            self.led = leads;
+            if self.retiring && self.orchestrator.replicas_outlive_it() {
+                info!(
+                    app = self.app.name(),
+                    "app removed from the configuration: its replicas are left as they are"
+                );
+                break;
+            }
+            if leads && self.listed.load(Ordering::Acquire) {
+                if self.retiring {
+                    self.drain_everything(now);
+                } else {
+                    self.decide(now);
+                }
+                self.progress_drains(now);
+            }
             if self.retiring && self.app.replicas().is_empty() {
                 break;
             }
@@ -251,6 +328,7 @@ impl ScalingLoop {
                     None => break,
                 },
                 () = poll_fn(|cx| self.app.poll_scale_signal(cx)) => {}
+                () = self.leadership.changed() => {}
                 () = poll_fn(|cx| poll_room(&self.predecessors, cx)), if !self.retiring => {}
                 () = tokio::time::sleep(next.map_or(Duration::MAX, |at| at.saturating_since(now))), if next.is_some() => {}
             }
@@ -271,6 +349,21 @@ impl ScalingLoop {
             return;
         };
         let from = self.in_place(&observation);
+        self.outside = self.outside.take().filter(|outside| outside.until > now);
+        if let Some(outside) = &self.outside
+            && decision
+                .direction()
+                .is_some_and(|direction| direction != outside.direction)
+        {
+            info!(
+                app = self.app.name(),
+                wanted = decision.desired,
+                count = from,
+                hold_ms = outside.until.saturating_since(now).as_millis() as u64,
+                "the count set by someone else holds: decision postponed"
+            );
+            return;
+        }
         if decision.start > 0 {
             if let Some(until) = self.backoff.until.filter(|until| *until > now) {
                 // Keep the reasons for the start that will happen once the backoff ends.
@@ -377,9 +470,55 @@ impl ScalingLoop {
         }
     }
 
+    /// This instance no longer leads: the replicas it was draining take connections again (the new
+    /// leader decides which to drain), and its starts asked for are no longer awaited.
+    fn abandon_drains(&mut self) {
+        let replicas = self.app.replicas();
+        for replica in replicas.iter() {
+            if self.drains.remove(&replica.id()).is_some() && replica.state() == ReplicaState::Draining {
+                replica.set_state(ReplicaState::Ready);
+            }
+        }
+        self.app.replicas_changed();
+        self.pending_starts = 0;
+        self.outside = None;
+        info!(
+            app = self.app.name(),
+            "no longer the leader: another instance scales"
+        );
+    }
+
     fn on_event(&mut self, event: ReplicaEvent) {
         let app = Arc::clone(&self.app);
         match event {
+            ReplicaEvent::Listed => self.listed.store(true, Ordering::Release),
+            ReplicaEvent::Unready(id) => {
+                if let Some(replica) = app.replicas().iter().find(|r| r.id() == id)
+                    && replica.state() == ReplicaState::Ready
+                {
+                    replica.set_state(ReplicaState::Starting);
+                    app.replicas_changed();
+                    self.unready.insert(id);
+                    warn!(
+                        app = app.name(),
+                        replica = replica.name(),
+                        "replica no longer ready: no new connections until it is"
+                    );
+                }
+            }
+            ReplicaEvent::Terminating(id) => {
+                let Some(replica) = app.replicas().iter().find(|r| r.id() == id).cloned() else {
+                    return;
+                };
+                if self.drains.contains_key(&id) || replica.state() == ReplicaState::Draining {
+                    return;
+                }
+                let was = replica.state();
+                replica.set_state(ReplicaState::Draining);
+                app.replicas_changed();
+                self.departed(&replica, was, "it is terminating");
+            }
+            ReplicaEvent::Resized { from, to } => self.resized(from, to),
             ReplicaEvent::Started(replica) => {
                 self.pending_starts = self.pending_starts.saturating_sub(1);
                 let mut replicas = (*app.replicas()).clone();
@@ -392,6 +531,10 @@ impl ScalingLoop {
                 {
                     replica.set_state(ReplicaState::Ready);
                     app.replicas_changed();
+                    if self.unready.remove(&id) {
+                        info!(app = app.name(), replica = replica.name(), "replica ready again");
+                        return;
+                    }
                     self.backoff = Backoff::default();
                     app.resume_starts();
                     let startup = self.clock.now().saturating_since(replica.started_at());
@@ -399,11 +542,7 @@ impl ScalingLoop {
                     info!(
                         app = app.name(),
                         replica = replica.name(),
-                        startup_ms = self
-                            .clock
-                            .now()
-                            .saturating_since(replica.started_at())
-                            .as_millis() as u64,
+                        startup_ms = startup.as_millis() as u64,
                         "replica ready"
                     );
                 }
@@ -424,6 +563,8 @@ impl ScalingLoop {
                 error!(app = app.name(), replica = %name, %error, retry_in_ms = pause.as_millis() as u64, "replica failed to start");
             }
             ReplicaEvent::Exited { id, expected, detail } => {
+                let drained_by_us = self.drains.contains_key(&id);
+                let was_ready = self.unready.contains(&id);
                 let Some((replica, state)) = self.remove(id) else {
                     return;
                 };
@@ -432,17 +573,20 @@ impl ScalingLoop {
                     return;
                 }
                 match state {
+                    ReplicaState::Ready => self.departed(&replica, state, &detail),
+                    ReplicaState::Starting if was_ready => {
+                        self.departed(&replica, ReplicaState::Ready, &detail)
+                    }
+                    ReplicaState::Starting if self.departures > 0 => self.departed(&replica, state, &detail),
+                    ReplicaState::Draining if !drained_by_us => {
+                        info!(app = app.name(), replica = replica.name(), %detail, "replica gone");
+                    }
                     ReplicaState::Starting => {
                         self.failed_starts += 1;
                         self.metrics.start_failed(app.name());
                         let pause = self.backoff.fail(self.clock.now());
                         app.pause_starts(self.clock.now().saturating_add(pause));
                         error!(app = app.name(), replica = replica.name(), %detail, retry_in_ms = pause.as_millis() as u64, "replica exited while starting");
-                    }
-                    ReplicaState::Ready => {
-                        self.lost += 1;
-                        warn!(app = app.name(), replica = replica.name(), %detail, "replica exited");
-                        self.record_loss(&replica);
                     }
                     ReplicaState::Draining => {
                         warn!(app = app.name(), replica = replica.name(), %detail, "draining replica exited");
@@ -452,9 +596,72 @@ impl ScalingLoop {
         }
     }
 
+    /// A replica that was `was` is going or gone unasked: an outside scale-down's, or a loss.
+    fn departed(&mut self, replica: &Replica, was: ReplicaState, detail: &str) {
+        let app = self.app.name();
+        if self.departures > 0 {
+            self.departures -= 1;
+            info!(
+                app,
+                replica = replica.name(),
+                detail,
+                "replica removed by the outside scale-down"
+            );
+        } else if was == ReplicaState::Ready {
+            warn!(app, replica = replica.name(), detail, "replica lost");
+            self.lost += 1;
+            if self.led {
+                self.record_loss(replica);
+            }
+        } else {
+            warn!(app, replica = replica.name(), detail, "starting replica lost");
+        }
+    }
+
+    /// Someone else set the count from `from` to `to`: recorded as a decision of theirs; for one
+    /// `scale_down_delay` tideway does not move the count back, so that it and another writer meet at most
+    /// once per delay instead of answering each other's every write.
+    fn resized(&mut self, from: u32, to: u32) {
+        let direction = if to > from { Direction::Up } else { Direction::Down };
+        if to == from || !self.led {
+            return;
+        }
+        let now = self.clock.now();
+        if direction == Direction::Down {
+            self.departures = self.departures.saturating_add(from - to);
+        }
+        self.outside = Some(Outside {
+            direction,
+            until: now.saturating_add(self.app.policy().scale_down_delay),
+        });
+        let demand = self.app.demand();
+        let reason = ScaleReason::External;
+        self.metrics.count(self.app.name(), direction, reason);
+        warn!(
+            app = self.app.name(),
+            direction = direction.as_str(),
+            reason = reason.as_str(),
+            from,
+            to,
+            demand,
+            "scaling decision by someone else: it holds for scale_down_delay"
+        );
+        self.decisions.push(DecisionRecord {
+            at: SystemTime::now(),
+            direction,
+            reason,
+            from,
+            to,
+            demand,
+            drained: Vec::new(),
+            lost: None,
+        });
+    }
+
     /// Takes a replica out of the app's set (no new connections reach it); returns it and its last state.
     fn remove(&mut self, id: ReplicaId) -> Option<(Arc<Replica>, ReplicaState)> {
         self.drains.remove(&id);
+        self.unready.remove(&id);
         let replicas = self.app.replicas();
         let removed = replicas.iter().find(|r| r.id() == id).cloned()?;
         let state = removed.state();
@@ -499,7 +706,8 @@ impl ScalingLoop {
         let to = self.in_place(&observation);
         let from = to.saturating_add(1);
         let reason = ScaleReason::ReplicaLost;
-        self.metrics.lost(self.app.name());
+        self.metrics
+            .count(self.app.name(), Direction::Down, ScaleReason::ReplicaLost);
         info!(
             app = self.app.name(),
             direction = Direction::Down.as_str(),
@@ -536,6 +744,12 @@ impl ScalingLoop {
             .next_check(policy.scale_down_delay)
             .into_iter()
             .chain(self.backoff.until.filter(|until| *until > now))
+            .chain(
+                self.outside
+                    .as_ref()
+                    .map(|o| o.until)
+                    .filter(|until| *until > now),
+            )
             .chain(drain_times)
             .min()
     }

@@ -11,12 +11,17 @@ use kube::{Api, Client, Config};
 use serde_json::json;
 use tideway_core::{ReplicaState, Timestamp};
 use tideway_orchestrate::kubernetes::{
-    DeploymentScale, Election, EndpointView, PERMISSIONS, POD_DELETION_COST, Permission, PortRef, elect,
-    watch_endpoints,
+    DeploymentScale, Election, EndpointView, KubernetesMetrics, PERMISSIONS, POD_DELETION_COST, Permission,
+    PortRef, elect, watch_endpoints,
 };
 use tideway_testkit::cluster::{TestCluster, manifests};
 
 const PATIENCE: Duration = Duration::from_secs(10);
+
+fn metrics() -> std::sync::Arc<KubernetesMetrics> {
+    let registry = prometheus::Registry::new();
+    std::sync::Arc::new(KubernetesMetrics::register(&registry).expect("metrics"))
+}
 
 fn client(cluster: &TestCluster) -> Client {
     Client::try_from(Config::new(cluster.url().parse().expect("a URL"))).expect("a client")
@@ -41,7 +46,16 @@ struct Endpoints(futures::stream::BoxStream<'static, Vec<EndpointView>>);
 
 impl Endpoints {
     fn watch(client: &Client, service: &str) -> Self {
-        Endpoints(watch_endpoints(client.clone(), "apps", service, PortRef::Name("http".into())).boxed())
+        Endpoints(
+            watch_endpoints(
+                client.clone(),
+                "apps",
+                service,
+                PortRef::Name("http".into()),
+                metrics(),
+            )
+            .boxed(),
+        )
     }
 
     async fn until(&mut self, what: &str, done: impl Fn(&[EndpointView]) -> bool) -> Vec<EndpointView> {
@@ -191,8 +205,8 @@ async fn one_instance_leads_and_another_takes_over_within_the_lease_duration() {
         duration,
         renew_every: Duration::from_millis(100),
     };
-    let mut a = elect(client_with(&cluster, PERMISSIONS).await, election("a"));
-    let mut b = elect(client_with(&cluster, PERMISSIONS).await, election("b"));
+    let mut a = elect(client_with(&cluster, PERMISSIONS).await, election("a"), metrics());
+    let mut b = elect(client_with(&cluster, PERMISSIONS).await, election("b"), metrics());
     let deadline = tokio::time::Instant::now() + PATIENCE;
     let first_leader = loop {
         tokio::select! {
@@ -245,9 +259,10 @@ impl tideway_core::Clock for TokioClock {
 
 #[tokio::test]
 async fn the_scaling_loop_scales_a_deployment_by_the_connections_it_counts() {
+    use tideway_config::KubernetesSettings;
     use tideway_core::{Admission, App, Policy, SpawnThreshold};
-    use tideway_orchestrate::kubernetes::{KubernetesOrchestrator, Target};
-    use tideway_orchestrate::{Evict, Orchestrator, ScalingLoop, ScalingMetrics};
+    use tideway_orchestrate::kubernetes::{ApiServer, KubernetesOrchestrator, Target};
+    use tideway_orchestrate::{Evict, Orchestration, Orchestrator, ScalingLoop, ScalingMetrics};
 
     let cluster = TestCluster::start().await.expect("cluster");
     app(&client(&cluster), "shiny", 1).await;
@@ -263,24 +278,29 @@ async fn the_scaling_loop_scales_a_deployment_by_the_connections_it_counts() {
     };
     let shiny = App::new("shiny", policy, std::sync::Arc::clone(&clock));
     let target = Target {
-        namespace: "apps".into(),
+        namespace: Some("apps".into()),
         deployment: "shiny".into(),
         service: "shiny".into(),
         port: PortRef::Name("http".into()),
     };
-    let (orchestrator, events) = KubernetesOrchestrator::spawn(
-        client_with(&cluster, PERMISSIONS).await,
-        target,
-        std::sync::Arc::clone(&clock),
-    )
-    .await;
+    let settings = KubernetesSettings {
+        lease_duration: Duration::from_secs(1),
+        lease_renew_every: Duration::from_millis(100),
+        ..KubernetesSettings::default()
+    };
+    let api = ApiServer::with_client(client_with(&cluster, PERMISSIONS).await, &settings, metrics());
+    let (orchestrator, events) =
+        KubernetesOrchestrator::spawn(&api, "shiny", target, std::sync::Arc::clone(&clock));
     let metrics =
         std::sync::Arc::new(ScalingMetrics::register(&prometheus::Registry::new()).expect("metrics"));
     let evict: Evict = std::sync::Arc::new(|_: &tideway_core::Replica| {});
     let _scaling = ScalingLoop::spawn(
         std::sync::Arc::clone(&shiny),
-        std::sync::Arc::new(orchestrator) as std::sync::Arc<dyn Orchestrator>,
-        events,
+        Orchestration {
+            orchestrator: std::sync::Arc::new(orchestrator) as std::sync::Arc<dyn Orchestrator>,
+            events,
+            leadership: api.leadership(),
+        },
         evict,
         clock,
         metrics,
@@ -340,4 +360,136 @@ async fn the_scaling_loop_scales_a_deployment_by_the_connections_it_counts() {
         cluster.replica("apps", &left).is_some(),
         "{left} is the pod that stayed"
     );
+}
+
+#[tokio::test]
+async fn a_pending_pod_taken_instead_of_the_drained_one_is_a_mismatch_and_the_drained_pod_is_kept() {
+    use tideway_config::KubernetesSettings;
+    use tideway_core::{Admission, App, Policy, SpawnThreshold};
+    use tideway_orchestrate::kubernetes::{ApiServer, KubernetesOrchestrator, Target};
+    use tideway_orchestrate::{Evict, Orchestration, Orchestrator, ScalingLoop, ScalingMetrics};
+    use tideway_testkit::cluster::PodTiming;
+
+    // Pods take 1.5 s to start: a pod created by a scale-up stays pending, without an endpoint, meanwhile.
+    let timing = PodTiming {
+        start_delay: Duration::from_millis(1500),
+        ..PodTiming::default()
+    };
+    let cluster = TestCluster::start_with(timing).await.expect("cluster");
+    app(&client(&cluster), "shiny", 2).await;
+    let clock: std::sync::Arc<dyn tideway_core::Clock> =
+        std::sync::Arc::new(TokioClock(tokio::time::Instant::now()));
+    let policy = Policy {
+        min_instances: 1,
+        max_instances: 3,
+        max_connections: 1,
+        spawn_threshold: SpawnThreshold::new(100).expect("a threshold"),
+        scale_down_delay: Duration::from_millis(200),
+        ..Policy::default()
+    };
+    let shiny = App::new("shiny", policy, std::sync::Arc::clone(&clock));
+    let registry = prometheus::Registry::new();
+    let kubernetes = std::sync::Arc::new(KubernetesMetrics::register(&registry).expect("metrics"));
+    let settings = KubernetesSettings {
+        lease_duration: Duration::from_secs(1),
+        lease_renew_every: Duration::from_millis(100),
+        ..KubernetesSettings::default()
+    };
+    let api = ApiServer::with_client(client_with(&cluster, PERMISSIONS).await, &settings, kubernetes);
+    let target = Target {
+        namespace: Some("apps".into()),
+        deployment: "shiny".into(),
+        service: "shiny".into(),
+        port: PortRef::Name("http".into()),
+    };
+    let (orchestrator, events) =
+        KubernetesOrchestrator::spawn(&api, "shiny", target, std::sync::Arc::clone(&clock));
+    let metrics =
+        std::sync::Arc::new(ScalingMetrics::register(&prometheus::Registry::new()).expect("metrics"));
+    let evict: Evict = std::sync::Arc::new(|_: &tideway_core::Replica| {});
+    let _scaling = ScalingLoop::spawn(
+        std::sync::Arc::clone(&shiny),
+        Orchestration {
+            orchestrator: std::sync::Arc::new(orchestrator) as std::sync::Arc<dyn Orchestrator>,
+            events,
+            leadership: api.leadership(),
+        },
+        evict,
+        clock,
+        metrics,
+        Vec::new(),
+    );
+    let ready = |app: &App| {
+        app.replicas()
+            .iter()
+            .filter(|r| r.state() == ReplicaState::Ready)
+            .count()
+    };
+    tideway_testkit::eventually("two ready replicas", PATIENCE, || ready(&shiny) == 2).await;
+    tideway_testkit::eventually("the lead", PATIENCE, || api.leadership().leads()).await;
+    // A connection on each pod keeps both.
+    let mut seats: Vec<_> = (0..2)
+        .filter_map(|_| match shiny.admit() {
+            Admission::Seated(seat) => Some(seat),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(seats.len(), 2);
+    let busy = seats[0].replica().name().to_owned();
+
+    // Someone scales to three (the new pod is pending), then a connection ends: tideway drains the idle
+    // pod and lowers the count — and the ReplicaSet controller takes the pending pod first.
+    let deployment = tideway_testkit::cluster::Resource {
+        group: "apps".into(),
+        plural: "deployments".into(),
+    };
+    let count = || {
+        cluster
+            .object(&deployment, "apps", "shiny")
+            .and_then(|d| d["spec"]["replicas"].as_u64())
+    };
+    assert!(cluster.scale("apps", "shiny", 3));
+    seats.truncate(1);
+    let mismatches = || {
+        registry
+            .gather()
+            .iter()
+            .filter(|family| family.name() == "tideway_scale_down_mismatches_total")
+            .flat_map(|family| {
+                family
+                    .get_metric()
+                    .iter()
+                    .map(|m| m.get_counter().get_value())
+                    .collect::<Vec<_>>()
+            })
+            .sum::<f64>()
+    };
+    tideway_testkit::eventually("the mismatch seen", Duration::from_secs(20), || {
+        mismatches() == 1.0
+    })
+    .await;
+
+    // The drained pod was kept and drained again: the busy pod, and only it, remains, with no mark.
+    tideway_testkit::eventually("one pod left", Duration::from_secs(20), || {
+        count() == Some(1) && shiny.replicas().len() == 1
+    })
+    .await;
+    assert_eq!(shiny.replicas()[0].name(), busy);
+    let pod = cluster
+        .object(
+            &tideway_testkit::cluster::Resource {
+                group: String::new(),
+                plural: "pods".into(),
+            },
+            "apps",
+            &busy,
+        )
+        .expect("the busy pod");
+    assert!(
+        pod.pointer("/metadata/annotations")
+            .and_then(|a| a.get(POD_DELETION_COST))
+            .is_none(),
+        "no mark left: {pod}"
+    );
+    assert_eq!(mismatches(), 1.0);
 }

@@ -7,13 +7,16 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicU32;
 
 use arc_swap::ArcSwap;
-use tideway_config::{AppConfig, Backend};
+use tideway_config::{AppConfig, Backend, KubernetesSettings, KubernetesSpec};
 use tideway_core::{App, Clock, Replica};
+use tideway_orchestrate::kubernetes::{ApiServer, KubernetesMetrics, KubernetesOrchestrator, Target};
 use tideway_orchestrate::local::LocalOrchestrator;
 use tideway_orchestrate::{
-    DecisionLog, Evict, Predecessor, ScalingHandle, ScalingLoop, ScalingMetrics, static_replicas,
+    Evict, Leadership, Orchestration, Orchestrator, Predecessor, ReplicaEvent, ScalingHandle, ScalingLoop,
+    ScalingMetrics, ScalingStatus, static_replicas,
 };
 use tideway_proxy::{ProxyMetrics, Route, RouteTable, RuntimeClock};
+use tokio::sync::{mpsc, watch};
 use tracing::info;
 
 /// An app as the admin API and the metrics see it.
@@ -23,12 +26,14 @@ pub(crate) struct AppView {
     pub(crate) app: Arc<App>,
     /// Its configuration (routes and backend; the policy in force is the app's own).
     pub(crate) config: AppConfig,
-    /// Its recent scaling decisions, for apps that scale.
-    pub(crate) decisions: Option<Arc<DecisionLog>>,
+    /// Its scaling loop, for apps that scale: recent decisions, listing, leadership.
+    pub(crate) scaling: Option<ScalingStatus>,
     /// Its replaced backends whose replicas still drain: shown and counted with it until they are gone.
     pub(crate) predecessors: Vec<Arc<App>>,
     /// Whether the app left the configuration: it only drains, and is shown until its replicas are gone.
     pub(crate) removed: bool,
+    /// Why the app cannot have replicas now (no API server, no Deployment), while that lasts.
+    pub(crate) problem: Option<watch::Receiver<Option<String>>>,
 }
 
 impl AppView {
@@ -41,6 +46,17 @@ impl AppView {
         all
     }
 
+    /// Whether its backend has reported the replicas it had before tideway looked: an app on Kubernetes
+    /// may have pods that outlived an earlier tideway.
+    pub(crate) fn is_listed(&self) -> bool {
+        self.scaling.as_ref().is_none_or(ScalingStatus::is_listed)
+    }
+
+    /// Whether this instance scales the app (on Kubernetes, while it leads).
+    pub(crate) fn scaled_here(&self) -> bool {
+        self.scaling.as_ref().is_some_and(ScalingStatus::leads)
+    }
+
     /// Whether there is anything left to show: a removed app is gone once its last replica is.
     pub(crate) fn is_shown(&self) -> bool {
         !self.removed || !self.replicas().is_empty()
@@ -51,8 +67,8 @@ impl AppView {
     pub(crate) fn desired_replicas(&self) -> u64 {
         match &self.config.backend {
             Backend::Static { addresses } => addresses.len() as u64,
-            Backend::Local(_) if self.removed => 0,
-            Backend::Local(_) => {
+            Backend::Local(_) | Backend::Kubernetes(_) if self.removed => 0,
+            Backend::Local(_) | Backend::Kubernetes(_) => {
                 let policy = self.app.policy();
                 tideway_core::replicas_needed(&policy, self.app.demand())
                     .clamp(u64::from(policy.min_instances), u64::from(policy.max_instances))
@@ -70,6 +86,8 @@ pub(crate) struct FleetMetrics {
     pub(crate) proxy: Arc<ProxyMetrics>,
     /// The scaling loops'.
     pub(crate) scaling: Arc<ScalingMetrics>,
+    /// Kubernetes mode's.
+    pub(crate) kubernetes: Arc<KubernetesMetrics>,
 }
 
 /// Every app tideway runs, in configuration order, and the removed ones still draining.
@@ -85,19 +103,32 @@ pub(crate) struct Fleet {
     /// removals, so no two replicas of one name ever share a replica name.
     numbers: HashMap<String, Arc<AtomicU32>>,
     view: FleetView,
+    /// `[kubernetes]` as tideway started with it.
+    kubernetes: KubernetesSettings,
+    /// The API server, reached once the first Kubernetes app comes.
+    api: Option<ApiServer>,
 }
 
 struct Member {
     config: AppConfig,
     app: Arc<App>,
     scaling: Option<ScalingHandle>,
+    problem: Option<watch::Receiver<Option<String>>>,
 }
 
 impl Fleet {
     /// An empty fleet. `supervisor` is the tideway executable (local replicas run under
     /// `tideway supervise`); `evict` closes a replica's remaining connections when its drain runs out.
-    pub(crate) fn new(clock: RuntimeClock, supervisor: PathBuf, evict: Evict, metrics: FleetMetrics) -> Self {
+    pub(crate) fn new(
+        clock: RuntimeClock,
+        supervisor: PathBuf,
+        evict: Evict,
+        metrics: FleetMetrics,
+        kubernetes: KubernetesSettings,
+    ) -> Self {
         Fleet {
+            kubernetes,
+            api: None,
             clock,
             supervisor,
             evict,
@@ -169,9 +200,10 @@ impl Fleet {
         let view = |m: &Member, removed| AppView {
             app: Arc::clone(&m.app),
             config: m.config.clone(),
-            decisions: m.scaling.as_ref().map(|s| Arc::clone(s.decisions())),
+            scaling: m.scaling.as_ref().map(ScalingHandle::status),
             predecessors: Vec::new(),
             removed,
+            problem: m.problem.clone(),
         };
         let mut views: Vec<AppView> = self.members.iter().map(|m| view(m, false)).collect();
         for retired in self.retiring.iter().rev() {
@@ -196,10 +228,21 @@ impl Fleet {
     fn start(&mut self, config: &AppConfig, predecessors: Vec<Predecessor>) -> Member {
         let clock: Arc<dyn Clock> = Arc::new(self.clock);
         let app = App::new(config.name.as_str(), config.policy.clone(), Arc::clone(&clock));
-        let scaling = match &config.backend {
+        let mut problem = None;
+        let orchestration = match &config.backend {
             Backend::Static { addresses } => {
                 app.set_replicas(static_replicas(app.name(), addresses, clock.now()));
                 None
+            }
+            Backend::Kubernetes(spec) => {
+                let (orchestrator, events) =
+                    self.kubernetes_orchestrator(&config.name, spec, Arc::clone(&clock));
+                problem = Some(orchestrator.problem());
+                Some(Orchestration {
+                    leadership: self.api().leadership(),
+                    orchestrator: Arc::new(orchestrator),
+                    events,
+                })
             }
             Backend::Local(spec) => {
                 let numbers = self
@@ -213,22 +256,52 @@ impl Fleet {
                     Arc::clone(&clock),
                     Arc::clone(numbers),
                 );
-                Some(ScalingLoop::spawn(
-                    Arc::clone(&app),
-                    Arc::new(orchestrator),
+                Some(Orchestration {
+                    orchestrator: Arc::new(orchestrator) as Arc<dyn Orchestrator>,
                     events,
-                    Arc::clone(&self.evict),
-                    clock,
-                    Arc::clone(&self.metrics.scaling),
-                    predecessors,
-                ))
+                    leadership: Leadership::always(),
+                })
             }
         };
+        let scaling = orchestration.map(|orchestration| {
+            ScalingLoop::spawn(
+                Arc::clone(&app),
+                orchestration,
+                Arc::clone(&self.evict),
+                clock,
+                Arc::clone(&self.metrics.scaling),
+                predecessors,
+            )
+        });
         Member {
             config: config.clone(),
             app,
             scaling,
+            problem,
         }
+    }
+
+    /// The API server, reached the first time an app needs it.
+    fn api(&mut self) -> &ApiServer {
+        self.api
+            .get_or_insert_with(|| ApiServer::connect(&self.kubernetes, Arc::clone(&self.metrics.kubernetes)))
+    }
+
+    fn kubernetes_orchestrator(
+        &mut self,
+        app: &str,
+        spec: &KubernetesSpec,
+        clock: Arc<dyn Clock>,
+    ) -> (KubernetesOrchestrator, mpsc::UnboundedReceiver<ReplicaEvent>) {
+        self.metrics.kubernetes.track(app);
+        let api = self.api().clone();
+        let target = Target {
+            namespace: spec.namespace.clone(),
+            deployment: spec.deployment.clone(),
+            service: spec.service.clone(),
+            port: spec.port.clone(),
+        };
+        KubernetesOrchestrator::spawn(&api, app, target, clock)
     }
 
     fn retire(&mut self, member: Member) {
@@ -239,6 +312,7 @@ impl Fleet {
         if !self.members.iter().any(|m| m.config.name == member.config.name) {
             self.metrics.proxy.forget_app(&member.config.name);
             self.metrics.scaling.forget_app(&member.config.name);
+            self.metrics.kubernetes.forget_app(&member.config.name);
         }
         if let Some(scaling) = &member.scaling {
             scaling.retire();
@@ -258,9 +332,16 @@ mod tests {
         let metrics = FleetMetrics {
             proxy: Arc::new(ProxyMetrics::register(&registry).expect("proxy metrics")),
             scaling: Arc::new(ScalingMetrics::register(&registry).expect("scaling metrics")),
+            kubernetes: Arc::new(KubernetesMetrics::register(&registry).expect("Kubernetes metrics")),
         };
         let evict: Evict = Arc::new(|_: &tideway_core::Replica| {});
-        Fleet::new(RuntimeClock::new(), PathBuf::from("tideway"), evict, metrics)
+        Fleet::new(
+            RuntimeClock::new(),
+            PathBuf::from("tideway"),
+            evict,
+            metrics,
+            tideway_config::KubernetesSettings::default(),
+        )
     }
 
     /// The apps of a configuration of static apps, each `(name, policy keys, addresses)`.

@@ -10,25 +10,29 @@ use prometheus::{Encoder, Registry, TextEncoder};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+use crate::fleet::{AppView, FleetView};
 use crate::http::{Body, respond, serve, text};
 
-/// Serves the metrics listener until `shutdown`. `/readyz` answers 200 while `ready` is set: once the
-/// configuration is in force, until shutdown starts.
+/// Serves the metrics listener until `shutdown`. `/readyz` answers 200 while `ready` is set — once the
+/// configuration is in force, until shutdown starts — and every app of `fleet` has listed the replicas
+/// it had (on Kubernetes, the first listing of its endpoints; the API server's later moods do not matter,
+/// since routing goes on with the last endpoints seen).
 pub(crate) fn serve_metrics(
     listener: TcpListener,
     shutdown: CancellationToken,
     registry: Registry,
     ready: Arc<AtomicBool>,
+    fleet: FleetView,
 ) {
     let registry = Arc::new(registry);
     serve(listener, shutdown, move |req: Request<Incoming>| {
         let registry = Arc::clone(&registry);
-        let ready = Arc::clone(&ready);
-        async move { route(&req, &registry, &ready) }
+        let ready = ready.load(Ordering::Acquire) && fleet.load().iter().all(AppView::is_listed);
+        async move { route(&req, &registry, ready) }
     });
 }
 
-fn route(req: &Request<Incoming>, registry: &Registry, ready: &AtomicBool) -> Response<Body> {
+fn route(req: &Request<Incoming>, registry: &Registry, ready: bool) -> Response<Body> {
     if req.method() != Method::GET && req.method() != Method::HEAD {
         return text(StatusCode::METHOD_NOT_ALLOWED, "only GET\n");
     }
@@ -49,7 +53,7 @@ fn route(req: &Request<Incoming>, registry: &Registry, ready: &AtomicBool) -> Re
             }
         }
         "/healthz" => text(StatusCode::OK, "ok\n"),
-        "/readyz" if ready.load(Ordering::Acquire) => text(StatusCode::OK, "ready\n"),
+        "/readyz" if ready => text(StatusCode::OK, "ready\n"),
         "/readyz" => text(StatusCode::SERVICE_UNAVAILABLE, "not ready\n"),
         _ => text(
             StatusCode::NOT_FOUND,

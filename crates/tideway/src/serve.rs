@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::Context;
 use tideway_config::{Config, ConfigError};
+use tideway_orchestrate::kubernetes::KubernetesMetrics;
 use tideway_orchestrate::{Evict, ScalingMetrics};
 use tideway_proxy::{Proxy, ProxyMetrics, RouteTable, RuntimeClock};
 use tokio::net::TcpListener;
@@ -102,7 +103,7 @@ async fn serve(
     ));
     let evicting = Arc::clone(&proxy);
     let evict: Evict = Arc::new(move |replica| evicting.evict(replica));
-    let mut fleet = Fleet::new(clock, supervisor, evict, metrics);
+    let mut fleet = Fleet::new(clock, supervisor, evict, metrics, config.kubernetes.clone());
     proxy.set_routes(fleet.apply(&config.apps));
     info!(apps = config.apps.len(), "configuration loaded");
 
@@ -112,7 +113,13 @@ async fn serve(
             error!("cannot set up metrics: {e}");
             return ExitCode::from(exit::RUNTIME);
         }
-        serve_metrics(listener, shutdown.clone(), registry, Arc::clone(&ready));
+        serve_metrics(
+            listener,
+            shutdown.clone(),
+            registry,
+            Arc::clone(&ready),
+            fleet.view(),
+        );
     }
     if let Some(listener) = listeners.admin {
         serve_admin(listener, shutdown.clone(), fleet.view(), clock, token);
@@ -190,6 +197,7 @@ fn registry(dropped_log_lines: ErrorCounter) -> prometheus::Result<(prometheus::
     let metrics = FleetMetrics {
         proxy: Arc::new(ProxyMetrics::register(&registry)?),
         scaling: Arc::new(ScalingMetrics::register(&registry)?),
+        kubernetes: Arc::new(KubernetesMetrics::register(&registry)?),
     };
     Ok((registry, metrics))
 }
@@ -239,6 +247,7 @@ fn reload_config(path: &Path, reload: Reload, running: &mut Config, proxy: &Prox
         ("proxy.workers", config.proxy.workers != running.proxy.workers),
         ("metrics", config.metrics != running.metrics),
         ("admin", config.admin != running.admin),
+        ("kubernetes", config.kubernetes != running.kubernetes),
     ] {
         if changed {
             warn!(key, "this change takes effect at the next restart");

@@ -8,16 +8,8 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use k8s_openapi::api::discovery::v1::EndpointSlice;
+use tideway_config::PortRef;
 use tideway_core::{Replica, ReplicaId, ReplicaState, Timestamp};
-
-/// Which port of the endpoints carries the app: the Service port's name, or its number.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum PortRef {
-    /// A named port (`http`).
-    Name(String),
-    /// A port number.
-    Number(u16),
-}
 
 /// One endpoint, as the slices say.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -83,8 +75,12 @@ pub fn endpoints(slices: &[EndpointSlice], port: &PortRef) -> Vec<EndpointView> 
 pub enum EndpointChange {
     /// A pod's endpoint appeared: its replica, starting.
     Appeared(Arc<Replica>),
-    /// The pod's endpoint turned ready for the first time.
+    /// The pod's endpoint turned ready.
     Ready(ReplicaId),
+    /// The pod's endpoint, ready before, turned not ready.
+    Unready(ReplicaId),
+    /// The pod is terminating: its endpoint stays listed until the pod is gone.
+    Terminating(Arc<Replica>),
     /// The pod's endpoint is gone (or moved to another address, which is another replica).
     Gone(Arc<Replica>),
 }
@@ -98,12 +94,13 @@ pub struct EndpointReplicas {
 
 struct Known {
     replica: Arc<Replica>,
-    ready_told: bool,
+    /// The state last told: a change is told once.
+    told: ReplicaState,
 }
 
 impl EndpointReplicas {
-    /// What changed since the last look, given the endpoints `views` now. A replica is told ready once;
-    /// what it does after (not ready again, terminating) is for its endpoint's disappearance to tell.
+    /// What changed since the last look, given the endpoints `views` now: each change of an endpoint's
+    /// state is told once, and a terminating endpoint stays so until it is gone.
     pub fn apply(&mut self, views: &[EndpointView], now: Timestamp) -> Vec<EndpointChange> {
         let mut changes = Vec::new();
         let mut next = BTreeMap::new();
@@ -123,20 +120,26 @@ impl EndpointReplicas {
                     changes.push(EndpointChange::Appeared(Arc::clone(&replica)));
                     Known {
                         replica,
-                        ready_told: false,
+                        told: ReplicaState::Starting,
                     }
                 }
             };
-            let known = if view.state == ReplicaState::Ready && !known.ready_told {
-                changes.push(EndpointChange::Ready(known.replica.id()));
-                Known {
-                    ready_told: true,
-                    ..known
-                }
-            } else {
-                known
+            let id = known.replica.id();
+            let change = match (known.told, view.state) {
+                (ReplicaState::Draining, _) => None,
+                (told, state) if told == state => None,
+                (_, ReplicaState::Ready) => Some(EndpointChange::Ready(id)),
+                (_, ReplicaState::Starting) => Some(EndpointChange::Unready(id)),
+                (_, ReplicaState::Draining) => Some(EndpointChange::Terminating(Arc::clone(&known.replica))),
             };
-            next.insert(view.name.clone(), known);
+            changes.extend(change);
+            next.insert(
+                view.name.clone(),
+                Known {
+                    told: view.state,
+                    ..known
+                },
+            );
         }
         changes.extend(
             std::mem::take(&mut self.by_name)
@@ -145,6 +148,11 @@ impl EndpointReplicas {
         );
         self.by_name = next;
         changes
+    }
+
+    /// Forgets the pod `name`: the next look sees it as a new replica.
+    pub fn forget(&mut self, name: &str) -> Option<Arc<Replica>> {
+        self.by_name.remove(name).map(|known| known.replica)
     }
 }
 
@@ -243,10 +251,19 @@ mod tests {
                 .is_empty(),
             "told once"
         );
+        let changes = replicas.apply(&[view(ReplicaState::Starting)], Timestamp::ZERO);
+        assert!(matches!(changes.as_slice(), [EndpointChange::Unready(id)] if *id == replica.id()));
+        let changes = replicas.apply(&[view(ReplicaState::Ready)], Timestamp::ZERO);
+        assert!(matches!(changes.as_slice(), [EndpointChange::Ready(id)] if *id == replica.id()));
+        let changes = replicas.apply(&[view(ReplicaState::Draining)], Timestamp::ZERO);
+        assert!(
+            matches!(changes.as_slice(), [EndpointChange::Terminating(going)] if Arc::ptr_eq(going, replica))
+        );
         assert!(
             replicas
-                .apply(&[view(ReplicaState::Draining)], Timestamp::ZERO)
-                .is_empty()
+                .apply(&[view(ReplicaState::Ready)], Timestamp::ZERO)
+                .is_empty(),
+            "a terminating pod does not come back"
         );
         let moved = EndpointView {
             addr: "10.0.0.9:8080".parse().expect("an address"),

@@ -4,6 +4,7 @@
 //! that disagree between nodes do not matter. Every write names the version it read, so two instances
 //! that try at once cannot both win: one gets `409 Conflict`.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::api::coordination::v1::Lease;
@@ -14,6 +15,8 @@ use serde_json::json;
 use tokio::sync::watch;
 use tokio::time::Instant;
 use tracing::{info, warn};
+
+use super::metrics::KubernetesMetrics;
 
 /// How an instance takes part in the election.
 #[derive(Clone, Debug)]
@@ -39,7 +42,7 @@ struct Seen {
 
 /// Runs the election for as long as the returned receiver lives: it reads `true` while this instance
 /// leads. A leader that cannot renew within the lease's duration steps down.
-pub fn elect(client: Client, election: Election) -> watch::Receiver<bool> {
+pub fn elect(client: Client, election: Election, metrics: Arc<KubernetesMetrics>) -> watch::Receiver<bool> {
     let (leading, receiver) = watch::channel(false);
     tokio::spawn(async move {
         let api: Api<Lease> = Api::namespaced(client, &election.namespace);
@@ -47,7 +50,7 @@ pub fn elect(client: Client, election: Election) -> watch::Receiver<bool> {
         let mut renewed_at: Option<Instant> = None;
         loop {
             // A failed look leaves leadership as it was, for as long as the last renewal holds.
-            let leads = match round(&api, &election, &mut seen).await {
+            let leads = match round(&api, &election, &mut seen, &metrics).await {
                 Ok(true) => {
                     renewed_at = Some(Instant::now());
                     true
@@ -72,12 +75,18 @@ pub fn elect(client: Client, election: Election) -> watch::Receiver<bool> {
 
 /// One look at the lease: renews it if this instance holds it, takes it if its holder let it lapse.
 /// Returns whether this instance holds it now (`false`: another does, or won the race for it).
-async fn round(api: &Api<Lease>, election: &Election, seen: &mut Option<Seen>) -> Result<bool, kube::Error> {
+async fn round(
+    api: &Api<Lease>,
+    election: &Election,
+    seen: &mut Option<Seen>,
+    metrics: &KubernetesMetrics,
+) -> Result<bool, kube::Error> {
     let now = MicroTime(k8s_openapi::jiff::Timestamp::now());
     let duration = i32::try_from(election.duration.as_secs())
         .unwrap_or(i32::MAX)
         .max(1);
-    let Some(mut lease) = api.get_opt(&election.lease).await? else {
+    let looked = api.get_opt(&election.lease).await;
+    let Some(mut lease) = looked.inspect_err(|_| metrics.api_error("get", "leases"))? else {
         let lease: Lease = serde_json::from_value(json!({
             "metadata": { "name": election.lease, "namespace": election.namespace },
             "spec": {
@@ -89,7 +98,11 @@ async fn round(api: &Api<Lease>, election: &Election, seen: &mut Option<Seen>) -
             },
         }))
         .map_err(kube::Error::SerdeError)?;
-        return claimed(api.create(&PostParams::default(), &lease).await);
+        return claimed(
+            api.create(&PostParams::default(), &lease).await,
+            "create",
+            metrics,
+        );
     };
     let spec = lease.spec.get_or_insert_with(Default::default);
     let holder = spec.holder_identity.clone();
@@ -115,14 +128,25 @@ async fn round(api: &Api<Lease>, election: &Election, seen: &mut Option<Seen>) -
     }
     spec.renew_time = Some(now);
     spec.lease_duration_seconds = Some(duration);
-    claimed(api.replace(&election.lease, &PostParams::default(), &lease).await)
+    claimed(
+        api.replace(&election.lease, &PostParams::default(), &lease).await,
+        "update",
+        metrics,
+    )
 }
 
 /// A write of the lease that went through holds it; one that lost a race (409) does not.
-fn claimed(written: Result<Lease, kube::Error>) -> Result<bool, kube::Error> {
+fn claimed(
+    written: Result<Lease, kube::Error>,
+    verb: &str,
+    metrics: &KubernetesMetrics,
+) -> Result<bool, kube::Error> {
     match written {
         Ok(_) => Ok(true),
         Err(kube::Error::Api(status)) if status.code == 409 => Ok(false),
-        Err(error) => Err(error),
+        Err(error) => {
+            metrics.api_error(verb, "leases");
+            Err(error)
+        }
     }
 }

@@ -25,9 +25,11 @@ pub const PERMISSIONS: &[Permission] = &[
     // Routing: a Service's endpoints, watched.
     grant("discovery.k8s.io", "endpointslices", "list"),
     grant("discovery.k8s.io", "endpointslices", "watch"),
-    // Scaling: a Deployment's count.
+    // Scaling: a Deployment's count, and changes of it by someone else, watched.
     grant("apps", "deployments/scale", "get"),
     grant("apps", "deployments/scale", "patch"),
+    grant("apps", "deployments", "list"),
+    grant("apps", "deployments", "watch"),
     // Scale-down: the drained pod marked the cheapest to delete, and the mark cleared.
     grant("", "pods", "patch"),
     // Leader election: one Lease, read, made if missing, renewed or taken over.

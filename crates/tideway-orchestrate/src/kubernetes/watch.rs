@@ -1,25 +1,31 @@
-//! Watching a Service's EndpointSlices (never polling them): every change of any of its slices gives the
-//! app's endpoints anew. The watch resumes by itself when the API server ends it, and lists again when
-//! its version is gone; while the API server is unreachable the last endpoints stay in force.
+//! Watching the API server (never polling it): a Service's EndpointSlices, and a Deployment's count. A
+//! watch resumes by itself when the API server ends it, and lists again when its version is gone; while
+//! the API server is unreachable, the last state seen stays in force.
+
+use std::sync::Arc;
 
 use futures::{Stream, StreamExt};
+use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::runtime::{WatchStreamExt, reflector, watcher};
 use kube::{Api, Client};
+use tideway_config::PortRef;
 use tracing::warn;
 
-use super::endpoints::{EndpointView, PortRef, endpoints};
+use super::endpoints::{EndpointView, endpoints};
+use super::metrics::KubernetesMetrics;
 
 /// The label an EndpointSlice names its Service by.
 const SERVICE_NAME: &str = "kubernetes.io/service-name";
 
 /// The endpoints of `service` in `namespace` on `port`, each time they change: the first once the slices
-/// were first listed. Watch failures are logged and retried with backoff; they end nothing.
+/// were first listed. Watch failures are logged, counted and retried with backoff; they end nothing.
 pub fn watch_endpoints(
     client: Client,
     namespace: &str,
     service: &str,
     port: PortRef,
+    metrics: Arc<KubernetesMetrics>,
 ) -> impl Stream<Item = Vec<EndpointView>> + Send + 'static {
     let api: Api<EndpointSlice> = Api::namespaced(client, namespace);
     let config = watcher::Config::default().labels(&format!("{SERVICE_NAME}={service}"));
@@ -28,19 +34,55 @@ pub fn watch_endpoints(
     reflector::reflector(writer, watcher(api, config))
         .default_backoff()
         .filter_map(move |event| {
-            let (reader, port, service) = (reader.clone(), port.clone(), service.clone());
-            async move {
-                match event {
-                    Ok(watcher::Event::InitDone | watcher::Event::Apply(_) | watcher::Event::Delete(_)) => {
-                        let slices: Vec<EndpointSlice> = reader.state().iter().map(|s| (**s).clone()).collect();
-                        Some(endpoints(&slices, &port))
-                    }
-                    Ok(watcher::Event::Init | watcher::Event::InitApply(_)) => None,
-                    Err(error) => {
-                        warn!(%service, %error, "EndpointSlice watch failed; the last endpoints stay in force");
-                        None
-                    }
+            let seen = match event {
+                Ok(watcher::Event::InitDone | watcher::Event::Apply(_) | watcher::Event::Delete(_)) => {
+                    let slices: Vec<EndpointSlice> = reader.state().iter().map(|s| (**s).clone()).collect();
+                    Some(endpoints(&slices, &port))
                 }
-            }
+                Ok(watcher::Event::Init | watcher::Event::InitApply(_)) => None,
+                Err(error) => {
+                    failed(&metrics, "endpointslices", &error);
+                    warn!(%service, %error, "EndpointSlice watch failed; the last endpoints stay in force");
+                    None
+                }
+            };
+            std::future::ready(seen)
         })
+}
+
+/// The `spec.replicas` of Deployment `name` in `namespace`, each time it is seen to change.
+pub fn watch_replicas(
+    client: Client,
+    namespace: &str,
+    name: &str,
+    metrics: Arc<KubernetesMetrics>,
+) -> impl Stream<Item = u32> + Send + 'static {
+    let api: Api<Deployment> = Api::namespaced(client, namespace);
+    let config = watcher::Config::default().fields(&format!("metadata.name={name}"));
+    let name = name.to_owned();
+    watcher(api, config).default_backoff().filter_map(move |event| {
+        let replicas = match event {
+            Ok(watcher::Event::Apply(deployment) | watcher::Event::InitApply(deployment)) => deployment
+                .spec
+                .and_then(|spec| spec.replicas)
+                .and_then(|replicas| u32::try_from(replicas).ok()),
+            Ok(_) => None,
+            Err(error) => {
+                failed(&metrics, "deployments", &error);
+                warn!(deployment = %name, %error, "Deployment watch failed; it resumes");
+                None
+            }
+        };
+        std::future::ready(replicas)
+    })
+}
+
+/// Counts a failed watch: a restart, and an error of the request that failed.
+fn failed(metrics: &KubernetesMetrics, resource: &str, error: &watcher::Error) {
+    let verb = match error {
+        watcher::Error::InitialListFailed(_) => "list",
+        _ => "watch",
+    };
+    metrics.api_error(verb, resource);
+    metrics.watch_restart(resource);
 }

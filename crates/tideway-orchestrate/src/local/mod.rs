@@ -63,6 +63,8 @@ impl LocalOrchestrator {
         numbers: Arc<AtomicU32>,
     ) -> (Self, mpsc::UnboundedReceiver<ReplicaEvent>) {
         let (events, receiver) = mpsc::unbounded_channel();
+        // A new local backend has no replicas yet: there is nothing to list first.
+        let _ = events.send(ReplicaEvent::Listed);
         let inner = Arc::new(Inner {
             app,
             spec,

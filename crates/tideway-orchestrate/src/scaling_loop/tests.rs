@@ -79,6 +79,17 @@ fn policy(min: u32, max: u32, max_connections: u32) -> Policy {
 }
 
 fn run(name: &str, policy: Policy, predecessors: Vec<Predecessor>) -> Running {
+    run_led(name, policy, predecessors, Leadership::always(), true)
+}
+
+/// Like [`run`], leading as `leadership` says, the backend's listing sent first if `listed`.
+fn run_led(
+    name: &str,
+    policy: Policy,
+    predecessors: Vec<Predecessor>,
+    leadership: Leadership,
+    listed: bool,
+) -> Running {
     let clock: Arc<dyn Clock> = Arc::new(TokioClock(Instant::now()));
     let app = App::new(name, policy, Arc::clone(&clock));
     let (events, receiver) = mpsc::unbounded_channel();
@@ -91,10 +102,17 @@ fn run(name: &str, policy: Policy, predecessors: Vec<Predecessor>) -> Running {
     });
     let metrics = Arc::new(ScalingMetrics::register(&prometheus::Registry::new()).expect("metrics"));
     let evict: Evict = Arc::new(|_: &Replica| {});
+    if listed {
+        let _ = orchestrator.events.send(ReplicaEvent::Listed);
+    }
+    let orchestration = Orchestration {
+        orchestrator: Arc::clone(&orchestrator) as Arc<dyn Orchestrator>,
+        events: receiver,
+        leadership,
+    };
     let handle = ScalingLoop::spawn(
         Arc::clone(&app),
-        Arc::clone(&orchestrator) as Arc<dyn Orchestrator>,
-        receiver,
+        orchestration,
         evict,
         clock,
         metrics,
@@ -300,4 +318,71 @@ async fn a_replaced_backends_replicas_count_against_max_instances_until_they_go(
         "the waiter is seated on the third replica"
     );
     drop(seats);
+}
+
+#[tokio::test(start_paused = true)]
+async fn decisions_wait_for_the_backends_listing_and_for_the_lead() {
+    let (lead, leading) = tokio::sync::watch::channel(false);
+    let running = run_led(
+        "a",
+        policy(1, 5, 4),
+        Vec::new(),
+        Leadership::elected(leading),
+        false,
+    );
+    let started = || running.orchestrator.started.load(Ordering::SeqCst);
+    // The paused clock runs ahead while the loop has nothing to do.
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    assert_eq!(started(), 0, "nothing before the listing");
+    let _ = running.orchestrator.events.send(ReplicaEvent::Listed);
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    assert_eq!(started(), 0, "nothing while another instance leads");
+    assert!(running.decisions().is_empty());
+    lead.send(true).expect("the loop listens");
+    eventually("min_instances started by the new leader", || running.ready() == 1).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_count_lowered_by_someone_else_holds_for_the_delay_and_its_pod_is_no_loss() {
+    let running = run("a", policy(1, 5, 1), Vec::new());
+    eventually("one replica is ready", || running.ready() == 1).await;
+    let seats = running.seat(1);
+    assert!(matches!(running.app.admit(), Admission::Wait));
+    let waiting = running.queue_one();
+    eventually("two replicas are ready", || running.ready() == 2).await;
+    let _seats = (seats, waiting.try_recv().expect("the second replica's seat"));
+
+    // Someone sets the count to 1; the ReplicaSet controller removes a pod.
+    let _ = running
+        .orchestrator
+        .events
+        .send(ReplicaEvent::Resized { from: 2, to: 1 });
+    running.kill("a-2");
+    eventually("the pod gone", || running.app.replicas().len() == 1).await;
+    let decisions = running.decisions();
+    let last = decisions.last().expect("a decision");
+    assert_eq!(
+        (last.direction, last.reason, last.from, last.to),
+        (Direction::Down, ScaleReason::External, 2, 1),
+        "{decisions:#?}"
+    );
+    assert!(
+        decisions.iter().all(|d| d.reason != ScaleReason::ReplicaLost),
+        "the pod the outside scale-down removed is no loss"
+    );
+
+    // Demand still wants two: not before scale_down_delay (600 s) does tideway raise the count again.
+    tokio::time::sleep(Duration::from_secs(590)).await;
+    assert_eq!(
+        running.orchestrator.started.load(Ordering::SeqCst),
+        2,
+        "the outside count holds"
+    );
+    tokio::time::sleep(Duration::from_secs(20)).await;
+    eventually("tideway's rule again after the delay", || running.ready() == 2).await;
+    let last = running.decisions().last().cloned().expect("a decision");
+    assert_eq!(
+        (last.direction, last.reason, last.from, last.to),
+        (Direction::Up, ScaleReason::Threshold, 1, 2)
+    );
 }

@@ -166,6 +166,46 @@ impl TestCluster {
         })
     }
 
+    /// Deploys app `name` in `namespace` as [`manifests`] describe it: a Service, and a Deployment of
+    /// `replicas` pods.
+    pub fn deploy(&self, namespace: &str, name: &str, replicas: u32) {
+        for (group, plural, object) in [
+            ("", "services", manifests::service(name)),
+            ("apps", "deployments", manifests::deployment(name, replicas)),
+        ] {
+            let key = Key {
+                resource: Resource {
+                    group: group.into(),
+                    plural: plural.into(),
+                },
+                namespace: namespace.to_owned(),
+                name: name.to_owned(),
+            };
+            // A second deploy of the same app changes nothing.
+            let _ = self.store.create(&key, object);
+        }
+    }
+
+    /// Sets Deployment `name`'s `spec.replicas`, as `kubectl scale` or an HPA would; `false` if there is
+    /// no such Deployment.
+    pub fn scale(&self, namespace: &str, name: &str, replicas: u32) -> bool {
+        let key = Key {
+            resource: Resource {
+                group: "apps".into(),
+                plural: "deployments".into(),
+            },
+            namespace: namespace.to_owned(),
+            name: name.to_owned(),
+        };
+        self.store
+            .update(&key, |deployment| {
+                let mut scaled = deployment.clone();
+                scaled["spec"]["replicas"] = replicas.into();
+                scaled
+            })
+            .is_ok()
+    }
+
     /// LIST requests served so far: a client that resumes a watch lists nothing, one whose version was
     /// compacted away lists again.
     pub fn lists(&self) -> u64 {

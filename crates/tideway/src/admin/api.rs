@@ -35,9 +35,9 @@ pub(super) fn app(view: &AppView, now: Timestamp) -> Value {
         })
         .collect();
     let decisions: Vec<Value> = view
-        .decisions
+        .scaling
         .as_ref()
-        .map(|log| log.recent())
+        .map(|scaling| scaling.decisions().recent())
         .unwrap_or_default()
         .iter()
         .map(|d| {
@@ -58,7 +58,10 @@ pub(super) fn app(view: &AppView, now: Timestamp) -> Value {
         "backend": match view.config.backend {
             Backend::Static { .. } => "static",
             Backend::Local(_) => "local",
+            Backend::Kubernetes(_) => "kubernetes",
         },
+        "scaled_here": view.scaled_here(),
+        "problem": view.problem.as_ref().and_then(|problem| problem.borrow().clone()),
         "routes": {
             "hosts": view.config.hosts.iter().map(ToString::to_string).collect::<Vec<_>>(),
             "path_prefix": view.config.path_prefix,
