@@ -11,7 +11,7 @@ use crate::kubernetes::KubernetesSettings;
 use crate::listeners::{AdminSettings, MetricsSettings, ProxySettings, clash};
 use crate::policy::Overlay;
 use crate::walk::{Errors, Section};
-use crate::{Config, FieldError};
+use crate::{AppConfig, Config, FieldError};
 
 /// Reads and validates a parsed file, reporting every error at once.
 pub(crate) fn read(table: &Table) -> Result<Config, Vec<FieldError>> {
@@ -60,9 +60,23 @@ pub(crate) fn read(table: &Table) -> Result<Config, Vec<FieldError>> {
         metrics,
         admin,
         kubernetes,
+        defaults,
         apps: drafts.into_iter().filter_map(Draft::build).collect(),
         no_apps_declared,
     })
+}
+
+/// Reads one app declared outside the file — the spec of a `TidewayApp` resource — by the rules of an
+/// `[[app]]` table: `table` holds its keys, `path` names it in errors (`spec`), `defaults` is the policy it
+/// falls back to (the file's `[defaults]`).
+pub fn read_app(path: &str, table: &Table, defaults: &Policy) -> Result<AppConfig, Vec<FieldError>> {
+    let mut errors = Errors::default();
+    let draft = Draft::read(Section::new(path, table), &mut errors, defaults);
+    report_app_problems(&draft, &[], &mut errors);
+    match draft.build() {
+        Some(app) if errors.is_empty() => Ok(app),
+        _ => Err(errors.into_vec()),
+    }
 }
 
 /// Reads `[defaults]` over `base` and reports its problems; returns the policy apps start from and the

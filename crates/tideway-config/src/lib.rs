@@ -23,6 +23,7 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
 pub use app::{AppConfig, Backend};
+pub use file::read_app;
 pub use host::HostPattern;
 pub use kubernetes::{KubernetesSettings, KubernetesSpec, PortRef};
 pub use listeners::{AdminSettings, MetricsSettings, ProxySettings};
@@ -40,6 +41,9 @@ pub struct Config {
     pub admin: Option<AdminSettings>,
     /// `[kubernetes]`: the leader election of Kubernetes mode (its defaults when absent).
     pub kubernetes: KubernetesSettings,
+    /// The policy apps start from: `Policy::default()` with `[proxy]`'s timeouts, overlaid with
+    /// `[defaults]`; apps declared as resources fall back to it too.
+    pub defaults: tideway_core::Policy,
     /// `[[app]]`, in file order; empty is allowed (every request then gets `404`).
     pub apps: Vec<AppConfig>,
     /// The file says `app = []`: it means to serve no apps. A reload to a file without apps that does not

@@ -34,6 +34,8 @@ pub(crate) enum Command {
     Serve,
     /// Validate the configuration file, print every problem, and exit (0 valid, 2 invalid).
     Check,
+    /// Print the CustomResourceDefinition of `TidewayApp` (YAML), for `kubectl apply -f -`.
+    Crd,
     /// Run one local replica's command and stop its whole process group when stdin closes (used by
     /// `serve` for every local replica; not meant to be run by hand).
     #[command(hide = true)]

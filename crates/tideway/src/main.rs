@@ -46,6 +46,7 @@ fn main() -> ExitCode {
     };
     match cli.command.unwrap_or_default() {
         Command::Check => check(&cli.config),
+        Command::Crd => crd(),
         Command::Serve => {
             let logging = logging::init(cli.log_format);
             serve::run(&cli.config, logging.dropped_lines(), logging.repeats())
@@ -61,6 +62,22 @@ fn main() -> ExitCode {
 }
 
 /// `tideway check`: validates the config and prints every problem.
+/// `tideway crd`: the CRD generated from the `TidewayApp` type, so that what is installed is what the code
+/// reads (`deploy/crd/tidewayapps.tideway.dev.yaml` is this output, checked by the tests).
+fn crd() -> ExitCode {
+    use kube::CustomResourceExt;
+    match serde_saphyr::to_string(&tideway_orchestrate::kubernetes::TidewayApp::crd()) {
+        Ok(yaml) => {
+            print!("{yaml}");
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("cannot write the CRD: {error}");
+            ExitCode::from(exit::RUNTIME)
+        }
+    }
+}
+
 fn check(path: &std::path::Path) -> ExitCode {
     match tideway_config::load(path) {
         Ok(config) => {

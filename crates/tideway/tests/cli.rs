@@ -195,3 +195,15 @@ fn check_warns_about_renamed_keys_and_accepts_them() {
         "{stderr}"
     );
 }
+
+#[test]
+fn the_committed_crd_is_the_one_the_code_generates() {
+    let output = tideway(&["crd"]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let committed = repo_root().join("deploy/crd/tidewayapps.tideway.dev.yaml");
+    let committed = std::fs::read_to_string(&committed).expect("the committed CRD");
+    assert!(
+        String::from_utf8_lossy(&output.stdout) == committed,
+        "deploy/crd/tidewayapps.tideway.dev.yaml is stale: write `tideway crd` to it"
+    );
+}

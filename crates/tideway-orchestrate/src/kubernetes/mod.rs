@@ -7,6 +7,10 @@ mod leader;
 mod metrics;
 mod orchestrator;
 mod permissions;
+// `KubeSchema` copies the spec into a private module of its own to derive its schema: the copy is what the
+// lint sees as unreachable.
+#[allow(unreachable_pub)]
+mod resource;
 mod scale;
 mod watch;
 
@@ -16,6 +20,10 @@ pub use leader::{Election, elect};
 pub use metrics::KubernetesMetrics;
 pub use orchestrator::{KubernetesOrchestrator, Target};
 pub use permissions::{PERMISSIONS, Permission};
+pub use resource::{
+    AffinityName, BalanceName, Condition, DecisionStatus, DeploymentRef, TidewayApp, TidewayAppSpec,
+    TidewayAppStatus,
+};
 pub use scale::{DeploymentScale, POD_DELETION_COST};
 pub use tideway_config::PortRef;
 pub use watch::{watch_endpoints, watch_replicas};
