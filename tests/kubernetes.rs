@@ -27,9 +27,14 @@ fn kubeconfig(cluster: &TestCluster) -> std::path::PathBuf {
 
 /// tideway with app `shiny` on host `shiny.test` as Deployment `shiny`, plus `policy`; a short lease.
 fn start(cluster: &TestCluster, identity: &str, policy: &str) -> Tideway {
+    start_with_lease(cluster, identity, policy, "1s")
+}
+
+/// Like [`start`], with a lease of `lease_duration`.
+fn start_with_lease(cluster: &TestCluster, identity: &str, policy: &str, lease_duration: &str) -> Tideway {
     let config = format!(
         "[proxy]\nlisten = \"127.0.0.1:0\"\n[metrics]\nlisten = \"127.0.0.1:0\"\n[admin]\nlisten = \"127.0.0.1:0\"\n\
-         [kubernetes]\nlease_duration = \"1s\"\nlease_renew_every = \"100ms\"\n\n\
+         [kubernetes]\nlease_duration = \"{lease_duration}\"\nlease_renew_every = \"100ms\"\n\n\
          [[app]]\nname = \"shiny\"\nhosts = [\"shiny.test\"]\n{policy}\n\
          [app.kubernetes]\ndeployment = \"shiny\"\nport = \"http\"\n"
     );
@@ -352,6 +357,40 @@ async fn two_instances_route_one_scales_and_the_other_takes_over_when_it_dies() 
         replicas(&cluster) == Some(2)
     })
     .await;
+}
+
+#[tokio::test]
+async fn a_leader_that_stops_gives_its_lease_up_and_the_other_takes_over_before_it_would_lapse() {
+    let cluster = TestCluster::start().await.expect("cluster");
+    cluster.deploy("apps", "shiny", 1);
+    // A lease of a minute: only a lease given up changes hands within the test's patience.
+    let a = start_with_lease(&cluster, "a", POLICY, "60s");
+    let b = start_with_lease(&cluster, "b", POLICY, "60s");
+    until("one leader", || async {
+        let leaders = [
+            metric(&a, "tideway_leader").await,
+            metric(&b, "tideway_leader").await,
+        ];
+        leaders.iter().filter(|l| **l == Some(1.0)).count() == 1 && leaders.iter().all(Option::is_some)
+    })
+    .await;
+    let (mut leader, follower) = if metric(&a, "tideway_leader").await == Some(1.0) {
+        (a, b)
+    } else {
+        (b, a)
+    };
+    leader.signal("TERM");
+    assert!(leader.exited().await.success());
+    let stopped = tokio::time::Instant::now();
+    leader.wait_for("lease given up", 1, |_| true).await;
+    until("the follower leads", || async {
+        metric(&follower, "tideway_leader").await == Some(1.0)
+    })
+    .await;
+    println!(
+        "failover after a graceful stop: {:.0} ms (lease 60 s, looked at every 100 ms)",
+        stopped.elapsed().as_secs_f64() * 1000.0
+    );
 }
 
 #[tokio::test]

@@ -205,8 +205,19 @@ async fn one_instance_leads_and_another_takes_over_within_the_lease_duration() {
         duration,
         renew_every: Duration::from_millis(100),
     };
-    let mut a = elect(client_with(&cluster, PERMISSIONS).await, election("a"), metrics());
-    let mut b = elect(client_with(&cluster, PERMISSIONS).await, election("b"), metrics());
+    let stop = tokio_util::sync::CancellationToken::new();
+    let mut a = elect(
+        client_with(&cluster, PERMISSIONS).await,
+        election("a"),
+        metrics(),
+        stop.clone(),
+    );
+    let mut b = elect(
+        client_with(&cluster, PERMISSIONS).await,
+        election("b"),
+        metrics(),
+        stop.clone(),
+    );
     let deadline = tokio::time::Instant::now() + PATIENCE;
     let first_leader = loop {
         tokio::select! {

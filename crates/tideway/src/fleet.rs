@@ -19,6 +19,9 @@ use tideway_proxy::{ProxyMetrics, Route, RouteTable, RuntimeClock};
 use tokio::sync::{mpsc, watch};
 use tracing::info;
 
+/// Longest a stopping tideway waits to give its lease up.
+const LEASE_RELEASE: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// An app as the admin API and the metrics see it.
 #[derive(Clone)]
 pub(crate) struct AppView {
@@ -223,6 +226,14 @@ impl Fleet {
             .chain(self.retiring)
             .filter_map(|m| m.scaling);
         futures::future::join_all(handles.map(ScalingHandle::stop)).await;
+        if let Some(api) = self.api {
+            // A leader gives its lease up; an API server that does not answer lets it lapse instead.
+            if tokio::time::timeout(LEASE_RELEASE, api.stop()).await.is_err() {
+                tracing::warn!(
+                    "the lease was not given up in time; another instance takes over once it lapses"
+                );
+            }
+        }
     }
 
     fn start(&mut self, config: &AppConfig, predecessors: Vec<Predecessor>) -> Member {

@@ -8,6 +8,8 @@ use futures::future::{BoxFuture, Shared};
 use kube::Client;
 use tideway_config::KubernetesSettings;
 use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tracing::{error, info};
 
 use super::leader::{Election, elect};
@@ -21,6 +23,8 @@ pub struct ApiServer {
     client: Shared<BoxFuture<'static, Result<Client, Arc<str>>>>,
     leadership: Leadership,
     metrics: Arc<KubernetesMetrics>,
+    stop: CancellationToken,
+    election: TaskTracker,
 }
 
 impl ApiServer {
@@ -56,7 +60,10 @@ impl ApiServer {
         let settings = settings.clone();
         let election_metrics = Arc::clone(&metrics);
         let connecting = client.clone();
-        tokio::spawn(async move {
+        let stop = CancellationToken::new();
+        let stopping = stop.clone();
+        let election = TaskTracker::new();
+        election.spawn(async move {
             let Ok(client) = connecting.await else {
                 return;
             };
@@ -68,7 +75,7 @@ impl ApiServer {
                 renew_every: settings.lease_renew_every,
             };
             info!(lease = %election.lease, namespace = %election.namespace, identity = %election.identity, "taking part in the leader election");
-            let mut elected = elect(client, election, Arc::clone(&election_metrics));
+            let mut elected = elect(client, election, Arc::clone(&election_metrics), stopping);
             loop {
                 let leads = *elected.borrow_and_update();
                 election_metrics.leads(leads);
@@ -77,11 +84,21 @@ impl ApiServer {
                 }
             }
         });
+        election.close();
         ApiServer {
             client,
             leadership: Leadership::elected(receiver),
             metrics,
+            stop,
+            election,
         }
+    }
+
+    /// Ends the election (tideway is stopping): a leader gives the lease up, so another instance takes
+    /// over at once. Resolves when that is done.
+    pub async fn stop(&self) {
+        self.stop.cancel();
+        self.election.wait().await;
     }
 
     /// The client, once made; why not, if it cannot be.

@@ -14,6 +14,7 @@ use kube::{Api, Client};
 use serde_json::json;
 use tokio::sync::watch;
 use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use super::metrics::KubernetesMetrics;
@@ -40,9 +41,16 @@ struct Seen {
     at: Instant,
 }
 
-/// Runs the election for as long as the returned receiver lives: it reads `true` while this instance
-/// leads. A leader that cannot renew within the lease's duration steps down.
-pub fn elect(client: Client, election: Election, metrics: Arc<KubernetesMetrics>) -> watch::Receiver<bool> {
+/// Runs the election until `stop`, or for as long as the returned receiver lives: it reads `true` while
+/// this instance leads. A leader that cannot renew within the lease's duration steps down; one that is
+/// stopped gives the lease up, so that another takes over at its next look instead of after the lease's
+/// duration.
+pub fn elect(
+    client: Client,
+    election: Election,
+    metrics: Arc<KubernetesMetrics>,
+    stop: CancellationToken,
+) -> watch::Receiver<bool> {
     let (leading, receiver) = watch::channel(false);
     tokio::spawn(async move {
         let api: Api<Lease> = Api::namespaced(client, &election.namespace);
@@ -67,10 +75,37 @@ pub fn elect(client: Client, election: Election, metrics: Arc<KubernetesMetrics>
             if leading.send(leads).is_err() {
                 return;
             }
-            tokio::time::sleep(election.renew_every).await;
+            tokio::select! {
+                () = stop.cancelled() => break,
+                () = tokio::time::sleep(election.renew_every) => {}
+            }
         }
+        if *leading.borrow() {
+            match release(&api, &election).await {
+                Ok(()) => info!(lease = %election.lease, identity = %election.identity, "lease given up"),
+                Err(error) => {
+                    warn!(lease = %election.lease, %error, "the lease could not be given up; it lapses")
+                }
+            }
+        }
+        let _ = leading.send(false);
     });
     receiver
+}
+
+/// Gives the lease up, as client-go does on a release: no holder, renewed now. Only if this instance
+/// still holds it, at the version read.
+async fn release(api: &Api<Lease>, election: &Election) -> Result<(), kube::Error> {
+    let mut lease = api.get(&election.lease).await?;
+    let spec = lease.spec.get_or_insert_with(Default::default);
+    if spec.holder_identity.as_deref() != Some(election.identity.as_str()) {
+        return Ok(());
+    }
+    spec.holder_identity = None;
+    spec.renew_time = Some(MicroTime(k8s_openapi::jiff::Timestamp::now()));
+    api.replace(&election.lease, &PostParams::default(), &lease)
+        .await
+        .map(drop)
 }
 
 /// One look at the lease: renews it if this instance holds it, takes it if its holder let it lapse.
