@@ -130,6 +130,23 @@ async fn get(addr: SocketAddr) -> u16 {
     }
 }
 
+/// Waits until exactly one of `a` and `b` leads; returns the leader, then the other.
+async fn leader_and_follower(a: Tideway, b: Tideway) -> (Tideway, Tideway) {
+    until("one leader", || async {
+        let leaders = [
+            metric(&a, "tideway_leader").await,
+            metric(&b, "tideway_leader").await,
+        ];
+        leaders.iter().filter(|l| **l == Some(1.0)).count() == 1 && leaders.iter().all(Option::is_some)
+    })
+    .await;
+    if metric(&a, "tideway_leader").await == Some(1.0) {
+        (a, b)
+    } else {
+        (b, a)
+    }
+}
+
 const POLICY: &str = "min_instances = 1\nmax_instances = 3\nmax_connections = 2\nspawn_threshold = 50\nscale_down_delay = \"300ms\"";
 
 #[tokio::test]
@@ -319,19 +336,7 @@ async fn two_instances_route_one_scales_and_the_other_takes_over_when_it_dies() 
         until("/readyz", || async { readyz(tideway).await == 200 }).await;
         until("a ready replica", || async { get(tideway.addr).await == 200 }).await;
     }
-    until("one leader", || async {
-        let leaders = [
-            metric(&a, "tideway_leader").await,
-            metric(&b, "tideway_leader").await,
-        ];
-        leaders.iter().filter(|l| **l == Some(1.0)).count() == 1 && leaders.iter().all(Option::is_some)
-    })
-    .await;
-    let (mut leader, follower) = if metric(&a, "tideway_leader").await == Some(1.0) {
-        (a, b)
-    } else {
-        (b, a)
-    };
+    let (mut leader, follower) = leader_and_follower(a, b).await;
 
     // The leader dies without a word: the other takes the lease over once it lapses.
     leader.signal("KILL");
@@ -366,19 +371,7 @@ async fn a_leader_that_stops_gives_its_lease_up_and_the_other_takes_over_before_
     // A lease of a minute: only a lease given up changes hands within the test's patience.
     let a = start_with_lease(&cluster, "a", POLICY, "60s");
     let b = start_with_lease(&cluster, "b", POLICY, "60s");
-    until("one leader", || async {
-        let leaders = [
-            metric(&a, "tideway_leader").await,
-            metric(&b, "tideway_leader").await,
-        ];
-        leaders.iter().filter(|l| **l == Some(1.0)).count() == 1 && leaders.iter().all(Option::is_some)
-    })
-    .await;
-    let (mut leader, follower) = if metric(&a, "tideway_leader").await == Some(1.0) {
-        (a, b)
-    } else {
-        (b, a)
-    };
+    let (mut leader, follower) = leader_and_follower(a, b).await;
     leader.signal("TERM");
     assert!(leader.exited().await.success());
     let stopped = tokio::time::Instant::now();

@@ -9,7 +9,7 @@ use crate::host::{HostPattern, host_pattern};
 use crate::kubernetes::{KubernetesSpec, read_kubernetes};
 use crate::local::{LocalSpec, read_local};
 use crate::policy::Overlay;
-use crate::values::{string, upstream_address};
+use crate::values::{dns_label, string, upstream_address};
 use crate::walk::{Errors, Section};
 
 /// One routed application, ready to serve: where its traffic comes from, how it scales, where it runs.
@@ -122,22 +122,10 @@ impl Draft {
     }
 }
 
-/// An app name: 1–63 characters of `a-z0-9-`, starting and ending with a letter or digit.
+/// An app name: a DNS label (1–63 characters of `a-z0-9-`, starting and ending with a letter or digit),
+/// so it can serve as a metric label and a Kubernetes name alike.
 fn app_name(value: &Value) -> Result<String, String> {
-    let name = string(value)?;
-    let alnum = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit();
-    let valid = (1..=63).contains(&name.len())
-        && name.chars().all(|c| alnum(c) || c == '-')
-        && name.starts_with(alnum)
-        && name.ends_with(alnum);
-    if valid {
-        Ok(name.to_owned())
-    } else {
-        Err(
-            "must be 1 to 63 characters of a-z, 0-9 and '-', starting and ending with a letter or digit"
-                .to_owned(),
-        )
-    }
+    dns_label(string(value)?)
 }
 
 /// A path prefix: starts with `/`, no query, fragment or whitespace; trailing slashes removed.

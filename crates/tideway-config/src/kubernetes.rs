@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use toml::Value;
 
-use crate::values::{expected, nonzero_duration, string};
+use crate::values::{dns_label, expected, is_label, nonzero_duration, string};
 use crate::walk::{Errors, Section};
 
 /// Where an app's replicas are on Kubernetes: the pods of a Deployment, reached through a Service.
@@ -155,18 +155,6 @@ fn port_name(name: &str) -> Result<String, String> {
     }
 }
 
-/// A DNS label (RFC 1123), as namespaces are: 1–63 characters of `a-z0-9-`, alphanumeric at both ends.
-fn dns_label(name: &str) -> Result<String, String> {
-    if is_label(name) {
-        Ok(name.to_owned())
-    } else {
-        Err(
-            "must be 1 to 63 characters of a-z, 0-9 and '-', starting and ending with a letter or digit"
-                .to_owned(),
-        )
-    }
-}
-
 /// A Service name (an RFC 1035 label): a DNS label that starts with a letter.
 fn service_name(name: &str) -> Result<String, String> {
     if is_label(name) && name.starts_with(|c: char| c.is_ascii_lowercase()) {
@@ -184,14 +172,6 @@ fn dns_subdomain(name: &str) -> Result<String, String> {
     } else {
         Err("must be a DNS subdomain: at most 253 characters of a-z, 0-9, '-' and '.', each part starting and ending with a letter or digit".to_owned())
     }
-}
-
-fn is_label(name: &str) -> bool {
-    let alnum = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit();
-    (1..=63).contains(&name.len())
-        && name.chars().all(|c| alnum(c) || c == '-')
-        && name.starts_with(alnum)
-        && name.ends_with(alnum)
 }
 
 #[cfg(test)]

@@ -125,3 +125,25 @@ pub(crate) fn upstream_address(value: &Value) -> Result<SocketAddr, String> {
     }
     Ok(address)
 }
+
+/// A DNS label (RFC 1123), as app names and namespaces are: 1–63 characters of `a-z0-9-`, alphanumeric at
+/// both ends.
+pub(crate) fn dns_label(name: &str) -> Result<String, String> {
+    if is_label(name) {
+        Ok(name.to_owned())
+    } else {
+        Err(
+            "must be 1 to 63 characters of a-z, 0-9 and '-', starting and ending with a letter or digit"
+                .to_owned(),
+        )
+    }
+}
+
+/// Whether `name` is a DNS label.
+pub(crate) fn is_label(name: &str) -> bool {
+    let alnum = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit();
+    (1..=63).contains(&name.len())
+        && name.chars().all(|c| alnum(c) || c == '-')
+        && name.starts_with(alnum)
+        && name.ends_with(alnum)
+}

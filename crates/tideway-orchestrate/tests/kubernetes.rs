@@ -268,63 +268,94 @@ impl tideway_core::Clock for TokioClock {
     }
 }
 
+/// App `shiny` of the test cluster under a running scaling loop with `policy`, through a client that
+/// holds exactly the listed permissions, leading on a 1 s lease.
+struct Scaled {
+    app: std::sync::Arc<tideway_core::App>,
+    api: tideway_orchestrate::kubernetes::ApiServer,
+    /// Where Kubernetes mode's metrics are.
+    registry: prometheus::Registry,
+    _scaling: tideway_orchestrate::ScalingHandle,
+}
+
+impl Scaled {
+    async fn start(cluster: &TestCluster, policy: tideway_core::Policy) -> Scaled {
+        use tideway_config::KubernetesSettings;
+        use tideway_orchestrate::kubernetes::{ApiServer, KubernetesOrchestrator, Target};
+        use tideway_orchestrate::{Evict, Orchestration, Orchestrator, ScalingLoop, ScalingMetrics};
+
+        let clock: std::sync::Arc<dyn tideway_core::Clock> =
+            std::sync::Arc::new(TokioClock(tokio::time::Instant::now()));
+        let app = tideway_core::App::new("shiny", policy, std::sync::Arc::clone(&clock));
+        let registry = prometheus::Registry::new();
+        let kubernetes = std::sync::Arc::new(KubernetesMetrics::register(&registry).expect("metrics"));
+        let settings = KubernetesSettings {
+            lease_duration: Duration::from_secs(1),
+            lease_renew_every: Duration::from_millis(100),
+            ..KubernetesSettings::default()
+        };
+        let api = ApiServer::with_client(client_with(cluster, PERMISSIONS).await, &settings, kubernetes);
+        let target = Target {
+            namespace: Some("apps".into()),
+            deployment: "shiny".into(),
+            service: "shiny".into(),
+            port: PortRef::Name("http".into()),
+        };
+        let (orchestrator, events) =
+            KubernetesOrchestrator::spawn(&api, "shiny", target, std::sync::Arc::clone(&clock));
+        let metrics =
+            std::sync::Arc::new(ScalingMetrics::register(&prometheus::Registry::new()).expect("metrics"));
+        let evict: Evict = std::sync::Arc::new(|_: &tideway_core::Replica| {});
+        let scaling = ScalingLoop::spawn(
+            std::sync::Arc::clone(&app),
+            Orchestration {
+                orchestrator: std::sync::Arc::new(orchestrator) as std::sync::Arc<dyn Orchestrator>,
+                events,
+                leadership: api.leadership(),
+            },
+            evict,
+            clock,
+            metrics,
+            Vec::new(),
+        );
+        Scaled {
+            app,
+            api,
+            registry,
+            _scaling: scaling,
+        }
+    }
+}
+
+/// The app's ready replicas.
+fn ready(app: &tideway_core::App) -> usize {
+    app.replicas()
+        .iter()
+        .filter(|r| r.state() == ReplicaState::Ready)
+        .count()
+}
+
 #[tokio::test]
 async fn the_scaling_loop_scales_a_deployment_by_the_connections_it_counts() {
-    use tideway_config::KubernetesSettings;
-    use tideway_core::{Admission, App, Policy, SpawnThreshold};
-    use tideway_orchestrate::kubernetes::{ApiServer, KubernetesOrchestrator, Target};
-    use tideway_orchestrate::{Evict, Orchestration, Orchestrator, ScalingLoop, ScalingMetrics};
+    use tideway_core::{Admission, Policy, SpawnThreshold};
 
     let cluster = TestCluster::start().await.expect("cluster");
     app(&client(&cluster), "shiny", 1).await;
-    let clock: std::sync::Arc<dyn tideway_core::Clock> =
-        std::sync::Arc::new(TokioClock(tokio::time::Instant::now()));
-    let policy = Policy {
-        min_instances: 1,
-        max_instances: 3,
-        max_connections: 2,
-        spawn_threshold: SpawnThreshold::new(50).expect("a threshold"),
-        scale_down_delay: Duration::from_millis(200),
-        ..Policy::default()
-    };
-    let shiny = App::new("shiny", policy, std::sync::Arc::clone(&clock));
-    let target = Target {
-        namespace: Some("apps".into()),
-        deployment: "shiny".into(),
-        service: "shiny".into(),
-        port: PortRef::Name("http".into()),
-    };
-    let settings = KubernetesSettings {
-        lease_duration: Duration::from_secs(1),
-        lease_renew_every: Duration::from_millis(100),
-        ..KubernetesSettings::default()
-    };
-    let api = ApiServer::with_client(client_with(&cluster, PERMISSIONS).await, &settings, metrics());
-    let (orchestrator, events) =
-        KubernetesOrchestrator::spawn(&api, "shiny", target, std::sync::Arc::clone(&clock));
-    let metrics =
-        std::sync::Arc::new(ScalingMetrics::register(&prometheus::Registry::new()).expect("metrics"));
-    let evict: Evict = std::sync::Arc::new(|_: &tideway_core::Replica| {});
-    let _scaling = ScalingLoop::spawn(
-        std::sync::Arc::clone(&shiny),
-        Orchestration {
-            orchestrator: std::sync::Arc::new(orchestrator) as std::sync::Arc<dyn Orchestrator>,
-            events,
-            leadership: api.leadership(),
+    let scaled = Scaled::start(
+        &cluster,
+        Policy {
+            min_instances: 1,
+            max_instances: 3,
+            max_connections: 2,
+            spawn_threshold: SpawnThreshold::new(50).expect("a threshold"),
+            scale_down_delay: Duration::from_millis(200),
+            ..Policy::default()
         },
-        evict,
-        clock,
-        metrics,
-        Vec::new(),
-    );
-    let ready = |app: &App| {
-        app.replicas()
-            .iter()
-            .filter(|r| r.state() == ReplicaState::Ready)
-            .count()
-    };
+    )
+    .await;
+    let shiny = &scaled.app;
     tideway_testkit::eventually("the Deployment's pod as a ready replica", PATIENCE, || {
-        ready(&shiny) == 1
+        ready(shiny) == 1
     })
     .await;
 
@@ -358,7 +389,7 @@ async fn the_scaling_loop_scales_a_deployment_by_the_connections_it_counts() {
         "threshold crossing → scale written: {:.2} ms",
         crossing.elapsed().as_secs_f64() * 1000.0
     );
-    tideway_testkit::eventually("a second ready replica", PATIENCE, || ready(&shiny) == 2).await;
+    tideway_testkit::eventually("a second ready replica", PATIENCE, || ready(shiny) == 2).await;
     let scale = DeploymentScale::new(client(&cluster), "apps", "shiny");
     assert_eq!(scale.replicas().await.expect("the count"), 2);
 
@@ -375,10 +406,7 @@ async fn the_scaling_loop_scales_a_deployment_by_the_connections_it_counts() {
 
 #[tokio::test]
 async fn a_pending_pod_taken_instead_of_the_drained_one_is_a_mismatch_and_the_drained_pod_is_kept() {
-    use tideway_config::KubernetesSettings;
-    use tideway_core::{Admission, App, Policy, SpawnThreshold};
-    use tideway_orchestrate::kubernetes::{ApiServer, KubernetesOrchestrator, Target};
-    use tideway_orchestrate::{Evict, Orchestration, Orchestrator, ScalingLoop, ScalingMetrics};
+    use tideway_core::{Admission, Policy, SpawnThreshold};
     use tideway_testkit::cluster::PodTiming;
 
     // Pods take 1.5 s to start: a pod created by a scale-up stays pending, without an endpoint, meanwhile.
@@ -388,56 +416,21 @@ async fn a_pending_pod_taken_instead_of_the_drained_one_is_a_mismatch_and_the_dr
     };
     let cluster = TestCluster::start_with(timing).await.expect("cluster");
     app(&client(&cluster), "shiny", 2).await;
-    let clock: std::sync::Arc<dyn tideway_core::Clock> =
-        std::sync::Arc::new(TokioClock(tokio::time::Instant::now()));
-    let policy = Policy {
-        min_instances: 1,
-        max_instances: 3,
-        max_connections: 1,
-        spawn_threshold: SpawnThreshold::new(100).expect("a threshold"),
-        scale_down_delay: Duration::from_millis(200),
-        ..Policy::default()
-    };
-    let shiny = App::new("shiny", policy, std::sync::Arc::clone(&clock));
-    let registry = prometheus::Registry::new();
-    let kubernetes = std::sync::Arc::new(KubernetesMetrics::register(&registry).expect("metrics"));
-    let settings = KubernetesSettings {
-        lease_duration: Duration::from_secs(1),
-        lease_renew_every: Duration::from_millis(100),
-        ..KubernetesSettings::default()
-    };
-    let api = ApiServer::with_client(client_with(&cluster, PERMISSIONS).await, &settings, kubernetes);
-    let target = Target {
-        namespace: Some("apps".into()),
-        deployment: "shiny".into(),
-        service: "shiny".into(),
-        port: PortRef::Name("http".into()),
-    };
-    let (orchestrator, events) =
-        KubernetesOrchestrator::spawn(&api, "shiny", target, std::sync::Arc::clone(&clock));
-    let metrics =
-        std::sync::Arc::new(ScalingMetrics::register(&prometheus::Registry::new()).expect("metrics"));
-    let evict: Evict = std::sync::Arc::new(|_: &tideway_core::Replica| {});
-    let _scaling = ScalingLoop::spawn(
-        std::sync::Arc::clone(&shiny),
-        Orchestration {
-            orchestrator: std::sync::Arc::new(orchestrator) as std::sync::Arc<dyn Orchestrator>,
-            events,
-            leadership: api.leadership(),
+    let scaled = Scaled::start(
+        &cluster,
+        Policy {
+            min_instances: 1,
+            max_instances: 3,
+            max_connections: 1,
+            spawn_threshold: SpawnThreshold::new(100).expect("a threshold"),
+            scale_down_delay: Duration::from_millis(200),
+            ..Policy::default()
         },
-        evict,
-        clock,
-        metrics,
-        Vec::new(),
-    );
-    let ready = |app: &App| {
-        app.replicas()
-            .iter()
-            .filter(|r| r.state() == ReplicaState::Ready)
-            .count()
-    };
-    tideway_testkit::eventually("two ready replicas", PATIENCE, || ready(&shiny) == 2).await;
-    tideway_testkit::eventually("the lead", PATIENCE, || api.leadership().leads()).await;
+    )
+    .await;
+    let shiny = &scaled.app;
+    tideway_testkit::eventually("two ready replicas", PATIENCE, || ready(shiny) == 2).await;
+    tideway_testkit::eventually("the lead", PATIENCE, || scaled.api.leadership().leads()).await;
     // A connection on each pod keeps both.
     let mut seats: Vec<_> = (0..2)
         .filter_map(|_| match shiny.admit() {
@@ -462,7 +455,8 @@ async fn a_pending_pod_taken_instead_of_the_drained_one_is_a_mismatch_and_the_dr
     assert!(cluster.scale("apps", "shiny", 3));
     seats.truncate(1);
     let mismatches = || {
-        registry
+        scaled
+            .registry
             .gather()
             .iter()
             .filter(|family| family.name() == "tideway_scale_down_mismatches_total")
