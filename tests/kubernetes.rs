@@ -32,9 +32,20 @@ fn start(cluster: &TestCluster, identity: &str, policy: &str) -> Tideway {
 
 /// Like [`start`], with a lease of `lease_duration`.
 fn start_with_lease(cluster: &TestCluster, identity: &str, policy: &str, lease_duration: &str) -> Tideway {
+    start_config(
+        cluster,
+        identity,
+        &format!("lease_duration = \"{lease_duration}\""),
+        policy,
+    )
+}
+
+/// tideway with `[kubernetes]` keys `kubernetes` (renewing its lease every 100 ms) and file app `shiny`
+/// (see [`start`]) with `policy`.
+fn start_config(cluster: &TestCluster, identity: &str, kubernetes: &str, policy: &str) -> Tideway {
     let config = format!(
         "[proxy]\nlisten = \"127.0.0.1:0\"\n[metrics]\nlisten = \"127.0.0.1:0\"\n[admin]\nlisten = \"127.0.0.1:0\"\n\
-         [kubernetes]\nlease_duration = \"{lease_duration}\"\nlease_renew_every = \"100ms\"\n\n\
+         [kubernetes]\nlease_renew_every = \"100ms\"\n{kubernetes}\n\n\
          [[app]]\nname = \"shiny\"\nhosts = [\"shiny.test\"]\n{policy}\n\
          [app.kubernetes]\ndeployment = \"shiny\"\nport = \"http\"\n"
     );
@@ -90,9 +101,14 @@ where
     }
 }
 
-/// A WebSocket session through tideway, and the pod that holds it.
+/// A WebSocket session through tideway to `shiny`, and the pod that holds it.
 async fn session(addr: SocketAddr) -> (WebSocketStream<TcpStream>, String) {
-    let mut ws = tokio::time::timeout(PATIENCE, ws_connect(addr, "shiny.test", "/ws"))
+    session_on(addr, "shiny.test").await
+}
+
+/// A WebSocket session through tideway to the app on `host`, and the pod that holds it.
+async fn session_on(addr: SocketAddr, host: &str) -> (WebSocketStream<TcpStream>, String) {
+    let mut ws = tokio::time::timeout(PATIENCE, ws_connect(addr, host, "/ws"))
         .await
         .expect("a session in time")
         .expect("a session");
@@ -124,7 +140,11 @@ fn seconds_of_day(event: &serde_json::Value) -> f64 {
 }
 
 async fn get(addr: SocketAddr) -> u16 {
-    match http1_get(addr, "shiny.test", "/").await {
+    get_on(addr, "shiny.test").await
+}
+
+async fn get_on(addr: SocketAddr, host: &str) -> u16 {
+    match http1_get(addr, host, "/").await {
         Ok((status, _, _)) => status.as_u16(),
         Err(_) => 0,
     }
@@ -433,4 +453,329 @@ async fn api_server_faults_during_traffic_fail_no_request_and_scaling_resumes() 
     let (_kept, _) = session(tideway.addr).await;
     let (_other, _) = session(tideway.addr).await;
     eventually("scaling resumed", PATIENCE, || replicas(&cluster) == Some(2)).await;
+}
+
+fn tidewayapps() -> Resource {
+    Resource {
+        group: "tideway.dev".into(),
+        plural: "tidewayapps".into(),
+    }
+}
+
+/// A `TidewayApp` `name` in namespace `apps` with `spec`.
+fn tidewayapp(name: &str, spec: serde_json::Value) -> serde_json::Value {
+    serde_json::json!({
+        "apiVersion": "tideway.dev/v1alpha1",
+        "kind": "TidewayApp",
+        "metadata": { "name": name },
+        "spec": spec,
+    })
+}
+
+/// Resource `name`'s condition `kind`: its status, reason and message.
+fn condition(cluster: &TestCluster, name: &str, kind: &str) -> Option<(String, String, String)> {
+    let object = cluster.object(&tidewayapps(), "apps", name)?;
+    let conditions = object.pointer("/status/conditions")?.as_array()?.clone();
+    let found = conditions.into_iter().find(|c| c["type"] == kind)?;
+    let text = |key: &str| found[key].as_str().unwrap_or_default().to_owned();
+    Some((text("status"), text("reason"), text("message")))
+}
+
+/// Resource `name`'s status field at `pointer`.
+fn status_of(cluster: &TestCluster, name: &str, pointer: &str) -> serde_json::Value {
+    cluster
+        .object(&tidewayapps(), "apps", name)
+        .and_then(|o| o.pointer(&format!("/status{pointer}")).cloned())
+        .unwrap_or_default()
+}
+
+/// The Events recorded about resource `name`, as `(type, reason, note)`.
+fn events_of(cluster: &TestCluster, name: &str) -> Vec<(String, String, String)> {
+    let events = Resource {
+        group: "events.k8s.io".into(),
+        plural: "events".into(),
+    };
+    let text = |event: &serde_json::Value, key: &str| event[key].as_str().unwrap_or_default().to_owned();
+    cluster
+        .objects(&events, "apps")
+        .iter()
+        .filter(|e| e["regarding"]["kind"] == "TidewayApp" && e["regarding"]["name"] == name)
+        .map(|e| (text(e, "type"), text(e, "reason"), text(e, "note")))
+        .collect()
+}
+
+#[tokio::test]
+async fn tidewayapps_run_beside_the_file_apps_and_the_leader_reports_their_status_and_decisions() {
+    let cluster = TestCluster::start().await.expect("cluster");
+    cluster.deploy("apps", "shiny", 1);
+    cluster.deploy("apps", "web", 1);
+    let web = serde_json::json!({
+        "hosts": ["web.test"], "min_instances": 1, "max_instances": 3, "max_connections": 2,
+        "spawn_threshold": 50, "scale_down_delay": "300ms",
+        "kubernetes": { "deployment": "web", "port": "http" },
+    });
+    let mut broken = web.clone();
+    broken["hosts"] = serde_json::json!(["broken.test"]);
+    broken["min_instances"] = 5.into();
+    broken["kubernetes"]["deployment"] = "other".into();
+    let mut clash = web.clone();
+    clash["hosts"] = serde_json::json!(["clash.test"]);
+    for (name, spec) in [("web", web), ("broken", broken.clone()), ("shiny", clash)] {
+        assert!(cluster.create(&tidewayapps(), "apps", tidewayapp(name, spec)));
+    }
+    let tideway = start_config(
+        &cluster,
+        "a",
+        "tidewayapps = \"namespace\"\nstatus_interval = \"1s\"",
+        POLICY,
+    );
+    until("/readyz after the first listings", || async {
+        readyz(&tideway).await == 200
+    })
+    .await;
+    until("the resource's app answers", || async {
+        get_on(tideway.addr, "web.test").await == 200
+    })
+    .await;
+    assert_eq!(get(tideway.addr).await, 200, "the file's app answers too");
+    assert_eq!(
+        get_on(tideway.addr, "broken.test").await,
+        404,
+        "a refused resource has no route"
+    );
+
+    eventually("web's status", PATIENCE, || {
+        condition(&cluster, "web", "Ready")
+            .is_some_and(|(status, reason, _)| status == "True" && reason == "ReplicasReady")
+            && status_of(&cluster, "web", "/ready_replicas") == 1
+            && status_of(&cluster, "web", "/observed_generation") == 1
+    })
+    .await;
+    eventually("the refused resources' statuses", PATIENCE, || {
+        condition(&cluster, "broken", "Ready").is_some() && condition(&cluster, "shiny", "Ready").is_some()
+    })
+    .await;
+    let refused = condition(&cluster, "broken", "Ready").expect("a condition on the refused resource");
+    assert_eq!((refused.0.as_str(), refused.1.as_str()), ("False", "InvalidSpec"));
+    assert!(
+        refused.2.contains("spec.max_instances: "),
+        "names the field: {}",
+        refused.2
+    );
+    let clash = condition(&cluster, "shiny", "Ready").expect("a condition on the clashing resource");
+    assert_eq!(
+        (clash.0.as_str(), clash.1.as_str()),
+        ("False", "NameTaken"),
+        "{}",
+        clash.2
+    );
+    eventually("a warning Event on the refused resource", PATIENCE, || {
+        events_of(&cluster, "broken")
+            .iter()
+            .any(|(kind, reason, _)| kind == "Warning" && reason == "InvalidSpec")
+    })
+    .await;
+
+    // Two sessions on web's one pod: past its threshold, a second pod — a decision, an Event, a status.
+    let _sessions = [
+        session_on(tideway.addr, "web.test").await,
+        session_on(tideway.addr, "web.test").await,
+    ];
+    eventually(
+        "web's Deployment scaled to 2, seen in its status",
+        PATIENCE,
+        || {
+            status_of(&cluster, "web", "/last_decision/direction") == "up"
+                && status_of(&cluster, "web", "/desired_replicas") == 2
+                && status_of(&cluster, "web", "/connections") == 2
+                && status_of(&cluster, "web", "/last_scale_time").is_string()
+        },
+    )
+    .await;
+    eventually("an Event of the decision", PATIENCE, || {
+        events_of(&cluster, "web").iter().any(|(kind, reason, note)| {
+            kind == "Normal" && reason == "ScaledUp" && note.starts_with("up 1 -> 2 replicas (threshold")
+        })
+    })
+    .await;
+
+    // The refused spec fixed: an app, whose missing Deployment is its own problem alone.
+    broken["min_instances"] = 1.into();
+    assert!(cluster.set_spec(&tidewayapps(), "apps", "broken", broken));
+    eventually("the fixed resource's status", PATIENCE, || {
+        status_of(&cluster, "broken", "/observed_generation") == 2
+            && condition(&cluster, "broken", "Ready").is_some_and(|(status, reason, message)| {
+                status == "False"
+                    && reason == "BackendUnavailable"
+                    && message == "Deployment apps/other not found"
+            })
+    })
+    .await;
+    assert_eq!(
+        get_on(tideway.addr, "web.test").await,
+        200,
+        "the others undisturbed"
+    );
+}
+
+/// `kubectl` with `args`, against the test cluster as its administrator, with a discovery cache of its own;
+/// its standard output, or its standard error on failure.
+async fn kubectl(cluster: &TestCluster, args: &[&str]) -> Result<String, String> {
+    let home = config_file("").with_extension("kubectl");
+    let kubeconfig = config_file(&cluster.kubeconfig_as("apps", None));
+    let run = tokio::process::Command::new("kubectl")
+        .arg("--kubeconfig")
+        .arg(&kubeconfig)
+        .arg("--cache-dir")
+        .arg(home.join("cache"))
+        .args(args)
+        .env("HOME", &home)
+        .output();
+    let output = tokio::time::timeout(PATIENCE, run)
+        .await
+        .map_err(|_| "kubectl did not finish".to_owned())?
+        .map_err(|e| format!("cannot run kubectl: {e}"))?;
+    if output.status.success() {
+        Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+    } else {
+        Err(String::from_utf8_lossy(&output.stderr).into_owned())
+    }
+}
+
+#[tokio::test]
+async fn kubectl_get_tidewayapps_shows_the_printer_columns_with_live_values() {
+    use kube::CustomResourceExt;
+    let cluster = TestCluster::start().await.expect("cluster");
+    let crd =
+        serde_json::to_value(tideway_orchestrate::kubernetes::TidewayApp::crd()).expect("the CRD as JSON");
+    let crds = Resource {
+        group: "apiextensions.k8s.io".into(),
+        plural: "customresourcedefinitions".into(),
+    };
+    assert!(cluster.create(&crds, "", crd));
+    cluster.deploy("apps", "shiny", 1);
+    cluster.deploy("apps", "web", 1);
+    let web = serde_json::json!({
+        "hosts": ["web.test", "www.web.test"], "min_instances": 1, "max_instances": 4, "max_connections": 8,
+        "kubernetes": { "deployment": "web", "port": "http" },
+    });
+    assert!(cluster.create(&tidewayapps(), "apps", tidewayapp("web", web)));
+    let tideway = start_config(
+        &cluster,
+        "a",
+        "tidewayapps = \"namespace\"\nstatus_interval = \"1s\"",
+        POLICY,
+    );
+    eventually("web's status", PATIENCE, || {
+        status_of(&cluster, "web", "/ready_replicas") == 1
+    })
+    .await;
+    let _session = session_on(tideway.addr, "web.test").await;
+    eventually("the session in web's status", PATIENCE, || {
+        status_of(&cluster, "web", "/connections") == 1
+    })
+    .await;
+
+    let table = kubectl(&cluster, &["get", "tidewayapps", "-n", "apps"])
+        .await
+        .expect("kubectl get");
+    let lines: Vec<Vec<&str>> = table.lines().map(|l| l.split_whitespace().collect()).collect();
+    assert_eq!(
+        lines[0],
+        [
+            "NAME",
+            "HOSTS",
+            "MIN",
+            "MAX",
+            "READY",
+            "CONNECTIONS",
+            "OCCUPANCY",
+            "AGE"
+        ],
+        "{table}"
+    );
+    assert_eq!(
+        lines[1][..7],
+        [
+            "web",
+            r#"["web.test","www.web.test"]"#,
+            "1",
+            "4",
+            "1",
+            "1",
+            "0.125"
+        ],
+        "{table}"
+    );
+    let short = kubectl(
+        &cluster,
+        &[
+            "get",
+            "twa",
+            "web",
+            "-n",
+            "apps",
+            "-o",
+            "jsonpath={.status.conditions[?(@.type==\"Ready\")].reason}",
+        ],
+    )
+    .await;
+    assert_eq!(
+        short.as_deref(),
+        Ok("ReplicasReady"),
+        "the short name, and the status as JSON"
+    );
+}
+
+#[tokio::test]
+async fn a_new_leader_clears_the_deletion_cost_mark_a_stopped_one_left() {
+    let cluster = TestCluster::start().await.expect("cluster");
+    cluster.deploy("apps", "shiny", 2);
+    let pods = Resource {
+        group: String::new(),
+        plural: "pods".into(),
+    };
+    eventually("two pods", PATIENCE, || cluster.objects(&pods, "apps").len() == 2).await;
+    let names: Vec<String> = cluster
+        .objects(&pods, "apps")
+        .iter()
+        .filter_map(|p| p["metadata"]["name"].as_str().map(str::to_owned))
+        .collect();
+    // A leader stopped between marking a pod and lowering the count: its mark is left behind.
+    let cheapest = i32::MIN.to_string();
+    assert!(cluster.annotate(
+        &pods,
+        "apps",
+        &names[0],
+        "controller.kubernetes.io/pod-deletion-cost",
+        &cheapest
+    ));
+    assert!(cluster.annotate(
+        &pods,
+        "apps",
+        &names[1],
+        "controller.kubernetes.io/pod-deletion-cost",
+        "100"
+    ));
+
+    let tideway = start(&cluster, "a", "min_instances = 2\nmax_instances = 3");
+    tideway
+        .wait_for("stale deletion-cost mark cleared", 1, |f| {
+            f["pod"] == names[0].as_str()
+        })
+        .await;
+    let cost = |name: &str| {
+        cluster.object(&pods, "apps", name).and_then(|p| {
+            p["metadata"]["annotations"]["controller.kubernetes.io/pod-deletion-cost"]
+                .as_str()
+                .map(str::to_owned)
+        })
+    };
+    assert_eq!(cost(&names[0]), None, "tideway's mark is gone");
+    assert_eq!(
+        cost(&names[1]).as_deref(),
+        Some("100"),
+        "a cost someone else set stays"
+    );
+    assert_eq!(replicas(&cluster), Some(2), "and no pod went");
 }

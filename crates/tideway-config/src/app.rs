@@ -30,6 +30,43 @@ pub struct AppConfig {
     pub backend: Backend,
 }
 
+impl AppConfig {
+    /// The first route of this app that one of `others` claims already — as the file's own check words it,
+    /// under `path` — for an app declared elsewhere (a `TidewayApp`) that must not take a route in use.
+    pub fn route_taken<'a>(
+        &self,
+        path: &str,
+        others: impl IntoIterator<Item = &'a AppConfig> + Clone,
+    ) -> Option<crate::FieldError> {
+        let prefix = self.path_prefix.as_deref().unwrap_or("/");
+        let claims: Vec<(Option<&HostPattern>, String)> = if self.hosts.is_empty() {
+            vec![(None, format!("{path}.path_prefix"))]
+        } else {
+            let hosts = self.hosts.iter().enumerate();
+            hosts
+                .map(|(k, host)| (Some(host), format!("{path}.hosts[{k}]")))
+                .collect()
+        };
+        claims.into_iter().find_map(|(host, at)| {
+            let owner = others.clone().into_iter().find(|other| {
+                other.path_prefix.as_deref().unwrap_or("/") == prefix
+                    && match host {
+                        None => other.hosts.is_empty(),
+                        Some(host) => other.hosts.contains(host),
+                    }
+            })?;
+            let host = host.map(ToString::to_string).unwrap_or_default();
+            Some(crate::FieldError {
+                path: at,
+                message: format!(
+                    "route \"{host}{prefix}\" is already used by app \"{}\"",
+                    owner.name
+                ),
+            })
+        })
+    }
+}
+
 /// Where an app's replicas come from: exactly one backend table per app.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Backend {

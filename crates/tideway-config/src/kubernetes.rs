@@ -32,7 +32,8 @@ pub enum PortRef {
     Number(u16),
 }
 
-/// `[kubernetes]`: how tideway's instances agree on the one that scales.
+/// `[kubernetes]`: how tideway's instances agree on the one that scales, and where it finds apps declared
+/// as `TidewayApp` resources.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct KubernetesSettings {
     /// The Lease's name, in tideway's own namespace.
@@ -42,6 +43,22 @@ pub struct KubernetesSettings {
     pub lease_duration: Duration,
     /// How often the leader renews the lease and the others look at it.
     pub lease_renew_every: Duration,
+    /// Where `TidewayApp` resources are read from.
+    pub tidewayapps: ResourceScope,
+    /// Least time between two status writes of one `TidewayApp`: the API server is shared.
+    pub status_interval: Duration,
+}
+
+/// Where apps declared as `TidewayApp` resources are read from (`[kubernetes] tidewayapps`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ResourceScope {
+    /// Nowhere: every app comes from the file.
+    #[default]
+    Off,
+    /// Tideway's own namespace: a Role is enough.
+    Namespace,
+    /// Every namespace: needs a ClusterRole.
+    Cluster,
 }
 
 impl KubernetesSettings {
@@ -51,6 +68,8 @@ impl KubernetesSettings {
     pub const DEFAULT_LEASE_DURATION: Duration = Duration::from_secs(15);
     /// client-go's default retry period.
     pub const DEFAULT_RENEW_EVERY: Duration = Duration::from_secs(2);
+    /// One status write per resource per 10 s at most: an HPA writes its status every 15 s.
+    pub const DEFAULT_STATUS_INTERVAL: Duration = Duration::from_secs(10);
 
     /// Reads `[kubernetes]`.
     pub(crate) fn read(mut section: Section<'_>, errors: &mut Errors) -> Self {
@@ -59,10 +78,14 @@ impl KubernetesSettings {
             .unwrap_or_else(|| Self::DEFAULT_LEASE.to_owned());
         let duration = section.get("lease_duration", errors, nonzero_duration);
         let renew_every = section.get("lease_renew_every", errors, nonzero_duration);
+        let tidewayapps = section.get("tidewayapps", errors, resource_scope);
+        let status_interval = section.get("status_interval", errors, nonzero_duration);
         let settings = KubernetesSettings {
             lease,
             lease_duration: duration.unwrap_or(Self::DEFAULT_LEASE_DURATION),
             lease_renew_every: renew_every.unwrap_or(Self::DEFAULT_RENEW_EVERY),
+            tidewayapps: tidewayapps.unwrap_or_default(),
+            status_interval: status_interval.unwrap_or(Self::DEFAULT_STATUS_INTERVAL),
         };
         if settings.lease_renew_every >= settings.lease_duration {
             let path = match renew_every {
@@ -89,7 +112,21 @@ impl Default for KubernetesSettings {
             lease: Self::DEFAULT_LEASE.to_owned(),
             lease_duration: Self::DEFAULT_LEASE_DURATION,
             lease_renew_every: Self::DEFAULT_RENEW_EVERY,
+            tidewayapps: ResourceScope::Off,
+            status_interval: Self::DEFAULT_STATUS_INTERVAL,
         }
+    }
+}
+
+/// `tidewayapps`: `"off"`, `"namespace"` or `"cluster"`.
+fn resource_scope(value: &Value) -> Result<ResourceScope, String> {
+    match string(value)? {
+        "off" => Ok(ResourceScope::Off),
+        "namespace" => Ok(ResourceScope::Namespace),
+        "cluster" => Ok(ResourceScope::Cluster),
+        other => Err(format!(
+            r#"expected "off", "namespace" (tideway's own) or "cluster" (every namespace), got "{other}""#
+        )),
     }
 }
 

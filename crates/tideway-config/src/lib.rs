@@ -25,7 +25,7 @@ use std::str::FromStr;
 pub use app::{AppConfig, Backend};
 pub use file::read_app;
 pub use host::HostPattern;
-pub use kubernetes::{KubernetesSettings, KubernetesSpec, PortRef};
+pub use kubernetes::{KubernetesSettings, KubernetesSpec, PortRef, ResourceScope};
 pub use listeners::{AdminSettings, MetricsSettings, ProxySettings};
 pub use local::{LocalSpec, Readiness};
 pub use policy::{POLICY_KEYS, PolicyKey, policy_update};

@@ -860,6 +860,32 @@ fn route_clash_without_hosts_names_the_path_prefix() {
 }
 
 #[test]
+fn a_route_taken_by_another_app_is_named_by_its_field() {
+    let file = parse(&format!(
+        "{}{}",
+        routed("x", "hosts = [\"x.localhost\"]\npath_prefix = \"/x\""),
+        routed("y", "path_prefix = \"/y\"")
+    ));
+    let [x, y] = [&file.apps[0], &file.apps[1]];
+    let newcomer = |route: &str| parse(&routed("n", route)).apps.remove(0);
+    let taken = |route: &str| newcomer(route).route_taken("spec", [x, y]).map(|e| e.to_string());
+    assert_eq!(
+        taken("hosts = [\"n.localhost\", \"X.localhost\"]\npath_prefix = \"/x/\""),
+        Some(r#"spec.hosts[1]: route "x.localhost/x" is already used by app "x""#.to_owned())
+    );
+    assert_eq!(
+        taken("path_prefix = \"/y\""),
+        Some(r#"spec.path_prefix: route "/y" is already used by app "y""#.to_owned())
+    );
+    assert_eq!(taken("hosts = [\"x.localhost\"]"), None, "another prefix");
+    assert_eq!(
+        taken("hosts = [\"n.localhost\"]\npath_prefix = \"/y\""),
+        None,
+        "a host of its own"
+    );
+}
+
+#[test]
 fn no_path_prefix_counts_as_slash() {
     let text = format!(
         "{}{}",

@@ -55,7 +55,15 @@ pub struct DecisionRecord {
 /// The recent decisions of one app, newest last.
 #[derive(Debug, Default)]
 pub struct DecisionLog {
-    recent: Mutex<VecDeque<DecisionRecord>>,
+    recent: Mutex<Recorded>,
+}
+
+#[derive(Debug, Default)]
+struct Recorded {
+    /// The newest decisions.
+    records: VecDeque<DecisionRecord>,
+    /// How many decisions were ever recorded.
+    total: u64,
 }
 
 /// Controls a running scaling loop.
@@ -160,18 +168,31 @@ struct Drain {
 impl DecisionLog {
     /// The remembered decisions, oldest first.
     pub fn recent(&self) -> Vec<DecisionRecord> {
-        self.lock().iter().cloned().collect()
+        self.lock().records.iter().cloned().collect()
+    }
+
+    /// The remembered decisions recorded after the first `seen`, oldest first, and how many were recorded
+    /// in all: the `seen` of the next look, for a reader that reports each decision once.
+    pub fn since(&self, seen: u64) -> (Vec<DecisionRecord>, u64) {
+        let recorded = self.lock();
+        let new = usize::try_from(recorded.total.saturating_sub(seen)).unwrap_or(usize::MAX);
+        let skip = recorded.records.len().saturating_sub(new);
+        (
+            recorded.records.iter().skip(skip).cloned().collect(),
+            recorded.total,
+        )
     }
 
     fn push(&self, record: DecisionRecord) {
-        let mut recent = self.lock();
-        if recent.len() == REMEMBERED_DECISIONS {
-            recent.pop_front();
+        let mut recorded = self.lock();
+        if recorded.records.len() == REMEMBERED_DECISIONS {
+            recorded.records.pop_front();
         }
-        recent.push_back(record);
+        recorded.records.push_back(record);
+        recorded.total += 1;
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<DecisionRecord>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Recorded> {
         self.recent.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }

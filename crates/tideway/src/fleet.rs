@@ -292,8 +292,8 @@ impl Fleet {
         }
     }
 
-    /// The API server, reached the first time an app needs it.
-    fn api(&mut self) -> &ApiServer {
+    /// The API server, reached the first time an app (or the watch of resource apps) needs it.
+    pub(crate) fn api(&mut self) -> &ApiServer {
         self.api
             .get_or_insert_with(|| ApiServer::connect(&self.kubernetes, Arc::clone(&self.metrics.kubernetes)))
     }

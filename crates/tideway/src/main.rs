@@ -9,6 +9,7 @@ mod http;
 mod logging;
 mod metrics;
 mod reload;
+mod resources;
 mod serve;
 
 use std::process::ExitCode;

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::Context;
-use tideway_config::{Config, ConfigError};
+use tideway_config::{Config, ConfigError, ResourceScope};
 use tideway_orchestrate::kubernetes::KubernetesMetrics;
 use tideway_orchestrate::{Evict, ScalingMetrics};
 use tideway_proxy::{Proxy, ProxyMetrics, RouteTable, RuntimeClock};
@@ -21,6 +21,7 @@ use crate::fleet::{Fleet, FleetMetrics};
 use crate::health::serve_metrics;
 use crate::logging::Repeats;
 use crate::reload::Reload;
+use crate::resources::{self, Declared};
 use crate::{exit, reload};
 
 /// Loads the config, runs until a shutdown signal, drains, and returns the exit code.
@@ -104,10 +105,22 @@ async fn serve(
     let evicting = Arc::clone(&proxy);
     let evict: Evict = Arc::new(move |replica| evicting.evict(replica));
     let mut fleet = Fleet::new(clock, supervisor, evict, metrics, config.kubernetes.clone());
-    proxy.set_routes(fleet.apply(&config.apps));
+    let mut declared = Declared::new();
+    declared.apply(&config, &proxy, &mut fleet);
     info!(apps = config.apps.len(), "configuration loaded");
-
-    let ready = Arc::new(AtomicBool::new(true));
+    // Resource apps are read once the resources are listed: until then tideway is not ready.
+    let mut listed = (config.kubernetes.tidewayapps != ResourceScope::Off).then(|| {
+        let api = fleet.api().clone();
+        let reporting = resources::report(
+            api.clone(),
+            config.kubernetes.clone(),
+            fleet.view(),
+            declared.resolution(),
+        );
+        tokio::spawn(reporting);
+        resources::watch(&api, &config.kubernetes)
+    });
+    let ready = Arc::new(AtomicBool::new(listed.is_none()));
     if let Some(listener) = listeners.metrics {
         if let Err(e) = crate::metrics::register_apps(&registry, fleet.view()) {
             error!("cannot set up metrics: {e}");
@@ -124,7 +137,7 @@ async fn serve(
     if let Some(listener) = listeners.admin {
         serve_admin(listener, shutdown.clone(), fleet.view(), clock, token);
     }
-    tokio::spawn(watch_signals(shutdown.clone(), ready));
+    tokio::spawn(watch_signals(shutdown.clone(), Arc::clone(&ready)));
 
     let mut reloads = reload::watch(path.clone());
     let mut running = config;
@@ -134,7 +147,19 @@ async fn serve(
         loop {
             tokio::select! {
                 served = &mut serving => break served,
-                Some(reload) = reloads.recv() => reload_config(&path, reload, &mut running, &proxy, &mut fleet),
+                Some(reload) = reloads.recv() => {
+                    if reload_config(&path, reload, &mut running, &proxy) {
+                        declared.apply(&running, &proxy, &mut fleet);
+                        info!(apps = running.apps.len(), "configuration reloaded");
+                    }
+                }
+                Some(resources) = next_listing(listed.as_mut()) => {
+                    declared.set_resources(resources);
+                    declared.apply(&running, &proxy, &mut fleet);
+                    if !shutdown.is_cancelled() {
+                        ready.store(true, Ordering::Release);
+                    }
+                }
             }
         }
     };
@@ -209,10 +234,18 @@ fn warn_deprecated(config: &Config) {
     }
 }
 
-/// Applies the new content of the file at `path` if it is valid; otherwise logs why and keeps the running
-/// configuration. A file without apps that does not say `app = []` would retire every running app: it is
-/// refused as a file caught half-written.
-fn reload_config(path: &Path, reload: Reload, running: &mut Config, proxy: &Proxy, fleet: &mut Fleet) {
+/// The resources of the next listing, once there is one.
+async fn next_listing(listed: Option<&mut resources::Listed>) -> Option<Vec<Arc<kube::api::DynamicObject>>> {
+    let listed = listed?;
+    listed.changed().await.ok()?;
+    listed.borrow_and_update().clone()
+}
+
+/// Takes the new content of the file at `path` as the running configuration if it is valid (`true`: its
+/// apps are for the caller to apply); otherwise logs why and keeps the running one. A file without apps
+/// that does not say `app = []` would retire every running app: it is refused as a file caught
+/// half-written.
+fn reload_config(path: &Path, reload: Reload, running: &mut Config, proxy: &Proxy) -> bool {
     let parsed = reload
         .text
         .map_err(|source| ConfigError::Read {
@@ -229,7 +262,7 @@ fn reload_config(path: &Path, reload: Reload, running: &mut Config, proxy: &Prox
                 problems = %error_chain(&e),
                 "new configuration rejected, the running one stays in force"
             );
-            return;
+            return false;
         }
     };
     if config.apps.is_empty() && !config.no_apps_declared && !running.apps.is_empty() {
@@ -239,7 +272,7 @@ fn reload_config(path: &Path, reload: Reload, running: &mut Config, proxy: &Prox
             problems = "the file has no [[app]]: it would retire every running app (write `app = []` to mean that)",
             "new configuration rejected, the running one stays in force"
         );
-        return;
+        return false;
     }
     warn_deprecated(&config);
     for (key, changed) in [
@@ -254,9 +287,8 @@ fn reload_config(path: &Path, reload: Reload, running: &mut Config, proxy: &Prox
         }
     }
     proxy.set_settings(config.proxy.clone());
-    proxy.set_routes(fleet.apply(&config.apps));
-    info!(apps = config.apps.len(), "configuration reloaded");
     *running = config;
+    true
 }
 
 /// First SIGTERM or SIGINT: no longer ready, drain and stop. A second one: stop at once.

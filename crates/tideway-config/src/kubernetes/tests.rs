@@ -1,6 +1,6 @@
 use std::time::Duration;
 
-use crate::{Backend, Config, ConfigError, KubernetesSettings, KubernetesSpec, PortRef};
+use crate::{Backend, Config, ConfigError, KubernetesSettings, KubernetesSpec, PortRef, ResourceScope};
 
 /// An app "a" with `[app.kubernetes]` holding `keys`.
 fn app(keys: &str) -> String {
@@ -109,6 +109,7 @@ fn the_lease_has_defaults_and_its_renewal_must_fit_its_duration() {
             lease: "edge".into(),
             lease_duration: Duration::from_secs(4),
             lease_renew_every: Duration::from_millis(500),
+            ..KubernetesSettings::default()
         }
     );
     assert_eq!(
@@ -122,6 +123,31 @@ fn the_lease_has_defaults_and_its_renewal_must_fit_its_duration() {
         [
             "kubernetes.lease_renew_every: lease_renew_every (1m) must be shorter than lease_duration (15s), or the lease lapses between renewals",
             "kubernetes.namespace: unknown key"
+        ]
+    );
+}
+
+#[test]
+fn resources_are_off_unless_a_scope_is_given() {
+    let config: Config = "".parse().expect("an empty file");
+    assert_eq!(config.kubernetes.tidewayapps, ResourceScope::Off);
+    assert_eq!(config.kubernetes.status_interval, Duration::from_secs(10));
+    for (scope, expected) in [
+        ("off", ResourceScope::Off),
+        ("namespace", ResourceScope::Namespace),
+        ("cluster", ResourceScope::Cluster),
+    ] {
+        let config: Config = format!("[kubernetes]\ntidewayapps = \"{scope}\"\nstatus_interval = \"2s\"")
+            .parse()
+            .expect("a valid file");
+        assert_eq!(config.kubernetes.tidewayapps, expected);
+        assert_eq!(config.kubernetes.status_interval, Duration::from_secs(2));
+    }
+    assert_eq!(
+        errors("[kubernetes]\ntidewayapps = \"all\"\nstatus_interval = \"0s\""),
+        [
+            r#"kubernetes.tidewayapps: expected "off", "namespace" (tideway's own) or "cluster" (every namespace), got "all""#,
+            "kubernetes.status_interval: must be longer than 0s",
         ]
     );
 }

@@ -25,6 +25,7 @@ pub struct ApiServer {
     metrics: Arc<KubernetesMetrics>,
     stop: CancellationToken,
     election: TaskTracker,
+    identity: Arc<str>,
 }
 
 impl ApiServer {
@@ -63,6 +64,8 @@ impl ApiServer {
         let stop = CancellationToken::new();
         let stopping = stop.clone();
         let election = TaskTracker::new();
+        let identity: Arc<str> = identity().into();
+        let candidate = identity.to_string();
         election.spawn(async move {
             let Ok(client) = connecting.await else {
                 return;
@@ -70,7 +73,7 @@ impl ApiServer {
             let election = Election {
                 namespace: client.default_namespace().to_owned(),
                 lease: settings.lease,
-                identity: identity(),
+                identity: candidate,
                 duration: settings.lease_duration,
                 renew_every: settings.lease_renew_every,
             };
@@ -91,6 +94,7 @@ impl ApiServer {
             metrics,
             stop,
             election,
+            identity,
         }
     }
 
@@ -109,6 +113,11 @@ impl ApiServer {
     /// Whether this instance scales.
     pub fn leadership(&self) -> Leadership {
         self.leadership.clone()
+    }
+
+    /// This instance's name in the election, and as the reporter of its Events.
+    pub fn identity(&self) -> &str {
+        &self.identity
     }
 
     /// Where Kubernetes mode's metrics go.

@@ -2,7 +2,9 @@
 //! its Service and scaled through the Deployment's `scale`, all through the API server with `kube`.
 
 mod api_server;
+mod apps;
 mod endpoints;
+mod events;
 mod leader;
 mod metrics;
 mod orchestrator;
@@ -12,10 +14,13 @@ mod permissions;
 #[allow(unreachable_pub)]
 mod resource;
 mod scale;
+mod status;
 mod watch;
 
 pub use api_server::ApiServer;
+pub use apps::{DeclaredApp, RefusedResource, Resolution, ResourceKey, resolve, watch_apps};
 pub use endpoints::{EndpointChange, EndpointReplicas, EndpointView, endpoints};
+pub use events::{AppEvents, Regarding};
 pub use leader::{Election, elect};
 pub use metrics::KubernetesMetrics;
 pub use orchestrator::{KubernetesOrchestrator, Target};
@@ -25,5 +30,6 @@ pub use resource::{
     TidewayAppStatus,
 };
 pub use scale::{DeploymentScale, POD_DELETION_COST};
+pub use status::StatusWriter;
 pub use tideway_config::PortRef;
 pub use watch::{watch_endpoints, watch_replicas};

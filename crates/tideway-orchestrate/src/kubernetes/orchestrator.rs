@@ -271,13 +271,38 @@ struct Resolved<'a> {
 }
 
 /// Makes the writes one after the other, each retried until it goes through — while this instance
-/// leads: a write left by an instance that lost the lead is the new leader's to make or not.
+/// leads: a write left by an instance that lost the lead is the new leader's to make or not. Each time it
+/// comes to lead, it first clears the marks an earlier leader left.
 async fn write_in_order(
     scale: DeploymentScale,
     mut queue: mpsc::UnboundedReceiver<Write>,
     shared: Arc<Shared>,
 ) {
-    while let Some(write) = queue.recv().await {
+    let mut leadership = shared.leadership.clone();
+    // Whether the marks an earlier leader left were cleared since this instance came to lead.
+    let mut cleared = false;
+    let mut clear_again = FIRST_RETRY;
+    loop {
+        if !cleared && shared.leadership.leads() {
+            cleared = clear_stale_marks(&scale, &shared).await;
+            clear_again = if cleared {
+                FIRST_RETRY
+            } else {
+                (clear_again * 2).min(MAX_RETRY)
+            };
+        }
+        let retry = !cleared && shared.leadership.leads();
+        let write = tokio::select! {
+            write = queue.recv() => match write {
+                Some(write) => write,
+                None => return,
+            },
+            () = leadership.changed() => {
+                cleared &= shared.leadership.leads();
+                continue;
+            }
+            () = tokio::time::sleep(clear_again), if retry => continue,
+        };
         let mut pause = FIRST_RETRY;
         while shared.leadership.leads() {
             let written = match &write {
@@ -315,6 +340,36 @@ async fn write_in_order(
             }
         }
     }
+}
+
+/// Clears the deletion-cost marks of pods this instance is not removing: left by a leader that stopped
+/// between marking a pod and seeing it go, a mark would make the ReplicaSet controller take that pod at
+/// the next scale-down, drained or not. `false` if the pods could not be listed or a mark not cleared.
+async fn clear_stale_marks(scale: &DeploymentScale, shared: &Shared) -> bool {
+    let marked = match scale.marked().await {
+        Ok(marked) => marked,
+        Err(error) => {
+            shared.metrics.api_error("list", "pods");
+            warn!(app = %shared.app, %error, "cannot look for stale deletion-cost marks; looking again");
+            return false;
+        }
+    };
+    let mut cleared = true;
+    for pod in marked {
+        if shared.removals.lock().asked.contains(&pod) {
+            continue;
+        }
+        match scale.unmark(&pod).await {
+            Ok(()) => info!(app = %shared.app, %pod, "stale deletion-cost mark cleared"),
+            Err(kube::Error::Api(status)) if status.code == 404 => {}
+            Err(error) => {
+                shared.metrics.api_error("patch", "pods");
+                warn!(app = %shared.app, %pod, %error, "cannot clear a stale deletion-cost mark; trying again");
+                cleared = false;
+            }
+        }
+    }
+    cleared
 }
 
 /// Raises the count to the replicas reported plus `count`, unless it is that high already.

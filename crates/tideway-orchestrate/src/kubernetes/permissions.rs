@@ -30,8 +30,16 @@ pub const PERMISSIONS: &[Permission] = &[
     grant("apps", "deployments/scale", "patch"),
     grant("apps", "deployments", "list"),
     grant("apps", "deployments", "watch"),
-    // Scale-down: the drained pod marked the cheapest to delete, and the mark cleared.
+    // Scale-down: the drained pod marked the cheapest to delete, and the mark cleared; marks a leader
+    // that stopped mid-removal left, found and cleared by the next.
     grant("", "pods", "patch"),
+    grant("", "pods", "list"),
+    // Apps declared as resources: watched; their status written by the leader.
+    grant("tideway.dev", "tidewayapps", "list"),
+    grant("tideway.dev", "tidewayapps", "watch"),
+    grant("tideway.dev", "tidewayapps/status", "patch"),
+    // An Event per scaling decision on the resource.
+    grant("events.k8s.io", "events", "create"),
     // Leader election: one Lease, read, made if missing, renewed or taken over.
     grant("coordination.k8s.io", "leases", "get"),
     grant("coordination.k8s.io", "leases", "create"),

@@ -5,7 +5,7 @@
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Pod;
-use kube::api::{Patch, PatchParams};
+use kube::api::{ListParams, Patch, PatchParams};
 use kube::{Api, Client};
 use serde_json::json;
 
@@ -62,6 +62,23 @@ impl DeploymentScale {
             marked => marked?,
         }
         self.set(replicas.saturating_sub(1)).await
+    }
+
+    /// The Deployment's pods that carry tideway's mark (the cheapest cost there is): each is being removed,
+    /// or was when an instance that removed it stopped.
+    pub async fn marked(&self) -> Result<Vec<String>, kube::Error> {
+        let scale = self.deployments.get_scale(&self.name).await?;
+        let selector = scale
+            .status
+            .and_then(|status| status.selector)
+            .unwrap_or_default();
+        let pods = self.pods.list(&ListParams::default().labels(&selector)).await?;
+        let cheapest = CHEAPEST.to_string();
+        let marked = pods.items.into_iter().filter(|pod| {
+            let annotations = pod.metadata.annotations.as_ref();
+            annotations.and_then(|a| a.get(POD_DELETION_COST)) == Some(&cheapest)
+        });
+        Ok(marked.filter_map(|pod| pod.metadata.name).collect())
     }
 
     /// Clears the deletion-cost mark of `pod`, which stays: no stale mark is left behind.

@@ -386,3 +386,36 @@ async fn a_count_lowered_by_someone_else_holds_for_the_delay_and_its_pod_is_no_l
         (Direction::Up, ScaleReason::Threshold, 1, 2)
     );
 }
+
+#[test]
+fn a_reader_of_the_log_sees_each_decision_once_and_the_newest_when_it_fell_behind() {
+    let log = DecisionLog::default();
+    let decision = |to| DecisionRecord {
+        at: std::time::SystemTime::UNIX_EPOCH,
+        direction: Direction::Up,
+        reason: ScaleReason::Threshold,
+        from: to - 1,
+        to,
+        demand: 0,
+        drained: Vec::new(),
+        lost: None,
+    };
+    assert_eq!(log.since(0), (Vec::new(), 0));
+    log.push(decision(1));
+    log.push(decision(2));
+    let (new, seen) = log.since(0);
+    assert_eq!((new.len(), seen), (2, 2));
+    log.push(decision(3));
+    let (new, seen) = log.since(seen);
+    assert_eq!((new, seen), (vec![decision(3)], 3));
+    for to in 4..=(3 + REMEMBERED_DECISIONS as u32 + 5) {
+        log.push(decision(to));
+    }
+    let (new, seen) = log.since(seen);
+    assert_eq!(new.len(), REMEMBERED_DECISIONS, "the newest that are remembered");
+    assert_eq!(
+        new.last().map(|d| d.to),
+        Some(3 + REMEMBERED_DECISIONS as u32 + 5)
+    );
+    assert_eq!(log.since(seen).0, []);
+}

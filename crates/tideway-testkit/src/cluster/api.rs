@@ -17,6 +17,7 @@ use serde_json::{Value, json};
 use tokio::sync::broadcast;
 
 use super::access::{Attempt, Verdict};
+use super::discovery;
 use super::patch::merge;
 use super::store::{Change, Event, Key, Refused, Resource, Store};
 
@@ -52,6 +53,9 @@ pub(crate) async fn handle(store: Store, req: Request<Incoming>) -> Result<Respo
         return Ok(response);
     }
     let Some(target) = target(req.uri().path()) else {
+        if let Some(document) = discovery::document(&store, req.uri().path()) {
+            return Ok(json_response(StatusCode::OK, &document));
+        }
         return Ok(status(
             StatusCode::NOT_FOUND,
             "NotFound",
@@ -89,6 +93,12 @@ pub(crate) async fn handle(store: Store, req: Request<Incoming>) -> Result<Respo
             return Ok(status(StatusCode::FORBIDDEN, "Forbidden", &message));
         }
     }
+    let accept = req
+        .headers()
+        .get(http::header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
     let content_type = req
         .headers()
         .get(CONTENT_TYPE)
@@ -112,7 +122,7 @@ pub(crate) async fn handle(store: Store, req: Request<Incoming>) -> Result<Respo
     }
     let response = match (&method, &target.name) {
         (&Method::GET, None) if flag(&query, "watch") => watch(&store, &target, &query),
-        (&Method::GET, None) => list(&store, &target, &query),
+        (&Method::GET, None) => list(&store, &target, &query, &accept),
         (&Method::GET, Some(_)) => get(&store, &target),
         (&Method::POST, None) => match object() {
             Ok(object) => create(&store, &target, object),
@@ -252,11 +262,21 @@ fn get(store: &Store, target: &Target) -> Response<Body> {
     }
 }
 
-fn list(store: &Store, target: &Target, query: &[(String, String)]) -> Response<Body> {
+/// A list of objects; as a `Table` if the client asks for one first and the resource has printer columns.
+fn list(store: &Store, target: &Target, query: &[(String, String)], accept: &str) -> Response<Body> {
     store.listed();
     let (items, version) = store.list(&target.resource, target.namespace.as_deref());
     let selector = Selector::from_query(query);
     let items: Vec<Value> = items.into_iter().filter(|item| selector.matches(item)).collect();
+    let wants_table = accept
+        .split(',')
+        .next()
+        .is_some_and(|first| first.contains("as=Table"));
+    if wants_table
+        && let Some(table) = discovery::table(store, &target.resource, &target.version, &items, version)
+    {
+        return json_response(StatusCode::OK, &table);
+    }
     let list = json!({
         "apiVersion": target.api_version(),
         "kind": format!("{}List", target.kind()),

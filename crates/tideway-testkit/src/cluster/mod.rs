@@ -10,6 +10,7 @@
 mod access;
 mod api;
 mod controller;
+mod discovery;
 mod faults;
 pub mod manifests;
 mod patch;
@@ -164,6 +165,59 @@ impl TestCluster {
             namespace: namespace.to_owned(),
             name: name.to_owned(),
         })
+    }
+
+    /// Creates `object` (named by its `metadata.name`) of `resource` in `namespace` (`""` for cluster-scoped
+    /// ones), as `kubectl create` would; `false` if it has no name or exists already.
+    pub fn create(&self, resource: &Resource, namespace: &str, object: Value) -> bool {
+        let Some(name) = object.pointer("/metadata/name").and_then(Value::as_str) else {
+            return false;
+        };
+        let key = Key {
+            resource: resource.clone(),
+            namespace: namespace.to_owned(),
+            name: name.to_owned(),
+        };
+        self.store.create(&key, object).is_ok()
+    }
+
+    /// Replaces the `spec` of object `name` of `resource` in `namespace`, as `kubectl apply` would;
+    /// `false` if there is no such object.
+    pub fn set_spec(&self, resource: &Resource, namespace: &str, name: &str, spec: Value) -> bool {
+        let key = Key {
+            resource: resource.clone(),
+            namespace: namespace.to_owned(),
+            name: name.to_owned(),
+        };
+        self.store
+            .update(&key, |object| {
+                let mut next = object.clone();
+                next["spec"] = spec;
+                next
+            })
+            .is_ok()
+    }
+
+    /// Sets annotation `key` of object `name` of `resource` in `namespace` to `value`, as `kubectl
+    /// annotate` would; `false` if there is no such object.
+    pub fn annotate(&self, resource: &Resource, namespace: &str, name: &str, key: &str, value: &str) -> bool {
+        let object_key = Key {
+            resource: resource.clone(),
+            namespace: namespace.to_owned(),
+            name: name.to_owned(),
+        };
+        self.store
+            .update(&object_key, |object| {
+                let mut next = object.clone();
+                next["metadata"]["annotations"][key] = value.into();
+                next
+            })
+            .is_ok()
+    }
+
+    /// Every object of `resource` in `namespace`, as stored.
+    pub fn objects(&self, resource: &Resource, namespace: &str) -> Vec<Value> {
+        self.store.list(resource, Some(namespace)).0
     }
 
     /// Deploys app `name` in `namespace` as [`manifests`] describe it: a Service, and a Deployment of
