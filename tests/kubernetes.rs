@@ -551,6 +551,14 @@ async fn tidewayapps_run_beside_the_file_apps_and_the_leader_reports_their_statu
             && status_of(&cluster, "web", "/observed_generation") == 1
     })
     .await;
+    let active = condition(&cluster, "web", "ScalingActive").map(|c| (c.0, c.1));
+    assert_eq!(active, Some(("True".into(), "ScalingByConnections".into())));
+    let limited = condition(&cluster, "web", "ScalingLimited").map(|c| (c.0, c.1));
+    assert_eq!(
+        limited,
+        Some(("True".into(), "TooFewReplicas".into())),
+        "idle, demand wants none: min_instances holds the count, as an HPA says it"
+    );
     eventually("the refused resources' statuses", PATIENCE, || {
         condition(&cluster, "broken", "Ready").is_some() && condition(&cluster, "shiny", "Ready").is_some()
     })

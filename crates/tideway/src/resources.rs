@@ -277,26 +277,7 @@ fn status(view: &AppView, generation: Option<i64>) -> TidewayAppStatus {
             "the replica count follows the connections",
         ),
     };
-    let limited = if needed > u64::from(policy.max_instances) {
-        let message = format!(
-            "demand wants {needed} replicas; max_instances is {}",
-            policy.max_instances
-        );
-        condition("ScalingLimited", true, "TooManyReplicas", &message)
-    } else if needed < u64::from(policy.min_instances) {
-        let message = format!(
-            "demand wants {needed} replicas; min_instances is {}",
-            policy.min_instances
-        );
-        condition("ScalingLimited", true, "TooFewReplicas", &message)
-    } else {
-        condition(
-            "ScalingLimited",
-            false,
-            "DesiredWithinRange",
-            "the count demand wants is within min_instances and max_instances",
-        )
-    };
+    let limited = limited(needed, &policy);
     TidewayAppStatus {
         replicas: u32::try_from(replicas.len()).unwrap_or(u32::MAX),
         ready_replicas: ready,
@@ -315,6 +296,22 @@ fn status(view: &AppView, generation: Option<i64>) -> TidewayAppStatus {
         }),
         observed_generation: generation,
         conditions: vec![ready_condition, active, limited],
+    }
+}
+
+/// `ScalingLimited`: whether the count demand wants (`needed`, before clamping) is outside the policy's
+/// bounds, as an HPA says it of its own.
+fn limited(needed: u64, policy: &tideway_core::Policy) -> Condition {
+    let (min, max) = (policy.min_instances, policy.max_instances);
+    if needed > u64::from(max) {
+        let message = format!("demand wants {needed} replicas; max_instances is {max}");
+        condition("ScalingLimited", true, "TooManyReplicas", &message)
+    } else if needed < u64::from(min) {
+        let message = format!("demand wants {needed} replicas; min_instances is {min}");
+        condition("ScalingLimited", true, "TooFewReplicas", &message)
+    } else {
+        let message = "the count demand wants is within min_instances and max_instances";
+        condition("ScalingLimited", false, "DesiredWithinRange", message)
     }
 }
 
@@ -338,5 +335,31 @@ fn condition(kind: &str, status: bool, reason: &str, message: &str) -> Condition
         reason: reason.to_owned(),
         message: message.to_owned(),
         last_transition_time: String::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scaling_is_limited_outside_the_bounds_only() {
+        let policy = tideway_core::Policy {
+            min_instances: 2,
+            max_instances: 4,
+            ..tideway_core::Policy::default()
+        };
+        let reason = |needed| {
+            let c = limited(needed, &policy);
+            (c.status, c.reason)
+        };
+        assert_eq!(reason(1), ("True".into(), "TooFewReplicas".into()));
+        assert_eq!(reason(2), ("False".into(), "DesiredWithinRange".into()));
+        assert_eq!(reason(4), ("False".into(), "DesiredWithinRange".into()));
+        assert_eq!(reason(5), ("True".into(), "TooManyReplicas".into()));
+        assert_eq!(
+            limited(5, &policy).message,
+            "demand wants 5 replicas; max_instances is 4"
+        );
     }
 }

@@ -160,11 +160,7 @@ impl TestCluster {
 
     /// The object `name` of `resource` in `namespace` (`""` for cluster-scoped ones), as stored.
     pub fn object(&self, resource: &Resource, namespace: &str, name: &str) -> Option<Value> {
-        self.store.get(&Key {
-            resource: resource.clone(),
-            namespace: namespace.to_owned(),
-            name: name.to_owned(),
-        })
+        self.store.get(&object_key(resource, namespace, name))
     }
 
     /// Creates `object` (named by its `metadata.name`) of `resource` in `namespace` (`""` for cluster-scoped
@@ -173,46 +169,46 @@ impl TestCluster {
         let Some(name) = object.pointer("/metadata/name").and_then(Value::as_str) else {
             return false;
         };
-        let key = Key {
-            resource: resource.clone(),
-            namespace: namespace.to_owned(),
-            name: name.to_owned(),
-        };
-        self.store.create(&key, object).is_ok()
+        self.store
+            .create(&object_key(resource, namespace, name), object)
+            .is_ok()
     }
 
     /// Replaces the `spec` of object `name` of `resource` in `namespace`, as `kubectl apply` would;
     /// `false` if there is no such object.
     pub fn set_spec(&self, resource: &Resource, namespace: &str, name: &str, spec: Value) -> bool {
-        let key = Key {
-            resource: resource.clone(),
-            namespace: namespace.to_owned(),
-            name: name.to_owned(),
-        };
-        self.store
-            .update(&key, |object| {
-                let mut next = object.clone();
-                next["spec"] = spec;
-                next
-            })
-            .is_ok()
+        self.change(resource, namespace, name, |object| object["spec"] = spec)
     }
 
     /// Sets annotation `key` of object `name` of `resource` in `namespace` to `value`, as `kubectl
     /// annotate` would; `false` if there is no such object.
     pub fn annotate(&self, resource: &Resource, namespace: &str, name: &str, key: &str, value: &str) -> bool {
-        let object_key = Key {
-            resource: resource.clone(),
-            namespace: namespace.to_owned(),
-            name: name.to_owned(),
-        };
+        self.change(resource, namespace, name, |object| {
+            object["metadata"]["annotations"][key] = value.into();
+        })
+    }
+
+    /// Changes object `name` of `resource` in `namespace` as `change` does; `false` if there is none.
+    fn change(
+        &self,
+        resource: &Resource,
+        namespace: &str,
+        name: &str,
+        change: impl FnOnce(&mut Value),
+    ) -> bool {
         self.store
-            .update(&object_key, |object| {
+            .update(&object_key(resource, namespace, name), |object| {
                 let mut next = object.clone();
-                next["metadata"]["annotations"][key] = value.into();
+                change(&mut next);
                 next
             })
             .is_ok()
+    }
+
+    /// Deletes object `name` of `resource` in `namespace`, as `kubectl delete` would; `false` if there is
+    /// none.
+    pub fn delete(&self, resource: &Resource, namespace: &str, name: &str) -> bool {
+        self.store.delete(&object_key(resource, namespace, name)).is_ok()
     }
 
     /// Every object of `resource` in `namespace`, as stored.
@@ -227,37 +223,25 @@ impl TestCluster {
             ("", "services", manifests::service(name)),
             ("apps", "deployments", manifests::deployment(name, replicas)),
         ] {
-            let key = Key {
-                resource: Resource {
-                    group: group.into(),
-                    plural: plural.into(),
-                },
-                namespace: namespace.to_owned(),
-                name: name.to_owned(),
+            let resource = Resource {
+                group: group.into(),
+                plural: plural.into(),
             };
             // A second deploy of the same app changes nothing.
-            let _ = self.store.create(&key, object);
+            let _ = self.create(&resource, namespace, object);
         }
     }
 
     /// Sets Deployment `name`'s `spec.replicas`, as `kubectl scale` or an HPA would; `false` if there is
     /// no such Deployment.
     pub fn scale(&self, namespace: &str, name: &str, replicas: u32) -> bool {
-        let key = Key {
-            resource: Resource {
-                group: "apps".into(),
-                plural: "deployments".into(),
-            },
-            namespace: namespace.to_owned(),
-            name: name.to_owned(),
+        let deployments = Resource {
+            group: "apps".into(),
+            plural: "deployments".into(),
         };
-        self.store
-            .update(&key, |deployment| {
-                let mut scaled = deployment.clone();
-                scaled["spec"]["replicas"] = replicas.into();
-                scaled
-            })
-            .is_ok()
+        self.change(&deployments, namespace, name, |deployment| {
+            deployment["spec"]["replicas"] = replicas.into();
+        })
     }
 
     /// LIST requests served so far: a client that resumes a watch lists nothing, one whose version was
@@ -283,6 +267,15 @@ impl Drop for TestCluster {
     fn drop(&mut self) {
         self.outage();
         self.controlling.abort();
+    }
+}
+
+/// Where object `name` of `resource` in `namespace` is stored.
+fn object_key(resource: &Resource, namespace: &str, name: &str) -> Key {
+    Key {
+        resource: resource.clone(),
+        namespace: namespace.to_owned(),
+        name: name.to_owned(),
     }
 }
 
