@@ -417,6 +417,8 @@ async fn api_server_faults_during_traffic_fail_no_request_and_scaling_resumes() 
     let faults = [
         "outage",
         "503 with Retry-After",
+        "429 with Retry-After",
+        "409 on the next write",
         "410 on the next watch",
         "watches end",
         "watches stall",
@@ -425,6 +427,8 @@ async fn api_server_faults_during_traffic_fail_no_request_and_scaling_resumes() 
         match fault {
             "outage" => cluster.outage(),
             "503 with Retry-After" => cluster.fail_next(3, StatusCode::SERVICE_UNAVAILABLE, 1),
+            "429 with Retry-After" => cluster.fail_next(3, StatusCode::TOO_MANY_REQUESTS, 1),
+            "409 on the next write" => cluster.conflict_next_write(),
             "410 on the next watch" => {
                 cluster.expire_next_watch();
                 cluster.end_watches();
