@@ -6,6 +6,7 @@ use tideway_core::{Policy, PolicyProblem};
 use toml::Table;
 
 use crate::app::Draft;
+use crate::cluster::ClusterSettings;
 use crate::host::HostPattern;
 use crate::kubernetes::KubernetesSettings;
 use crate::listeners::{AdminSettings, MetricsSettings, ProxySettings, clash};
@@ -28,11 +29,20 @@ pub(crate) fn read(table: &Table) -> Result<Config, Vec<FieldError>> {
     let admin = root
         .table("admin", &mut errors)
         .map(|section| AdminSettings::read(section, &mut errors));
-    check_listeners(&proxy, metrics.as_ref(), admin.as_ref(), &mut errors);
     let kubernetes = root
         .table("kubernetes", &mut errors)
         .map(|section| KubernetesSettings::read(section, &mut errors))
         .unwrap_or_default();
+    let cluster = root
+        .table("cluster", &mut errors)
+        .and_then(|section| ClusterSettings::read(section, &mut errors));
+    check_listeners(
+        &proxy,
+        metrics.as_ref(),
+        admin.as_ref(),
+        cluster.as_ref(),
+        &mut errors,
+    );
 
     let no_apps_declared = table
         .get("app")
@@ -60,6 +70,7 @@ pub(crate) fn read(table: &Table) -> Result<Config, Vec<FieldError>> {
         metrics,
         admin,
         kubernetes,
+        cluster,
         defaults,
         apps: drafts.into_iter().filter_map(Draft::build).collect(),
         no_apps_declared,
@@ -110,12 +121,14 @@ fn check_listeners(
     proxy: &ProxySettings,
     metrics: Option<&MetricsSettings>,
     admin: Option<&AdminSettings>,
+    cluster: Option<&ClusterSettings>,
     errors: &mut Errors,
 ) {
     let mut seen = vec![("proxy.listen", proxy.listen)];
     let others = [
         ("metrics.listen", metrics.map(|m| m.listen)),
         ("admin.listen", admin.map(|a| a.listen)),
+        ("cluster.listen", cluster.map(|c| c.listen)),
     ];
     for (path, listen) in others {
         let Some(listen) = listen else { continue };

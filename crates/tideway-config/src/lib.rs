@@ -8,6 +8,7 @@
 //! key by key, rather than deserialized with serde's derive, which stops at the first error.
 
 mod app;
+mod cluster;
 mod file;
 mod host;
 mod kubernetes;
@@ -23,6 +24,7 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
 pub use app::{AppConfig, Backend};
+pub use cluster::ClusterSettings;
 pub use file::read_app;
 pub use host::HostPattern;
 pub use kubernetes::{KubernetesSettings, KubernetesSpec, PortRef, ResourceScope};
@@ -41,6 +43,8 @@ pub struct Config {
     pub admin: Option<AdminSettings>,
     /// `[kubernetes]`: the leader election of Kubernetes mode (its defaults when absent).
     pub kubernetes: KubernetesSettings,
+    /// `[cluster]`: the other tideway instances this one shares its counts with; `None` = alone.
+    pub cluster: Option<ClusterSettings>,
     /// The policy apps start from: `Policy::default()` with `[proxy]`'s timeouts, overlaid with
     /// `[defaults]`; apps declared as resources fall back to it too.
     pub defaults: tideway_core::Policy,

@@ -182,30 +182,10 @@ impl AdminSettings {
     pub(crate) fn read(mut section: Section<'_>, errors: &mut Errors) -> Self {
         let listen_given = section.contains("listen");
         let listen = section.get("listen", errors, listen_address);
-        let token_given = section.contains("token_file");
-        let token_file = section.get("token_file", errors, |v| {
-            let path = string(v)?;
-            if path.is_empty() {
-                return Err("must not be empty".to_owned());
-            }
-            Ok(PathBuf::from(path))
-        });
-        let env_given = section.contains("token_env");
-        let token_env = section.get("token_env", errors, |v| {
-            let name = string(v)?;
-            if name.is_empty() || name.contains(['=', '\0']) {
-                return Err("must be an environment variable name".to_owned());
-            }
-            Ok(name.to_owned())
-        });
+        let (token_file, token_env) = secret_source(&mut section, errors, "token");
+        let (token_given, env_given) = (section.contains("token_file"), section.contains("token_env"));
         let listen_is_valid = listen.is_some() || !listen_given;
         let listen = listen.unwrap_or(Self::DEFAULT_LISTEN);
-        if token_given && env_given {
-            errors.push(
-                section.key_path("token_env"),
-                "give either token_file or token_env, not both",
-            );
-        }
         if listen_is_valid && !token_given && !env_given && !listen.ip().is_loopback() {
             errors.push(
                 section.key_path("token_file"),
@@ -230,6 +210,37 @@ impl Default for AdminSettings {
             token_env: None,
         }
     }
+}
+
+/// Reads a secret's source: `{name}_file` (a file holding it) or `{name}_env` (an environment variable
+/// holding it), not both.
+pub(crate) fn secret_source(
+    section: &mut Section<'_>,
+    errors: &mut Errors,
+    name: &str,
+) -> (Option<PathBuf>, Option<String>) {
+    let (file_key, env_key) = (format!("{name}_file"), format!("{name}_env"));
+    let file = section.get(&file_key, errors, |v| {
+        let path = string(v)?;
+        if path.is_empty() {
+            return Err("must not be empty".to_owned());
+        }
+        Ok(PathBuf::from(path))
+    });
+    let env = section.get(&env_key, errors, |v| {
+        let name = string(v)?;
+        if name.is_empty() || name.contains(['=', '\0']) {
+            return Err("must be an environment variable name".to_owned());
+        }
+        Ok(name.to_owned())
+    });
+    if section.contains(&file_key) && section.contains(&env_key) {
+        errors.push(
+            section.key_path(&env_key),
+            format!("give either {file_key} or {env_key}, not both"),
+        );
+    }
+    (file, env)
 }
 
 /// Whether two listeners would fight over one port: same non-zero port and the same IP, or either

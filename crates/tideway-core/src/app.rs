@@ -34,7 +34,11 @@ pub struct App {
     queue: Queue,
     rotation: AtomicUsize,
     seated: AtomicU64,
+    /// Demand at the other instances, as they last reported it in all.
+    elsewhere_demand: AtomicU64,
     scale: Signal,
+    /// Raised at every change of this instance's counts, for the one that reports them to the others.
+    counts: Signal,
     on_demand: AtomicBool,
     /// Until when starts are held back after failed ones, in milliseconds plus one; 0 = not held back.
     starts_paused_until: AtomicU64,
@@ -76,7 +80,9 @@ impl App {
             queue: Queue::new(),
             rotation: AtomicUsize::new(0),
             seated: AtomicU64::new(0),
+            elsewhere_demand: AtomicU64::new(0),
             scale: Signal::default(),
+            counts: Signal::default(),
             on_demand: AtomicBool::new(false),
             starts_paused_until: AtomicU64::new(0),
             stats: AppStats {
@@ -161,6 +167,13 @@ impl App {
         self.scale.poll_raised(cx)
     }
 
+    /// Ready once this instance's counts changed (a seat taken or given back, the queue moved) since the
+    /// last time it was ready: the wake-up of the task that reports them to the other instances. Raises
+    /// coalesce, so a burst costs it one look.
+    pub fn poll_counts_changed(&self, cx: &mut Context<'_>) -> Poll<()> {
+        self.counts.poll_raised(cx)
+    }
+
     /// Declares that replicas are started on demand: a connection that finds none waits for one (up to
     /// `startup_timeout`) instead of being refused.
     pub fn set_on_demand(&self, on_demand: bool) {
@@ -204,7 +217,7 @@ impl App {
                 .map(|r| ReplicaView {
                     id: r.id(),
                     state: r.state(),
-                    connections: r.connections(),
+                    connections: r.total_connections(),
                     started_at: r.started_at(),
                 })
                 .collect(),

@@ -99,7 +99,7 @@ fn least_connections(
         let best = (0..len)
             .map(|i| &replicas[(rotation + i) % len])
             .filter(|r| eligible(r))
-            .map(|r| (r.connections(), r))
+            .map(|r| (r.total_connections(), r))
             .filter(|(connections, _)| *connections < max_connections)
             .min_by_key(|(connections, _)| *connections)?;
         if best.1.try_take_seat(max_connections) {

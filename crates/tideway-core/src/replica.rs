@@ -79,6 +79,8 @@ pub struct Replica {
     started_at: Timestamp,
     state: AtomicU8,
     connections: AtomicU32,
+    /// Connections other tideway instances seat here, as they last reported.
+    elsewhere: AtomicU32,
     connect_failures: AtomicU32,
     unreachable_until: AtomicU64,
 }
@@ -98,6 +100,7 @@ impl Replica {
             started_at,
             state: AtomicU8::new(state.to_u8()),
             connections: AtomicU32::new(0),
+            elsewhere: AtomicU32::new(0),
             connect_failures: AtomicU32::new(0),
             unreachable_until: AtomicU64::new(0),
         }
@@ -134,17 +137,36 @@ impl Replica {
         self.state.store(state.to_u8(), Ordering::Release);
     }
 
-    /// Connections seated on this replica right now.
+    /// Connections this instance seats on this replica right now.
     pub fn connections(&self) -> u32 {
         self.connections.load(Ordering::SeqCst)
     }
 
-    /// Takes a seat if fewer than `max` are taken. The compare-and-swap makes `max` a hard limit under any
-    /// concurrency, which a load-then-add could overshoot.
+    /// Connections other tideway instances seat on this replica, as they last reported.
+    pub fn elsewhere(&self) -> u32 {
+        self.elsewhere.load(Ordering::Acquire)
+    }
+
+    /// Records what the other instances last reported of this replica; the caller tells the app
+    /// ([`crate::App::replicas_changed`]) when seats came free, so waiters take them.
+    pub fn set_elsewhere(&self, connections: u32) {
+        self.elsewhere.store(connections, Ordering::Release);
+    }
+
+    /// Connections on this replica from every instance: this one's, and the others' as last reported.
+    pub fn total_connections(&self) -> u32 {
+        self.connections().saturating_add(self.elsewhere())
+    }
+
+    /// Takes a seat if fewer than `max` are taken, counting those other instances seat here. The
+    /// compare-and-swap makes `max` a hard limit under any concurrency within this instance, which a
+    /// load-then-add could overshoot; across instances the limit holds up to the seats the others took
+    /// since their last report.
     pub(crate) fn try_take_seat(&self, max: u32) -> bool {
+        let elsewhere = self.elsewhere();
         let mut current = self.connections.load(Ordering::SeqCst);
         loop {
-            if current >= max {
+            if current.saturating_add(elsewhere) >= max {
                 return false;
             }
             match self.connections.compare_exchange_weak(
@@ -217,6 +239,17 @@ mod tests {
         r.release_seat();
         assert!(r.try_take_seat(2));
         assert_eq!(r.connections(), 2);
+    }
+
+    #[test]
+    fn seats_taken_elsewhere_count_against_the_cap() {
+        let r = replica();
+        r.set_elsewhere(2);
+        assert!(r.try_take_seat(3));
+        assert!(!r.try_take_seat(3), "two elsewhere and one here fill three seats");
+        assert_eq!((r.connections(), r.total_connections()), (1, 3));
+        r.set_elsewhere(0);
+        assert!(r.try_take_seat(3));
     }
 
     #[test]

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicU32;
 
 use arc_swap::ArcSwap;
+use tideway_cluster::Cluster;
 use tideway_config::{AppConfig, Backend, KubernetesSettings, KubernetesSpec};
 use tideway_core::{App, Clock, Replica};
 use tideway_orchestrate::kubernetes::{ApiServer, KubernetesMetrics, KubernetesOrchestrator, Target};
@@ -110,6 +111,8 @@ pub(crate) struct Fleet {
     kubernetes: KubernetesSettings,
     /// The API server, reached once the first Kubernetes app comes.
     api: Option<ApiServer>,
+    /// The other instances, told of the apps whose replicas they share.
+    cluster: Option<Cluster>,
 }
 
 struct Member {
@@ -132,6 +135,7 @@ impl Fleet {
         Fleet {
             kubernetes,
             api: None,
+            cluster: None,
             clock,
             supervisor,
             evict,
@@ -141,6 +145,26 @@ impl Fleet {
             numbers: HashMap::new(),
             view: FleetView::default(),
         }
+    }
+
+    /// Shares the counts of the apps whose replicas every instance shares (static and Kubernetes ones)
+    /// with the other instances through `cluster`, from now on.
+    pub(crate) fn share_with(&mut self, cluster: Cluster) {
+        self.cluster = Some(cluster);
+        self.share();
+    }
+
+    /// Tells the cluster which apps are shared now.
+    fn share(&self) {
+        let Some(cluster) = &self.cluster else {
+            return;
+        };
+        let shared = self
+            .members
+            .iter()
+            .filter(|m| matches!(m.config.backend, Backend::Static { .. } | Backend::Kubernetes(_)))
+            .map(|m| Arc::clone(&m.app));
+        cluster.set_apps(shared.collect());
     }
 
     /// The apps in force, kept up to date by [`Fleet::apply`].
@@ -190,6 +214,7 @@ impl Fleet {
         self.retiring
             .retain(|m| m.scaling.as_ref().is_some_and(|s| !s.is_finished()));
         self.view.store(Arc::new(self.views()));
+        self.share();
         RouteTable::new(self.members.iter().map(|m| Route {
             app: Arc::clone(&m.app),
             hosts: m.config.hosts.clone(),

@@ -10,6 +10,7 @@ mod logging;
 mod metrics;
 mod reload;
 mod resources;
+mod secret;
 mod serve;
 
 use std::process::ExitCode;

@@ -6,7 +6,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::Context;
-use tideway_config::{Config, ConfigError, ResourceScope};
+use tideway_cluster::{Cluster, ClusterMetrics};
+use tideway_config::{ClusterSettings, Config, ConfigError, ResourceScope};
 use tideway_orchestrate::kubernetes::KubernetesMetrics;
 use tideway_orchestrate::{Evict, ScalingMetrics};
 use tideway_proxy::{Proxy, ProxyMetrics, RouteTable, RuntimeClock};
@@ -22,6 +23,7 @@ use crate::health::serve_metrics;
 use crate::logging::Repeats;
 use crate::reload::Reload;
 use crate::resources::{self, Declared};
+use crate::secret::load_secret;
 use crate::{exit, reload};
 
 /// Loads the config, runs until a shutdown signal, drains, and returns the exit code.
@@ -105,6 +107,15 @@ async fn serve(
     let evicting = Arc::clone(&proxy);
     let evict: Evict = Arc::new(move |replica| evicting.evict(replica));
     let mut fleet = Fleet::new(clock, supervisor, evict, metrics, config.kubernetes.clone());
+    if let (Some(settings), Some(listener)) = (&config.cluster, listeners.cluster) {
+        match join_cluster(settings, listener, &registry, shutdown.clone()) {
+            Ok(cluster) => fleet.share_with(cluster),
+            Err(e) => {
+                error!(problem = %error_chain(e.as_ref()), "invalid configuration");
+                return ExitCode::from(exit::CONFIG);
+            }
+        }
+    }
     let mut declared = Declared::new();
     declared.apply(&config, &proxy, &mut fleet);
     info!(apps = config.apps.len(), "configuration loaded");
@@ -180,11 +191,37 @@ async fn serve(
     }
 }
 
+/// Takes part in the cluster `settings` describes: the peers' reports come to `listener`, this
+/// instance's go to the peers.
+fn join_cluster(
+    settings: &ClusterSettings,
+    listener: TcpListener,
+    registry: &prometheus::Registry,
+    shutdown: CancellationToken,
+) -> Result<Cluster, Box<dyn std::error::Error + Send + Sync>> {
+    let secret = load_secret(
+        "cluster",
+        "secret",
+        settings.secret_file.as_deref(),
+        settings.secret_env.as_deref(),
+    )?
+    .ok_or("cluster.secret_file: required")?;
+    let secret: Arc<[u8]> = secret.into();
+    let metrics = Arc::new(ClusterMetrics::register(registry)?);
+    let (reports, received) = tokio::sync::mpsc::channel(64);
+    tideway_cluster::serve(listener, Arc::clone(&secret), reports, shutdown.clone());
+    let identity = tideway_orchestrate::kubernetes::identity();
+    Ok(Cluster::spawn(
+        settings, &identity, secret, received, metrics, shutdown,
+    ))
+}
+
 /// The sockets tideway listens on, bound before anything else starts so a busy port fails fast.
 struct Listeners {
     proxy: TcpListener,
     metrics: Option<TcpListener>,
     admin: Option<TcpListener>,
+    cluster: Option<TcpListener>,
 }
 
 impl Listeners {
@@ -203,7 +240,11 @@ impl Listeners {
             Some(admin) => Some(bind(admin.listen, "admin.listen").await?),
             None => None,
         };
-        for (name, listener) in [("metrics", &metrics), ("admin", &admin)] {
+        let cluster = match &config.cluster {
+            Some(cluster) => Some(bind(cluster.listen, "cluster.listen").await?),
+            None => None,
+        };
+        for (name, listener) in [("metrics", &metrics), ("admin", &admin), ("cluster", &cluster)] {
             if let Some(listener) = listener {
                 info!(listen = %listener.local_addr()?, "{name} listening");
             }
@@ -212,6 +253,7 @@ impl Listeners {
             proxy,
             metrics,
             admin,
+            cluster,
         })
     }
 }
@@ -281,6 +323,7 @@ fn reload_config(path: &Path, reload: Reload, running: &mut Config, proxy: &Prox
         ("metrics", config.metrics != running.metrics),
         ("admin", config.admin != running.admin),
         ("kubernetes", config.kubernetes != running.kubernetes),
+        ("cluster", config.cluster != running.cluster),
     ] {
         if changed {
             warn!(key, "this change takes effect at the next restart");

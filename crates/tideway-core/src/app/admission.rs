@@ -171,13 +171,31 @@ impl App {
         }
     }
 
-    /// Connections seated plus connections waiting: what the scaling rule sizes the app for.
+    /// Connections seated plus connections waiting, here and (as last reported) at the other instances:
+    /// what the scaling rule sizes the app for.
     pub fn demand(&self) -> u64 {
+        self.local_demand() + self.elsewhere_demand.load(Ordering::Acquire)
+    }
+
+    /// Connections seated plus connections waiting at this instance: what it reports to the others.
+    pub fn local_demand(&self) -> u64 {
         self.seated.load(Ordering::SeqCst) + self.queued() as u64
+    }
+
+    /// Records the demand the other instances last reported in all; the scaler hears of it if that
+    /// changes the replicas needed.
+    pub fn set_elsewhere_demand(&self, demand: u64) {
+        let before = self.demand();
+        self.elsewhere_demand.store(demand, Ordering::Release);
+        let policy = self.policy.load();
+        if replicas_needed(&policy, before) != replicas_needed(&policy, self.demand()) {
+            self.scale.raise();
+        }
     }
 
     /// Raises the scale signal if moving from `before` to the current demand changes the replicas needed.
     fn demand_moved(&self, before: u64) {
+        self.counts.raise();
         let policy = self.policy.load();
         if replicas_needed(&policy, before) != replicas_needed(&policy, self.demand()) {
             self.scale.raise();
@@ -204,6 +222,8 @@ impl App {
             rotation,
         )?;
         let before = self.seated.fetch_add(1, Ordering::SeqCst) + self.queued() as u64;
+        self.counts.raise();
+        let before = before + self.elsewhere_demand.load(Ordering::Acquire);
         if replicas_needed(&policy, before) != replicas_needed(&policy, before + 1) {
             self.scale.raise();
         }
@@ -215,6 +235,8 @@ impl App {
     fn release_seat(&self, replica: &Replica) {
         replica.release_seat();
         let before = self.seated.fetch_sub(1, Ordering::SeqCst) + self.queued() as u64;
+        self.counts.raise();
+        let before = before + self.elsewhere_demand.load(Ordering::Acquire);
         let policy = self.policy.load();
         if replica.state() == ReplicaState::Draining
             || replicas_needed(&policy, before) != replicas_needed(&policy, before - 1)

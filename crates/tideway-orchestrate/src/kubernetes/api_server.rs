@@ -126,9 +126,9 @@ impl ApiServer {
     }
 }
 
-/// This instance's name in the election: its pod's (`POD_NAME`, from the downward API), else its host's
-/// and its process's, so that two instances on one machine differ.
-fn identity() -> String {
+/// This instance's name — in the election, to its peers, on its Events: its pod's (`POD_NAME`, from the
+/// downward API), else its host's and its process's, so that two instances on one machine differ.
+pub fn identity() -> String {
     match std::env::var("POD_NAME") {
         Ok(name) if !name.is_empty() => name,
         _ => {

@@ -17,7 +17,7 @@ mod scale;
 mod status;
 mod watch;
 
-pub use api_server::ApiServer;
+pub use api_server::{ApiServer, identity};
 pub use apps::{DeclaredApp, RefusedResource, Resolution, ResourceKey, resolve, watch_apps};
 pub use endpoints::{EndpointChange, EndpointReplicas, EndpointView, endpoints};
 pub use events::{AppEvents, Regarding};

@@ -30,6 +30,7 @@ pub(super) fn app(view: &AppView, now: Timestamp) -> Value {
                 "address": r.addr().to_string(),
                 "state": r.state().as_str(),
                 "connections": r.connections(),
+                "elsewhere": r.elsewhere(),
                 "age_seconds": now.saturating_since(r.started_at()).as_secs_f64(),
             })
         })

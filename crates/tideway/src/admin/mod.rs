@@ -15,8 +15,11 @@ use tideway_proxy::RuntimeClock;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+use tideway_cluster::constant_time_eq;
+
 use crate::fleet::FleetView;
 use crate::http::{Body, json, respond, serve, text};
+use crate::secret::{SecretError, load_secret};
 
 /// The status page, embedded: it polls `api/apps` and needs nothing from the network.
 const STATUS_PAGE: &str = include_str!("status.html");
@@ -30,41 +33,14 @@ struct Admin {
     token: Option<Vec<u8>>,
 }
 
-/// Why the admin token could not be loaded; reported as a configuration error.
-#[derive(Debug, thiserror::Error)]
-pub(crate) enum TokenError {
-    /// The token file could not be read.
-    #[error("admin.token_file: cannot read {path}")]
-    Unreadable {
-        /// The file.
-        path: String,
-        /// Why.
-        #[source]
-        source: std::io::Error,
-    },
-    /// The token file or variable is empty (or absent, for a variable).
-    #[error("{0}: the admin token is empty or missing")]
-    Empty(&'static str),
-}
-
 /// Reads the configured admin token, if any.
-pub(crate) fn load_token(settings: &AdminSettings) -> Result<Option<Vec<u8>>, TokenError> {
-    let (token, source) = if let Some(path) = &settings.token_file {
-        let token = std::fs::read_to_string(path).map_err(|source| TokenError::Unreadable {
-            path: path.display().to_string(),
-            source,
-        })?;
-        (token, "admin.token_file")
-    } else if let Some(name) = &settings.token_env {
-        (std::env::var(name).unwrap_or_default(), "admin.token_env")
-    } else {
-        return Ok(None);
-    };
-    let token = token.trim();
-    if token.is_empty() {
-        return Err(TokenError::Empty(source));
-    }
-    Ok(Some(token.as_bytes().to_vec()))
+pub(crate) fn load_token(settings: &AdminSettings) -> Result<Option<Vec<u8>>, SecretError> {
+    load_secret(
+        "admin",
+        "token",
+        settings.token_file.as_deref(),
+        settings.token_env.as_deref(),
+    )
 }
 
 /// Serves the admin listener until `shutdown`.
@@ -215,32 +191,4 @@ fn not_found(name: &str) -> Response<Body> {
         StatusCode::NOT_FOUND,
         &serde_json::json!({ "error": format!("no app named {name:?}") }),
     )
-}
-
-/// Equality of a presented secret with the expected one that takes as long whatever the presented one is:
-/// every byte of the expected secret is compared, even past a wrong length.
-fn constant_time_eq(presented: &[u8], expected: &[u8]) -> bool {
-    let length_differs = u8::from(presented.len() != expected.len());
-    let diff = expected
-        .iter()
-        .enumerate()
-        .fold(length_differs, |diff, (i, byte)| {
-            diff | (byte ^ presented.get(i).copied().unwrap_or(!byte))
-        });
-    diff == 0
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn tokens_compare_whole() {
-        assert!(constant_time_eq(b"s3cret", b"s3cret"));
-        assert!(!constant_time_eq(b"s3cret", b"s3creT"));
-        assert!(!constant_time_eq(b"s3cre", b"s3cret"));
-        assert!(!constant_time_eq(b"", b"s3cret"));
-        assert!(!constant_time_eq(b"s3cret-and-more", b"s3cret"));
-        assert!(!constant_time_eq(b"s3cre\xff", b"s3cre"));
-    }
 }

@@ -342,3 +342,43 @@ fn paused_starts_refuse_the_waiters_only_when_no_replica_is_on_its_way() {
     assert_eq!(app.queued(), 1);
     assert!(matches!(waiting.seats.try_recv(), Err(mpsc::TryRecvError::Empty)));
 }
+
+#[test]
+fn demand_elsewhere_counts_for_the_scaler_and_every_count_change_is_signalled() {
+    let app = app(1, 4, 10);
+    app.set_policy(Policy {
+        spawn_threshold: crate::SpawnThreshold::new(100).expect("valid"),
+        ..(*app.policy()).clone()
+    });
+    let waker = std::task::Waker::noop();
+    let mut cx = std::task::Context::from_waker(waker);
+    let _ = app.poll_counts_changed(&mut cx);
+    app.set_elsewhere_demand(1);
+    assert!(
+        app.poll_scale_signal(&mut cx).is_ready(),
+        "one connection elsewhere wants a replica"
+    );
+    app.set_elsewhere_demand(3);
+    assert_eq!((app.demand(), app.local_demand()), (3, 0));
+    assert!(
+        app.poll_scale_signal(&mut cx).is_pending(),
+        "still one replica's worth at 100 %"
+    );
+    app.set_elsewhere_demand(5);
+    assert!(
+        app.poll_scale_signal(&mut cx).is_ready(),
+        "five want a second replica"
+    );
+    assert!(
+        app.poll_counts_changed(&mut cx).is_pending(),
+        "others' counts are not this instance's to report"
+    );
+    let seat = seated(app.admit());
+    assert!(
+        app.poll_counts_changed(&mut cx).is_ready(),
+        "a seat taken here is"
+    );
+    assert_eq!((app.demand(), app.local_demand()), (6, 1));
+    drop(seat);
+    assert!(app.poll_counts_changed(&mut cx).is_ready(), "and one given back");
+}

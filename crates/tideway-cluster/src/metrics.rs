@@ -1,0 +1,75 @@
+//! The cluster's metrics: which peers are live, how stale their counts are, what fails.
+
+use prometheus::{GaugeVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
+
+/// The metrics of `[cluster]`, registered on the registry they are given.
+pub struct ClusterMetrics {
+    up: IntGaugeVec,
+    age: GaugeVec,
+    received: IntCounterVec,
+    send_failures: IntCounterVec,
+    live: IntGauge,
+}
+
+impl ClusterMetrics {
+    /// Creates the metrics and registers them on `registry`.
+    pub fn register(registry: &Registry) -> prometheus::Result<Self> {
+        let metrics = ClusterMetrics {
+            up: IntGaugeVec::new(
+                Opts::new(
+                    "tideway_peer_up",
+                    "1 while the peer's last report is within peer_timeout, else 0.",
+                ),
+                &["peer"],
+            )?,
+            age: GaugeVec::new(
+                Opts::new(
+                    "tideway_peer_report_age_seconds",
+                    "How long ago the peer's last report came: how stale its counts are.",
+                ),
+                &["peer"],
+            )?,
+            received: IntCounterVec::new(
+                Opts::new(
+                    "tideway_peer_reports_received_total",
+                    "Reports received from the peer.",
+                ),
+                &["peer"],
+            )?,
+            send_failures: IntCounterVec::new(
+                Opts::new(
+                    "tideway_peer_send_failures_total",
+                    "Reports that could not be sent to a peer's address.",
+                ),
+                &["address"],
+            )?,
+            live: IntGauge::new("tideway_peers", "Peers whose last report is within peer_timeout.")?,
+        };
+        registry.register(Box::new(metrics.up.clone()))?;
+        registry.register(Box::new(metrics.age.clone()))?;
+        registry.register(Box::new(metrics.received.clone()))?;
+        registry.register(Box::new(metrics.send_failures.clone()))?;
+        registry.register(Box::new(metrics.live.clone()))?;
+        Ok(metrics)
+    }
+
+    pub(crate) fn received(&self, peer: &str) {
+        self.received.with_label_values(&[peer]).inc();
+        self.up.with_label_values(&[peer]).set(1);
+    }
+
+    pub(crate) fn gone(&self, peer: &str) {
+        self.up.with_label_values(&[peer]).set(0);
+    }
+
+    pub(crate) fn ages(&self, live: &[(String, std::time::Duration)]) {
+        for (peer, age) in live {
+            self.age.with_label_values(&[peer]).set(age.as_secs_f64());
+        }
+        self.live.set(i64::try_from(live.len()).unwrap_or(i64::MAX));
+    }
+
+    pub(crate) fn send_failed(&self, address: &str) {
+        self.send_failures.with_label_values(&[address]).inc();
+    }
+}

@@ -1,0 +1,287 @@
+//! The cluster task: reports this instance's counts to every peer the moment they change (a burst
+//! coalesces into one report) and at each heartbeat, takes the peers' reports, drops a peer that fell
+//! silent for `peer_timeout`, and writes the peers' sums into the shared apps' replicas and demand.
+
+use std::future::poll_fn;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::task::Poll;
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use http::Request;
+use http_body_util::Full;
+use hyper::client::conn::http1;
+use hyper_util::rt::TokioIo;
+use tideway_config::ClusterSettings;
+use tideway_core::App;
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use crate::metrics::ClusterMetrics;
+use crate::peers::{Peers, Totals};
+use crate::report::{AppReport, ReplicaReport, Report};
+use crate::server::REPORT_PATH;
+
+/// First pause after a failed send to a peer; doubles up to [`MAX_RETRY`].
+const FIRST_RETRY: Duration = Duration::from_millis(100);
+/// Longest pause between two tries: below the default heartbeat, so a peer back up hears soon.
+const MAX_RETRY: Duration = Duration::from_secs(1);
+/// Longest a send may take before it counts as failed.
+const SEND_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// This instance's part of the cluster: give it the shared apps after each change of the apps.
+pub struct Cluster {
+    apps: watch::Sender<Arc<Vec<Arc<App>>>>,
+    live: Arc<Mutex<Vec<(String, Duration)>>>,
+}
+
+/// What the cluster task works with.
+struct Task {
+    identity: String,
+    incarnation: u64,
+    seq: u64,
+    peers: Peers,
+    heartbeat: Duration,
+    outbox: watch::Sender<Arc<Report>>,
+    metrics: Arc<ClusterMetrics>,
+    live: Arc<Mutex<Vec<(String, Duration)>>>,
+}
+
+impl Cluster {
+    /// Starts reporting as `identity` to the peers `settings` lists, with `secret`, and taking the reports
+    /// that come to `reports` (from [`crate::serve`]), until `shutdown`.
+    pub fn spawn(
+        settings: &ClusterSettings,
+        identity: &str,
+        secret: Arc<[u8]>,
+        reports: mpsc::Receiver<Report>,
+        metrics: Arc<ClusterMetrics>,
+        shutdown: CancellationToken,
+    ) -> Self {
+        let (apps, apps_seen) = watch::channel(Arc::new(Vec::new()));
+        let incarnation = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX));
+        let (outbox, _) = watch::channel(Arc::new(Report::default()));
+        for peer in &settings.peers {
+            let sending = send_to(
+                *peer,
+                outbox.subscribe(),
+                Arc::clone(&secret),
+                Arc::clone(&metrics),
+            );
+            let stop = shutdown.clone();
+            tokio::spawn(async move {
+                tokio::select! {
+                    () = sending => {}
+                    () = stop.cancelled() => {}
+                }
+            });
+        }
+        let live = Arc::new(Mutex::new(Vec::new()));
+        let task = Task {
+            identity: identity.to_owned(),
+            incarnation,
+            seq: 0,
+            peers: Peers::new(identity, settings.peer_timeout),
+            heartbeat: settings.heartbeat,
+            outbox,
+            metrics,
+            live: Arc::clone(&live),
+        };
+        info!(
+            identity,
+            peers = settings.peers.len(),
+            "sharing counts with the other instances"
+        );
+        tokio::spawn(task.run(apps_seen, reports, shutdown));
+        Cluster { apps, live }
+    }
+
+    /// The apps whose replicas every instance shares (static and Kubernetes ones), as they are now.
+    pub fn set_apps(&self, apps: Vec<Arc<App>>) {
+        self.apps.send_replace(Arc::new(apps));
+    }
+
+    /// The live peers and how long ago each reported, by name.
+    pub fn live(&self) -> Vec<(String, Duration)> {
+        self.live.lock().unwrap_or_else(PoisonError::into_inner).clone()
+    }
+}
+
+impl Task {
+    async fn run(
+        mut self,
+        mut apps_seen: watch::Receiver<Arc<Vec<Arc<App>>>>,
+        mut reports: mpsc::Receiver<Report>,
+        shutdown: CancellationToken,
+    ) {
+        let mut apps = Arc::clone(&apps_seen.borrow_and_update());
+        let mut heartbeat = tokio::time::interval(self.heartbeat);
+        heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            let expiry = self.peers.next_expiry();
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                Some(report) = reports.recv() => {
+                    let peer = report.instance.clone();
+                    if report.instance != self.identity {
+                        self.metrics.received(&peer);
+                    }
+                    if self.peers.receive(report, Instant::now()) {
+                        apply(&self.peers.totals(), &apps);
+                    }
+                }
+                () = counts_changed(&apps) => self.publish(&apps),
+                Ok(()) = apps_seen.changed() => {
+                    apps = Arc::clone(&apps_seen.borrow_and_update());
+                    apply(&self.peers.totals(), &apps);
+                    self.publish(&apps);
+                }
+                _ = heartbeat.tick() => {
+                    self.publish(&apps);
+                    self.show_live();
+                }
+                () = tokio::time::sleep_until(expiry.unwrap_or_else(Instant::now)), if expiry.is_some() => {
+                    let gone = self.peers.expire(Instant::now());
+                    for peer in &gone {
+                        warn!(%peer, "peer silent past peer_timeout: its counts are dropped");
+                        self.metrics.gone(peer);
+                    }
+                    if !gone.is_empty() {
+                        apply(&self.peers.totals(), &apps);
+                        self.show_live();
+                    }
+                }
+            }
+        }
+    }
+
+    /// Hands this instance's counts now to every peer's sender.
+    fn publish(&mut self, apps: &[Arc<App>]) {
+        self.seq += 1;
+        let report = Report {
+            instance: self.identity.clone(),
+            incarnation: self.incarnation,
+            seq: self.seq,
+            apps: apps.iter().map(|app| own_counts(app)).collect(),
+        };
+        self.outbox.send_replace(Arc::new(report));
+    }
+
+    fn show_live(&self) {
+        let live = self.peers.live(Instant::now());
+        self.metrics.ages(&live);
+        *self.live.lock().unwrap_or_else(PoisonError::into_inner) = live;
+    }
+}
+
+/// What this instance seats of `app`.
+fn own_counts(app: &App) -> AppReport {
+    AppReport {
+        app: app.name().to_owned(),
+        demand: app.local_demand(),
+        replicas: app
+            .replicas()
+            .iter()
+            .map(|r| ReplicaReport {
+                replica: r.name().to_owned(),
+                connections: r.connections(),
+            })
+            .collect(),
+    }
+}
+
+/// Writes the peers' sums into `apps`; an app whose replicas got seats back seats its waiters.
+fn apply(totals: &Totals, apps: &[Arc<App>]) {
+    for app in apps {
+        app.set_elsewhere_demand(totals.demand(app.name()));
+        let mut freed = false;
+        for replica in app.replicas().iter() {
+            let now = totals.connections(app.name(), replica.name());
+            freed |= now < replica.elsewhere();
+            replica.set_elsewhere(now);
+        }
+        if freed {
+            app.replicas_changed();
+        }
+    }
+}
+
+/// Ready once the counts of any of `apps` changed.
+async fn counts_changed(apps: &[Arc<App>]) {
+    poll_fn(|cx| {
+        let mut changed = false;
+        for app in apps {
+            changed |= app.poll_counts_changed(cx).is_ready();
+        }
+        if changed { Poll::Ready(()) } else { Poll::Pending }
+    })
+    .await;
+}
+
+/// Sends the latest report of `outbox` to `peer` each time there is a new one, over one kept-alive
+/// connection; a report that cannot be sent is replaced by the next, tried after a backoff.
+async fn send_to(
+    peer: SocketAddr,
+    mut outbox: watch::Receiver<Arc<Report>>,
+    secret: Arc<[u8]>,
+    metrics: Arc<ClusterMetrics>,
+) {
+    let address = peer.to_string();
+    let authorization = format!("Bearer {}", String::from_utf8_lossy(&secret));
+    let mut connection: Option<http1::SendRequest<Full<Bytes>>> = None;
+    let mut pause = FIRST_RETRY;
+    while outbox.changed().await.is_ok() {
+        let report = Arc::clone(&outbox.borrow_and_update());
+        let Ok(body) = serde_json::to_vec(&*report) else {
+            continue;
+        };
+        let sent = tokio::time::timeout(SEND_TIMEOUT, async {
+            let sender = match &mut connection {
+                Some(sender) if sender.is_ready() => sender,
+                _ => connection.insert(connect(peer).await?),
+            };
+            let request = Request::post(REPORT_PATH)
+                .header(http::header::HOST, &address)
+                .header(http::header::AUTHORIZATION, &authorization)
+                .header(http::header::CONTENT_TYPE, "application/json")
+                .body(Full::new(Bytes::from(body)))
+                .map_err(|e| e.to_string())?;
+            let response = sender.send_request(request).await.map_err(|e| e.to_string())?;
+            if response.status().is_success() {
+                Ok(())
+            } else {
+                Err(format!("answered {}", response.status()))
+            }
+        })
+        .await
+        .unwrap_or_else(|_| Err("timed out".to_owned()));
+        match sent {
+            Ok(()) => pause = FIRST_RETRY,
+            Err(error) => {
+                connection = None;
+                metrics.send_failed(&address);
+                debug!(peer = %address, %error, "report not sent; the next one follows");
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(MAX_RETRY);
+            }
+        }
+    }
+}
+
+async fn connect(peer: SocketAddr) -> Result<http1::SendRequest<Full<Bytes>>, String> {
+    let stream = TcpStream::connect(peer).await.map_err(|e| e.to_string())?;
+    let _ = stream.set_nodelay(true);
+    let (sender, connection) = http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(|e| e.to_string())?;
+    tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    Ok(sender)
+}

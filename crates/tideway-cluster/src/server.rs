@@ -1,0 +1,98 @@
+//! The internal listener: peers post their reports here. A request without the shared secret gets
+//! `401` and nothing else; a report is handed to the cluster task as it comes.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Empty, Limited};
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, warn};
+
+use crate::report::Report;
+use crate::secret::constant_time_eq;
+
+/// Where peers post reports.
+pub(crate) const REPORT_PATH: &str = "/v1/report";
+
+/// Largest report taken: thousands of replicas fit; a body past it is refused, not buffered.
+const MAX_REPORT_BYTES: usize = 4 * 1024 * 1024;
+
+/// Serves `listener` until `shutdown`: each report carrying `secret` goes to `reports`.
+pub fn serve(
+    listener: TcpListener,
+    secret: Arc<[u8]>,
+    reports: mpsc::Sender<Report>,
+    shutdown: CancellationToken,
+) {
+    tokio::spawn(async move {
+        loop {
+            let (stream, peer) = tokio::select! {
+                accepted = listener.accept() => match accepted {
+                    Ok(accepted) => accepted,
+                    Err(error) => {
+                        warn!(%error, "cluster listener: accept failed");
+                        continue;
+                    }
+                },
+                () = shutdown.cancelled() => return,
+            };
+            let (secret, reports, shutdown) = (Arc::clone(&secret), reports.clone(), shutdown.clone());
+            tokio::spawn(async move {
+                let service = service_fn(move |req| answer(req, Arc::clone(&secret), reports.clone()));
+                let connection = http1::Builder::new().serve_connection(TokioIo::new(stream), service);
+                tokio::select! {
+                    served = connection => if let Err(error) = served {
+                        debug!(%peer, %error, "cluster connection ended");
+                    },
+                    () = shutdown.cancelled() => {}
+                }
+            });
+        }
+    });
+}
+
+async fn answer(
+    req: Request<Incoming>,
+    secret: Arc<[u8]>,
+    reports: mpsc::Sender<Report>,
+) -> Result<Response<Empty<Bytes>>, Infallible> {
+    let presented = req
+        .headers()
+        .get(http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or_default();
+    if !constant_time_eq(presented.as_bytes(), &secret) {
+        return Ok(status(StatusCode::UNAUTHORIZED));
+    }
+    if req.uri().path() != REPORT_PATH {
+        return Ok(status(StatusCode::NOT_FOUND));
+    }
+    if req.method() != Method::POST {
+        return Ok(status(StatusCode::METHOD_NOT_ALLOWED));
+    }
+    let body = match Limited::new(req.into_body(), MAX_REPORT_BYTES).collect().await {
+        Ok(body) => body.to_bytes(),
+        Err(_) => return Ok(status(StatusCode::PAYLOAD_TOO_LARGE)),
+    };
+    let Ok(report) = serde_json::from_slice::<Report>(&body) else {
+        return Ok(status(StatusCode::BAD_REQUEST));
+    };
+    // The cluster task ends only with tideway.
+    let _ = reports.send(report).await;
+    Ok(status(StatusCode::NO_CONTENT))
+}
+
+fn status(code: StatusCode) -> Response<Empty<Bytes>> {
+    let mut response = Response::new(Empty::new());
+    *response.status_mut() = code;
+    response
+}

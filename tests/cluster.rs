@@ -1,0 +1,159 @@
+//! Several tideway instances acting as one (`[cluster]`): three real instances with static peers in front
+//! of one static app. `max_connections` holds across them, the survivors drop a dead peer's counts
+//! after `peer_timeout`, and the internal listener takes nothing without the shared secret.
+
+use std::net::{Ipv4Addr, SocketAddr, TcpListener};
+use std::time::Duration;
+
+use tideway_e2e::{PATIENCE, Tideway, request};
+use tideway_testkit::{TestReplica, ws_connect};
+
+const SECRET: &str = "a-secret-the-instances-share";
+
+/// Free ports for the three internal listeners, known before any instance starts.
+fn free_addresses(count: usize) -> Vec<SocketAddr> {
+    let listeners: Vec<TcpListener> = (0..count)
+        .map(|_| TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("a free port"))
+        .collect();
+    listeners
+        .iter()
+        .map(|l| l.local_addr().expect("an address"))
+        .collect()
+}
+
+/// Instance `me` of the three at `cluster`, in front of `replica` with at most `max_connections` each.
+fn instance(cluster: &[SocketAddr], me: usize, replica: SocketAddr, max_connections: u32) -> Tideway {
+    let peers: Vec<String> = cluster
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i != me)
+        .map(|(_, addr)| format!("\"{addr}\""))
+        .collect();
+    let config = format!(
+        "[proxy]\nlisten = \"127.0.0.1:0\"\n[metrics]\nlisten = \"127.0.0.1:0\"\n[admin]\nlisten = \"127.0.0.1:0\"\n\
+         [cluster]\nlisten = \"{}\"\npeers = [{}]\nsecret_env = \"TIDEWAY_TEST_CLUSTER_SECRET\"\n\
+         heartbeat = \"200ms\"\npeer_timeout = \"1s\"\n\n\
+         [[app]]\nname = \"app\"\nhosts = [\"app.test\"]\nmax_connections = {max_connections}\nqueue_timeout = \"300ms\"\n\
+         [app.static]\naddresses = [\"{replica}\"]\n",
+        cluster[me],
+        peers.join(", ")
+    );
+    let name = ["a", "b", "c"][me];
+    Tideway::start_with_env(
+        &config,
+        &[("TIDEWAY_TEST_CLUSTER_SECRET", SECRET), ("POD_NAME", name)],
+    )
+}
+
+/// The connections the other instances seat on the app's replica, as `tideway` counts them.
+async fn elsewhere(tideway: &Tideway) -> u64 {
+    let (status, _, body) = request(tideway.listener("admin"), "GET", "/api/apps/app", &[], "").await;
+    if status != 200 {
+        return u64::MAX;
+    }
+    let app: serde_json::Value = serde_json::from_slice(&body).expect("JSON");
+    app["replicas"][0]["elsewhere"].as_u64().unwrap_or(u64::MAX)
+}
+
+async fn until_elsewhere(tideway: &Tideway, expected: u64) {
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        let seen = elsewhere(tideway).await;
+        if seen == expected {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "waited for {expected} connections elsewhere, saw {seen}"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+#[tokio::test]
+async fn max_connections_holds_across_instances_and_a_dead_peers_counts_are_dropped() {
+    let replica = TestReplica::start("app-1").await.expect("replica");
+    let cluster = free_addresses(3);
+    let mut instances: Vec<Tideway> = (0..3).map(|i| instance(&cluster, i, replica.addr(), 4)).collect();
+
+    // Two sessions through a, one through b: each instance sees the others'.
+    let mut sessions = Vec::new();
+    for (through, count) in [(0, 2), (1, 1)] {
+        for _ in 0..count {
+            let ws = tokio::time::timeout(PATIENCE, ws_connect(instances[through].addr, "app.test", "/ws"))
+                .await
+                .expect("a session in time")
+                .expect("a session");
+            sessions.push(ws);
+        }
+    }
+    until_elsewhere(&instances[2], 3).await;
+    until_elsewhere(&instances[0], 1).await;
+    until_elsewhere(&instances[1], 2).await;
+
+    // One seat is left in all: c takes it, and then neither c nor a has one.
+    let fourth = ws_connect(instances[2].addr, "app.test", "/ws")
+        .await
+        .expect("the fourth seat");
+    until_elsewhere(&instances[0], 2).await;
+    for through in [2, 0] {
+        match ws_connect(instances[through].addr, "app.test", "/ws").await {
+            Err(tideway_testkit::tungstenite::Error::Http(response)) => {
+                assert_eq!(
+                    response.status(),
+                    503,
+                    "a full replica: the connection waited, then was refused"
+                );
+            }
+            other => panic!("a fifth connection through instance {through} must find no seat, got {other:?}"),
+        }
+    }
+    assert_eq!(
+        replica.open_sessions(),
+        4,
+        "the replica never held more than max_connections"
+    );
+
+    // a dies with its two sessions: the survivors drop its counts once it has been silent for
+    // peer_timeout, and its seats are free again.
+    instances[0].signal("KILL");
+    instances[0].exited().await;
+    let died = tokio::time::Instant::now();
+    until_elsewhere(&instances[2], 1).await;
+    println!(
+        "a dead peer's counts dropped after {:?} (peer_timeout 1s)",
+        died.elapsed()
+    );
+    let again = ws_connect(instances[2].addr, "app.test", "/ws").await;
+    assert!(again.is_ok(), "a seat of the dead instance's is free: {again:?}");
+    drop((sessions, fourth));
+}
+
+#[tokio::test]
+async fn the_internal_listener_takes_nothing_without_the_secret() {
+    let replica = TestReplica::start("app-1").await.expect("replica");
+    let cluster = free_addresses(3);
+    let tideway = instance(&cluster, 0, replica.addr(), 4);
+    let internal = tideway.listener("cluster");
+    let report = r#"{"instance":"forger","incarnation":1,"seq":1,"apps":[{"app":"app","demand":99,"replicas":[{"replica":"app-1","connections":99}]}]}"#;
+    for headers in [vec![], vec![("authorization", "Bearer guess")]] {
+        let (status, _, body) = request(internal, "POST", "/v1/report", &headers, report).await;
+        assert_eq!(
+            (status.as_u16(), body.len()),
+            (401, 0),
+            "nothing for a request without the secret"
+        );
+    }
+    assert_eq!(elsewhere(&tideway).await, 0, "the forged report changed nothing");
+    let bearer = format!("Bearer {SECRET}");
+    let (status, _, _) = request(
+        internal,
+        "POST",
+        "/v1/report",
+        &[("authorization", &bearer)],
+        report,
+    )
+    .await;
+    assert_eq!(status, 204);
+    assert_eq!(elsewhere(&tideway).await, 99, "with the secret, a report counts");
+}
