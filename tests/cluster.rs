@@ -157,3 +157,37 @@ async fn the_internal_listener_takes_nothing_without_the_secret() {
     assert_eq!(status, 204);
     assert_eq!(elsewhere(&tideway).await, 99, "with the secret, a report counts");
 }
+
+#[tokio::test]
+async fn a_burst_spread_over_three_instances_overshoots_by_at_most_the_stated_bound() {
+    let replica = TestReplica::start("app-1").await.expect("replica");
+    let cluster = free_addresses(3);
+    let max = 10;
+    let instances: Vec<Tideway> = (0..3)
+        .map(|i| instance(&cluster, i, replica.addr(), max))
+        .collect();
+    for tideway in &instances {
+        until_elsewhere(tideway, 0).await;
+    }
+    // Sixty connections at once, twenty through each instance.
+    let attempts = (0..60).map(|i| {
+        let addr = instances[i % 3].addr;
+        async move { ws_connect(addr, "app.test", "/ws").await.ok() }
+    });
+    let opened: Vec<_> = futures::future::join_all(attempts)
+        .await
+        .into_iter()
+        .flatten()
+        .collect();
+    let held = replica.open_sessions();
+    println!(
+        "burst of 60 over 3 instances, max_connections {max}: {} opened, {held} held by the replica, overshoot {}",
+        opened.len(),
+        held.saturating_sub(max as usize)
+    );
+    assert!(held >= max as usize, "every seat was taken");
+    assert!(
+        held <= 3 * max as usize,
+        "within the stated worst case, (N - 1) x max_connections over the limit: {held}"
+    );
+}

@@ -44,6 +44,8 @@ pub fn serve(
                 },
                 () = shutdown.cancelled() => return,
             };
+            // A report is one small request: sent at once, not held back for more to send.
+            let _ = stream.set_nodelay(true);
             let (secret, reports, shutdown) = (Arc::clone(&secret), reports.clone(), shutdown.clone());
             tokio::spawn(async move {
                 let service = service_fn(move |req| answer(req, Arc::clone(&secret), reports.clone()));
