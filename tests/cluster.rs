@@ -55,6 +55,26 @@ async fn elsewhere(tideway: &Tideway) -> u64 {
     app["replicas"][0]["elsewhere"].as_u64().unwrap_or(u64::MAX)
 }
 
+/// Waits until `tideway` hears from `count` live peers.
+async fn until_peers(tideway: &Tideway, count: u64) {
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        let (_, _, body) = request(tideway.listener("metrics"), "GET", "/metrics", &[], "").await;
+        let text = String::from_utf8_lossy(&body).into_owned();
+        let live = text
+            .lines()
+            .find_map(|l| l.strip_prefix("tideway_peers ")?.parse::<u64>().ok());
+        if live == Some(count) {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "waited for {count} live peers, saw {live:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 async fn until_elsewhere(tideway: &Tideway, expected: u64) {
     let deadline = tokio::time::Instant::now() + PATIENCE;
     loop {
@@ -146,7 +166,7 @@ async fn the_internal_listener_takes_nothing_without_the_secret() {
     }
     assert_eq!(elsewhere(&tideway).await, 0, "the forged report changed nothing");
     let bearer = format!("Bearer {SECRET}");
-    let (status, _, _) = request(
+    let (status, _, answer) = request(
         internal,
         "POST",
         "/v1/report",
@@ -154,7 +174,12 @@ async fn the_internal_listener_takes_nothing_without_the_secret() {
         report,
     )
     .await;
-    assert_eq!(status, 204);
+    assert_eq!(status, 200);
+    let answer: serde_json::Value = serde_json::from_slice(&answer).expect("its own report, as JSON");
+    assert_eq!(
+        answer["instance"], "a",
+        "a report is answered with the instance's own"
+    );
     assert_eq!(elsewhere(&tideway).await, 99, "with the secret, a report counts");
 }
 
@@ -167,7 +192,7 @@ async fn a_burst_spread_over_three_instances_overshoots_by_at_most_the_stated_bo
         .map(|i| instance(&cluster, i, replica.addr(), max))
         .collect();
     for tideway in &instances {
-        until_elsewhere(tideway, 0).await;
+        until_peers(tideway, 2).await;
     }
     // Sixty connections at once, twenty through each instance.
     let attempts = (0..60).map(|i| {

@@ -747,12 +747,18 @@ async fn a_new_leader_clears_the_deletion_cost_mark_a_stopped_one_left() {
         group: String::new(),
         plural: "pods".into(),
     };
-    eventually("two pods", PATIENCE, || cluster.objects(&pods, "apps").len() == 2).await;
-    let names: Vec<String> = cluster
-        .objects(&pods, "apps")
-        .iter()
-        .filter_map(|p| p["metadata"]["name"].as_str().map(str::to_owned))
-        .collect();
+    let names = || -> Vec<String> {
+        let pods = cluster.objects(&pods, "apps");
+        pods.iter()
+            .filter_map(|p| p["metadata"]["name"].as_str().map(str::to_owned))
+            .collect()
+    };
+    eventually("two running pods", PATIENCE, || {
+        let names = names();
+        names.len() == 2 && names.iter().all(|name| cluster.replica("apps", name).is_some())
+    })
+    .await;
+    let names = names();
     // A leader stopped between marking a pod and lowering the count: its mark is left behind.
     let cheapest = i32::MIN.to_string();
     assert!(cluster.annotate(

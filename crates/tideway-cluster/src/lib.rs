@@ -19,4 +19,3 @@ pub use peers::{Peers, Totals};
 pub use report::{AppReport, ReplicaReport, Report};
 pub use secret::constant_time_eq;
 pub use sender::Cluster;
-pub use server::serve;

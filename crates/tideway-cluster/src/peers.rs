@@ -88,6 +88,16 @@ impl Peers {
         self.latest.values().map(|latest| latest.at + self.timeout).min()
     }
 
+    /// Whether every live peer is in `heard`.
+    pub fn all_in(&self, heard: &std::collections::HashSet<String>) -> bool {
+        self.latest.keys().all(|peer| heard.contains(peer))
+    }
+
+    /// How many peers are live.
+    pub fn live_count(&self) -> usize {
+        self.latest.len()
+    }
+
     /// The live peers, each with how long ago its last report came, by name.
     pub fn live(&self, now: Instant) -> Vec<(String, Duration)> {
         let mut live: Vec<(String, Duration)> = self

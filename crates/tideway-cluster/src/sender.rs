@@ -1,7 +1,13 @@
 //! The cluster task: reports this instance's counts to every peer the moment they change (a burst
-//! coalesces into one report) and at each heartbeat, takes the peers' reports, drops a peer that fell
-//! silent for `peer_timeout`, and writes the peers' sums into the shared apps' replicas and demand.
+//! coalesces into one report) and at each heartbeat, takes the peers' reports (and the reports they
+//! answer with), drops a peer that fell silent for `peer_timeout`, and writes the peers' sums into the
+//! shared apps' replicas and demand.
+//!
+//! Each time it hears from a peer, it grants itself, on each shared replica, a share of the seats it
+//! sees free: `ceil(free / instances)`. An instance takes no more than its grant before it hears again,
+//! so instances that admit at once on the same view cannot together take much more than the free seats.
 
+use std::collections::HashSet;
 use std::future::poll_fn;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -10,12 +16,12 @@ use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use http::Request;
-use http_body_util::Full;
+use http_body_util::{BodyExt, Full, Limited};
 use hyper::client::conn::http1;
 use hyper_util::rt::TokioIo;
 use tideway_config::ClusterSettings;
-use tideway_core::App;
-use tokio::net::TcpStream;
+use tideway_core::{App, UNLIMITED};
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -24,7 +30,7 @@ use tracing::{debug, info, warn};
 use crate::metrics::ClusterMetrics;
 use crate::peers::{Peers, Totals};
 use crate::report::{AppReport, ReplicaReport, Report};
-use crate::server::REPORT_PATH;
+use crate::server::{REPORT_PATH, serve};
 
 /// First pause after a failed send to a peer; doubles up to [`MAX_RETRY`].
 const FIRST_RETRY: Duration = Duration::from_millis(100);
@@ -32,6 +38,17 @@ const FIRST_RETRY: Duration = Duration::from_millis(100);
 const MAX_RETRY: Duration = Duration::from_secs(1);
 /// Longest a send may take before it counts as failed.
 const SEND_TIMEOUT: Duration = Duration::from_secs(2);
+/// Largest answer taken from a peer.
+const MAX_ANSWER_BYTES: usize = 4 * 1024 * 1024;
+
+/// What the cluster task hears.
+pub(crate) enum Heard {
+    /// A peer's report: one it sent, or one it answered with.
+    Report(Report),
+    /// A peer did not answer a report: its counts stay until its timeout, but the seats this instance
+    /// may take are granted anew without waiting for it.
+    Unanswered,
+}
 
 /// This instance's part of the cluster: give it the shared apps after each change of the apps.
 pub struct Cluster {
@@ -49,16 +66,18 @@ struct Task {
     outbox: watch::Sender<Arc<Report>>,
     metrics: Arc<ClusterMetrics>,
     live: Arc<Mutex<Vec<(String, Duration)>>>,
+    /// The peers heard from since the last grant: the next grant waits until every live one was.
+    heard_since_grant: HashSet<String>,
 }
 
 impl Cluster {
-    /// Starts reporting as `identity` to the peers `settings` lists, with `secret`, and taking the reports
-    /// that come to `reports` (from [`crate::serve`]), until `shutdown`.
+    /// Starts reporting as `identity` to the peers `settings` lists, with `secret`, and taking their
+    /// reports on `listener` (the internal listener), until `shutdown`.
     pub fn spawn(
         settings: &ClusterSettings,
         identity: &str,
         secret: Arc<[u8]>,
-        reports: mpsc::Receiver<Report>,
+        listener: TcpListener,
         metrics: Arc<ClusterMetrics>,
         shutdown: CancellationToken,
     ) -> Self {
@@ -66,12 +85,26 @@ impl Cluster {
         let incarnation = SystemTime::now()
             .duration_since(SystemTime::UNIX_EPOCH)
             .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX));
-        let (outbox, _) = watch::channel(Arc::new(Report::default()));
+        let own = Report {
+            instance: identity.to_owned(),
+            incarnation,
+            ..Report::default()
+        };
+        let (outbox, _) = watch::channel(Arc::new(own));
+        let (heard, reports) = mpsc::channel(64);
+        serve(
+            listener,
+            Arc::clone(&secret),
+            heard.clone(),
+            outbox.subscribe(),
+            shutdown.clone(),
+        );
         for peer in &settings.peers {
             let sending = send_to(
                 *peer,
                 outbox.subscribe(),
                 Arc::clone(&secret),
+                heard.clone(),
                 Arc::clone(&metrics),
             );
             let stop = shutdown.clone();
@@ -92,6 +125,7 @@ impl Cluster {
             outbox,
             metrics,
             live: Arc::clone(&live),
+            heard_since_grant: HashSet::new(),
         };
         info!(
             identity,
@@ -117,7 +151,7 @@ impl Task {
     async fn run(
         mut self,
         mut apps_seen: watch::Receiver<Arc<Vec<Arc<App>>>>,
-        mut reports: mpsc::Receiver<Report>,
+        mut reports: mpsc::Receiver<Heard>,
         shutdown: CancellationToken,
     ) {
         let mut apps = Arc::clone(&apps_seen.borrow_and_update());
@@ -127,19 +161,28 @@ impl Task {
             let expiry = self.peers.next_expiry();
             tokio::select! {
                 () = shutdown.cancelled() => return,
-                Some(report) = reports.recv() => {
-                    let peer = report.instance.clone();
-                    if report.instance != self.identity {
-                        self.metrics.received(&peer);
-                    }
-                    if self.peers.receive(report, Instant::now()) {
-                        apply(&self.peers.totals(), &apps);
+                Some(heard) = reports.recv() => {
+                    match heard {
+                        Heard::Report(report) if report.instance != self.identity => {
+                            self.metrics.received(&report.instance);
+                            self.heard_since_grant.insert(report.instance.clone());
+                            if self.peers.receive(report, Instant::now()) {
+                                apply(&self.peers.totals(), &apps);
+                            }
+                            if self.peers.all_in(&self.heard_since_grant) {
+                                self.grant(&apps);
+                            }
+                        }
+                        Heard::Report(_) => {}
+                        // A peer that does not answer holds no grant back.
+                        Heard::Unanswered => self.grant(&apps),
                     }
                 }
                 () = counts_changed(&apps) => self.publish(&apps),
                 Ok(()) = apps_seen.changed() => {
                     apps = Arc::clone(&apps_seen.borrow_and_update());
                     apply(&self.peers.totals(), &apps);
+                    self.grant(&apps);
                     self.publish(&apps);
                 }
                 _ = heartbeat.tick() => {
@@ -154,6 +197,7 @@ impl Task {
                     }
                     if !gone.is_empty() {
                         apply(&self.peers.totals(), &apps);
+                        self.grant(&apps);
                         self.show_live();
                     }
                 }
@@ -171,6 +215,34 @@ impl Task {
             apps: apps.iter().map(|app| own_counts(app)).collect(),
         };
         self.outbox.send_replace(Arc::new(report));
+    }
+
+    /// Grants this instance, on each shared replica, its share of the seats it sees free: unlimited while
+    /// no peer is live. An app that got seats seats its waiters. The next grant waits until every live
+    /// peer was heard from again: a grant made on a view some peer has not refreshed would hand out seats
+    /// that peer may be taking.
+    fn grant(&mut self, apps: &[Arc<App>]) {
+        self.heard_since_grant.clear();
+        let instances = u32::try_from(self.peers.live_count())
+            .unwrap_or(u32::MAX)
+            .saturating_add(1);
+        for app in apps {
+            let max = app.policy().max_connections;
+            let mut granted = false;
+            for replica in app.replicas().iter() {
+                let seats = if instances == 1 {
+                    UNLIMITED
+                } else {
+                    max.saturating_sub(replica.total_connections())
+                        .div_ceil(instances)
+                };
+                granted |= seats > replica.allowance();
+                replica.set_allowance(seats);
+            }
+            if granted {
+                app.replicas_changed();
+            }
+        }
     }
 
     fn show_live(&self) {
@@ -230,6 +302,7 @@ async fn send_to(
     peer: SocketAddr,
     mut outbox: watch::Receiver<Arc<Report>>,
     secret: Arc<[u8]>,
+    heard: mpsc::Sender<Heard>,
     metrics: Arc<ClusterMetrics>,
 ) {
     let address = peer.to_string();
@@ -253,18 +326,28 @@ async fn send_to(
                 .body(Full::new(Bytes::from(body)))
                 .map_err(|e| e.to_string())?;
             let response = sender.send_request(request).await.map_err(|e| e.to_string())?;
-            if response.status().is_success() {
-                Ok(())
-            } else {
-                Err(format!("answered {}", response.status()))
+            if !response.status().is_success() {
+                return Err(format!("answered {}", response.status()));
             }
+            let answer = Limited::new(response.into_body(), MAX_ANSWER_BYTES)
+                .collect()
+                .await
+                .map_err(|e| e.to_string())?
+                .to_bytes();
+            serde_json::from_slice::<Report>(&answer).map_err(|e| e.to_string())
         })
         .await
         .unwrap_or_else(|_| Err("timed out".to_owned()));
         match sent {
-            Ok(()) => pause = FIRST_RETRY,
+            Ok(answer) => {
+                pause = FIRST_RETRY;
+                if heard.send(Heard::Report(answer)).await.is_err() {
+                    return;
+                }
+            }
             Err(error) => {
                 connection = None;
+                let _ = heard.send(Heard::Unanswered).await;
                 metrics.send_failed(&address);
                 debug!(peer = %address, %error, "report not sent; the next one follows");
                 tokio::time::sleep(pause).await;

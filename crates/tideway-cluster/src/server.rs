@@ -1,23 +1,26 @@
-//! The internal listener: peers post their reports here. A request without the shared secret gets
-//! `401` and nothing else; a report is handed to the cluster task as it comes.
+//! The internal listener: peers post their reports here, and get this instance's latest report back —
+//! so each report a peer sends refreshes its view of this instance within one round trip. A request
+//! without the shared secret gets `401` and nothing else; a report is handed to the cluster task as it
+//! comes.
 
 use std::convert::Infallible;
 use std::sync::Arc;
 
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode};
-use http_body_util::{BodyExt, Empty, Limited};
+use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
 use crate::report::Report;
 use crate::secret::constant_time_eq;
+use crate::sender::Heard;
 
 /// Where peers post reports.
 pub(crate) const REPORT_PATH: &str = "/v1/report";
@@ -25,11 +28,13 @@ pub(crate) const REPORT_PATH: &str = "/v1/report";
 /// Largest report taken: thousands of replicas fit; a body past it is refused, not buffered.
 const MAX_REPORT_BYTES: usize = 4 * 1024 * 1024;
 
-/// Serves `listener` until `shutdown`: each report carrying `secret` goes to `reports`.
-pub fn serve(
+/// Serves `listener` until `shutdown`: each report carrying `secret` goes to `reports`, and is answered
+/// with the latest of `own`.
+pub(crate) fn serve(
     listener: TcpListener,
     secret: Arc<[u8]>,
-    reports: mpsc::Sender<Report>,
+    reports: mpsc::Sender<Heard>,
+    own: watch::Receiver<Arc<Report>>,
     shutdown: CancellationToken,
 ) {
     tokio::spawn(async move {
@@ -47,8 +52,10 @@ pub fn serve(
             // A report is one small request: sent at once, not held back for more to send.
             let _ = stream.set_nodelay(true);
             let (secret, reports, shutdown) = (Arc::clone(&secret), reports.clone(), shutdown.clone());
+            let own = own.clone();
             tokio::spawn(async move {
-                let service = service_fn(move |req| answer(req, Arc::clone(&secret), reports.clone()));
+                let service =
+                    service_fn(move |req| answer(req, Arc::clone(&secret), reports.clone(), own.clone()));
                 let connection = http1::Builder::new().serve_connection(TokioIo::new(stream), service);
                 tokio::select! {
                     served = connection => if let Err(error) = served {
@@ -64,8 +71,9 @@ pub fn serve(
 async fn answer(
     req: Request<Incoming>,
     secret: Arc<[u8]>,
-    reports: mpsc::Sender<Report>,
-) -> Result<Response<Empty<Bytes>>, Infallible> {
+    reports: mpsc::Sender<Heard>,
+    own: watch::Receiver<Arc<Report>>,
+) -> Result<Response<Full<Bytes>>, Infallible> {
     let presented = req
         .headers()
         .get(http::header::AUTHORIZATION)
@@ -89,12 +97,21 @@ async fn answer(
         return Ok(status(StatusCode::BAD_REQUEST));
     };
     // The cluster task ends only with tideway.
-    let _ = reports.send(report).await;
-    Ok(status(StatusCode::NO_CONTENT))
+    let _ = reports.send(Heard::Report(report)).await;
+    let latest = Arc::clone(&own.borrow());
+    let Ok(body) = serde_json::to_vec(&*latest) else {
+        return Ok(status(StatusCode::INTERNAL_SERVER_ERROR));
+    };
+    let mut response = Response::new(Full::new(Bytes::from(body)));
+    response.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/json"),
+    );
+    Ok(response)
 }
 
-fn status(code: StatusCode) -> Response<Empty<Bytes>> {
-    let mut response = Response::new(Empty::new());
+fn status(code: StatusCode) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(Bytes::new()));
     *response.status_mut() = code;
     response
 }

@@ -7,7 +7,7 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tideway_cluster::{Cluster, ClusterMetrics, serve};
+use tideway_cluster::{Cluster, ClusterMetrics};
 use tideway_config::ClusterSettings;
 use tideway_core::{Admission, App, ManualClock, Policy, Replica, ReplicaState, Timestamp};
 use tokio::net::TcpListener;
@@ -40,10 +40,8 @@ fn instance(
         Timestamp::from_millis(1),
     );
     app.set_replicas(vec![Arc::new(replica)]);
-    let (reports, received) = tokio::sync::mpsc::channel(64);
-    serve(listener, SECRET.into(), reports, stop.clone());
     let metrics = Arc::new(ClusterMetrics::register(&prometheus::Registry::new()).expect("metrics"));
-    let cluster = Cluster::spawn(&settings, name, SECRET.into(), received, metrics, stop.clone());
+    let cluster = Cluster::spawn(&settings, name, SECRET.into(), listener, metrics, stop.clone());
     cluster.set_apps(vec![Arc::clone(&app)]);
     (app, cluster)
 }

@@ -30,6 +30,6 @@ pub use close::{CloseReason, RejectReason};
 pub use deadline::{ConnectionTimeouts, ConnectionTimes, TimeoutVerdict, jittered_age};
 pub use policy::{Policy, PolicyProblem, SpawnThreshold};
 pub use recent::RECENT_MINUTES;
-pub use replica::{Replica, ReplicaId, ReplicaState};
+pub use replica::{Replica, ReplicaId, ReplicaState, UNLIMITED};
 pub use scaling::{Decision, Direction, Observation, ReplicaView, ScaleReason, Scaler, replicas_needed};
 pub use signal::Signal;

@@ -63,6 +63,9 @@ impl ReplicaState {
     }
 }
 
+/// The allowance of a replica no other instance shares: only `max_connections` limits it.
+pub const UNLIMITED: u32 = u32::MAX;
+
 /// Longest a replica is skipped after repeated connect failures, so a dead static address is retried now and then.
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 /// First skip after a connect failure.
@@ -81,6 +84,9 @@ pub struct Replica {
     connections: AtomicU32,
     /// Connections other tideway instances seat here, as they last reported.
     elsewhere: AtomicU32,
+    /// Seats this instance may still take here before it hears from its peers again; [`UNLIMITED`] when
+    /// it runs alone.
+    allowance: AtomicU32,
     connect_failures: AtomicU32,
     unreachable_until: AtomicU64,
 }
@@ -101,6 +107,7 @@ impl Replica {
             state: AtomicU8::new(state.to_u8()),
             connections: AtomicU32::new(0),
             elsewhere: AtomicU32::new(0),
+            allowance: AtomicU32::new(UNLIMITED),
             connect_failures: AtomicU32::new(0),
             unreachable_until: AtomicU64::new(0),
         }
@@ -158,15 +165,48 @@ impl Replica {
         self.connections().saturating_add(self.elsewhere())
     }
 
-    /// Takes a seat if fewer than `max` are taken, counting those other instances seat here. The
-    /// compare-and-swap makes `max` a hard limit under any concurrency within this instance, which a
-    /// load-then-add could overshoot; across instances the limit holds up to the seats the others took
-    /// since their last report.
+    /// Seats this instance may still take here before it hears from its peers again.
+    pub fn allowance(&self) -> u32 {
+        self.allowance.load(Ordering::Acquire)
+    }
+
+    /// Grants this instance `seats` more seats here until the next grant ([`UNLIMITED`]: no other
+    /// instance shares the replica); the caller tells the app ([`crate::App::replicas_changed`]) when
+    /// seats were granted, so waiters take them.
+    pub fn set_allowance(&self, seats: u32) {
+        self.allowance.store(seats, Ordering::Release);
+    }
+
+    /// Takes a seat if fewer than `max` are taken, counting those other instances seat here, and if the
+    /// allowance has one left. The compare-and-swap makes `max` a hard limit under any concurrency within
+    /// this instance, which a load-then-add could overshoot; across instances, the allowance bounds what
+    /// one instance takes on a view its peers have not corrected yet.
     pub(crate) fn try_take_seat(&self, max: u32) -> bool {
         let elsewhere = self.elsewhere();
+        // Alone (the common case), the allowance costs one load.
+        let limited = self.allowance.load(Ordering::Acquire) != UNLIMITED;
+        if limited
+            && self
+                .allowance
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |seats| match seats {
+                    UNLIMITED => Some(UNLIMITED),
+                    seats => seats.checked_sub(1),
+                })
+                .is_err()
+        {
+            return false;
+        }
         let mut current = self.connections.load(Ordering::SeqCst);
         loop {
             if current.saturating_add(elsewhere) >= max {
+                // The allowance's seat was not used: it stays granted.
+                if limited {
+                    let _ = self
+                        .allowance
+                        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |seats| {
+                            (seats != UNLIMITED).then(|| seats.saturating_add(1))
+                        });
+                }
                 return false;
             }
             match self.connections.compare_exchange_weak(
@@ -250,6 +290,28 @@ mod tests {
         assert_eq!((r.connections(), r.total_connections()), (1, 3));
         r.set_elsewhere(0);
         assert!(r.try_take_seat(3));
+    }
+
+    #[test]
+    fn the_allowance_bounds_the_seats_taken_until_the_next_grant() {
+        let r = replica();
+        assert_eq!(r.allowance(), UNLIMITED);
+        r.set_allowance(2);
+        assert!(r.try_take_seat(10));
+        assert!(r.try_take_seat(10));
+        assert!(!r.try_take_seat(10), "the allowance is used up");
+        assert_eq!((r.connections(), r.allowance()), (2, 0));
+        r.set_allowance(5);
+        r.set_elsewhere(7);
+        assert!(r.try_take_seat(10));
+        assert!(!r.try_take_seat(10), "full: ten seats taken in all");
+        assert_eq!(r.allowance(), 4, "a seat refused for room keeps the allowance");
+        r.release_seat();
+        assert_eq!(
+            r.allowance(),
+            4,
+            "a seat given back is for the next grant to hand out"
+        );
     }
 
     #[test]

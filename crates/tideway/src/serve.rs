@@ -208,11 +208,9 @@ fn join_cluster(
     .ok_or("cluster.secret_file: required")?;
     let secret: Arc<[u8]> = secret.into();
     let metrics = Arc::new(ClusterMetrics::register(registry)?);
-    let (reports, received) = tokio::sync::mpsc::channel(64);
-    tideway_cluster::serve(listener, Arc::clone(&secret), reports, shutdown.clone());
     let identity = tideway_orchestrate::kubernetes::identity();
     Ok(Cluster::spawn(
-        settings, &identity, secret, received, metrics, shutdown,
+        settings, &identity, secret, listener, metrics, shutdown,
     ))
 }
 
