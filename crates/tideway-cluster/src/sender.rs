@@ -10,7 +10,7 @@
 use std::collections::HashSet;
 use std::future::poll_fn;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 use std::task::Poll;
 use std::time::{Duration, SystemTime};
 
@@ -53,7 +53,6 @@ pub(crate) enum Heard {
 /// This instance's part of the cluster: give it the shared apps after each change of the apps.
 pub struct Cluster {
     apps: watch::Sender<Arc<Vec<Arc<App>>>>,
-    live: Arc<Mutex<Vec<(String, Duration)>>>,
 }
 
 /// What the cluster task works with.
@@ -65,7 +64,6 @@ struct Task {
     heartbeat: Duration,
     outbox: watch::Sender<Arc<Report>>,
     metrics: Arc<ClusterMetrics>,
-    live: Arc<Mutex<Vec<(String, Duration)>>>,
     /// The peers heard from since the last grant: the next grant waits until every live one was.
     heard_since_grant: HashSet<String>,
 }
@@ -115,7 +113,6 @@ impl Cluster {
                 }
             });
         }
-        let live = Arc::new(Mutex::new(Vec::new()));
         let task = Task {
             identity: identity.to_owned(),
             incarnation,
@@ -124,7 +121,6 @@ impl Cluster {
             heartbeat: settings.heartbeat,
             outbox,
             metrics,
-            live: Arc::clone(&live),
             heard_since_grant: HashSet::new(),
         };
         info!(
@@ -133,17 +129,12 @@ impl Cluster {
             "sharing counts with the other instances"
         );
         tokio::spawn(task.run(apps_seen, reports, shutdown));
-        Cluster { apps, live }
+        Cluster { apps }
     }
 
     /// The apps whose replicas every instance shares (static and Kubernetes ones), as they are now.
     pub fn set_apps(&self, apps: Vec<Arc<App>>) {
         self.apps.send_replace(Arc::new(apps));
-    }
-
-    /// The live peers and how long ago each reported, by name.
-    pub fn live(&self) -> Vec<(String, Duration)> {
-        self.live.lock().unwrap_or_else(PoisonError::into_inner).clone()
     }
 }
 
@@ -246,9 +237,7 @@ impl Task {
     }
 
     fn show_live(&self) {
-        let live = self.peers.live(Instant::now());
-        self.metrics.ages(&live);
-        *self.live.lock().unwrap_or_else(PoisonError::into_inner) = live;
+        self.metrics.ages(&self.peers.live(Instant::now()));
     }
 }
 

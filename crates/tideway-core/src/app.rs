@@ -39,6 +39,8 @@ pub struct App {
     scale: Signal,
     /// Raised at every change of this instance's counts, for the one that reports them to the others.
     counts: Signal,
+    /// Whether anyone listens to `counts`: until then, raising it is skipped (one load per change).
+    counts_watched: AtomicBool,
     on_demand: AtomicBool,
     /// Until when starts are held back after failed ones, in milliseconds plus one; 0 = not held back.
     starts_paused_until: AtomicU64,
@@ -83,6 +85,7 @@ impl App {
             elsewhere_demand: AtomicU64::new(0),
             scale: Signal::default(),
             counts: Signal::default(),
+            counts_watched: AtomicBool::new(false),
             on_demand: AtomicBool::new(false),
             starts_paused_until: AtomicU64::new(0),
             stats: AppStats {
@@ -171,7 +174,15 @@ impl App {
     /// last time it was ready: the wake-up of the task that reports them to the other instances. Raises
     /// coalesce, so a burst costs it one look.
     pub fn poll_counts_changed(&self, cx: &mut Context<'_>) -> Poll<()> {
+        self.counts_watched.store(true, Ordering::Relaxed);
         self.counts.poll_raised(cx)
+    }
+
+    /// Tells the one that reports this instance's counts that they changed, if anyone does.
+    pub(crate) fn counts_changed(&self) {
+        if self.counts_watched.load(Ordering::Relaxed) {
+            self.counts.raise();
+        }
     }
 
     /// Declares that replicas are started on demand: a connection that finds none waits for one (up to

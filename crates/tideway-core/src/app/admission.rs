@@ -195,7 +195,7 @@ impl App {
 
     /// Raises the scale signal if moving from `before` to the current demand changes the replicas needed.
     fn demand_moved(&self, before: u64) {
-        self.counts.raise();
+        self.counts_changed();
         let policy = self.policy.load();
         if replicas_needed(&policy, before) != replicas_needed(&policy, self.demand()) {
             self.scale.raise();
@@ -222,7 +222,7 @@ impl App {
             rotation,
         )?;
         let before = self.seated.fetch_add(1, Ordering::SeqCst) + self.queued() as u64;
-        self.counts.raise();
+        self.counts_changed();
         let before = before + self.elsewhere_demand.load(Ordering::Acquire);
         if replicas_needed(&policy, before) != replicas_needed(&policy, before + 1) {
             self.scale.raise();
@@ -235,7 +235,7 @@ impl App {
     fn release_seat(&self, replica: &Replica) {
         replica.release_seat();
         let before = self.seated.fetch_sub(1, Ordering::SeqCst) + self.queued() as u64;
-        self.counts.raise();
+        self.counts_changed();
         let before = before + self.elsewhere_demand.load(Ordering::Acquire);
         let policy = self.policy.load();
         if replica.state() == ReplicaState::Draining
