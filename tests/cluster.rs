@@ -3,9 +3,8 @@
 //! after `peer_timeout`, and the internal listener takes nothing without the shared secret.
 
 use std::net::{Ipv4Addr, SocketAddr, TcpListener};
-use std::time::Duration;
 
-use tideway_e2e::{PATIENCE, Tideway, request};
+use tideway_e2e::{PATIENCE, Tideway, request, until};
 use tideway_testkit::{TestReplica, ws_connect};
 
 const SECRET: &str = "a-secret-the-instances-share";
@@ -57,37 +56,23 @@ async fn elsewhere(tideway: &Tideway) -> u64 {
 
 /// Waits until `tideway` hears from `count` live peers.
 async fn until_peers(tideway: &Tideway, count: u64) {
-    let deadline = tokio::time::Instant::now() + PATIENCE;
-    loop {
+    until(&format!("{count} live peers"), || async {
         let (_, _, body) = request(tideway.listener("metrics"), "GET", "/metrics", &[], "").await;
         let text = String::from_utf8_lossy(&body).into_owned();
         let live = text
             .lines()
             .find_map(|l| l.strip_prefix("tideway_peers ")?.parse::<u64>().ok());
-        if live == Some(count) {
-            return;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "waited for {count} live peers, saw {live:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+        live == Some(count)
+    })
+    .await;
 }
 
+/// Waits until `tideway` counts `expected` connections elsewhere on the app's replica.
 async fn until_elsewhere(tideway: &Tideway, expected: u64) {
-    let deadline = tokio::time::Instant::now() + PATIENCE;
-    loop {
-        let seen = elsewhere(tideway).await;
-        if seen == expected {
-            return;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "waited for {expected} connections elsewhere, saw {seen}"
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    until(&format!("{expected} connections elsewhere"), || async {
+        elsewhere(tideway).await == expected
+    })
+    .await;
 }
 
 #[tokio::test]

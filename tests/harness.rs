@@ -103,6 +103,23 @@ pub fn children_of(pid: u32) -> Vec<u32> {
         .collect()
 }
 
+/// Waits, polling, until `check` holds of state read asynchronously (over HTTP, say), for at most
+/// [`PATIENCE`].
+pub async fn until<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while !check().await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "gave up waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
 /// Writes `text` to a fresh config file for one test.
 pub fn config_file(text: &str) -> PathBuf {
     static NEXT: AtomicUsize = AtomicUsize::new(0);

@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use futures::{SinkExt, StreamExt};
-use tideway_e2e::{PATIENCE, Tideway, config_file};
+use tideway_e2e::{PATIENCE, Tideway, config_file, until};
 use tideway_orchestrate::kubernetes::PERMISSIONS;
 use tideway_testkit::cluster::{Permission, PodTiming, Resource, StatusCode, TestCluster};
 use tideway_testkit::tokio_tungstenite::WebSocketStream;
@@ -82,22 +82,6 @@ async fn readyz(tideway: &Tideway) -> u16 {
     match http1_get(tideway.listener("metrics"), "metrics", "/readyz").await {
         Ok((status, _, _)) => status.as_u16(),
         Err(_) => 0,
-    }
-}
-
-/// Waits, polling, until `check` holds for tideway's state read asynchronously.
-async fn until<F, Fut>(what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = tokio::time::Instant::now() + PATIENCE;
-    while !check().await {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "gave up waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }
 
