@@ -33,6 +33,8 @@ pub struct Totals {
 struct AppTotals {
     demand: u64,
     replicas: HashMap<String, u32>,
+    /// Replicas some peer drains.
+    draining: std::collections::HashSet<String>,
 }
 
 impl Peers {
@@ -118,6 +120,9 @@ impl Peers {
                 sums.demand += app.demand;
                 for replica in &app.replicas {
                     *sums.replicas.entry(replica.replica.clone()).or_default() += replica.connections;
+                    if replica.draining {
+                        sums.draining.insert(replica.replica.clone());
+                    }
                 }
             }
         }
@@ -129,6 +134,13 @@ impl Totals {
     /// The peers' demand for `app`.
     pub fn demand(&self, app: &str) -> u64 {
         self.apps.get(app).map_or(0, |sums| sums.demand)
+    }
+
+    /// Whether a peer drains replica `replica` of `app`.
+    pub fn draining(&self, app: &str, replica: &str) -> bool {
+        self.apps
+            .get(app)
+            .is_some_and(|sums| sums.draining.contains(replica))
     }
 
     /// The connections the peers seat on replica `replica` of `app`.
@@ -156,6 +168,7 @@ mod tests {
                 replicas: vec![ReplicaReport {
                     replica: "a-1".into(),
                     connections,
+                    draining: instance == "c",
                 }],
             }],
         }
@@ -171,6 +184,8 @@ mod tests {
         let totals = peers.totals();
         assert_eq!((totals.connections("a", "a-1"), totals.demand("a")), (5, 7));
         assert_eq!(totals.connections("a", "a-2"), 0);
+        assert!(totals.draining("a", "a-1"), "c drains it");
+        assert!(!totals.draining("a", "a-2"));
         assert_eq!(totals.demand("other"), 0);
     }
 

@@ -36,4 +36,7 @@ pub struct ReplicaReport {
     pub replica: String,
     /// Connections seated on it.
     pub connections: u32,
+    /// The instance drains it (a leader scaling down): the others send it no new connections either.
+    #[serde(default)]
+    pub draining: bool,
 }

@@ -20,7 +20,7 @@ use http_body_util::{BodyExt, Full, Limited};
 use hyper::client::conn::http1;
 use hyper_util::rt::TokioIo;
 use tideway_config::ClusterSettings;
-use tideway_core::{App, UNLIMITED};
+use tideway_core::{App, ReplicaState, UNLIMITED};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
@@ -252,23 +252,28 @@ fn own_counts(app: &App) -> AppReport {
             .map(|r| ReplicaReport {
                 replica: r.name().to_owned(),
                 connections: r.connections(),
+                draining: r.state() == ReplicaState::Draining,
             })
             .collect(),
     }
 }
 
-/// Writes the peers' sums into `apps`; an app whose replicas got seats back seats its waiters.
+/// Writes the peers' sums into `apps`: counts, demand, and the replicas a peer drains. An app whose
+/// replicas got seats back seats its waiters, and its scaler looks again.
 fn apply(totals: &Totals, apps: &[Arc<App>]) {
     for app in apps {
         app.set_elsewhere_demand(totals.demand(app.name()));
-        let mut freed = false;
+        let mut fell = false;
         for replica in app.replicas().iter() {
             let now = totals.connections(app.name(), replica.name());
-            freed |= now < replica.elsewhere();
+            fell |= now < replica.elsewhere();
             replica.set_elsewhere(now);
+            let drained = totals.draining(app.name(), replica.name());
+            fell |= !drained && replica.is_drained_elsewhere();
+            replica.set_drained_elsewhere(drained);
         }
-        if freed {
-            app.replicas_changed();
+        if fell {
+            app.elsewhere_fell();
         }
     }
 }

@@ -1,6 +1,6 @@
 //! Two instances' cluster parts in one process, over real TCP on 127.0.0.1: a seat taken at one is
-//! counted at the other, and given back, at the other too; the delays are printed (median and p99), as
-//! the figure for the propagation delay. One runtime thread: each change waits only for the report, not
+//! counted at the other, and given back, at the other too (the delays are printed, median and p99, as
+//! the figure for the propagation delay); a replica one drains takes no new connection at the other. One runtime thread: each change waits only for the report, not
 //! for a scheduler's turn on another thread.
 
 use std::net::{Ipv4Addr, SocketAddr};
@@ -98,5 +98,43 @@ async fn a_seat_taken_at_one_instance_is_counted_at_the_other() {
         at(0.99),
         at(1.0)
     );
+    stop.cancel();
+}
+
+#[tokio::test]
+async fn a_replica_one_instance_drains_takes_no_new_connection_at_the_other() {
+    let stop = CancellationToken::new();
+    let a_listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await.expect("bind");
+    let b_listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await.expect("bind");
+    let (a_addr, b_addr) = (
+        a_listener.local_addr().expect("addr"),
+        b_listener.local_addr().expect("addr"),
+    );
+    let (a, _a_cluster) = instance("a", a_listener, b_addr, &stop);
+    let (b, _b_cluster) = instance("b", b_listener, a_addr, &stop);
+    // b holds a connection on the replica; a, the leader, drains it.
+    let Admission::Seated(held) = b.admit() else {
+        panic!("a seat")
+    };
+    time_until(|| a.replicas()[0].elsewhere() == 1).await;
+    a.replicas()[0].set_state(ReplicaState::Draining);
+    a.replicas_changed();
+    time_until(|| b.replicas()[0].is_drained_elsewhere()).await;
+    assert!(
+        matches!(b.admit(), Admission::NoReplica),
+        "no new connection at b either"
+    );
+    assert_eq!(
+        a.replicas()[0].total_connections(),
+        1,
+        "the drain waits for b's connection"
+    );
+    drop(held);
+    time_until(|| a.replicas()[0].total_connections() == 0).await;
+    // The drain called off: the replica takes connections everywhere again.
+    a.replicas()[0].set_state(ReplicaState::Ready);
+    a.replicas_changed();
+    time_until(|| !b.replicas()[0].is_drained_elsewhere()).await;
+    assert!(matches!(b.admit(), Admission::Seated(_)));
     stop.cancel();
 }

@@ -132,11 +132,21 @@ impl App {
     pub fn set_replicas(self: &Arc<Self>, replicas: Vec<Arc<Replica>>) {
         self.replicas.store(Arc::new(replicas));
         self.dispatch();
+        self.counts_changed();
     }
 
-    /// To be called after a replica in the set changed state (say, became ready) so waiters can use it.
+    /// To be called after a replica in the set changed state (say, became ready or started draining)
+    /// so waiters can use it, and the other instances hear of it.
     pub fn replicas_changed(self: &Arc<Self>) {
         self.dispatch();
+        self.counts_changed();
+    }
+
+    /// To be called after other instances' counts on the replicas fell: waiters take the seats, and the
+    /// scaler looks again (a draining replica may now be empty everywhere).
+    pub fn elsewhere_fell(self: &Arc<Self>) {
+        self.dispatch();
+        self.scale.raise();
     }
 
     /// Whether any replica takes new connections now: ready, and not in connect-failure backoff. An app
@@ -146,7 +156,7 @@ impl App {
         self.replicas
             .load()
             .iter()
-            .any(|r| r.state() == ReplicaState::Ready && r.is_reachable(now))
+            .any(|r| r.takes_connections() && r.is_reachable(now))
     }
 
     /// Connections seated on any of the app's replicas.

@@ -5,7 +5,7 @@ use std::str::FromStr;
 use std::sync::Arc;
 
 use crate::clock::Timestamp;
-use crate::replica::{Replica, ReplicaId, ReplicaState};
+use crate::replica::{Replica, ReplicaId};
 
 /// How a replica is chosen among those with room (the `balance` key).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
@@ -71,9 +71,8 @@ pub(crate) fn take_seat(
     tried: &[ReplicaId],
     rotation: usize,
 ) -> Result<Arc<Replica>, NoSeat> {
-    let eligible = |r: &Arc<Replica>| {
-        r.state() == ReplicaState::Ready && !tried.contains(&r.id()) && r.is_reachable(now)
-    };
+    let eligible =
+        |r: &Arc<Replica>| r.takes_connections() && !tried.contains(&r.id()) && r.is_reachable(now);
     if !replicas.iter().any(eligible) {
         return Err(NoSeat::NoReplica);
     }

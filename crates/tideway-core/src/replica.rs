@@ -2,7 +2,7 @@
 
 use std::fmt;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
 use crate::clock::Timestamp;
@@ -87,6 +87,8 @@ pub struct Replica {
     /// Seats this instance may still take here before it hears from its peers again; [`UNLIMITED`] when
     /// it runs alone.
     allowance: AtomicU32,
+    /// Another instance (the leader) drains this replica: no new connections here either.
+    drained_elsewhere: AtomicBool,
     connect_failures: AtomicU32,
     unreachable_until: AtomicU64,
 }
@@ -108,6 +110,7 @@ impl Replica {
             connections: AtomicU32::new(0),
             elsewhere: AtomicU32::new(0),
             allowance: AtomicU32::new(UNLIMITED),
+            drained_elsewhere: AtomicBool::new(false),
             connect_failures: AtomicU32::new(0),
             unreachable_until: AtomicU64::new(0),
         }
@@ -163,6 +166,22 @@ impl Replica {
     /// Connections on this replica from every instance: this one's, and the others' as last reported.
     pub fn total_connections(&self) -> u32 {
         self.connections().saturating_add(self.elsewhere())
+    }
+
+    /// Whether another instance drains this replica, as it last reported: it then takes no new
+    /// connection from this one either, so the drain can end.
+    pub fn is_drained_elsewhere(&self) -> bool {
+        self.drained_elsewhere.load(Ordering::Acquire)
+    }
+
+    /// Records whether another instance drains this replica.
+    pub fn set_drained_elsewhere(&self, drained: bool) {
+        self.drained_elsewhere.store(drained, Ordering::Release);
+    }
+
+    /// Whether it takes new connections here: ready, and drained by no other instance.
+    pub fn takes_connections(&self) -> bool {
+        self.state() == ReplicaState::Ready && !self.is_drained_elsewhere()
     }
 
     /// Seats this instance may still take here before it hears from its peers again.

@@ -470,7 +470,9 @@ impl ScalingLoop {
                 continue;
             }
             let evicted_long_enough = drain.evicted_until.is_some_and(|until| until <= now);
-            if replica.connections() == 0 || evicted_long_enough {
+            // Drained when no instance seats a connection on it (other instances' as they last
+            // reported, with `[cluster]`).
+            if replica.total_connections() == 0 || evicted_long_enough {
                 info!(
                     app = self.app.name(),
                     replica = replica.name(),
@@ -482,7 +484,7 @@ impl ScalingLoop {
                 warn!(
                     app = self.app.name(),
                     replica = replica.name(),
-                    connections = replica.connections(),
+                    connections = replica.total_connections(),
                     "drain_timeout passed: closing the remaining connections"
                 );
                 (self.evict)(replica);

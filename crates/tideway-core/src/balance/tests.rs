@@ -3,6 +3,7 @@ use std::time::Duration;
 use proptest::prelude::*;
 
 use super::*;
+use crate::replica::ReplicaState;
 use crate::testing::ready_replicas;
 
 fn replicas(n: usize) -> Vec<Arc<Replica>> {
@@ -122,4 +123,17 @@ proptest! {
             prop_assert!(rs.iter().all(|r| r.connections() <= max));
         }
     }
+}
+
+#[test]
+fn a_replica_another_instance_drains_takes_no_new_connection_here() {
+    let rs = replicas(2);
+    rs[0].set_drained_elsewhere(true);
+    for _ in 0..3 {
+        assert_eq!(take(&rs, Balance::Pack, 5, 0), Ok(1));
+    }
+    rs[1].set_drained_elsewhere(true);
+    assert_eq!(take(&rs, Balance::Pack, 5, 0), Err(NoSeat::NoReplica));
+    rs[0].set_drained_elsewhere(false);
+    assert_eq!(take(&rs, Balance::LeastConnections, 5, 0), Ok(0));
 }

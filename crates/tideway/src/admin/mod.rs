@@ -10,12 +10,11 @@ use http::header::{self, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
+use tideway_cluster::constant_time_eq;
 use tideway_config::AdminSettings;
 use tideway_proxy::RuntimeClock;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-
-use tideway_cluster::constant_time_eq;
 
 use crate::fleet::FleetView;
 use crate::http::{Body, json, respond, serve, text};
