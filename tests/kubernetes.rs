@@ -781,3 +781,86 @@ async fn a_new_leader_clears_the_deletion_cost_mark_a_stopped_one_left() {
     );
     assert_eq!(replicas(&cluster), Some(2), "and no pod went");
 }
+
+#[tokio::test]
+async fn instances_find_each_other_through_their_headless_service_and_share_counts() {
+    let cluster = TestCluster::start().await.expect("cluster");
+    let replica = tideway_testkit::TestReplica::start("app-1")
+        .await
+        .expect("replica");
+    // Three instances, as three pods of one Deployment would be: one port, an address each (loopback
+    // addresses here; the test cluster takes them in EndpointSlices, as real API servers do not).
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let names = ["a", "b", "c"];
+    let endpoints: Vec<serde_json::Value> = names
+        .iter()
+        .enumerate()
+        .map(|(i, name)| {
+            serde_json::json!({
+                "addresses": [format!("127.0.0.{}", i + 1)],
+                "conditions": { "ready": true, "serving": true, "terminating": false },
+                "targetRef": { "kind": "Pod", "name": name },
+            })
+        })
+        .collect();
+    let slice = serde_json::json!({
+        "apiVersion": "discovery.k8s.io/v1",
+        "kind": "EndpointSlice",
+        "metadata": { "name": "tideway-peers-1", "labels": { "kubernetes.io/service-name": "tideway-peers" } },
+        "addressType": "IPv4",
+        "ports": [{ "name": "cluster", "port": port, "protocol": "TCP" }],
+        "endpoints": endpoints,
+    });
+    let slices = Resource {
+        group: "discovery.k8s.io".into(),
+        plural: "endpointslices".into(),
+    };
+    assert!(cluster.create(&slices, "apps", slice));
+    let kubeconfig = kubeconfig(&cluster);
+    let kubeconfig = kubeconfig.to_str().expect("a UTF-8 path");
+    let instances: Vec<Tideway> = names
+        .iter()
+        .enumerate()
+        .map(|(i, name)| {
+            let config = format!(
+                "[proxy]\nlisten = \"127.0.0.1:0\"\n[metrics]\nlisten = \"127.0.0.1:0\"\n[admin]\nlisten = \"127.0.0.1:0\"\n\
+                 [cluster]\nlisten = \"127.0.0.{}:{port}\"\npeer_service = \"tideway-peers\"\npeer_port = \"cluster\"\n\
+                 secret_env = \"TIDEWAY_TEST_CLUSTER_SECRET\"\nheartbeat = \"200ms\"\npeer_timeout = \"1s\"\n\n\
+                 [[app]]\nname = \"app\"\nhosts = [\"app.test\"]\nmax_connections = 4\n\
+                 [app.static]\naddresses = [\"{}\"]\n",
+                i + 1,
+                replica.addr()
+            );
+            Tideway::start_with_env(
+                &config,
+                &[
+                    ("KUBECONFIG", kubeconfig),
+                    ("POD_NAME", name),
+                    ("TIDEWAY_TEST_CLUSTER_SECRET", "shared"),
+                ],
+            )
+        })
+        .collect();
+    for tideway in &instances {
+        until("two peers found and heard", || async {
+            metric(tideway, "tideway_peers").await == Some(2.0)
+        })
+        .await;
+    }
+    let _session = tokio::time::timeout(PATIENCE, ws_connect(instances[0].addr, "app.test", "/ws"))
+        .await
+        .expect("a session in time")
+        .expect("a session");
+    for tideway in &instances[1..] {
+        until("a's session counted", || async {
+            let (_, _, body) =
+                tideway_e2e::request(tideway.listener("admin"), "GET", "/api/apps/app", &[], "").await;
+            let app: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+            app["replicas"][0]["elsewhere"] == 1
+        })
+        .await;
+    }
+}

@@ -7,7 +7,7 @@
 //! sees free: `ceil(free / instances)`. An instance takes no more than its grant before it hears again,
 //! so instances that admit at once on the same view cannot together take much more than the free seats.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::future::poll_fn;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -50,9 +50,21 @@ pub(crate) enum Heard {
     Unanswered,
 }
 
-/// This instance's part of the cluster: give it the shared apps after each change of the apps.
+/// This instance's part of the cluster: give it the shared apps after each change of the apps, and the
+/// peers found (on Kubernetes) each time they change.
+#[derive(Clone)]
 pub struct Cluster {
-    apps: watch::Sender<Arc<Vec<Arc<App>>>>,
+    apps: Arc<watch::Sender<Arc<Vec<Arc<App>>>>>,
+    found: Arc<watch::Sender<Vec<SocketAddr>>>,
+}
+
+/// What each sender needs, to start one for a peer found later.
+struct Senders {
+    outbox: watch::Receiver<Arc<Report>>,
+    secret: Arc<[u8]>,
+    heard: mpsc::Sender<Heard>,
+    metrics: Arc<ClusterMetrics>,
+    shutdown: CancellationToken,
 }
 
 /// What the cluster task works with.
@@ -97,22 +109,18 @@ impl Cluster {
             outbox.subscribe(),
             shutdown.clone(),
         );
+        let senders = Senders {
+            outbox: outbox.subscribe(),
+            secret,
+            heard,
+            metrics: Arc::clone(&metrics),
+            shutdown: shutdown.clone(),
+        };
         for peer in &settings.peers {
-            let sending = send_to(
-                *peer,
-                outbox.subscribe(),
-                Arc::clone(&secret),
-                heard.clone(),
-                Arc::clone(&metrics),
-            );
-            let stop = shutdown.clone();
-            tokio::spawn(async move {
-                tokio::select! {
-                    () = sending => {}
-                    () = stop.cancelled() => {}
-                }
-            });
+            senders.start(*peer);
         }
+        let (found, found_seen) = watch::channel(Vec::new());
+        tokio::spawn(senders.follow(found_seen, settings.peers.clone()));
         let task = Task {
             identity: identity.to_owned(),
             incarnation,
@@ -129,12 +137,73 @@ impl Cluster {
             "sharing counts with the other instances"
         );
         tokio::spawn(task.run(apps_seen, reports, shutdown));
-        Cluster { apps }
+        Cluster {
+            apps: Arc::new(apps),
+            found: Arc::new(found),
+        }
+    }
+
+    /// The peers found now (the ready endpoints of tideway's own Service), beside those listed: a
+    /// sender starts for each new one and stops for each gone.
+    pub fn set_found(&self, peers: Vec<SocketAddr>) {
+        self.found.send_replace(peers);
     }
 
     /// The apps whose replicas every instance shares (static and Kubernetes ones), as they are now.
     pub fn set_apps(&self, apps: Vec<Arc<App>>) {
         self.apps.send_replace(Arc::new(apps));
+    }
+}
+
+impl Senders {
+    /// Starts reporting to `peer`; returns what stops it.
+    fn start(&self, peer: SocketAddr) -> CancellationToken {
+        let stop = self.shutdown.child_token();
+        let mut outbox = self.outbox.clone();
+        // A peer found late hears the latest report at once.
+        outbox.mark_changed();
+        let sending = send_to(
+            peer,
+            outbox,
+            Arc::clone(&self.secret),
+            self.heard.clone(),
+            Arc::clone(&self.metrics),
+        );
+        let stopping = stop.clone();
+        tokio::spawn(async move {
+            tokio::select! {
+                () = sending => {}
+                () = stopping.cancelled() => {}
+            }
+        });
+        stop
+    }
+
+    /// Keeps a sender for each peer found (but not listed, which have theirs), as they come and go.
+    async fn follow(self, mut found: watch::Receiver<Vec<SocketAddr>>, listed: Vec<SocketAddr>) {
+        let mut running: HashMap<SocketAddr, CancellationToken> = HashMap::new();
+        while found.changed().await.is_ok() {
+            let now: HashSet<SocketAddr> = found
+                .borrow_and_update()
+                .iter()
+                .copied()
+                .filter(|peer| !listed.contains(peer))
+                .collect();
+            running.retain(|peer, stop| {
+                let stays = now.contains(peer);
+                if !stays {
+                    info!(%peer, "peer no longer found: not reporting to it");
+                    stop.cancel();
+                }
+                stays
+            });
+            for peer in now {
+                if let std::collections::hash_map::Entry::Vacant(entry) = running.entry(peer) {
+                    info!(%peer, "peer found: reporting to it");
+                    entry.insert(self.start(peer));
+                }
+            }
+        }
     }
 }
 

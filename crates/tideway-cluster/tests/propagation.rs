@@ -26,6 +26,8 @@ fn instance(
     let settings = ClusterSettings {
         listen: listener.local_addr().expect("an address"),
         peers: vec![peer],
+        peer_service: None,
+        peer_port: None,
         secret_file: None,
         secret_env: None,
         heartbeat: Duration::from_secs(1),

@@ -7,8 +7,10 @@ use std::time::Duration;
 
 use toml::Value;
 
+use crate::PortRef;
+use crate::kubernetes::{port, service_name};
 use crate::listeners::secret_source;
-use crate::values::{expected, listen_address, nonzero_duration, upstream_address};
+use crate::values::{expected, listen_address, nonzero_duration, string, upstream_address};
 use crate::walk::{Errors, Section};
 
 /// `[cluster]`, on only when the section exists.
@@ -16,8 +18,14 @@ use crate::walk::{Errors, Section};
 pub struct ClusterSettings {
     /// The internal listener peers send their counts to.
     pub listen: SocketAddr,
-    /// The other instances' internal listeners.
+    /// The other instances' internal listeners, as listed.
     pub peers: Vec<SocketAddr>,
+    /// On Kubernetes, the (headless) Service in tideway's namespace whose ready endpoints are the
+    /// instances, found through its EndpointSlices.
+    pub peer_service: Option<String>,
+    /// The port of `peer_service` that carries the internal listener: its name, or its number; by
+    /// default the number `listen` binds.
+    pub peer_port: Option<PortRef>,
     /// File holding the secret every instance presents.
     pub secret_file: Option<PathBuf>,
     /// Environment variable holding it (a Kubernetes Secret mounted as one). One of the two is required.
@@ -39,6 +47,8 @@ impl ClusterSettings {
     pub(crate) fn read(mut section: Section<'_>, errors: &mut Errors) -> Option<Self> {
         let listen = section.required("listen", errors, listen_address);
         let peers = section.get("peers", errors, peers).unwrap_or_default();
+        let peer_service = section.get("peer_service", errors, |v| service_name(string(v)?));
+        let peer_port = section.get("peer_port", errors, port);
         let (secret_file, secret_env) = secret_source(&mut section, errors, "secret");
         if !section.contains("secret_file") && !section.contains("secret_env") {
             errors.push(
@@ -64,6 +74,8 @@ impl ClusterSettings {
         Some(ClusterSettings {
             listen: listen?,
             peers,
+            peer_service,
+            peer_port,
             secret_file,
             secret_env,
             heartbeat,
@@ -110,11 +122,18 @@ mod tests {
             .expect("a valid file");
         let cluster = config.cluster.expect("[cluster]");
         assert_eq!(cluster.peers.len(), 2);
+        assert_eq!((cluster.peer_service, cluster.peer_port), (None, None));
         assert_eq!(cluster.secret_env.as_deref(), Some("TIDEWAY_CLUSTER_SECRET"));
         assert_eq!(
             (cluster.heartbeat, cluster.peer_timeout),
             (Duration::from_secs(1), Duration::from_secs(3))
         );
+        let config: Config = "[cluster]\nlisten = \"0.0.0.0:7946\"\npeer_service = \"tideway-peers\"\npeer_port = \"cluster\"\nsecret_file = \"/run/secret\""
+            .parse()
+            .expect("a valid file");
+        let cluster = config.cluster.expect("[cluster]");
+        assert_eq!(cluster.peer_service.as_deref(), Some("tideway-peers"));
+        assert_eq!(cluster.peer_port, Some(crate::PortRef::Name("cluster".into())));
         assert_eq!(
             errors("[cluster]\npeers = [\"127.0.0.1:1\", \"127.0.0.1:1\"]\nheartbeat = \"5s\""),
             [

@@ -159,7 +159,7 @@ pub(crate) fn read_kubernetes(section: &mut Section<'_>, errors: &mut Errors) ->
 }
 
 /// A Service port: its name (an IANA service name) or its number.
-fn port(value: &Value) -> Result<PortRef, String> {
+pub(crate) fn port(value: &Value) -> Result<PortRef, String> {
     match value {
         Value::Integer(n) => u16::try_from(*n)
             .ok()
@@ -193,7 +193,7 @@ fn port_name(name: &str) -> Result<String, String> {
 }
 
 /// A Service name (an RFC 1035 label): a DNS label that starts with a letter.
-fn service_name(name: &str) -> Result<String, String> {
+pub(crate) fn service_name(name: &str) -> Result<String, String> {
     if is_label(name) && name.starts_with(|c: char| c.is_ascii_lowercase()) {
         Ok(name.to_owned())
     } else {

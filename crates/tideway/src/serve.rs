@@ -7,8 +7,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::Context;
 use tideway_cluster::{Cluster, ClusterMetrics};
-use tideway_config::{ClusterSettings, Config, ConfigError, ResourceScope};
-use tideway_orchestrate::kubernetes::KubernetesMetrics;
+use tideway_config::{ClusterSettings, Config, ConfigError, PortRef, ResourceScope};
+use tideway_core::ReplicaState;
+use tideway_orchestrate::kubernetes::{ApiServer, KubernetesMetrics, watch_endpoints};
 use tideway_orchestrate::{Evict, ScalingMetrics};
 use tideway_proxy::{Proxy, ProxyMetrics, RouteTable, RuntimeClock};
 use tokio::net::TcpListener;
@@ -109,7 +110,17 @@ async fn serve(
     let mut fleet = Fleet::new(clock, supervisor, evict, metrics, config.kubernetes.clone());
     if let (Some(settings), Some(listener)) = (&config.cluster, listeners.cluster) {
         match join_cluster(settings, listener, &registry, shutdown.clone()) {
-            Ok(cluster) => fleet.share_with(cluster),
+            Ok(cluster) => {
+                if let Some(service) = &settings.peer_service {
+                    let port = settings
+                        .peer_port
+                        .clone()
+                        .unwrap_or(PortRef::Number(settings.listen.port()));
+                    let finding = find_peers(fleet.api().clone(), service.clone(), port, cluster.clone());
+                    tokio::spawn(finding);
+                }
+                fleet.share_with(cluster);
+            }
             Err(e) => {
                 error!(problem = %error_chain(e.as_ref()), "invalid configuration");
                 return ExitCode::from(exit::CONFIG);
@@ -212,6 +223,29 @@ fn join_cluster(
     Ok(Cluster::spawn(
         settings, &identity, secret, listener, metrics, shutdown,
     ))
+}
+
+/// Finds the other instances as the ready endpoints of `service` (`[cluster] peer_service`) in tideway's
+/// namespace, on `port`, each time they change, and hands them to `cluster`; this instance's own
+/// endpoint (its pod) is left out.
+async fn find_peers(api: ApiServer, service: String, port: PortRef, cluster: Cluster) {
+    use futures::StreamExt;
+    let Ok(client) = api.client().await else {
+        return;
+    };
+    let namespace = client.default_namespace().to_owned();
+    let own = api.identity().to_owned();
+    let metrics = Arc::clone(api.metrics());
+    let mut endpoints = watch_endpoints(client, &namespace, &service, port, metrics).boxed();
+    info!(%service, %namespace, "finding the other instances through their Service");
+    while let Some(views) = endpoints.next().await {
+        let peers = views
+            .iter()
+            .filter(|view| view.state == ReplicaState::Ready && view.name != own)
+            .map(|view| view.addr)
+            .collect();
+        cluster.set_found(peers);
+    }
 }
 
 /// The sockets tideway listens on, bound before anything else starts so a busy port fails fast.

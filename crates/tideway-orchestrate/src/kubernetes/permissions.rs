@@ -22,7 +22,7 @@ const fn grant(group: &'static str, resource: &'static str, verb: &'static str) 
 
 /// Every permission Kubernetes mode uses, and why.
 pub const PERMISSIONS: &[Permission] = &[
-    // Routing: a Service's endpoints, watched.
+    // Routing: a Service's endpoints, watched; with `[cluster] peer_service`, the other instances.
     grant("discovery.k8s.io", "endpointslices", "list"),
     grant("discovery.k8s.io", "endpointslices", "watch"),
     // Scaling: a Deployment's count, and changes of it by someone else, watched.

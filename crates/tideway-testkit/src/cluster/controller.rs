@@ -56,13 +56,15 @@ fn resource(group: &str, plural: &str) -> Resource {
     }
 }
 
-/// A process-wide supply of pod addresses, 127.0.1.1 on, so that clusters of parallel tests never share
-/// one.
+/// A process-wide supply of pod addresses in 127.1.0.0/16, so that clusters of parallel tests never share
+/// one; each test process starts at a place of its own (by its id), so that parallel test processes rarely
+/// meet, and an address another process holds is skipped ([`Controllers::start_pod`]).
 fn next_pod_ip() -> Ipv4Addr {
-    static NEXT: AtomicU32 = AtomicU32::new(1);
-    let n = NEXT.fetch_add(1, Ordering::Relaxed);
-    let [_, a, b, c] = (0x7f01_0000u32 + n).to_be_bytes();
-    Ipv4Addr::new(127, a, b, c.max(1))
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let start = (std::process::id() % 251) << 8;
+    let n = start + NEXT.fetch_add(1, Ordering::Relaxed);
+    let [_, _, b, c] = (n % 0xffff).to_be_bytes();
+    Ipv4Addr::new(127, 1, b, c.max(1))
 }
 
 impl Controllers {
@@ -194,9 +196,15 @@ impl Controllers {
     /// ready — unless it was deleted meanwhile.
     async fn start_pod(self: Arc<Self>, key: Key, port: u16) {
         tokio::time::sleep(self.timing.start_delay).await;
-        let ip = next_pod_ip();
-        let Ok(replica) = TestReplica::start_at(&key.name, SocketAddr::from((ip, port))).await else {
-            return;
+        // An address another test process holds is skipped.
+        let mut tries = 0;
+        let (ip, replica) = loop {
+            let ip = next_pod_ip();
+            match TestReplica::start_at(&key.name, SocketAddr::from((ip, port))).await {
+                Ok(replica) => break (ip, replica),
+                Err(error) if error.kind() == std::io::ErrorKind::AddrInUse && tries < 64 => tries += 1,
+                Err(_) => return,
+            }
         };
         let started = self.store.update(&key, |current| {
             let mut next = current.clone();
