@@ -233,7 +233,11 @@ fn status(view: &AppView, generation: Option<i64>) -> TidewayAppStatus {
         .filter(|r| r.state() == ReplicaState::Ready)
         .count();
     let ready = u32::try_from(ready).unwrap_or(u32::MAX);
-    let connections: u64 = view.replicas().iter().map(|r| u64::from(r.connections())).sum();
+    let connections: u64 = view
+        .replicas()
+        .iter()
+        .map(|r| u64::from(r.total_connections()))
+        .sum();
     let capacity = u64::from(ready) * u64::from(policy.max_connections);
     let occupancy = if capacity == 0 {
         0.0

@@ -154,7 +154,7 @@ pub struct TidewayAppStatus {
     /// Pods ready for connections.
     #[serde(default)]
     pub ready_replicas: u32,
-    /// Connections seated on the app's replicas (on this instance).
+    /// Connections seated on the app's replicas, at every instance.
     #[serde(default)]
     pub connections: u64,
     /// Connections / capacity of the ready replicas.
