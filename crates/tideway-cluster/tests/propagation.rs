@@ -48,6 +48,19 @@ fn instance(
     (app, cluster)
 }
 
+/// Instances `a` and `b`, each the other's peer.
+async fn pair(stop: &CancellationToken) -> ((Arc<App>, Cluster), (Arc<App>, Cluster)) {
+    let a_listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await.expect("bind");
+    let b_listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await.expect("bind");
+    let (a_addr, b_addr) = (
+        a_listener.local_addr().expect("addr"),
+        b_listener.local_addr().expect("addr"),
+    );
+    let a = instance("a", a_listener, b_addr, stop);
+    let b = instance("b", b_listener, a_addr, stop);
+    (a, b)
+}
+
 /// Waits, yielding, until `done` holds; how long that took.
 async fn time_until(done: impl Fn() -> bool) -> Duration {
     let start = tokio::time::Instant::now();
@@ -64,14 +77,7 @@ async fn time_until(done: impl Fn() -> bool) -> Duration {
 #[tokio::test]
 async fn a_seat_taken_at_one_instance_is_counted_at_the_other() {
     let stop = CancellationToken::new();
-    let a_listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await.expect("bind");
-    let b_listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await.expect("bind");
-    let (a_addr, b_addr) = (
-        a_listener.local_addr().expect("addr"),
-        b_listener.local_addr().expect("addr"),
-    );
-    let (a, _a_cluster) = instance("a", a_listener, b_addr, &stop);
-    let (b, _b_cluster) = instance("b", b_listener, a_addr, &stop);
+    let ((a, _a_cluster), (b, _b_cluster)) = pair(&stop).await;
     let seen_at_b = || b.replicas()[0].elsewhere();
     // The first report opens the connection: not part of the figure.
     let Admission::Seated(first) = a.admit() else {
@@ -106,14 +112,7 @@ async fn a_seat_taken_at_one_instance_is_counted_at_the_other() {
 #[tokio::test]
 async fn a_replica_one_instance_drains_takes_no_new_connection_at_the_other() {
     let stop = CancellationToken::new();
-    let a_listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await.expect("bind");
-    let b_listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await.expect("bind");
-    let (a_addr, b_addr) = (
-        a_listener.local_addr().expect("addr"),
-        b_listener.local_addr().expect("addr"),
-    );
-    let (a, _a_cluster) = instance("a", a_listener, b_addr, &stop);
-    let (b, _b_cluster) = instance("b", b_listener, a_addr, &stop);
+    let ((a, _a_cluster), (b, _b_cluster)) = pair(&stop).await;
     // b holds a connection on the replica; a, the leader, drains it.
     let Admission::Seated(held) = b.admit() else {
         panic!("a seat")
