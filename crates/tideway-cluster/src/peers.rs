@@ -1,7 +1,7 @@
 //! The peers' latest reports, and their sums: what the instance writes into its replicas and apps. Pure:
 //! time comes in as arguments.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -34,7 +34,7 @@ struct AppTotals {
     demand: u64,
     replicas: HashMap<String, u32>,
     /// Replicas some peer drains.
-    draining: std::collections::HashSet<String>,
+    draining: HashSet<String>,
 }
 
 impl Peers {
@@ -91,7 +91,7 @@ impl Peers {
     }
 
     /// Whether every live peer is in `heard`.
-    pub fn all_in(&self, heard: &std::collections::HashSet<String>) -> bool {
+    pub fn all_in(&self, heard: &HashSet<String>) -> bool {
         self.latest.keys().all(|peer| heard.contains(peer))
     }
 
@@ -117,9 +117,10 @@ impl Peers {
         for latest in self.latest.values() {
             for app in &latest.report.apps {
                 let sums = totals.apps.entry(app.app.clone()).or_default();
-                sums.demand += app.demand;
+                sums.demand = sums.demand.saturating_add(app.demand);
                 for replica in &app.replicas {
-                    *sums.replicas.entry(replica.replica.clone()).or_default() += replica.connections;
+                    let connections = sums.replicas.entry(replica.replica.clone()).or_default();
+                    *connections = connections.saturating_add(replica.connections);
                     if replica.draining {
                         sums.draining.insert(replica.replica.clone());
                     }
