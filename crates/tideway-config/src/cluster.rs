@@ -104,14 +104,8 @@ fn peers(value: &Value) -> Result<Vec<SocketAddr>, String> {
 mod tests {
     use std::time::Duration;
 
-    use crate::{Config, ConfigError};
-
-    fn errors(text: &str) -> Vec<String> {
-        match text.parse::<Config>() {
-            Err(ConfigError::Invalid(errors)) => errors.iter().map(ToString::to_string).collect(),
-            other => panic!("expected field errors, got {other:?}"),
-        }
-    }
+    use crate::Config;
+    use crate::tests::errors;
 
     #[test]
     fn a_cluster_needs_a_listener_and_a_secret() {

@@ -14,7 +14,7 @@ fn parse(text: &str) -> Config {
 }
 
 /// The field errors of a file that must be invalid, as displayed.
-fn errors(text: &str) -> Vec<String> {
+pub(crate) fn errors(text: &str) -> Vec<String> {
     match text.parse::<Config>() {
         Err(ConfigError::Invalid(errors)) => errors.iter().map(ToString::to_string).collect(),
         other => panic!("expected field errors, got {other:?}"),

@@ -1,6 +1,7 @@
 use std::time::Duration;
 
-use crate::{Backend, Config, ConfigError, KubernetesSettings, KubernetesSpec, PortRef, ResourceScope};
+use crate::tests::errors;
+use crate::{Backend, Config, KubernetesSettings, KubernetesSpec, PortRef, ResourceScope};
 
 /// An app "a" with `[app.kubernetes]` holding `keys`.
 fn app(keys: &str) -> String {
@@ -14,13 +15,6 @@ fn spec(keys: &str) -> KubernetesSpec {
     match &config.apps[0].backend {
         Backend::Kubernetes(spec) => spec.clone(),
         other => panic!("expected a Kubernetes backend, got {other:?}"),
-    }
-}
-
-fn errors(text: &str) -> Vec<String> {
-    match text.parse::<Config>() {
-        Err(ConfigError::Invalid(errors)) => errors.iter().map(ToString::to_string).collect(),
-        other => panic!("expected field errors, got {other:?}"),
     }
 }
 
