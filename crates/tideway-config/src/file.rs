@@ -7,6 +7,7 @@ use toml::Table;
 
 use crate::app::Draft;
 use crate::cluster::ClusterSettings;
+use crate::cookie::CookieSettings;
 use crate::host::HostPattern;
 use crate::kubernetes::KubernetesSettings;
 use crate::listeners::{AdminSettings, MetricsSettings, ProxySettings, clash};
@@ -36,6 +37,10 @@ pub(crate) fn read(table: &Table) -> Result<Config, Vec<FieldError>> {
     let cluster = root
         .table("cluster", &mut errors)
         .and_then(|section| ClusterSettings::read(section, &mut errors));
+    let cookie = root
+        .table("cookie", &mut errors)
+        .map(|section| CookieSettings::read(section, &mut errors))
+        .unwrap_or_default();
     check_listeners(
         &proxy,
         metrics.as_ref(),
@@ -71,6 +76,7 @@ pub(crate) fn read(table: &Table) -> Result<Config, Vec<FieldError>> {
         admin,
         kubernetes,
         cluster,
+        cookie,
         defaults,
         apps: drafts.into_iter().filter_map(Draft::build).collect(),
         no_apps_declared,

@@ -9,6 +9,7 @@
 
 mod app;
 mod cluster;
+mod cookie;
 mod file;
 mod host;
 mod kubernetes;
@@ -25,6 +26,7 @@ use std::str::FromStr;
 
 pub use app::{AppConfig, Backend};
 pub use cluster::ClusterSettings;
+pub use cookie::CookieSettings;
 pub use file::read_app;
 pub use host::HostPattern;
 pub use kubernetes::{KubernetesSettings, KubernetesSpec, PortRef, ResourceScope};
@@ -45,6 +47,8 @@ pub struct Config {
     pub kubernetes: KubernetesSettings,
     /// `[cluster]`: the other tideway instances this one shares its counts with; `None` = alone.
     pub cluster: Option<ClusterSettings>,
+    /// `[cookie]`: how affinity cookies are signed and how long they are honoured.
+    pub cookie: CookieSettings,
     /// The policy apps start from: `Policy::default()` with `[proxy]`'s timeouts, overlaid with
     /// `[defaults]`; apps declared as resources fall back to it too.
     pub defaults: tideway_core::Policy,

@@ -256,6 +256,51 @@ impl App {
 
     /// Makes a freshly admitted connection the first of a new, tentative session `id`.
     pub fn start_session(self: &Arc<Self>, seat: Seat, id: SessionId) -> Share {
+        self.open_session(seat, id, false)
+    }
+
+    /// Takes in a session this instance does not know, whose signed cookie names `replica`: another
+    /// instance issued it, or this one before a restart. The session joins that replica if it is in the
+    /// app's set and has a seat free (counting every instance's connections), as a returning session
+    /// would; [`JoinSession::Unknown`] means it must be placed anew and given to
+    /// [`App::resume_session`]. A session that became known meanwhile (another of its connections got here
+    /// first) is joined as usual.
+    pub fn adopt_session(self: &Arc<Self>, id: SessionId, replica: &str) -> JoinSession {
+        if self.sessions().live.contains_key(&id) {
+            return self.join_session(id);
+        }
+        let named = self.replicas().iter().find(|r| r.name() == replica).cloned();
+        let Some(seat) = named.and_then(|replica| self.seat_on(&replica)) else {
+            return JoinSession::Unknown;
+        };
+        let unneeded = match self.sessions().live.entry(id) {
+            dashmap::Entry::Occupied(_) => seat,
+            dashmap::Entry::Vacant(vacant) => {
+                let (session, share) = self.new_session(seat, id, true);
+                vacant.insert(session);
+                return JoinSession::Joined(share);
+            }
+        };
+        // Given back outside the map's lock: releasing a seat may seat a waiter of the app.
+        drop(unneeded);
+        self.join_session(id)
+    }
+
+    /// Makes a freshly admitted connection the first of the session `id` its client already holds a cookie
+    /// for, which could not return to the replica the cookie names: the session lives on the new seat's
+    /// replica from now on (and its cookie is rewritten to say so).
+    pub fn resume_session(self: &Arc<Self>, seat: Seat, id: SessionId) -> Share {
+        self.open_session(seat, id, true)
+    }
+
+    fn open_session(self: &Arc<Self>, seat: Seat, id: SessionId, confirmed: bool) -> Share {
+        let (session, share) = self.new_session(seat, id, confirmed);
+        self.sessions().live.insert(id, session);
+        share
+    }
+
+    /// A session `id` seated on `seat` with its first connection, not yet among the live ones.
+    fn new_session(self: &Arc<Self>, seat: Seat, id: SessionId, confirmed: bool) -> (Arc<Session>, Share) {
         let replica = Arc::clone(seat.replica());
         let session = Arc::new(Session {
             id,
@@ -264,21 +309,21 @@ impl App {
                 seat: Some(seat.into_held()),
                 open: 1,
                 epoch: 0,
-                confirmed: false,
+                confirmed,
                 placing: false,
                 vacant_since: None,
                 listed_vacant: false,
                 waiters: VecDeque::new(),
             }),
         });
-        self.sessions().live.insert(id, Arc::clone(&session));
-        Share {
+        let share = Share {
             app: Arc::clone(self),
-            session,
+            session: Arc::clone(&session),
             replica,
             epoch: 0,
             counted: true,
-        }
+        };
+        (session, share)
     }
 
     /// Ends what is due: confirmed sessions vacant for `reconnect_grace` give their seat back, and remembered

@@ -7,12 +7,13 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::SystemTime;
 
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Version};
 use hyper::body::Incoming;
-use tideway_core::{Admission, Affinity, App, JoinSession, RejectReason, Seat, SessionGrant, SessionId};
+use tideway_core::{Admission, Affinity, App, JoinSession, RejectReason, Seat, SessionGrant};
 use tokio::time::Instant;
 use tracing::{debug, warn};
 
@@ -24,9 +25,7 @@ use crate::forward::Forwarding;
 use crate::queue::{wait_for_seat, wait_in_session};
 use crate::record::Record;
 use crate::refusal::Refusal;
-use crate::sessions::{
-    cookie_values, new_session_id, presented_session, session_cookie, spawn_session_expiry,
-};
+use crate::sessions::{Presented, cookie_values, new_session_id, spawn_session_expiry};
 
 /// The request handler of one client connection.
 #[derive(Clone)]
@@ -61,16 +60,17 @@ impl Handler {
             return reply(StatusCode::NOT_FOUND, NOT_ROUTED, self.record(&req, None));
         };
         let record = self.record(&req, Some(&app));
-        let presented = presented_session(cookie_values(req.headers()), app.name());
-        match seat_for(&self.shared, &app, presented).await {
-            Ok((seat, issued)) => {
+        let presented = presented_session(&self.shared, req.headers(), &app);
+        match seat_for(&self.shared, &app, presented.as_ref()).await {
+            Ok((claim, issue)) => {
+                let cookie = session_cookie(&self.shared, &claim, presented.as_ref(), issue);
                 let forwarding = Forwarding {
                     shared: &self.shared,
                     client: &self.client,
                     app: &app,
                 };
-                let mut response = forwarding.forward(seat, req, record).await;
-                if let Some(cookie) = issued.and_then(|id| session_cookie(app.name(), id)) {
+                let mut response = forwarding.forward(claim, req, record).await;
+                if let Some(cookie) = cookie {
                     response.headers_mut().append(header::SET_COOKIE, cookie);
                 }
                 response
@@ -132,49 +132,94 @@ pub(crate) async fn admit(shared: &Shared, app: &Arc<App>) -> Result<Seat, Rejec
 }
 
 /// A seat for a request routed to `app`. For a cookie-affinity app: a share of the seat of the session the
-/// request presents, if that session is known — waiting in the session's own queue when it is at its
-/// connection limit, or finding it a new seat when it has none — else a seat of its own that starts a new
-/// session. Returns the session id to issue as a cookie: a new session's, or a re-placed one's.
+/// request presents — known here, or (its cookie naming the replica) adopted from another instance —
+/// waiting in the session's own queue when it is at its connection limit, or finding it a new seat when
+/// it has none; else a seat of its own that starts a new session. Returns, with the claim, whether the
+/// session's cookie must be written: for a new session, or one placed anew.
 pub(crate) async fn seat_for(
     shared: &Shared,
     app: &Arc<App>,
-    presented: Option<SessionId>,
-) -> Result<(Claim, Option<SessionId>), RejectReason> {
+    presented: Option<&Presented>,
+) -> Result<(Claim, bool), RejectReason> {
     if app.policy().affinity == Affinity::None {
-        return admit(shared, app).await.map(|seat| (Claim::Own(seat), None));
+        return admit(shared, app).await.map(|seat| (Claim::Own(seat), false));
     }
-    if let Some(id) = presented {
-        let grant = match app.join_session(id) {
-            JoinSession::Joined(share) => SessionGrant::Joined(share),
-            JoinSession::Place(placement) => SessionGrant::Place(placement),
-            JoinSession::Wait(queue) => wait_in_session(queue, app.policy().queue_timeout).await?,
-            JoinSession::Unknown => return start_session(shared, app).await,
-        };
-        return match grant {
-            SessionGrant::Joined(share) => Ok((Claim::Share(share), None)),
-            SessionGrant::Place(placement) => {
-                let seat = admit(shared, app).await?;
-                Ok((Claim::Share(placement.seated(seat)), Some(id)))
-            }
-        };
+    let Some(presented) = presented else {
+        return start_session(shared, app).await;
+    };
+    let id = presented.id;
+    let joined = match app.join_session(id) {
+        JoinSession::Unknown => app.adopt_session(id, &presented.replica),
+        known => known,
+    };
+    let grant = match joined {
+        JoinSession::Joined(share) => SessionGrant::Joined(share),
+        JoinSession::Place(placement) => SessionGrant::Place(placement),
+        JoinSession::Wait(queue) => wait_in_session(queue, app.policy().queue_timeout).await?,
+        JoinSession::Unknown => {
+            let seat = admit(shared, app).await?;
+            expire_sessions_of(shared, app);
+            return Ok((Claim::Share(app.resume_session(seat, id)), true));
+        }
+    };
+    match grant {
+        SessionGrant::Joined(share) => {
+            expire_sessions_of(shared, app);
+            Ok((Claim::Share(share), false))
+        }
+        SessionGrant::Place(placement) => {
+            let seat = admit(shared, app).await?;
+            Ok((Claim::Share(placement.seated(seat)), true))
+        }
     }
-    start_session(shared, app).await
 }
 
 /// A seat of its own for a connection that starts a new, tentative session.
-async fn start_session(shared: &Shared, app: &Arc<App>) -> Result<(Claim, Option<SessionId>), RejectReason> {
+async fn start_session(shared: &Shared, app: &Arc<App>) -> Result<(Claim, bool), RejectReason> {
     let seat = admit(shared, app).await?;
     let Some(id) = new_session_id() else {
         warn!(
             app = app.name(),
             "no randomness for a session id; connection placed without affinity"
         );
-        return Ok((Claim::Own(seat), None));
+        return Ok((Claim::Own(seat), false));
     };
+    expire_sessions_of(shared, app);
+    Ok((Claim::Share(app.start_session(seat, id)), true))
+}
+
+/// Starts the task expiring `app`'s vacant sessions, unless it runs already.
+fn expire_sessions_of(shared: &Shared, app: &Arc<App>) {
     if shared.links.app(app).claim_session_expiry() {
         spawn_session_expiry(app, shared.clock);
     }
-    Ok((Claim::Share(app.start_session(seat, id)), Some(id)))
+}
+
+/// The affinity cookie to write with the response to a connection holding `claim`: when its session is
+/// new or was placed anew (`issue`), when the presented cookie names another replica than the session's
+/// (it moved), and when the presented one is past half its life.
+pub(crate) fn session_cookie(
+    shared: &Shared,
+    claim: &Claim,
+    presented: Option<&Presented>,
+    issue: bool,
+) -> Option<HeaderValue> {
+    let Claim::Share(share) = claim else {
+        return None;
+    };
+    let keys = shared.cookie_keys.load();
+    let now = SystemTime::now();
+    let replica = share.replica().name();
+    let write = issue || presented.is_none_or(|p| p.replica != replica || keys.due_for_renewal(p, now));
+    write
+        .then(|| keys.cookie(share.app().name(), share.id(), replica, now))
+        .flatten()
+}
+
+/// The session cookie `headers` present for `app`, if it is one tideway signed and still honours.
+pub(crate) fn presented_session(shared: &Shared, headers: &http::HeaderMap, app: &App) -> Option<Presented> {
+    let keys = shared.cookie_keys.load();
+    keys.presented(cookie_values(headers), app.name(), SystemTime::now())
 }
 
 /// The body of a `404`: no route matched.

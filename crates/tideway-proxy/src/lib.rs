@@ -44,6 +44,7 @@ use tracing::{info, warn};
 pub use clock::RuntimeClock;
 pub use metrics::ProxyMetrics;
 pub use routing::{Route, RouteTable};
+pub use sessions::{CookieKeys, KeyError, MIN_KEY_LEN};
 
 use broadcast::Broadcast;
 use links::Links;
@@ -70,6 +71,8 @@ pub(crate) struct Shared {
     clock: RuntimeClock,
     settings: ArcSwap<ProxySettings>,
     routes: ArcSwap<RouteTable>,
+    /// The keys affinity cookies are signed and checked with.
+    cookie_keys: ArcSwap<CookieKeys>,
     metrics: Arc<ProxyMetrics>,
     /// What the data plane keeps per app and per replica.
     links: Links,
@@ -80,11 +83,12 @@ pub(crate) struct Shared {
 }
 
 impl Proxy {
-    /// A proxy with `settings` routing by `routes`, recording into `metrics`; it drains and stops once
-    /// `shutdown` is cancelled.
+    /// A proxy with `settings` routing by `routes`, signing affinity cookies with `cookie_keys`, recording
+    /// into `metrics`; it drains and stops once `shutdown` is cancelled.
     pub fn new(
         settings: ProxySettings,
         routes: RouteTable,
+        cookie_keys: CookieKeys,
         clock: RuntimeClock,
         metrics: Arc<ProxyMetrics>,
         shutdown: CancellationToken,
@@ -94,6 +98,7 @@ impl Proxy {
                 clock,
                 settings: ArcSwap::from_pointee(settings),
                 routes: ArcSwap::from_pointee(routes),
+                cookie_keys: ArcSwap::from_pointee(cookie_keys),
                 links: Links::new(Arc::clone(&metrics)),
                 metrics,
                 shutdown,
@@ -113,6 +118,12 @@ impl Proxy {
     /// only change with a restart).
     pub fn set_settings(&self, settings: ProxySettings) {
         self.shared.settings.store(Arc::new(settings));
+    }
+
+    /// Puts new cookie keys in force for later requests (a rotation): cookies signed by a key that is no
+    /// longer listed stop being honoured.
+    pub fn set_cookie_keys(&self, keys: CookieKeys) {
+        self.shared.cookie_keys.store(Arc::new(keys));
     }
 
     /// Closes the connections still open on `replica` the graceful way (tunnels get their close frames,

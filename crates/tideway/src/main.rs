@@ -3,6 +3,7 @@
 
 mod admin;
 mod cli;
+mod cookie_keys;
 mod fleet;
 mod health;
 mod http;

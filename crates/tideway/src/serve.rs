@@ -19,6 +19,7 @@ use tracing_appender::non_blocking::ErrorCounter;
 
 use crate::admin::{self, serve_admin};
 use crate::cli::error_chain;
+use crate::cookie_keys::{self, KeySource};
 use crate::fleet::{Fleet, FleetMetrics};
 use crate::health::serve_metrics;
 use crate::logging::Repeats;
@@ -89,6 +90,13 @@ async fn serve(
             return ExitCode::from(exit::CONFIG);
         }
     };
+    let (cookie_keys, _) = match cookie_keys::load(&config) {
+        Ok(keys) => keys,
+        Err(e) => {
+            error!(problem = %error_chain(&e), "invalid configuration");
+            return ExitCode::from(exit::CONFIG);
+        }
+    };
     let clock = RuntimeClock::new();
     let shutdown = CancellationToken::new();
     let (registry, metrics) = match registry(dropped_log_lines) {
@@ -101,6 +109,7 @@ async fn serve(
     let proxy = Arc::new(Proxy::new(
         config.proxy.clone(),
         RouteTable::default(),
+        cookie_keys,
         clock,
         Arc::clone(&metrics.proxy),
         shutdown.clone(),
@@ -348,6 +357,18 @@ fn reload_config(path: &Path, reload: Reload, running: &mut Config, proxy: &Prox
         );
         return false;
     }
+    let cookie_keys = match cookie_keys::load(&config) {
+        Ok((keys, source)) => (source != KeySource::Random).then_some(keys),
+        Err(e) => {
+            error!(
+                config = %path.display(),
+                trigger = ?reload.trigger,
+                problems = %error_chain(&e),
+                "new configuration rejected, the running one stays in force"
+            );
+            return false;
+        }
+    };
     warn_deprecated(&config);
     for (key, changed) in [
         ("proxy.listen", config.proxy.listen != running.proxy.listen),
@@ -362,6 +383,10 @@ fn reload_config(path: &Path, reload: Reload, running: &mut Config, proxy: &Prox
         }
     }
     proxy.set_settings(config.proxy.clone());
+    // Keys drawn at random are kept for the life of the process: new ones would orphan every cookie.
+    if let Some(keys) = cookie_keys {
+        proxy.set_cookie_keys(keys);
+    }
     *running = config;
     true
 }

@@ -339,6 +339,55 @@ fn a_seatless_session_whose_replica_is_full_is_placed_elsewhere() {
 }
 
 #[test]
+fn a_session_from_another_instance_joins_the_replica_its_cookie_names() {
+    let (app, _) = app_with(3, 5, 32);
+    let id = SessionId::from_bits(11);
+    let named = Arc::clone(&app.replicas()[2]);
+    let adopted = joined(app.adopt_session(id, named.name()));
+    assert_eq!(adopted.replica().id(), named.id());
+    assert_eq!(app.connections(), 1);
+    let again = joined(app.adopt_session(id, named.name()));
+    assert_eq!(again.replica().id(), named.id());
+    assert_eq!(
+        app.connections(),
+        1,
+        "a known session is joined, not adopted twice"
+    );
+    drop((adopted, again));
+    assert_eq!(
+        app.connections(),
+        1,
+        "a presented cookie confirms the session: its seat is held through the grace"
+    );
+}
+
+#[test]
+fn an_adopted_session_whose_replica_is_gone_or_full_is_placed_anew() {
+    let (app, _) = app_with(2, 1, 32);
+    let id = SessionId::from_bits(12);
+    assert!(matches!(
+        app.adopt_session(id, "no-such-replica"),
+        JoinSession::Unknown
+    ));
+    let full = Arc::clone(&app.replicas()[0]);
+    full.set_elsewhere(1);
+    assert!(
+        matches!(app.adopt_session(id, full.name()), JoinSession::Unknown),
+        "peers' connections fill the replica"
+    );
+    assert_eq!(
+        app.session_count(),
+        0,
+        "nothing is kept of a session that was not seated"
+    );
+    let resumed = app.resume_session(admitted(&app), id);
+    assert_ne!(resumed.replica().id(), full.id());
+    drop(resumed);
+    assert_eq!(app.connections(), 1, "a resumed session is confirmed");
+    assert_eq!(app.session_counts().confirmed, 1);
+}
+
+#[test]
 fn a_placement_given_up_passes_to_the_next_waiting_connection() {
     let (app, _) = app_with(1, 1, 32);
     let id = SessionId::from_bits(5);

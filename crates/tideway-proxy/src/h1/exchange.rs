@@ -10,7 +10,7 @@ mod relay;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use http::StatusCode;
@@ -22,11 +22,10 @@ use super::Conn;
 use crate::Side;
 use crate::claim::Claim;
 use crate::client::ClientConn;
-use crate::handler::{FAILED, MALFORMED, NOT_ROUTED, screen, seat_for};
+use crate::handler::{FAILED, MALFORMED, NOT_ROUTED, screen, seat_for, session_cookie};
 use crate::message::framing::{BodyCursor, Framing};
 use crate::message::head::{self, RequestHead};
 use crate::record::{Outcome, Record};
-use crate::sessions::{presented_session, session_cookie};
 use crate::stall::{BODY_STALLED, RESPONSE_STALLED, ReplicaWait};
 use crate::tunnel::TunnelParts;
 use crate::upstream::{Again, Attempts, ReplicaConn};
@@ -138,7 +137,8 @@ async fn exchange(conn: &mut Conn, mut head: RequestHead) -> Next {
             (Ok(()), None) => Err((StatusCode::NOT_FOUND, NOT_ROUTED)),
             (Ok(()), Some(app)) => {
                 let cookies = head.cookies.iter().map(|c| &conn.buf[c.clone()]);
-                let presented = presented_session(cookies, app.name());
+                let keys = shared.cookie_keys.load();
+                let presented = keys.presented(cookies, app.name(), SystemTime::now());
                 Ok((app, presented))
             }
         };
@@ -163,10 +163,10 @@ async fn exchange(conn: &mut Conn, mut head: RequestHead) -> Next {
     let waited = until_client_leaves(
         &conn.stream,
         head.body == Framing::Empty,
-        seat_for(&shared, &app, presented),
+        seat_for(&shared, &app, presented.as_ref()),
     )
     .await;
-    let (claim, issued) = match waited {
+    let (claim, issue) = match waited {
         Some(Ok(seated)) => seated,
         Some(Err(reason)) => return unseated(conn, &head, record, &app, reason).await,
         None => {
@@ -174,7 +174,7 @@ async fn exchange(conn: &mut Conn, mut head: RequestHead) -> Next {
             return Next::Close;
         }
     };
-    let cookie = issued.and_then(|id| session_cookie(app.name(), id));
+    let cookie = session_cookie(&shared, &claim, presented.as_ref(), issue);
     if head.host.is_none() {
         head::add_host(&mut head.forward, claim.replica().addr());
     }

@@ -308,6 +308,7 @@ mod tests {
         let proxy = Proxy::new(
             tideway_config::ProxySettings::default(),
             RouteTable::new(Vec::new()),
+            crate::CookieKeys::random(std::time::Duration::from_secs(86_400)).expect("randomness"),
             clock,
             Arc::new(metrics),
             CancellationToken::new(),

@@ -50,6 +50,7 @@ impl Proxied {
         let proxy = Arc::new(Proxy::new(
             settings,
             RouteTable::new(routes),
+            tideway_proxy::CookieKeys::random(std::time::Duration::from_secs(86_400)).expect("randomness"),
             clock(),
             metrics,
             shutdown.clone(),
