@@ -111,6 +111,19 @@ pub struct Placement {
     done: bool,
 }
 
+/// What became of a session another instance asked this one to let go of.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GaveUp {
+    /// It was vacant and held a seat, now given back.
+    Released,
+    /// It was vacant without a seat: only forgotten.
+    Forgotten,
+    /// It has connections open here (or one is placing it): it stays.
+    Open,
+    /// No such session here.
+    Unknown,
+}
+
 /// Sessions in each state, for metrics and the admin API.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct SessionCounts {
@@ -266,11 +279,31 @@ impl App {
     /// [`App::resume_session`]. A session that became known meanwhile (another of its connections got here
     /// first) is joined as usual.
     pub fn adopt_session(self: &Arc<Self>, id: SessionId, replica: &str) -> JoinSession {
+        self.adopt(id, replica, |app, replica| app.seat_on(replica))
+    }
+
+    /// Takes in session `id` on `replica` with the seat another instance just gave up for it
+    /// ([`App::give_up_session`] there), full or not: the seat moves, the total stays.
+    pub fn adopt_given_up_session(self: &Arc<Self>, id: SessionId, replica: &str) -> JoinSession {
+        self.adopt(id, replica, |app, replica| app.transferred_seat_on(replica))
+    }
+
+    /// Whether the app's set has a replica named `name`.
+    pub fn has_replica_named(&self, name: &str) -> bool {
+        self.replicas().iter().any(|r| r.name() == name)
+    }
+
+    fn adopt(
+        self: &Arc<Self>,
+        id: SessionId,
+        replica: &str,
+        seat_on: impl FnOnce(&Arc<Self>, &Arc<Replica>) -> Option<Seat>,
+    ) -> JoinSession {
         if self.sessions().live.contains_key(&id) {
             return self.join_session(id);
         }
         let named = self.replicas().iter().find(|r| r.name() == replica).cloned();
-        let Some(seat) = named.and_then(|replica| self.seat_on(&replica)) else {
+        let Some(seat) = named.and_then(|replica| seat_on(self, &replica)) else {
             return JoinSession::Unknown;
         };
         let unneeded = match self.sessions().live.entry(id) {
@@ -324,6 +357,29 @@ impl App {
             counted: true,
         };
         (session, share)
+    }
+
+    /// Lets go of session `id` for another instance its client came back through: a vacant session's seat is
+    /// given back and the session forgotten here, so that its seat is counted once, where the client now
+    /// is. A session with connections open here keeps them and its seat.
+    pub fn give_up_session(&self, id: SessionId) -> GaveUp {
+        let Some(session) = self.sessions().live.get(&id).map(|s| Arc::clone(&s)) else {
+            return GaveUp::Unknown;
+        };
+        let seat = {
+            let mut state = session.lock();
+            if state.open > 0 || state.placing {
+                return GaveUp::Open;
+            }
+            self.sessions()
+                .live
+                .remove_if(&id, |_, s| Arc::ptr_eq(s, &session));
+            state.seat.take()
+        };
+        // Given back outside the session's lock: releasing the seat may seat a waiter of the app.
+        let held = seat.is_some();
+        drop(seat);
+        if held { GaveUp::Released } else { GaveUp::Forgotten }
     }
 
     /// Ends what is due: confirmed sessions vacant for `reconnect_grace` give their seat back, and remembered

@@ -19,8 +19,8 @@ mod signal;
 mod testing;
 
 pub use affinity::{
-    Affinity, JoinSession, Placement, SessionCounts, SessionGrant, SessionId, SessionQueue, SessionQueueFull,
-    SessionWaiter, Share,
+    Affinity, GaveUp, JoinSession, Placement, SessionCounts, SessionGrant, SessionId, SessionQueue,
+    SessionQueueFull, SessionWaiter, Share,
 };
 pub use app::admission::{Admission, QueueFull, Seat, Waiter};
 pub use app::{App, AppId, AppStats};

@@ -240,6 +240,12 @@ impl Replica {
         }
     }
 
+    /// Takes a seat whatever the count: for one another instance just gave up here, which this instance
+    /// still counts at that instance until its next report.
+    pub(crate) fn take_transferred_seat(&self) {
+        self.connections.fetch_add(1, Ordering::SeqCst);
+    }
+
     pub(crate) fn release_seat(&self) {
         self.connections.fetch_sub(1, Ordering::SeqCst);
     }

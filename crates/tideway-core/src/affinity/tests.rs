@@ -388,6 +388,50 @@ fn an_adopted_session_whose_replica_is_gone_or_full_is_placed_anew() {
 }
 
 #[test]
+fn a_seat_given_up_elsewhere_moves_here_even_onto_a_full_replica() {
+    let (app, _) = app_with(1, 2, 32);
+    let replica = Arc::clone(&app.replicas()[0]);
+    // Another instance holds both seats, one of them the session's, in its grace.
+    replica.set_elsewhere(2);
+    let id = SessionId::from_bits(15);
+    assert!(matches!(
+        app.adopt_session(id, replica.name()),
+        JoinSession::Unknown
+    ));
+    let moved = joined(app.adopt_given_up_session(id, replica.name()));
+    assert_eq!(moved.replica().id(), replica.id());
+    // That instance's next report counts one seat fewer: the total is what it was.
+    replica.set_elsewhere(1);
+    assert_eq!(replica.total_connections(), 2);
+    assert!(
+        matches!(app.admit(), Admission::Wait),
+        "still full for everyone else"
+    );
+    assert!(app.has_replica_named(replica.name()));
+    assert!(matches!(
+        app.adopt_given_up_session(SessionId::from_bits(16), "gone"),
+        JoinSession::Unknown
+    ));
+}
+
+#[test]
+fn a_vacant_session_is_given_up_to_the_instance_its_client_came_back_through() {
+    let (app, _) = app_with(1, 5, 32);
+    let id = SessionId::from_bits(13);
+    assert_eq!(app.give_up_session(id), GaveUp::Unknown);
+    let open = confirmed(&app, id);
+    assert_eq!(app.give_up_session(id), GaveUp::Open, "its connection stays here");
+    drop(open);
+    assert_eq!(app.connections(), 1, "in its grace");
+    assert_eq!(app.give_up_session(id), GaveUp::Released);
+    assert_eq!((app.connections(), app.session_count()), (0, 0));
+
+    let tentative = app.start_session(admitted(&app), SessionId::from_bits(14));
+    drop(tentative);
+    assert_eq!(app.give_up_session(SessionId::from_bits(14)), GaveUp::Forgotten);
+}
+
+#[test]
 fn a_placement_given_up_passes_to_the_next_waiting_connection() {
     let (app, _) = app_with(1, 1, 32);
     let id = SessionId::from_bits(5);

@@ -139,6 +139,22 @@ impl App {
         })
     }
 
+    /// A seat on `replica` that another instance gave up for a session whose client came here (if the
+    /// replica takes connections): taken past `max_connections` and the allowance, since this instance's
+    /// view still counts that seat at the instance that gave it up — the total stays what it was.
+    pub(crate) fn transferred_seat_on(self: &Arc<Self>, replica: &Arc<Replica>) -> Option<Seat> {
+        if !replica.takes_connections() {
+            return None;
+        }
+        replica.take_transferred_seat();
+        self.seat_taken(&self.policy.load());
+        Some(Seat {
+            app: Arc::clone(self),
+            replica: Arc::clone(replica),
+            on_drop: OnDrop::Release,
+        })
+    }
+
     /// Queues a connection for the next free seat (FIFO). It may be seated before this returns.
     pub fn enqueue(self: &Arc<Self>, waiter: Box<dyn Waiter>) -> Result<(), QueueFull> {
         let capacity = usize::try_from(self.policy.load().max_queued).unwrap_or(usize::MAX);
@@ -221,13 +237,19 @@ impl App {
             tried,
             rotation,
         )?;
+        self.seat_taken(&policy);
+        Ok(replica)
+    }
+
+    /// Counts a seat just taken in the app's demand; the scaler hears of it if that changes the replicas
+    /// needed.
+    fn seat_taken(&self, policy: &crate::Policy) {
         let before = self.seated.fetch_add(1, Ordering::SeqCst) + self.queued() as u64;
         self.counts_changed();
         let before = before + self.elsewhere_demand.load(Ordering::Acquire);
-        if replicas_needed(&policy, before) != replicas_needed(&policy, before + 1) {
+        if replicas_needed(policy, before) != replicas_needed(policy, before + 1) {
             self.scale.raise();
         }
-        Ok(replica)
     }
 
     /// Gives a seat back: the replica's count and the app's demand drop; the scaler hears of it if that
