@@ -7,6 +7,9 @@ use std::net::{Ipv4Addr, SocketAddr, TcpListener};
 use tideway_e2e::{PATIENCE, Tideway, request, until};
 use tideway_testkit::{TestReplica, ws_connect};
 
+#[path = "cluster/sessions.rs"]
+mod sessions;
+
 const SECRET: &str = "a-secret-the-instances-share";
 
 /// Free ports for the three internal listeners, known before any instance starts.
@@ -22,6 +25,16 @@ fn free_addresses(count: usize) -> Vec<SocketAddr> {
 
 /// Instance `me` of the three at `cluster`, in front of `replica` with at most `max_connections` each.
 fn instance(cluster: &[SocketAddr], me: usize, replica: SocketAddr, max_connections: u32) -> Tideway {
+    let app = format!(
+        "[[app]]\nname = \"app\"\nhosts = [\"app.test\"]\nmax_connections = {max_connections}\nqueue_timeout = \"300ms\"\n\
+         [app.static]\naddresses = [\"{replica}\"]\n"
+    );
+    instance_with(cluster, me, &app, &[])
+}
+
+/// Instance `me` of the three at `cluster` (named `a`, `b`, `c`), serving `apps` (configuration text),
+/// with `env` beside the shared secret.
+fn instance_with(cluster: &[SocketAddr], me: usize, apps: &str, env: &[(&str, &str)]) -> Tideway {
     let peers: Vec<String> = cluster
         .iter()
         .enumerate()
@@ -31,17 +44,14 @@ fn instance(cluster: &[SocketAddr], me: usize, replica: SocketAddr, max_connecti
     let config = format!(
         "[proxy]\nlisten = \"127.0.0.1:0\"\n[metrics]\nlisten = \"127.0.0.1:0\"\n[admin]\nlisten = \"127.0.0.1:0\"\n\
          [cluster]\nlisten = \"{}\"\npeers = [{}]\nsecret_env = \"TIDEWAY_TEST_CLUSTER_SECRET\"\n\
-         heartbeat = \"200ms\"\npeer_timeout = \"1s\"\n\n\
-         [[app]]\nname = \"app\"\nhosts = [\"app.test\"]\nmax_connections = {max_connections}\nqueue_timeout = \"300ms\"\n\
-         [app.static]\naddresses = [\"{replica}\"]\n",
+         heartbeat = \"200ms\"\npeer_timeout = \"1s\"\n\n{apps}",
         cluster[me],
         peers.join(", ")
     );
     let name = ["a", "b", "c"][me];
-    Tideway::start_with_env(
-        &config,
-        &[("TIDEWAY_TEST_CLUSTER_SECRET", SECRET), ("POD_NAME", name)],
-    )
+    let mut env = env.to_vec();
+    env.extend([("TIDEWAY_TEST_CLUSTER_SECRET", SECRET), ("POD_NAME", name)]);
+    Tideway::start_with_env(&config, &env)
 }
 
 /// The connections the other instances seat on the app's replica, as `tideway` counts them.
@@ -179,6 +189,13 @@ async fn a_burst_spread_over_three_instances_overshoots_by_at_most_the_stated_bo
     for tideway in &instances {
         until_peers(tideway, 2).await;
     }
+    let (_, _, view) = request(instances[0].listener("admin"), "GET", "/api/cluster", &[], "").await;
+    let view: serde_json::Value = serde_json::from_slice(&view).expect("JSON");
+    let peers: Vec<&str> = view["peers"]
+        .as_array()
+        .map(|peers| peers.iter().filter_map(|p| p["instance"].as_str()).collect())
+        .unwrap_or_default();
+    assert_eq!((view["instance"].as_str(), peers), (Some("a"), vec!["b", "c"]));
     // Sixty connections at once, twenty through each instance.
     let attempts = (0..60).map(|i| {
         let addr = instances[i % 3].addr;

@@ -2,6 +2,8 @@
 
 use prometheus::{GaugeVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
 
+use crate::view::PeerView;
+
 /// The metrics of `[cluster]`, registered on the registry they are given.
 pub struct ClusterMetrics {
     up: IntGaugeVec,
@@ -62,9 +64,11 @@ impl ClusterMetrics {
         self.up.with_label_values(&[peer]).set(0);
     }
 
-    pub(crate) fn ages(&self, live: &[(String, std::time::Duration)]) {
-        for (peer, age) in live {
-            self.age.with_label_values(&[peer]).set(age.as_secs_f64());
+    pub(crate) fn ages(&self, live: &[PeerView]) {
+        for peer in live {
+            self.age
+                .with_label_values(&[&peer.instance])
+                .set(peer.report_age_seconds);
         }
         self.live.set(i64::try_from(live.len()).unwrap_or(i64::MAX));
     }

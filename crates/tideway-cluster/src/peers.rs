@@ -7,6 +7,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use crate::report::Report;
+use crate::view::PeerView;
 
 /// The latest report of each live peer.
 #[derive(Debug)]
@@ -100,15 +101,19 @@ impl Peers {
         self.latest.len()
     }
 
-    /// The live peers, each with how long ago its last report came, by name.
-    pub fn live(&self, now: Instant) -> Vec<(String, Duration)> {
-        let mut live: Vec<(String, Duration)> = self
+    /// The live peers with their latest counts, as of `now`, by name.
+    pub fn view(&self, now: Instant) -> Vec<PeerView> {
+        let mut peers: Vec<PeerView> = self
             .latest
             .iter()
-            .map(|(instance, latest)| (instance.clone(), now.saturating_duration_since(latest.at)))
+            .map(|(instance, latest)| PeerView {
+                instance: instance.clone(),
+                report_age_seconds: now.saturating_duration_since(latest.at).as_secs_f64(),
+                apps: latest.report.apps.clone(),
+            })
             .collect();
-        live.sort();
-        live
+        peers.sort_by(|a, b| a.instance.cmp(&b.instance));
+        peers
     }
 
     /// The sums over the live peers.
@@ -221,7 +226,11 @@ mod tests {
         assert!(peers.expire(start + Duration::from_millis(2999)).is_empty());
         assert_eq!(peers.expire(start + Duration::from_secs(3)), ["b"]);
         assert_eq!(peers.totals().connections("a", "a-1"), 3);
-        let live = peers.live(start + Duration::from_secs(4));
-        assert_eq!(live, [("c".to_owned(), Duration::from_secs(2))]);
+        let live = peers.view(start + Duration::from_secs(4));
+        let live: Vec<(&str, f64)> = live
+            .iter()
+            .map(|p| (p.instance.as_str(), p.report_age_seconds))
+            .collect();
+        assert_eq!(live, [("c", 2.0)]);
     }
 }

@@ -20,17 +20,19 @@ use http_body_util::{BodyExt, Full, Limited};
 use hyper::client::conn::http1;
 use hyper_util::rt::TokioIo;
 use tideway_config::ClusterSettings;
-use tideway_core::{App, ReplicaState, UNLIMITED};
+use tideway_core::{App, GaveUp, ReplicaState, SessionId, UNLIMITED};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
+use crate::handover::ask_peers;
 use crate::metrics::ClusterMetrics;
 use crate::peers::{Peers, Totals};
 use crate::report::{AppReport, ReplicaReport, Report};
-use crate::server::{REPORT_PATH, serve};
+use crate::server::{Listener, REPORT_PATH, serve};
+use crate::view::ClusterView;
 
 /// First pause after a failed send to a peer; doubles up to [`MAX_RETRY`].
 const FIRST_RETRY: Duration = Duration::from_millis(100);
@@ -56,6 +58,9 @@ pub(crate) enum Heard {
 pub struct Cluster {
     apps: Arc<watch::Sender<Arc<Vec<Arc<App>>>>>,
     found: Arc<watch::Sender<Vec<SocketAddr>>>,
+    listed: Arc<[SocketAddr]>,
+    secret: Arc<[u8]>,
+    view: watch::Receiver<Arc<ClusterView>>,
 }
 
 /// What each sender needs, to start one for a peer found later.
@@ -78,6 +83,8 @@ struct Task {
     metrics: Arc<ClusterMetrics>,
     /// The peers heard from since the last grant: the next grant waits until every live one was.
     heard_since_grant: HashSet<String>,
+    /// What the admin API shows, refreshed at each heartbeat and each peer's expiry.
+    view: watch::Sender<Arc<ClusterView>>,
 }
 
 impl Cluster {
@@ -102,16 +109,16 @@ impl Cluster {
         };
         let (outbox, _) = watch::channel(Arc::new(own));
         let (heard, reports) = mpsc::channel(64);
-        serve(
-            listener,
-            Arc::clone(&secret),
-            heard.clone(),
-            outbox.subscribe(),
-            shutdown.clone(),
-        );
+        let answers = Listener {
+            secret: Arc::clone(&secret),
+            reports: heard.clone(),
+            own: outbox.subscribe(),
+            apps: apps_seen.clone(),
+        };
+        serve(listener, answers, shutdown.clone());
         let senders = Senders {
             outbox: outbox.subscribe(),
-            secret,
+            secret: Arc::clone(&secret),
             heard,
             metrics: Arc::clone(&metrics),
             shutdown: shutdown.clone(),
@@ -120,6 +127,10 @@ impl Cluster {
             senders.start(*peer);
         }
         let (found, found_seen) = watch::channel(Vec::new());
+        let (view, view_seen) = watch::channel(Arc::new(ClusterView {
+            instance: identity.to_owned(),
+            peers: Vec::new(),
+        }));
         tokio::spawn(senders.follow(found_seen, settings.peers.clone()));
         let task = Task {
             identity: identity.to_owned(),
@@ -130,6 +141,7 @@ impl Cluster {
             outbox,
             metrics,
             heard_since_grant: HashSet::new(),
+            view,
         };
         info!(
             identity,
@@ -140,7 +152,31 @@ impl Cluster {
         Cluster {
             apps: Arc::new(apps),
             found: Arc::new(found),
+            listed: settings.peers.clone().into(),
+            secret,
+            view: view_seen,
         }
+    }
+
+    /// This instance and its live peers with their counts, as of the last heartbeat.
+    pub fn view(&self) -> Arc<ClusterView> {
+        Arc::clone(&self.view.borrow())
+    }
+
+    /// Asks every peer (listed and found) to give up session `id` of `app`, which a client just brought
+    /// back here: what the peer that held it did — [`GaveUp::Released`] when its seat moves here.
+    pub async fn hand_over(&self, app: &str, id: SessionId) -> GaveUp {
+        let mut peers = self.listed.to_vec();
+        peers.extend(
+            self.found
+                .borrow()
+                .iter()
+                .filter(|peer| !self.listed.contains(peer)),
+        );
+        if peers.is_empty() {
+            return GaveUp::Unknown;
+        }
+        ask_peers(peers, Arc::clone(&self.secret), app, id).await
     }
 
     /// The peers found now (the ready endpoints of tideway's own Service), beside those listed: a
@@ -306,7 +342,12 @@ impl Task {
     }
 
     fn show_live(&self) {
-        self.metrics.ages(&self.peers.live(Instant::now()));
+        let peers = self.peers.view(Instant::now());
+        self.metrics.ages(&peers);
+        self.view.send_replace(Arc::new(ClusterView {
+            instance: self.identity.clone(),
+            peers,
+        }));
     }
 }
 
@@ -420,7 +461,8 @@ async fn send_to(
     }
 }
 
-async fn connect(peer: SocketAddr) -> Result<http1::SendRequest<Full<Bytes>>, String> {
+/// A connection to `peer`'s internal listener.
+pub(crate) async fn connect(peer: SocketAddr) -> Result<http1::SendRequest<Full<Bytes>>, String> {
     let stream = TcpStream::connect(peer).await.map_err(|e| e.to_string())?;
     let _ = stream.set_nodelay(true);
     let (sender, connection) = http1::handshake(TokioIo::new(stream))

@@ -282,9 +282,10 @@ impl App {
         self.adopt(id, replica, |app, replica| app.seat_on(replica))
     }
 
-    /// Takes in session `id` on `replica` with the seat another instance just gave up for it
-    /// ([`App::give_up_session`] there), full or not: the seat moves, the total stays.
-    pub fn adopt_given_up_session(self: &Arc<Self>, id: SessionId, replica: &str) -> JoinSession {
+    /// Takes in session `id` on `replica`, full or not, with the seat another instance counts for it:
+    /// one it just gave up ([`App::give_up_session`] there) — the seat moves, the total stays — or one
+    /// it holds for the session's connections open there, which the replica serves as one session.
+    pub fn adopt_session_held_elsewhere(self: &Arc<Self>, id: SessionId, replica: &str) -> JoinSession {
         self.adopt(id, replica, |app, replica| app.transferred_seat_on(replica))
     }
 

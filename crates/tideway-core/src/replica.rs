@@ -197,11 +197,9 @@ impl Replica {
     }
 
     /// Takes a seat if fewer than `max` are taken, counting those other instances seat here, and if the
-    /// allowance has one left. The compare-and-swap makes `max` a hard limit under any concurrency within
-    /// this instance, which a load-then-add could overshoot; across instances, the allowance bounds what
-    /// one instance takes on a view its peers have not corrected yet.
+    /// allowance has one left. Across instances, the allowance bounds what one instance takes on a view
+    /// its peers have not corrected yet.
     pub(crate) fn try_take_seat(&self, max: u32) -> bool {
-        let elsewhere = self.elsewhere();
         // Alone (the common case), the allowance costs one load.
         let limited = self.allowance.load(Ordering::Acquire) != UNLIMITED;
         if limited
@@ -215,17 +213,29 @@ impl Replica {
         {
             return false;
         }
+        if self.try_take_room(max) {
+            return true;
+        }
+        // The allowance's seat was not used: it stays granted.
+        if limited {
+            let _ = self
+                .allowance
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |seats| {
+                    (seats != UNLIMITED).then(|| seats.saturating_add(1))
+                });
+        }
+        false
+    }
+
+    /// Takes a seat if fewer than `max` are taken, counting those other instances seat here, whatever the
+    /// allowance: for a session coming back to its replica, whose seat was just given back — here, or at
+    /// the instance it came from. The compare-and-swap makes `max` a hard limit under any concurrency
+    /// within this instance, which a load-then-add could overshoot.
+    pub(crate) fn try_take_room(&self, max: u32) -> bool {
+        let elsewhere = self.elsewhere();
         let mut current = self.connections.load(Ordering::SeqCst);
         loop {
             if current.saturating_add(elsewhere) >= max {
-                // The allowance's seat was not used: it stays granted.
-                if limited {
-                    let _ = self
-                        .allowance
-                        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |seats| {
-                            (seats != UNLIMITED).then(|| seats.saturating_add(1))
-                        });
-                }
                 return false;
             }
             match self.connections.compare_exchange_weak(
@@ -337,6 +347,13 @@ mod tests {
             4,
             "a seat given back is for the next grant to hand out"
         );
+        r.set_allowance(0);
+        r.set_elsewhere(7);
+        assert!(
+            r.try_take_room(10),
+            "a returning session needs room, not the allowance"
+        );
+        assert!(!r.try_take_room(10), "but room it needs");
     }
 
     #[test]

@@ -13,7 +13,7 @@ use bytes::Bytes;
 use http::header::{self, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Version};
 use hyper::body::Incoming;
-use tideway_core::{Admission, Affinity, App, JoinSession, RejectReason, Seat, SessionGrant};
+use tideway_core::{Admission, Affinity, App, GaveUp, JoinSession, RejectReason, Seat, SessionGrant};
 use tokio::time::Instant;
 use tracing::{debug, warn};
 
@@ -149,7 +149,7 @@ pub(crate) async fn seat_for(
     };
     let id = presented.id;
     let joined = match app.join_session(id) {
-        JoinSession::Unknown => app.adopt_session(id, &presented.replica),
+        JoinSession::Unknown => adopt(shared, app, presented).await,
         known => known,
     };
     let grant = match joined {
@@ -171,6 +171,32 @@ pub(crate) async fn seat_for(
             let seat = admit(shared, app).await?;
             Ok((Claim::Share(placement.seated(seat)), true))
         }
+    }
+}
+
+/// Takes in a session unknown here on the replica its cookie names. With peers, another instance may hold
+/// it vacant in its grace: when the seat could be taken here, that instance is told to give its own back
+/// (in the background); when the replica is full as counted here — that seat may be what fills it — the
+/// seat is asked for, and moves here if given up (or is shared, if the session is open there too).
+async fn adopt(shared: &Shared, app: &Arc<App>, presented: &Presented) -> JoinSession {
+    let (id, replica) = (presented.id, presented.replica.as_str());
+    let adopted = app.adopt_session(id, replica);
+    let Some(holders) = shared.session_holders.get() else {
+        return adopted;
+    };
+    match adopted {
+        JoinSession::Joined(share) => {
+            let (holders, app) = (Arc::clone(holders), app.name().to_owned());
+            tokio::spawn(async move { holders.hand_over(&app, id).await });
+            JoinSession::Joined(share)
+        }
+        JoinSession::Unknown if app.has_replica_named(replica) => {
+            match holders.hand_over(app.name(), id).await {
+                GaveUp::Released | GaveUp::Open => app.adopt_session_held_elsewhere(id, replica),
+                GaveUp::Forgotten | GaveUp::Unknown => JoinSession::Unknown,
+            }
+        }
+        other => other,
     }
 }
 

@@ -31,7 +31,7 @@ mod upstream;
 mod watch;
 
 use std::io;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
@@ -44,7 +44,7 @@ use tracing::{info, warn};
 pub use clock::RuntimeClock;
 pub use metrics::ProxyMetrics;
 pub use routing::{Route, RouteTable};
-pub use sessions::{CookieKeys, KeyError, MIN_KEY_LEN};
+pub use sessions::{CookieKeys, KeyError, MIN_KEY_LEN, SessionHolders};
 
 use broadcast::Broadcast;
 use links::Links;
@@ -73,6 +73,8 @@ pub(crate) struct Shared {
     routes: ArcSwap<RouteTable>,
     /// The keys affinity cookies are signed and checked with.
     cookie_keys: ArcSwap<CookieKeys>,
+    /// The other instances, asked for the sessions clients bring back here; unset for a lone instance.
+    session_holders: OnceLock<Arc<dyn SessionHolders>>,
     metrics: Arc<ProxyMetrics>,
     /// What the data plane keeps per app and per replica.
     links: Links,
@@ -99,6 +101,7 @@ impl Proxy {
                 settings: ArcSwap::from_pointee(settings),
                 routes: ArcSwap::from_pointee(routes),
                 cookie_keys: ArcSwap::from_pointee(cookie_keys),
+                session_holders: OnceLock::new(),
                 links: Links::new(Arc::clone(&metrics)),
                 metrics,
                 shutdown,
@@ -124,6 +127,14 @@ impl Proxy {
     /// longer listed stop being honoured.
     pub fn set_cookie_keys(&self, keys: CookieKeys) {
         self.shared.cookie_keys.store(Arc::new(keys));
+    }
+
+    /// Has the proxy ask `holders` for each session a cookie brings here that this instance does not hold
+    /// (`docs/glossary.md`, "handover"); set once, when the instance joins its peers.
+    pub fn set_session_holders(&self, holders: Arc<dyn SessionHolders>) {
+        if self.shared.session_holders.set(holders).is_err() {
+            warn!("the instance's peers were set twice; the first stay");
+        }
     }
 
     /// Closes the connections still open on `replica` the graceful way (tunnels get their close frames,

@@ -2,6 +2,7 @@
 //! on time so their seats return to the pool exactly `reconnect_grace` after their last connection.
 
 mod cookie;
+mod handover;
 
 use std::future::poll_fn;
 use std::sync::{Arc, Weak};
@@ -13,6 +14,7 @@ use tideway_core::{App, SessionId};
 
 pub(crate) use cookie::Presented;
 pub use cookie::{CookieKeys, KeyError, MIN_KEY_LEN};
+pub use handover::SessionHolders;
 
 use crate::clock::RuntimeClock;
 

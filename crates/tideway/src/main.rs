@@ -5,6 +5,7 @@ mod admin;
 mod cli;
 mod cookie_keys;
 mod fleet;
+mod handover;
 mod health;
 mod http;
 mod logging;

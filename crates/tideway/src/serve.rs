@@ -21,6 +21,7 @@ use crate::admin::{self, serve_admin};
 use crate::cli::error_chain;
 use crate::cookie_keys::{self, KeySource};
 use crate::fleet::{Fleet, FleetMetrics};
+use crate::handover;
 use crate::health::serve_metrics;
 use crate::logging::Repeats;
 use crate::reload::Reload;
@@ -117,6 +118,7 @@ async fn serve(
     let evicting = Arc::clone(&proxy);
     let evict: Evict = Arc::new(move |replica| evicting.evict(replica));
     let mut fleet = Fleet::new(clock, supervisor, evict, metrics, config.kubernetes.clone());
+    let mut joined = None;
     if let (Some(settings), Some(listener)) = (&config.cluster, listeners.cluster) {
         match join_cluster(settings, listener, &registry, shutdown.clone()) {
             Ok(cluster) => {
@@ -128,6 +130,8 @@ async fn serve(
                     let finding = find_peers(fleet.api().clone(), service.clone(), port, cluster.clone());
                     tokio::spawn(finding);
                 }
+                proxy.set_session_holders(Arc::new(handover::Peers(cluster.clone())));
+                joined = Some(cluster.clone());
                 fleet.share_with(cluster);
             }
             Err(e) => {
@@ -166,7 +170,7 @@ async fn serve(
         );
     }
     if let Some(listener) = listeners.admin {
-        serve_admin(listener, shutdown.clone(), fleet.view(), clock, token);
+        serve_admin(listener, shutdown.clone(), fleet.view(), clock, token, joined);
     }
     tokio::spawn(watch_signals(shutdown.clone(), Arc::clone(&ready)));
 

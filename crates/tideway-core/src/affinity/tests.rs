@@ -398,7 +398,7 @@ fn a_seat_given_up_elsewhere_moves_here_even_onto_a_full_replica() {
         app.adopt_session(id, replica.name()),
         JoinSession::Unknown
     ));
-    let moved = joined(app.adopt_given_up_session(id, replica.name()));
+    let moved = joined(app.adopt_session_held_elsewhere(id, replica.name()));
     assert_eq!(moved.replica().id(), replica.id());
     // That instance's next report counts one seat fewer: the total is what it was.
     replica.set_elsewhere(1);
@@ -409,7 +409,7 @@ fn a_seat_given_up_elsewhere_moves_here_even_onto_a_full_replica() {
     );
     assert!(app.has_replica_named(replica.name()));
     assert!(matches!(
-        app.adopt_given_up_session(SessionId::from_bits(16), "gone"),
+        app.adopt_session_held_elsewhere(SessionId::from_bits(16), "gone"),
         JoinSession::Unknown
     ));
 }

@@ -125,16 +125,20 @@ impl App {
         })
     }
 
-    /// A seat on `replica` alone, if it is ready, has room, and nobody waits in the queue (who would go
-    /// first): for a session returning to the replica it was on.
+    /// A seat on `replica` alone, if it takes connections, has room, and nobody waits in the queue (who
+    /// would go first): for a session returning to the replica it was on. This instance's allowance does
+    /// not stop it — the seat it comes back to was given back a moment ago, here or at the instance it
+    /// came from, and is not a new one the peers have not heard of (README, "Several instances").
     pub(crate) fn seat_on(self: &Arc<Self>, replica: &Arc<Replica>) -> Option<Seat> {
-        if self.queued() > 0 {
+        let policy = self.policy.load();
+        let open = replica.takes_connections() && replica.is_reachable(self.now());
+        if self.queued() > 0 || !open || !replica.try_take_room(policy.max_connections) {
             return None;
         }
-        let replica = self.take_seat_among(std::slice::from_ref(replica), &[]).ok()?;
+        self.seat_taken(&policy);
         Some(Seat {
             app: Arc::clone(self),
-            replica,
+            replica: Arc::clone(replica),
             on_drop: OnDrop::Release,
         })
     }

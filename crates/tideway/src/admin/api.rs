@@ -4,6 +4,7 @@
 use bytes::Bytes;
 use http::{Response, StatusCode};
 use serde_json::{Map, Value, json};
+use tideway_cluster::ClusterView;
 use tideway_config::{Backend, FieldError, POLICY_KEYS, policy_update};
 use tideway_core::{AppStats, CloseReason, Policy, RECENT_MINUTES, RejectReason, Timestamp};
 use tracing::info;
@@ -11,10 +12,10 @@ use tracing::info;
 use crate::fleet::AppView;
 use crate::http::{Body, json};
 
-/// `GET /api/apps`.
-pub(super) fn apps(fleet: &[AppView], now: Timestamp) -> Value {
+/// `GET /api/apps`: the apps, and with `[cluster]` the instance's peers (`null` for an instance alone).
+pub(super) fn apps(fleet: &[AppView], now: Timestamp, cluster: Option<&ClusterView>) -> Value {
     let shown = fleet.iter().filter(|view| view.is_shown());
-    json!({ "apps": shown.map(|view| app(view, now)).collect::<Vec<_>>() })
+    json!({ "apps": shown.map(|view| app(view, now)).collect::<Vec<_>>(), "cluster": cluster })
 }
 
 /// `GET /api/apps/{name}`: the app's state, its policy in force and its recent decisions.
@@ -22,6 +23,7 @@ pub(super) fn app(view: &AppView, now: Timestamp) -> Value {
     let app = &view.app;
     let all = view.replicas();
     let connections: u64 = all.iter().map(|r| u64::from(r.connections())).sum();
+    let elsewhere: u64 = all.iter().map(|r| u64::from(r.elsewhere())).sum();
     let replicas: Vec<Value> = all
         .iter()
         .map(|r| {
@@ -69,6 +71,7 @@ pub(super) fn app(view: &AppView, now: Timestamp) -> Value {
         },
         "removed": view.removed,
         "connections": connections,
+        "elsewhere": elsewhere,
         "queued": app.queued(),
         "sessions": app.session_count(),
         "confirmed_sessions": app.session_counts().confirmed,

@@ -1,4 +1,5 @@
-//! The admin listener: a JSON API over the running apps (read, and change a policy) and a live status page.
+//! The admin listener: a JSON API over the running apps (read, and change a policy) and the instance's
+//! peers, and a live status page.
 //! On loopback by default; anywhere else a bearer token is required (from `token_file` or `token_env`).
 
 mod api;
@@ -10,7 +11,7 @@ use http::header::{self, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
-use tideway_cluster::constant_time_eq;
+use tideway_cluster::{Cluster, constant_time_eq};
 use tideway_config::AdminSettings;
 use tideway_proxy::RuntimeClock;
 use tokio::net::TcpListener;
@@ -30,6 +31,8 @@ struct Admin {
     fleet: FleetView,
     clock: RuntimeClock,
     token: Option<Vec<u8>>,
+    /// The instance's peers, with `[cluster]`.
+    cluster: Option<Cluster>,
 }
 
 /// Reads the configured admin token, if any.
@@ -49,8 +52,14 @@ pub(crate) fn serve_admin(
     fleet: FleetView,
     clock: RuntimeClock,
     token: Option<Vec<u8>>,
+    cluster: Option<Cluster>,
 ) {
-    let admin = Arc::new(Admin { fleet, clock, token });
+    let admin = Arc::new(Admin {
+        fleet,
+        clock,
+        token,
+        cluster,
+    });
     serve(listener, shutdown, move |req: Request<Incoming>| {
         let admin = Arc::clone(&admin);
         async move { admin.route(req).await }
@@ -93,7 +102,17 @@ impl Admin {
         let fleet = self.fleet.load();
         let now = self.clock.now();
         match (&method, segments.as_slice()) {
-            (&Method::GET, ["api", "apps"]) => json(StatusCode::OK, &api::apps(&fleet, now)),
+            (&Method::GET, ["api", "apps"]) => {
+                let cluster = self.cluster.as_ref().map(Cluster::view);
+                json(StatusCode::OK, &api::apps(&fleet, now, cluster.as_deref()))
+            }
+            (&Method::GET, ["api", "cluster"]) => match &self.cluster {
+                Some(cluster) => json(StatusCode::OK, &serde_json::json!(*cluster.view())),
+                None => json(
+                    StatusCode::NOT_FOUND,
+                    &serde_json::json!({ "error": "this instance runs alone: no [cluster]" }),
+                ),
+            },
             (&Method::GET, ["api", "apps", name]) => {
                 match fleet.iter().find(|v| v.app.name() == *name && v.is_shown()) {
                     Some(view) => json(StatusCode::OK, &api::app(view, now)),
