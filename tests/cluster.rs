@@ -3,52 +3,75 @@
 //! after `peer_timeout`, and the internal listener takes nothing without the shared secret.
 
 use std::net::{Ipv4Addr, SocketAddr, TcpListener};
+use std::sync::atomic::{AtomicU8, Ordering};
 
 use tideway_e2e::{PATIENCE, Tideway, request, until};
 use tideway_testkit::{TestReplica, ws_connect};
 
+#[path = "cluster/partition.rs"]
+mod partition;
+#[path = "cluster/relay.rs"]
+mod relay;
 #[path = "cluster/sessions.rs"]
 mod sessions;
 
 const SECRET: &str = "a-secret-the-instances-share";
 
-/// Free ports for the three internal listeners, known before any instance starts.
+/// Free addresses for `count` internal listeners, known before any instance starts: each call on a
+/// loopback network of its own (127.77.n.0/24), where nothing else binds — an ephemeral port of 127.0.0.1
+/// handed to another listener of the tests meanwhile cannot take one.
 fn free_addresses(count: usize) -> Vec<SocketAddr> {
-    let listeners: Vec<TcpListener> = (0..count)
-        .map(|_| TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("a free port"))
-        .collect();
-    listeners
-        .iter()
-        .map(|l| l.local_addr().expect("an address"))
+    static NETWORK: AtomicU8 = AtomicU8::new(1);
+    let network = NETWORK.fetch_add(1, Ordering::Relaxed);
+    (1..=count)
+        .map(|host| {
+            let ip = Ipv4Addr::new(127, 77, network, u8::try_from(host).expect("a few hosts"));
+            let listener = TcpListener::bind((ip, 0)).expect("a free port");
+            listener.local_addr().expect("an address")
+        })
         .collect()
 }
 
 /// Instance `me` of the three at `cluster`, in front of `replica` with at most `max_connections` each.
 fn instance(cluster: &[SocketAddr], me: usize, replica: SocketAddr, max_connections: u32) -> Tideway {
-    let app = format!(
+    instance_with(cluster, me, &one_replica(replica, max_connections), &[])
+}
+
+/// The app of one replica at `replica`, taking `max_connections`.
+fn one_replica(replica: SocketAddr, max_connections: u32) -> String {
+    format!(
         "[[app]]\nname = \"app\"\nhosts = [\"app.test\"]\nmax_connections = {max_connections}\nqueue_timeout = \"300ms\"\n\
          [app.static]\naddresses = [\"{replica}\"]\n"
-    );
-    instance_with(cluster, me, &app, &[])
+    )
 }
 
 /// Instance `me` of the three at `cluster` (named `a`, `b`, `c`), serving `apps` (configuration text),
 /// with `env` beside the shared secret.
 fn instance_with(cluster: &[SocketAddr], me: usize, apps: &str, env: &[(&str, &str)]) -> Tideway {
-    let peers: Vec<String> = cluster
+    let peers: Vec<SocketAddr> = cluster
         .iter()
         .enumerate()
         .filter(|(i, _)| *i != me)
-        .map(|(_, addr)| format!("\"{addr}\""))
+        .map(|(_, addr)| *addr)
         .collect();
+    instance_at(cluster[me], &peers, ["a", "b", "c"][me], apps, env)
+}
+
+/// Instance `name` with its internal listener on `listen`, reporting to `peers`.
+fn instance_at(
+    listen: SocketAddr,
+    peers: &[SocketAddr],
+    name: &str,
+    apps: &str,
+    env: &[(&str, &str)],
+) -> Tideway {
+    let peers: Vec<String> = peers.iter().map(|addr| format!("\"{addr}\"")).collect();
     let config = format!(
         "[proxy]\nlisten = \"127.0.0.1:0\"\n[metrics]\nlisten = \"127.0.0.1:0\"\n[admin]\nlisten = \"127.0.0.1:0\"\n\
-         [cluster]\nlisten = \"{}\"\npeers = [{}]\nsecret_env = \"TIDEWAY_TEST_CLUSTER_SECRET\"\n\
+         [cluster]\nlisten = \"{listen}\"\npeers = [{}]\nsecret_env = \"TIDEWAY_TEST_CLUSTER_SECRET\"\n\
          heartbeat = \"200ms\"\npeer_timeout = \"1s\"\n\n{apps}",
-        cluster[me],
         peers.join(", ")
     );
-    let name = ["a", "b", "c"][me];
     let mut env = env.to_vec();
     env.extend([("TIDEWAY_TEST_CLUSTER_SECRET", SECRET), ("POD_NAME", name)]);
     Tideway::start_with_env(&config, &env)

@@ -182,7 +182,8 @@ impl Tideway {
         }
     }
 
-    /// The address of another listener (`metrics` or `admin`), as reached from 127.0.0.1.
+    /// The address of another listener (`metrics`, `admin`, `cluster`): one bound to any address is reached
+    /// on 127.0.0.1.
     pub fn listener(&self, name: &str) -> SocketAddr {
         let event = self
             .events(&format!("{name} listening"))
@@ -193,7 +194,11 @@ impl Tideway {
             .as_str()
             .and_then(|a| a.parse().ok())
             .expect("a listen address");
-        SocketAddr::from(([127, 0, 0, 1], addr.port()))
+        if addr.ip().is_unspecified() {
+            SocketAddr::from(([127, 0, 0, 1], addr.port()))
+        } else {
+            addr
+        }
     }
 
     /// The process id, for signals.

@@ -369,6 +369,43 @@ async fn two_instances_route_one_scales_and_the_other_takes_over_when_it_dies() 
 }
 
 #[tokio::test]
+async fn the_leader_scales_on_the_demand_of_every_instance() {
+    let cluster = TestCluster::start().await.expect("cluster");
+    cluster.deploy("apps", "shiny", 1);
+    let internal: Vec<SocketAddr> = (0..2)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()))
+        .collect::<Result<_, _>>()
+        .expect("free ports");
+    let secret = tideway_e2e::config_file("a-secret-the-instances-share");
+    let joined = |me: usize| {
+        format!(
+            "lease_duration = \"1s\"\n\n[cluster]\nlisten = \"{}\"\npeers = [\"{}\"]\nsecret_file = \"{}\"\n\
+             heartbeat = \"200ms\"\npeer_timeout = \"1s\"",
+            internal[me],
+            internal[1 - me],
+            secret.display()
+        )
+    };
+    let a = start_config(&cluster, "a", &joined(0), POLICY);
+    let b = start_config(&cluster, "b", &joined(1), POLICY);
+    for tideway in [&a, &b] {
+        until("/readyz", || async { readyz(tideway).await == 200 }).await;
+        until("a ready replica", || async { get(tideway.addr).await == 200 }).await;
+        until("the other instance heard", || async {
+            metric(tideway, "tideway_peers").await == Some(1.0)
+        })
+        .await;
+    }
+    let (leader, follower) = leader_and_follower(a, b).await;
+    // One session through each: each instance alone wants one pod, the two together want two.
+    let _sessions = [session(leader.addr).await, session(follower.addr).await];
+    eventually("the leader scaled to 2 on the total", PATIENCE, || {
+        replicas(&cluster) == Some(2)
+    })
+    .await;
+}
+
+#[tokio::test]
 async fn a_leader_that_stops_gives_its_lease_up_and_the_other_takes_over_before_it_would_lapse() {
     let cluster = TestCluster::start().await.expect("cluster");
     cluster.deploy("apps", "shiny", 1);

@@ -3,10 +3,6 @@
 //! session vacant in its grace at one instance is handed over, seat and all, to the one its client came
 //! back through; and nobody can write a cookie of their own.
 
-use std::net::SocketAddr;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
-
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use futures::{SinkExt, StreamExt};
@@ -16,8 +12,9 @@ use tideway_testkit::TestReplica;
 use tideway_testkit::tokio_tungstenite::client_async;
 use tideway_testkit::tungstenite::Message;
 use tideway_testkit::tungstenite::client::IntoClientRequest;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 
+use super::relay::Relay;
 use super::{free_addresses, instance_with, until_peers};
 
 /// The app: cookie affinity over `replicas`, each taking `max_connections`.
@@ -167,6 +164,30 @@ async fn a_session_follows_its_cookie_through_every_instance_and_nobody_can_writ
 }
 
 #[tokio::test]
+async fn an_expired_cookie_is_not_honoured() {
+    let replicas = replicas(3).await;
+    let app = format!("[cookie]\nmax_age = \"2s\"\n\n{}", sticky(&replicas, 10));
+    let tideway = instance_with(&free_addresses(1), 0, &app, &[]);
+    let (cookie, _) = new_session(&tideway).await;
+    let honoured = get(&tideway, Some(&cookie)).await;
+    assert!(honoured.cookie.is_none(), "honoured while it is good");
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        let got = get(&tideway, Some(&cookie)).await;
+        if let Some(issued) = got.cookie {
+            if session_of(&issued) != session_of(&cookie) {
+                break;
+            }
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the cookie was still honoured after {PATIENCE:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
 async fn a_session_in_its_grace_moves_with_its_client_and_its_seat_counts_once() {
     let replicas = replicas(3).await;
     let cluster = free_addresses(3);
@@ -269,45 +290,6 @@ async fn a_key_rotation_done_in_its_documented_steps_keeps_every_session() {
     assert_ne!(session_of(&issued), session_of(&signed_new));
 }
 
-/// A load balancer in front of the instances, as a cloud's does: each new connection goes to the next
-/// instance in turn. Counts the connections each got.
-struct RoundRobin {
-    addr: SocketAddr,
-    per_instance: Arc<Vec<AtomicUsize>>,
-}
-
-impl RoundRobin {
-    async fn start(instances: &[Tideway]) -> RoundRobin {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let addr = listener.local_addr().expect("an address");
-        let targets: Vec<SocketAddr> = instances.iter().map(|t| t.addr).collect();
-        let per_instance = Arc::new(targets.iter().map(|_| AtomicUsize::new(0)).collect::<Vec<_>>());
-        let counts = Arc::clone(&per_instance);
-        tokio::spawn(async move {
-            let mut next = 0;
-            while let Ok((mut client, _)) = listener.accept().await {
-                let target = next % targets.len();
-                next += 1;
-                counts[target].fetch_add(1, Ordering::SeqCst);
-                let addr = targets[target];
-                tokio::spawn(async move {
-                    if let Ok(mut upstream) = TcpStream::connect(addr).await {
-                        let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
-                    }
-                });
-            }
-        });
-        RoundRobin { addr, per_instance }
-    }
-
-    fn counts(&self) -> Vec<usize> {
-        self.per_instance
-            .iter()
-            .map(|c| c.load(Ordering::SeqCst))
-            .collect()
-    }
-}
-
 /// The page's requests and WebSocket, as the page saw them: which replica answered each.
 const SPREAD: &str = r#"(async () => {
   const replica = async (i) => (await fetch('/delay?ms=300&i=' + i, {cache: 'no-store'})).headers.get('x-backend');
@@ -328,7 +310,7 @@ async fn a_browser_behind_a_round_robin_balancer_keeps_one_replica_across_instan
     let cluster = free_addresses(3);
     let app = sticky(&replicas, 10);
     let instances: Vec<Tideway> = (0..3).map(|i| instance_with(&cluster, i, &app, &[])).collect();
-    let balancer = RoundRobin::start(&instances).await;
+    let balancer = Relay::start(instances.iter().map(|t| t.addr).collect()).await;
 
     let mut browser = Chromium::launch().await;
     let page = browser.new_page().await;
