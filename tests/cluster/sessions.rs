@@ -174,10 +174,11 @@ async fn an_expired_cookie_is_not_honoured() {
     let deadline = tokio::time::Instant::now() + PATIENCE;
     loop {
         let got = get(&tideway, Some(&cookie)).await;
-        if let Some(issued) = got.cookie {
-            if session_of(&issued) != session_of(&cookie) {
-                break;
-            }
+        if got
+            .cookie
+            .is_some_and(|issued| session_of(&issued) != session_of(&cookie))
+        {
+            break;
         }
         assert!(
             tokio::time::Instant::now() < deadline,

@@ -11,13 +11,11 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
-use http::Request;
-use http_body_util::{BodyExt, Full, Limited};
 use serde::{Deserialize, Serialize};
 use tideway_core::{App, GaveUp, SessionId};
 use tracing::debug;
 
-use crate::sender::connect;
+use crate::sender::{Post, connect};
 
 /// Where peers ask for a session.
 pub(crate) const HANDOVER_PATH: &str = "/v1/handover";
@@ -125,25 +123,13 @@ pub(crate) async fn ask_peers(peers: Vec<SocketAddr>, secret: Arc<[u8]>, app: &s
 
 async fn ask_one(peer: SocketAddr, secret: &[u8], body: Bytes) -> Result<Outcome, String> {
     let mut sender = connect(peer).await?;
-    let request = Request::post(HANDOVER_PATH)
-        .header(http::header::HOST, peer.to_string())
-        .header(
-            http::header::AUTHORIZATION,
-            format!("Bearer {}", String::from_utf8_lossy(secret)),
-        )
-        .header(http::header::CONTENT_TYPE, "application/json")
-        .body(Full::new(body))
-        .map_err(|e| e.to_string())?;
-    let response = sender.send_request(request).await.map_err(|e| e.to_string())?;
-    if !response.status().is_success() {
-        return Err(format!("answered {}", response.status()));
-    }
-    let answer = Limited::new(response.into_body(), MAX_ANSWER_BYTES)
-        .collect()
-        .await
-        .map_err(|e| e.to_string())?
-        .to_bytes();
-    serde_json::from_slice(&answer).map_err(|e| e.to_string())
+    let posted = Post {
+        address: &peer.to_string(),
+        authorization: &format!("Bearer {}", String::from_utf8_lossy(secret)),
+        path: HANDOVER_PATH,
+        limit: MAX_ANSWER_BYTES,
+    };
+    posted.send(&mut sender, body).await
 }
 
 #[cfg(test)]

@@ -19,6 +19,7 @@ use http::Request;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::client::conn::http1;
 use hyper_util::rt::TokioIo;
+use serde::de::DeserializeOwned;
 use tideway_config::ClusterSettings;
 use tideway_core::{App, GaveUp, ReplicaState, SessionId, UNLIMITED};
 use tokio::net::{TcpListener, TcpStream};
@@ -423,22 +424,13 @@ async fn send_to(
                 Some(sender) if sender.is_ready() => sender,
                 _ => connection.insert(connect(peer).await?),
             };
-            let request = Request::post(REPORT_PATH)
-                .header(http::header::HOST, &address)
-                .header(http::header::AUTHORIZATION, &authorization)
-                .header(http::header::CONTENT_TYPE, "application/json")
-                .body(Full::new(Bytes::from(body)))
-                .map_err(|e| e.to_string())?;
-            let response = sender.send_request(request).await.map_err(|e| e.to_string())?;
-            if !response.status().is_success() {
-                return Err(format!("answered {}", response.status()));
-            }
-            let answer = Limited::new(response.into_body(), MAX_ANSWER_BYTES)
-                .collect()
-                .await
-                .map_err(|e| e.to_string())?
-                .to_bytes();
-            serde_json::from_slice::<Report>(&answer).map_err(|e| e.to_string())
+            let posted = Post {
+                address: &address,
+                authorization: &authorization,
+                path: REPORT_PATH,
+                limit: MAX_ANSWER_BYTES,
+            };
+            posted.send::<Report>(sender, Bytes::from(body)).await
         })
         .await
         .unwrap_or_else(|_| Err("timed out".to_owned()));
@@ -458,6 +450,42 @@ async fn send_to(
                 pause = (pause * 2).min(MAX_RETRY);
             }
         }
+    }
+}
+
+/// One request to a peer's internal listener: its JSON body goes to `path` with the secret, and its JSON
+/// answer, of at most `limit` bytes, is read back.
+pub(crate) struct Post<'a> {
+    pub(crate) address: &'a str,
+    /// `Bearer <secret>`.
+    pub(crate) authorization: &'a str,
+    pub(crate) path: &'a str,
+    pub(crate) limit: usize,
+}
+
+impl Post<'_> {
+    /// Sends `body` over `sender`: the peer's answer, or why there is none.
+    pub(crate) async fn send<T: DeserializeOwned>(
+        &self,
+        sender: &mut http1::SendRequest<Full<Bytes>>,
+        body: Bytes,
+    ) -> Result<T, String> {
+        let request = Request::post(self.path)
+            .header(http::header::HOST, self.address)
+            .header(http::header::AUTHORIZATION, self.authorization)
+            .header(http::header::CONTENT_TYPE, "application/json")
+            .body(Full::new(body))
+            .map_err(|e| e.to_string())?;
+        let response = sender.send_request(request).await.map_err(|e| e.to_string())?;
+        if !response.status().is_success() {
+            return Err(format!("answered {}", response.status()));
+        }
+        let answer = Limited::new(response.into_body(), self.limit)
+            .collect()
+            .await
+            .map_err(|e| e.to_string())?
+            .to_bytes();
+        serde_json::from_slice(&answer).map_err(|e| e.to_string())
     }
 }
 

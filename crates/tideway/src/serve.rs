@@ -340,38 +340,27 @@ fn reload_config(path: &Path, reload: Reload, running: &mut Config, proxy: &Prox
             source,
         })
         .and_then(|text| text.parse::<Config>());
-    let config = match parsed {
-        Ok(config) => config,
-        Err(e) => {
-            error!(
-                config = %path.display(),
-                trigger = ?reload.trigger,
-                problems = %error_chain(&e),
-                "new configuration rejected, the running one stays in force"
-            );
-            return false;
-        }
-    };
-    if config.apps.is_empty() && !config.no_apps_declared && !running.apps.is_empty() {
+    let rejected = |problems: &dyn std::fmt::Display| {
         error!(
             config = %path.display(),
             trigger = ?reload.trigger,
-            problems = "the file has no [[app]]: it would retire every running app (write `app = []` to mean that)",
+            problems = %problems,
             "new configuration rejected, the running one stays in force"
         );
-        return false;
+        false
+    };
+    let config = match parsed {
+        Ok(config) => config,
+        Err(e) => return rejected(&error_chain(&e)),
+    };
+    if config.apps.is_empty() && !config.no_apps_declared && !running.apps.is_empty() {
+        return rejected(
+            &"the file has no [[app]]: it would retire every running app (write `app = []` to mean that)",
+        );
     }
     let cookie_keys = match cookie_keys::load(&config) {
         Ok((keys, source)) => (source != KeySource::Random).then_some(keys),
-        Err(e) => {
-            error!(
-                config = %path.display(),
-                trigger = ?reload.trigger,
-                problems = %error_chain(&e),
-                "new configuration rejected, the running one stays in force"
-            );
-            return false;
-        }
+        Err(e) => return rejected(&error_chain(&e)),
     };
     warn_deprecated(&config);
     for (key, changed) in [
