@@ -36,6 +36,9 @@ pub(crate) enum Command {
     Check,
     /// Print the CustomResourceDefinition of `TidewayApp` (YAML), for `kubectl apply -f -`.
     Crd,
+    /// Print the RBAC rules Kubernetes mode needs (YAML, the `rules` of a Role or ClusterRole): exactly what
+    /// tideway asks of the API server, and nothing more.
+    Rbac,
     /// Run one local replica's command and stop its whole process group when stdin closes (used by
     /// `serve` for every local replica; not meant to be run by hand).
     #[command(hide = true)]

@@ -51,6 +51,7 @@ fn main() -> ExitCode {
     match cli.command.unwrap_or_default() {
         Command::Check => check(&cli.config),
         Command::Crd => crd(),
+        Command::Rbac => rbac(),
         Command::Serve => {
             let logging = logging::init(cli.log_format);
             serve::run(&cli.config, logging.dropped_lines(), logging.repeats())
@@ -65,7 +66,6 @@ fn main() -> ExitCode {
     }
 }
 
-/// `tideway check`: validates the config and prints every problem.
 /// `tideway crd`: the CRD generated from the `TidewayApp` type, so that what is installed is what the code
 /// reads (`deploy/crd/tidewayapps.tideway.dev.yaml` is this output, checked by the tests).
 fn crd() -> ExitCode {
@@ -82,6 +82,38 @@ fn crd() -> ExitCode {
     }
 }
 
+/// `tideway rbac`: the permission list Kubernetes mode runs with, as RBAC rules — one per resource with its
+/// verbs — so that a Role is written from the code's own list (the Helm chart's is checked against it).
+fn rbac() -> ExitCode {
+    let mut rules: Vec<(&str, &str, Vec<&str>)> = Vec::new();
+    for permission in tideway_orchestrate::kubernetes::PERMISSIONS {
+        match rules
+            .iter_mut()
+            .find(|(group, resource, _)| (*group, *resource) == (permission.group, permission.resource))
+        {
+            Some((_, _, verbs)) => verbs.push(permission.verb),
+            None => rules.push((permission.group, permission.resource, vec![permission.verb])),
+        }
+    }
+    let rules: Vec<serde_json::Value> = rules
+        .into_iter()
+        .map(|(group, resource, verbs)| {
+            serde_json::json!({ "apiGroups": [group], "resources": [resource], "verbs": verbs })
+        })
+        .collect();
+    match serde_saphyr::to_string(&serde_json::json!({ "rules": rules })) {
+        Ok(yaml) => {
+            print!("{yaml}");
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("cannot write the rules: {error}");
+            ExitCode::from(exit::RUNTIME)
+        }
+    }
+}
+
+/// `tideway check`: validates the config and prints every problem.
 fn check(path: &std::path::Path) -> ExitCode {
     match tideway_config::load(path) {
         Ok(config) => {
