@@ -11,6 +11,9 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 pub mod browser;
+mod dashboard;
+
+pub use dashboard::{dashboard_metrics, exports, families};
 pub mod python;
 
 /// Longest the harness waits for tideway to start or stop.

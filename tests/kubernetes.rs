@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use futures::{SinkExt, StreamExt};
-use tideway_e2e::{PATIENCE, Tideway, config_file, until};
+use tideway_e2e::{PATIENCE, Tideway, config_file, dashboard_metrics, exports, families, until};
 use tideway_orchestrate::kubernetes::PERMISSIONS;
 use tideway_testkit::cluster::{Permission, PodTiming, Resource, StatusCode, TestCluster};
 use tideway_testkit::tokio_tungstenite::WebSocketStream;
@@ -376,7 +376,7 @@ async fn the_leader_scales_on_the_demand_of_every_instance() {
         .map(|_| std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()))
         .collect::<Result<_, _>>()
         .expect("free ports");
-    let secret = tideway_e2e::config_file("a-secret-the-instances-share");
+    let secret = config_file("a-secret-the-instances-share");
     let joined = |me: usize| {
         format!(
             "lease_duration = \"1s\"\n\n[cluster]\nlisten = \"{}\"\npeers = [\"{}\"]\nsecret_file = \"{}\"\n\
@@ -403,6 +403,35 @@ async fn the_leader_scales_on_the_demand_of_every_instance() {
         replicas(&cluster) == Some(2)
     })
     .await;
+
+    // The dashboard's Kubernetes and peer panels have their metrics: with a peer heard, and once the API
+    // server went away for a while.
+    cluster.outage();
+    let wanted: Vec<String> = dashboard_metrics()
+        .into_iter()
+        .filter(|name| {
+            name.starts_with("tideway_peer")
+                || name.starts_with("tideway_kubernetes_")
+                || name == "tideway_leader"
+        })
+        .collect();
+    assert!(
+        wanted.len() >= 6,
+        "the dashboard shows the instances and Kubernetes: {wanted:?}"
+    );
+    until(
+        "every Kubernetes and peer metric of the dashboard exported",
+        || async {
+            let Ok((_, _, body)) = http1_get(leader.listener("metrics"), "metrics", "/metrics").await else {
+                return false;
+            };
+            let exposition = String::from_utf8_lossy(&body).into_owned();
+            let exported = families(&exposition);
+            wanted.iter().all(|name| exports(&exported, name))
+        },
+    )
+    .await;
+    cluster.restore().await.expect("restore");
 }
 
 #[tokio::test]

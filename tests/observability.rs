@@ -2,7 +2,6 @@
 //! and PromQL over its HTTP API sees what happened; the exposition passes `promtool check metrics`; the
 //! Grafana dashboard only asks for metrics tideway exports.
 
-use std::collections::BTreeSet;
 use std::io::Write;
 use std::process::{Command, Stdio};
 
@@ -157,11 +156,7 @@ async fn the_exposition_passes_promtool_and_covers_the_dashboard() {
         String::from_utf8_lossy(&checked.stderr)
     );
 
-    let exported: BTreeSet<&str> = exposition
-        .lines()
-        .filter_map(|line| line.strip_prefix("# TYPE "))
-        .filter_map(|line| line.split_whitespace().next())
-        .collect();
+    let exported = tideway_e2e::families(&exposition);
     for required in [
         "tideway_replica_connections",
         "tideway_app_capacity_connections",
@@ -178,60 +173,18 @@ async fn the_exposition_passes_promtool_and_covers_the_dashboard() {
     ] {
         assert!(exported.contains(required), "{required} is not exported");
     }
-    let dashboard_path =
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/grafana/tideway.json");
-    let dashboard: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(dashboard_path).expect("the dashboard")).expect("JSON");
-    let mut exprs = Vec::new();
-    collect_exprs(&dashboard, &mut exprs);
-    assert!(exprs.len() > 10, "the dashboard has queries");
-    for expr in &exprs {
-        for name in metric_names(expr) {
-            let family = ["_bucket", "_sum", "_count"]
-                .iter()
-                .find_map(|suffix| name.strip_suffix(suffix).filter(|base| exported.contains(base)))
-                .unwrap_or(&name);
+    // The Kubernetes and peer panels are checked in Kubernetes mode, with peers (tests/kubernetes.rs).
+    for name in tideway_e2e::dashboard_metrics() {
+        if !name.starts_with("tideway_peer")
+            && !name.starts_with("tideway_kubernetes_")
+            && name != "tideway_leader"
+        {
             assert!(
-                exported.contains(family),
-                "the dashboard queries {name}, which tideway does not export: {expr}"
+                tideway_e2e::exports(&exported, &name),
+                "the dashboard queries {name}, which tideway does not export"
             );
         }
     }
-}
-
-fn collect_exprs(value: &serde_json::Value, exprs: &mut Vec<String>) {
-    match value {
-        serde_json::Value::Object(map) => {
-            for (key, value) in map {
-                match (key.as_str(), value) {
-                    ("expr", serde_json::Value::String(expr)) => exprs.push(expr.clone()),
-                    _ => collect_exprs(value, exprs),
-                }
-            }
-        }
-        serde_json::Value::Array(items) => items.iter().for_each(|item| collect_exprs(item, exprs)),
-        _ => {}
-    }
-}
-
-/// Identifiers starting with `tideway_` in a PromQL expression.
-fn metric_names(expr: &str) -> Vec<String> {
-    let mut names = Vec::new();
-    let bytes = expr.as_bytes();
-    let mut at = 0;
-    while let Some(found) = expr[at..].find("tideway_") {
-        let start = at + found;
-        let boundary = start == 0 || !(bytes[start - 1].is_ascii_alphanumeric() || bytes[start - 1] == b'_');
-        let end = start
-            + expr[start..]
-                .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
-                .unwrap_or(expr.len() - start);
-        if boundary {
-            names.push(expr[start..end].to_owned());
-        }
-        at = end;
-    }
-    names
 }
 
 /// A port that was free a moment ago, for a process whose log this test does not read.
