@@ -12,6 +12,7 @@ use std::time::Duration;
 
 pub mod browser;
 mod dashboard;
+pub mod pki;
 
 pub use dashboard::{dashboard_metrics, exports, families};
 pub mod python;

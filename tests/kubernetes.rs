@@ -930,3 +930,120 @@ async fn instances_find_each_other_through_their_headless_service_and_share_coun
         .await;
     }
 }
+
+/// A `kubernetes.io/tls` Secret's `data`: the chain and key of `issued`, base64 as the API carries them.
+fn tls_data(issued: &tideway_e2e::pki::Issued) -> serde_json::Value {
+    use base64::Engine as _;
+    let encode = |path: &std::path::Path| {
+        base64::engine::general_purpose::STANDARD.encode(std::fs::read(path).expect("read the PEM"))
+    };
+    serde_json::json!({ "tls.crt": encode(&issued.chain), "tls.key": encode(&issued.key) })
+}
+
+fn secrets() -> Resource {
+    Resource {
+        group: String::new(),
+        plural: "secrets".into(),
+    }
+}
+
+#[tokio::test]
+async fn a_tidewayapps_certificate_comes_from_its_secret_and_follows_its_changes() {
+    let cluster = TestCluster::start().await.expect("cluster");
+    cluster.deploy("apps", "shiny", 1);
+    cluster.deploy("apps", "web", 1);
+    let pki = tideway_e2e::pki::Pki::create();
+    let default = pki.issue("default", &["default.test"]);
+    let first = pki.issue("first", &["web.test"]);
+    let secret = serde_json::json!({
+        "apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/tls",
+        "metadata": { "name": "web-tls" }, "data": tls_data(&first),
+    });
+    assert!(cluster.create(&secrets(), "apps", secret));
+    let web = serde_json::json!({
+        "hosts": ["web.test"], "min_instances": 1,
+        "kubernetes": { "deployment": "web", "port": "http" },
+        "tls": { "secretName": "web-tls" },
+    });
+    assert!(cluster.create(&tidewayapps(), "apps", tidewayapp("web", web)));
+    let config = format!(
+        "[proxy]\nlisten = \"127.0.0.1:0\"\ntls_listen = \"127.0.0.1:0\"\ntls_certificate = \"{}\"\ntls_key = \"{}\"\n\
+         [metrics]\nlisten = \"127.0.0.1:0\"\n\
+         [kubernetes]\nlease_renew_every = \"100ms\"\ntidewayapps = \"namespace\"\n\n\
+         [[app]]\nname = \"shiny\"\nhosts = [\"shiny.test\"]\n{POLICY}\n\
+         [app.kubernetes]\ndeployment = \"shiny\"\nport = \"http\"\n",
+        default.chain.display(),
+        default.key.display()
+    );
+    let kubeconfig = kubeconfig(&cluster);
+    let kubeconfig = kubeconfig.to_str().expect("a UTF-8 path");
+    let tideway = Tideway::start_with_env(&config, &[("KUBECONFIG", kubeconfig), ("POD_NAME", "a")]);
+    let tls = tideway.wait_for("TLS listening", 1, |_| true).await[0]["fields"]["listen"]
+        .as_str()
+        .and_then(|a| a.parse::<SocketAddr>().ok())
+        .expect("the TLS listener");
+    let presents = |expected: rustls_pki_types::CertificateDer<'static>| {
+        let pki = pki.clone();
+        async move {
+            match tideway_e2e::pki::connect(&pki, tls, "web.test", &[]).await {
+                Ok(stream) => tideway_e2e::pki::presented(&stream) == expected,
+                Err(_) => false,
+            }
+        }
+    };
+    until("web.test gets its Secret's certificate", || {
+        presents(first.der.clone())
+    })
+    .await;
+    // A session over TLS, open through the changes below.
+    let stream = tideway_e2e::pki::connect(&pki, tls, "web.test", &[b"http/1.1"])
+        .await
+        .expect("TLS");
+    let upgrade =
+        tideway_testkit::tungstenite::client::IntoClientRequest::into_client_request("wss://web.test/ws")
+            .expect("request");
+    let (mut ws, _) = tideway_testkit::tokio_tungstenite::client_async(upgrade, stream)
+        .await
+        .expect("wss upgrade");
+
+    // The Secret is renewed (cert-manager rewrites it): new handshakes get the new certificate.
+    let second = pki.issue("second", &["web.test"]);
+    assert!(cluster.set_data(&secrets(), "apps", "web-tls", tls_data(&second)));
+    until("web.test gets the renewed certificate", || {
+        presents(second.der.clone())
+    })
+    .await;
+
+    // A broken renewal (another certificate's key) is refused, and the renewed one stays.
+    let mut broken = tls_data(&second);
+    broken["tls.key"] = tls_data(&first)["tls.key"].clone();
+    assert!(cluster.set_data(&secrets(), "apps", "web-tls", broken));
+    let refused = tideway
+        .wait_for(
+            "new certificate refused, the previous one stays in force",
+            1,
+            |fields| fields["certificate"] == "secret apps/web-tls",
+        )
+        .await;
+    assert!(
+        refused[0]["fields"]["problem"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("does not match")
+    );
+    assert!(
+        presents(second.der.clone()).await,
+        "the refused certificate is not used"
+    );
+
+    ws.send(Message::text("still here")).await.expect("send");
+    let echo = tokio::time::timeout(PATIENCE, ws.next())
+        .await
+        .expect("an echo in time");
+    assert_eq!(
+        echo.expect("a frame").expect("a message"),
+        Message::text("still here")
+    );
+    let expiry = "tideway_tls_certificate_expiry_seconds{certificate=\"secret apps/web-tls\"}";
+    assert_eq!(metric(&tideway, expiry).await, Some(second.not_after as f64));
+}

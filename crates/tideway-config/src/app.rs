@@ -9,6 +9,7 @@ use crate::host::{HostPattern, host_pattern};
 use crate::kubernetes::{KubernetesSpec, read_kubernetes};
 use crate::local::{LocalSpec, read_local};
 use crate::policy::Overlay;
+use crate::tls::{TlsFiles, TlsSource, read_tls_files};
 use crate::values::{dns_label, string, upstream_address};
 use crate::walk::{Errors, Section};
 
@@ -28,6 +29,8 @@ pub struct AppConfig {
     pub policy: Policy,
     /// Where the app's replicas come from.
     pub backend: Backend,
+    /// The certificate presented to clients that name one of `hosts` over TLS.
+    pub tls: Option<TlsSource>,
 }
 
 impl AppConfig {
@@ -95,6 +98,7 @@ pub(crate) struct Draft {
     pub(crate) routes_valid: bool,
     pub(crate) policy: Overlay,
     pub(crate) backend: Option<Backend>,
+    pub(crate) tls: Option<TlsFiles>,
 }
 
 /// The backend kinds, each the name of its table in an app. A new kind is one more entry here and one more
@@ -125,6 +129,13 @@ impl Draft {
             errors.push(&path, "needs hosts or path_prefix (or both)");
         }
 
+        let tls = read_tls_files(&mut section, errors);
+        if tls.is_some() && hosts_valid && hosts.is_empty() {
+            errors.push(
+                section.key_path("tls_certificate"),
+                "needs hosts: a certificate is picked by the host name a client asks for",
+            );
+        }
         let policy = Overlay::read(&mut section, errors, defaults);
         let backend = read_backends(&mut section, errors);
         section.finish(errors);
@@ -136,6 +147,7 @@ impl Draft {
             routes_valid: hosts_valid && prefix_valid,
             policy,
             backend,
+            tls,
         }
     }
 
@@ -147,6 +159,7 @@ impl Draft {
             path_prefix: self.path_prefix,
             policy: self.policy.policy,
             backend: self.backend?,
+            tls: self.tls.map(TlsSource::Files),
         })
     }
 

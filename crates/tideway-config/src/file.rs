@@ -64,6 +64,7 @@ pub(crate) fn read(table: &Table) -> Result<Config, Vec<FieldError>> {
         .collect();
     check_names(&drafts, &mut errors);
     check_routes(&drafts, &mut errors);
+    check_certificates(table, &proxy, &kubernetes, &drafts, &mut errors);
     root.finish(&mut errors);
 
     if !errors.is_empty() {
@@ -132,6 +133,7 @@ fn check_listeners(
 ) {
     let mut seen = vec![("proxy.listen", proxy.listen)];
     let others = [
+        ("proxy.tls_listen", proxy.tls_listen),
         ("metrics.listen", metrics.map(|m| m.listen)),
         ("admin.listen", admin.map(|a| a.listen)),
         ("cluster.listen", cluster.map(|c| c.listen)),
@@ -142,6 +144,62 @@ fn check_listeners(
             errors.push(path, format!("conflicts with {other} ({address})"));
         }
         seen.push((path, listen));
+    }
+}
+
+/// An HTTPS listener needs a certificate to present (the apps of `TidewayApp` resources may bring theirs
+/// in Kubernetes mode), and one host name has one certificate.
+fn check_certificates(
+    table: &Table,
+    proxy: &ProxySettings,
+    kubernetes: &KubernetesSettings,
+    drafts: &[Draft],
+    errors: &mut Errors,
+) {
+    // A certificate given but invalid is reported where it is; it still counts as given here.
+    let names_certificate = |section: Option<&toml::Value>| {
+        section
+            .and_then(toml::Value::as_table)
+            .is_some_and(|s| s.contains_key("tls_certificate") || s.contains_key("tls_key"))
+    };
+    let apps = table.get("app").and_then(toml::Value::as_array);
+    let any_certificate = names_certificate(table.get("proxy"))
+        || apps.is_some_and(|apps| apps.iter().any(|app| names_certificate(Some(app))));
+    if proxy.tls_listen.is_some() && !any_certificate && kubernetes.tidewayapps == crate::ResourceScope::Off {
+        errors.push(
+            "proxy.tls_certificate",
+            "required with tls_listen, unless apps name certificates of their own",
+        );
+    }
+    if proxy.tls_listen.is_none() {
+        if proxy.tls.is_some() {
+            errors.push("proxy.tls_listen", "required with tls_certificate");
+        }
+        for draft in drafts.iter().filter(|d| d.tls.is_some()) {
+            errors.push(
+                format!("{}.tls_certificate", draft.path),
+                "needs proxy.tls_listen",
+            );
+        }
+    }
+    let mut claimed: HashMap<&HostPattern, &Draft> = HashMap::new();
+    for draft in drafts {
+        let Some(tls) = &draft.tls else { continue };
+        for (k, host) in &draft.hosts {
+            match claimed.get(host) {
+                Some(owner) if owner.tls.as_ref() != Some(tls) => errors.push(
+                    format!("{}.hosts[{k}]", draft.path),
+                    format!(
+                        "\"{host}\" has another certificate already, from {}",
+                        owner.label()
+                    ),
+                ),
+                Some(_) => {}
+                None => {
+                    claimed.insert(host, draft);
+                }
+            }
+        }
     }
 }
 

@@ -16,6 +16,7 @@ mod kubernetes;
 mod listeners;
 mod local;
 mod policy;
+mod tls;
 mod values;
 mod walk;
 
@@ -33,6 +34,7 @@ pub use kubernetes::{KubernetesSettings, KubernetesSpec, PortRef, ResourceScope}
 pub use listeners::{AdminSettings, MetricsSettings, ProxySettings};
 pub use local::{LocalSpec, Readiness};
 pub use policy::{POLICY_KEYS, PolicyKey, policy_update};
+pub use tls::{TlsFiles, TlsSource};
 
 /// A whole, valid `tideway.toml`: what the binary wires up and what a reload swaps in.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]

@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use tideway_core::Policy;
 
-use crate::values::{boolean, integer_in, listen_address, nonzero_duration, string};
+use crate::tls::{TlsFiles, read_tls_files};
+use crate::values::{boolean, file_path, integer_in, listen_address, nonzero_duration, string};
 use crate::walk::{Errors, Section};
 
 /// The `[proxy]` section: where clients connect and the limits every connection is held to.
@@ -44,6 +45,17 @@ pub struct ProxySettings {
     pub body_read_timeout: Duration,
     /// The `response_timeout` of every app that does not set its own, as nginx's `proxy_read_timeout` is.
     pub response_timeout: Duration,
+    /// Address the HTTPS listener binds, if any.
+    pub tls_listen: Option<SocketAddr>,
+    /// The certificate presented to a client naming no app's host (or no host at all).
+    pub tls: Option<TlsFiles>,
+    /// The port clients reach HTTPS on, for the redirects of apps with `redirect_https`: `tls_listen`'s
+    /// port unless set (set it when a load balancer maps another port to tideway's).
+    pub https_port: Option<u16>,
+    /// How long a client may take to complete its TLS handshake from the accept.
+    pub tls_handshake_timeout: Duration,
+    /// Most TLS handshakes in progress at once; more connections wait in the listen backlog.
+    pub max_tls_handshakes: usize,
 }
 
 /// The `[metrics]` section: the `/metrics`, `/healthz` and `/readyz` listener, on only when the section exists.
@@ -83,6 +95,11 @@ impl Default for ProxySettings {
             workers: None,
             body_read_timeout: Policy::default().body_read_timeout,
             response_timeout: Policy::default().response_timeout,
+            tls_listen: None,
+            tls: None,
+            https_port: None,
+            tls_handshake_timeout: Duration::from_secs(10),
+            max_tls_handshakes: 256,
         }
     }
 }
@@ -136,8 +153,24 @@ impl ProxySettings {
         if let Some(v) = s.get("response_timeout", errors, nonzero_duration) {
             proxy.response_timeout = v;
         }
+        proxy.tls_listen = s.get("tls_listen", errors, listen_address);
+        proxy.tls = read_tls_files(s, errors);
+        proxy.https_port = s.get("https_port", errors, |v| integer_in(v, 1, 65_535));
+        if let Some(v) = s.get("tls_handshake_timeout", errors, nonzero_duration) {
+            proxy.tls_handshake_timeout = v;
+        }
+        if let Some(v) = s.get("max_tls_handshakes", errors, |v| integer_in(v, 1, 1_000_000)) {
+            proxy.max_tls_handshakes = v;
+        }
         section.finish(errors);
         proxy
+    }
+
+    /// The port `redirect_https` sends clients to.
+    pub fn https_port(&self) -> u16 {
+        self.https_port
+            .or(self.tls_listen.map(|listen| listen.port()))
+            .unwrap_or(443)
     }
 
     /// The policy an app starts from before `[defaults]` and its own keys: the defaults, with the
@@ -220,13 +253,7 @@ pub(crate) fn secret_source(
     name: &str,
 ) -> (Option<PathBuf>, Option<String>) {
     let (file_key, env_key) = (format!("{name}_file"), format!("{name}_env"));
-    let file = section.get(&file_key, errors, |v| {
-        let path = string(v)?;
-        if path.is_empty() {
-            return Err("must not be empty".to_owned());
-        }
-        Ok(PathBuf::from(path))
-    });
+    let file = section.get(&file_key, errors, file_path);
     let env = section.get(&env_key, errors, |v| {
         let name = string(v)?;
         if name.is_empty() || name.contains(['=', '\0']) {

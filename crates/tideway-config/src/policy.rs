@@ -5,7 +5,7 @@ use std::time::Duration;
 use tideway_core::{Affinity, Balance, Policy, PolicyProblem, SpawnThreshold};
 use toml::Value;
 
-use crate::values::{count, duration, expected, integer_in, optional_duration};
+use crate::values::{boolean, count, duration, expected, integer_in, optional_duration};
 use crate::walk::{Errors, Section};
 
 /// A policy with the keys of one section laid over a base, and which keys that section wrote.
@@ -85,6 +85,8 @@ pub static POLICY_KEYS: &[PolicyKey] = &[
     key!(max_session_connections, count, show_count),
     key!(body_read_timeout, duration, show_duration),
     key!(response_timeout, duration, show_duration),
+    key!(redirect_https, boolean, |b: &bool| Value::Boolean(*b)),
+    key!(hsts_max_age, optional_duration, show_optional),
 ];
 
 fn show_count(n: &u32) -> Value {

@@ -3,6 +3,8 @@ use std::time::Duration;
 
 use tideway_core::{Affinity, Balance, Policy, SpawnThreshold};
 
+use crate::TlsFiles;
+
 use super::*;
 
 /// Parses a file that must be valid.
@@ -85,6 +87,12 @@ upstream_keepalive_timeout = "90s"
 workers = 3
 body_read_timeout = "40s"
 response_timeout = "2m"
+tls_listen = "[::]:443"
+tls_certificate = "/etc/tls/default.crt"
+tls_key = "/etc/tls/default.key"
+https_port = 8443
+tls_handshake_timeout = "4s"
+max_tls_handshakes = 64
 
 [metrics]
 listen = "0.0.0.0:9100"
@@ -120,6 +128,10 @@ affinity = "cookie"
 reconnect_grace = "45s"
 max_session_connections = 12
 body_read_timeout = "15s"
+redirect_https = true
+hsts_max_age = "365d"
+tls_certificate = "hello.crt"
+tls_key = "hello.key"
 [app.static]
 addresses = ["127.0.0.1:9001", "[::1]:9002"]
 
@@ -146,8 +158,17 @@ addresses = ["127.0.0.1:9003"]
             workers: Some(3),
             body_read_timeout: secs(40),
             response_timeout: secs(120),
+            tls_listen: Some(addr("[::]:443")),
+            tls: Some(TlsFiles {
+                certificate: "/etc/tls/default.crt".into(),
+                key: "/etc/tls/default.key".into(),
+            }),
+            https_port: Some(8443),
+            tls_handshake_timeout: secs(4),
+            max_tls_handshakes: 64,
         }
     );
+    assert_eq!(config.proxy.https_port(), 8443);
     assert_eq!(
         config.metrics,
         Some(MetricsSettings {
@@ -196,7 +217,16 @@ addresses = ["127.0.0.1:9003"]
             max_session_connections: 12,
             body_read_timeout: secs(15),
             response_timeout: secs(120),
+            redirect_https: true,
+            hsts_max_age: Some(secs(365 * 86_400)),
         }
+    );
+    assert_eq!(
+        hello.tls,
+        Some(crate::TlsSource::Files(TlsFiles {
+            certificate: "hello.crt".into(),
+            key: "hello.key".into(),
+        }))
     );
     assert_eq!(
         hello.backend,
@@ -1056,5 +1086,77 @@ fn renamed_keys_still_work_for_a_release_and_say_their_new_name() {
     assert_only_error(
         &app("max_queued = 5\nqueue_size = 5"),
         "app[0].queue_size: the old name of `max_queued`, which is set too",
+    );
+}
+
+#[test]
+fn certificates_come_in_pairs_for_a_tls_listener_and_one_per_host() {
+    let app = |name: &str, hosts: &str, tls: &str| {
+        format!(
+            "[[app]]\nname = \"{name}\"\nhosts = [{hosts}]\n{tls}\n[app.static]\naddresses = [\"127.0.0.1:9\"]\n"
+        )
+    };
+    let tls = "tls_certificate = \"a.crt\"\ntls_key = \"a.key\"";
+    assert_only_error(
+        "[proxy]\ntls_listen = \"0.0.0.0:8443\"\ntls_certificate = \"c\"\n",
+        "proxy.tls_key: required with tls_certificate",
+    );
+    assert_only_error(
+        "[proxy]\ntls_listen = \"0.0.0.0:8443\"\ntls_key = \"k\"\n",
+        "proxy.tls_certificate: required with tls_key",
+    );
+    assert_only_error(
+        "[proxy]\ntls_listen = \"0.0.0.0:8443\"\n",
+        "proxy.tls_certificate: required with tls_listen, unless apps name certificates of their own",
+    );
+    assert_only_error(
+        "[proxy]\ntls_listen = \"0.0.0.0:8080\"\ntls_certificate = \"c\"\ntls_key = \"k\"\n",
+        "proxy.tls_listen: conflicts with proxy.listen (0.0.0.0:8080)",
+    );
+    assert_only_error(
+        "[proxy]\ntls_certificate = \"c\"\ntls_key = \"k\"\n",
+        "proxy.tls_listen: required with tls_certificate",
+    );
+    assert_only_error(
+        &app("a", "\"a.test\"", tls),
+        "app[0].tls_certificate: needs proxy.tls_listen",
+    );
+    let listener = "[proxy]\ntls_listen = \"0.0.0.0:8443\"\n";
+    assert_only_error(
+        &format!(
+            "{listener}[[app]]\nname = \"a\"\npath_prefix = \"/a\"\n{tls}\n[app.static]\naddresses = [\"127.0.0.1:9\"]\n"
+        ),
+        "app[0].tls_certificate: needs hosts: a certificate is picked by the host name a client asks for",
+    );
+    let other = "tls_certificate = \"b.crt\"\ntls_key = \"b.key\"";
+    assert_only_error(
+        &format!(
+            "{listener}{}{}",
+            app("a", "\"a.test\"", tls),
+            app("b", "\"x.test\", \"a.test\"", other)
+                .replace("[app.static]", "path_prefix = \"/b\"\n[app.static]")
+        ),
+        "app[1].hosts[1]: \"a.test\" has another certificate already, from app \"a\"",
+    );
+    // The same files for a shared host, and an app without a certificate on it, are fine.
+    parse(
+        &format!(
+            "{listener}{}{}",
+            app("a", "\"a.test\"", tls),
+            app("b", "\"a.test\"", tls)
+        )
+        .replace(
+            "name = \"b\"\nhosts = [\"a.test\"]",
+            "name = \"b\"\nhosts = [\"a.test\"]\npath_prefix = \"/b\"",
+        ),
+    );
+    parse(&format!(
+        "{listener}{}{}",
+        app("a", "\"a.test\"", tls),
+        app("b", "\"b.test\"", "")
+    ));
+    assert_only_error(
+        "[defaults]\nhsts_max_age = \"0s\"\n",
+        "defaults.hsts_max_age: must be longer than 0s (use \"off\" to turn it off)",
     );
 }

@@ -3,6 +3,7 @@
 //! Each parser takes one TOML value and returns the typed value or a message phrased to follow "path: ".
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use toml::Value;
@@ -107,6 +108,15 @@ pub(crate) fn nonzero_duration(value: &Value) -> Result<Duration, String> {
 }
 
 /// An address to listen on: `ip:port`, IPv6 in brackets.
+/// A file's path: any non-empty string (a relative one is taken from tideway's working directory).
+pub(crate) fn file_path(value: &Value) -> Result<PathBuf, String> {
+    let path = string(value)?;
+    if path.is_empty() {
+        return Err("must not be empty".to_owned());
+    }
+    Ok(PathBuf::from(path))
+}
+
 pub(crate) fn listen_address(value: &Value) -> Result<SocketAddr, String> {
     match value {
         Value::String(s) => s.parse().map_err(|_| LISTEN_ADDRESS.to_owned()),

@@ -81,6 +81,11 @@ pub struct Policy {
     /// body read — before the exchange is given up (`504` if nothing was answered yet). Generous by
     /// default, since long polling answers late on purpose.
     pub response_timeout: Duration,
+    /// Whether a request over plain HTTP is answered with a `308` to the same URL over HTTPS instead.
+    pub redirect_https: bool,
+    /// The `max-age` of the `Strict-Transport-Security` field sent with responses over HTTPS (never over
+    /// plain HTTP, RFC 6797 §7.2); `None` = no such field.
+    pub hsts_max_age: Option<Duration>,
 }
 
 /// One reason a policy is invalid: the key at fault and what is wrong with it.
@@ -114,6 +119,8 @@ impl Default for Policy {
             max_session_connections: 32,
             body_read_timeout: Duration::from_secs(60),
             response_timeout: Duration::from_secs(300),
+            redirect_https: false,
+            hsts_max_age: None,
         }
     }
 }
@@ -142,6 +149,7 @@ impl Policy {
         }
         for (key, value) in [
             ("max_connection_age", self.max_connection_age),
+            ("hsts_max_age", self.hsts_max_age),
             ("inactive_timeout", self.inactive_timeout),
         ] {
             if value == Some(Duration::ZERO) {

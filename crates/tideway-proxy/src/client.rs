@@ -15,10 +15,11 @@ use pin_project_lite::pin_project;
 use tideway_config::ProxySettings;
 use tideway_core::{App, ConnectionTimeouts, ConnectionTimes, Timestamp, jittered_age};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::TcpStream;
 
 use crate::broadcast::Broadcast;
 use crate::clock::RuntimeClock;
+use crate::message::head::Hop;
+use crate::stream::ClientStream;
 
 /// Sentinel for "limit off" in the millisecond atomics below.
 const OFF: u64 = u64::MAX;
@@ -31,6 +32,8 @@ const OFF: u64 = u64::MAX;
 pub(crate) struct ClientConn {
     clock: RuntimeClock,
     peer: SocketAddr,
+    /// The connection came over TLS.
+    https: bool,
     accepted: Timestamp,
     age_jitter: f64,
     tracks_heads: bool,
@@ -66,19 +69,20 @@ pin_project! {
     /// [`ClientConn::on_data`]).
     pub(crate) struct TrackedStream {
         #[pin]
-        stream: TcpStream,
+        stream: ClientStream,
         conn: Arc<ClientConn>,
         replay: Bytes,
     }
 }
 
 impl ClientConn {
-    /// A connection from `peer`, accepted at `accepted`. `tracks_heads` is true for HTTP/1, where bytes
+    /// A connection from `peer` (over TLS if `https`), accepted at `accepted`. `tracks_heads` is true for HTTP/1, where bytes
     /// that arrive while no request is in flight start a request head (the slow-header limit); the first
     /// head counts from the accept, so reading the first bytes does not extend its limit.
     pub(crate) fn new(
         clock: RuntimeClock,
         peer: SocketAddr,
+        https: bool,
         tracks_heads: bool,
         accepted: Timestamp,
     ) -> Arc<Self> {
@@ -86,6 +90,7 @@ impl ClientConn {
         Arc::new(ClientConn {
             clock,
             peer,
+            https,
             accepted,
             age_jitter: fastrand::f64(),
             tracks_heads,
@@ -117,6 +122,19 @@ impl ClientConn {
     /// The client's address, for `X-Forwarded-For` and logs.
     pub(crate) fn peer(&self) -> SocketAddr {
         self.peer
+    }
+
+    /// How the connection's requests reached tideway, for the `X-Forwarded-*` fields.
+    pub(crate) fn hop(&self) -> Hop {
+        Hop {
+            client: self.peer.ip(),
+            https: self.https,
+        }
+    }
+
+    /// Whether the connection came over TLS: `redirect_https`, HSTS and `Secure` cookies follow it.
+    pub(crate) fn is_https(&self) -> bool {
+        self.https
     }
 
     /// The app of the latest routed request: its policy governs the connection's age and inactivity, and
@@ -274,7 +292,7 @@ impl ClientConn {
     }
 
     /// Records that the client's socket took bytes again after a stall: the send timeout is off.
-    fn on_unblocked(&self) {
+    pub(crate) fn on_unblocked(&self) {
         if self.write_blocked_since.load(Ordering::Relaxed) != 0 {
             self.write_blocked_since.store(0, Ordering::Relaxed);
         }
@@ -322,7 +340,7 @@ impl Drop for InFlight {
 
 impl TrackedStream {
     /// Wraps a client socket; `replay` holds bytes already read from it, delivered first.
-    pub(crate) fn new(stream: TcpStream, conn: Arc<ClientConn>, replay: Bytes) -> Self {
+    pub(crate) fn new(stream: ClientStream, conn: Arc<ClientConn>, replay: Bytes) -> Self {
         TrackedStream { stream, conn, replay }
     }
 }

@@ -91,8 +91,8 @@ impl Forwarding<'_> {
             .or_else(|| parts.headers.get(header::HOST).map(|host| host.as_bytes()))
             .unwrap_or_default();
         let target = parts.uri.path_and_query().map_or("/", |target| target.as_str());
-        let client_ip = self.client.peer().ip();
-        let head = head::write_request(&parts.method, target, &parts.headers, host, framing, client_ip);
+        let hop = self.client.hop();
+        let head = head::write_request(&parts.method, target, &parts.headers, host, framing, hop);
         let head_request = parts.method == Method::HEAD;
         let mut upload =
             (framing != Framing::Empty).then(|| Upload::new(body, framing, self.client, body_read_timeout));

@@ -15,12 +15,12 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::service::TowerToHyperService;
 use pin_project_lite::pin_project;
 use tideway_core::Timestamp;
-use tokio::net::TcpStream;
 use tracing::debug;
 
 use crate::Shared;
 use crate::client::{ClientConn, TrackedStream};
 use crate::handler::Handler;
+use crate::stream::ClientStream;
 use crate::watch::{Alarm, Watch};
 
 type Http2 = http2::Connection<TokioIo<TrackedStream>, TowerToHyperService<Handler>, TokioExecutor>;
@@ -39,12 +39,12 @@ pin_project! {
 /// Serves a connection that opened with the HTTP/2 preface; `first` holds what was read of it so far.
 pub(crate) async fn serve(
     shared: Arc<Shared>,
-    stream: TcpStream,
+    stream: ClientStream,
     peer: SocketAddr,
     accepted: Timestamp,
     first: Bytes,
 ) {
-    let client = ClientConn::new(shared.clock, peer, false, accepted);
+    let client = ClientConn::new(shared.clock, peer, stream.is_tls(), false, accepted);
     let stream = TrackedStream::new(stream, Arc::clone(&client), first);
     let service = TowerToHyperService::new(Handler::new(Arc::clone(&shared), Arc::clone(&client)));
     let mut builder = http2::Builder::new(TokioExecutor::new());

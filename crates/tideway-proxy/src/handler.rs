@@ -22,6 +22,7 @@ use crate::body::ProxyBody;
 use crate::claim::Claim;
 use crate::client::ClientConn;
 use crate::forward::Forwarding;
+use crate::message::head::Hsts;
 use crate::queue::{wait_for_seat, wait_in_session};
 use crate::record::Record;
 use crate::refusal::Refusal;
@@ -60,10 +61,17 @@ impl Handler {
             return reply(StatusCode::NOT_FOUND, NOT_ROUTED, self.record(&req, None));
         };
         let record = self.record(&req, Some(&app));
+        let target = req.uri().path_and_query().map_or("/", |p| p.as_str());
+        if let Some(location) = https_redirect(&self.shared, &self.client, &app, host, target) {
+            let mut response = reply(StatusCode::PERMANENT_REDIRECT, REDIRECTED, record);
+            response.headers_mut().insert(header::LOCATION, location);
+            return response;
+        }
         let presented = presented_session(&self.shared, req.headers(), &app);
         match seat_for(&self.shared, &app, presented.as_ref()).await {
             Ok((claim, issue)) => {
-                let cookie = session_cookie(&self.shared, &claim, presented.as_ref(), issue);
+                let secure = self.client.is_https();
+                let cookie = session_cookie(&self.shared, &claim, presented.as_ref(), issue, secure);
                 let forwarding = Forwarding {
                     shared: &self.shared,
                     client: &self.client,
@@ -73,6 +81,8 @@ impl Handler {
                 if let Some(cookie) = cookie {
                     response.headers_mut().append(header::SET_COOKIE, cookie);
                 }
+                let hsts = hsts_value(&self.client, &app);
+                hsts_rule(&self.client, hsts.as_ref()).apply(response.headers_mut());
                 response
             }
             Err(reason) => unavailable(&app, reason, record),
@@ -221,6 +231,51 @@ fn expire_sessions_of(shared: &Shared, app: &Arc<App>) {
     }
 }
 
+/// Where a request for `target` at `host` goes instead when it came over plain HTTP and its app has
+/// `redirect_https`: the same host (without its port) and target over HTTPS, on `https_port`.
+pub(crate) fn https_redirect(
+    shared: &Shared,
+    client: &ClientConn,
+    app: &App,
+    host: Option<&str>,
+    target: &str,
+) -> Option<HeaderValue> {
+    if client.is_https() || !app.policy().redirect_https {
+        return None;
+    }
+    let host = host?;
+    let name = match host.strip_prefix('[') {
+        Some(v6) => &host[..v6.find(']').map_or(host.len(), |end| end + 2)],
+        None => host.rsplit_once(':').map_or(host, |(name, _)| name),
+    };
+    let port = shared.settings.load().https_port();
+    let location = if port == 443 {
+        format!("https://{name}{target}")
+    } else {
+        format!("https://{name}:{port}{target}")
+    };
+    HeaderValue::try_from(location).ok()
+}
+
+/// The body of a `308` to HTTPS.
+pub(crate) const REDIRECTED: &str = "this app is served over HTTPS\n";
+
+/// The `Strict-Transport-Security` value of responses to `client` for `app`: only over TLS, and only when
+/// the app sets `hsts_max_age`.
+pub(crate) fn hsts_value(client: &ClientConn, app: &App) -> Option<HeaderValue> {
+    let max_age = app.policy().hsts_max_age.filter(|_| client.is_https())?;
+    HeaderValue::try_from(format!("max-age={}", max_age.as_secs())).ok()
+}
+
+/// What becomes of the replica's `Strict-Transport-Security` field, tideway's own value being `own`.
+pub(crate) fn hsts_rule<'a>(client: &ClientConn, own: Option<&'a HeaderValue>) -> Hsts<'a> {
+    match own {
+        Some(value) => Hsts::Set(value.as_bytes()),
+        None if client.is_https() => Hsts::Keep,
+        None => Hsts::Drop,
+    }
+}
+
 /// The affinity cookie to write with the response to a connection holding `claim`: when its session is
 /// new or was placed anew (`issue`), when the presented cookie names another replica than the session's
 /// (it moved), and when the presented one is past half its life.
@@ -229,6 +284,7 @@ pub(crate) fn session_cookie(
     claim: &Claim,
     presented: Option<&Presented>,
     issue: bool,
+    secure: bool,
 ) -> Option<HeaderValue> {
     let Claim::Share(share) = claim else {
         return None;
@@ -238,7 +294,7 @@ pub(crate) fn session_cookie(
     let replica = share.replica().name();
     let write = issue || presented.is_none_or(|p| p.replica != replica || keys.due_for_renewal(p, now));
     write
-        .then(|| keys.cookie(share.app().name(), share.id(), replica, now))
+        .then(|| keys.cookie(share.app().name(), share.id(), replica, now, secure))
         .flatten()
 }
 

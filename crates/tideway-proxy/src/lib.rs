@@ -26,6 +26,8 @@ mod routing;
 
 mod sessions;
 mod stall;
+mod stream;
+mod tls;
 mod tunnel;
 mod upstream;
 mod watch;
@@ -45,6 +47,7 @@ pub use clock::RuntimeClock;
 pub use metrics::ProxyMetrics;
 pub use routing::{Route, RouteTable};
 pub use sessions::{CookieKeys, KeyError, MIN_KEY_LEN, SessionHolders};
+pub use tls::{Certificate, CertificateError, CertificateTable};
 
 use broadcast::Broadcast;
 use links::Links;
@@ -73,6 +76,8 @@ pub(crate) struct Shared {
     routes: ArcSwap<RouteTable>,
     /// The keys affinity cookies are signed and checked with.
     cookie_keys: ArcSwap<CookieKeys>,
+    /// The certificates TLS handshakes present; shared with the handshakes' resolver.
+    certificates: Arc<ArcSwap<CertificateTable>>,
     /// The other instances, asked for the sessions clients bring back here; unset for a lone instance.
     session_holders: OnceLock<Arc<dyn SessionHolders>>,
     metrics: Arc<ProxyMetrics>,
@@ -101,6 +106,7 @@ impl Proxy {
                 settings: ArcSwap::from_pointee(settings),
                 routes: ArcSwap::from_pointee(routes),
                 cookie_keys: ArcSwap::from_pointee(cookie_keys),
+                certificates: Arc::default(),
                 session_holders: OnceLock::new(),
                 links: Links::new(Arc::clone(&metrics)),
                 metrics,
@@ -129,6 +135,17 @@ impl Proxy {
         self.shared.cookie_keys.store(Arc::new(keys));
     }
 
+    /// Puts `certificates` in force for later TLS handshakes; sessions already established keep theirs.
+    pub fn set_certificates(&self, certificates: CertificateTable) {
+        self.shared.metrics.set_certificates(&certificates);
+        self.shared.certificates.store(Arc::new(certificates));
+    }
+
+    /// The certificates in force, with the hosts each serves: for the status page.
+    pub fn certificates(&self) -> Arc<CertificateTable> {
+        self.shared.certificates.load_full()
+    }
+
     /// Has the proxy ask `holders` for each session a cookie brings here that this instance does not hold
     /// (`docs/glossary.md`, "handover"); set once, when the instance joins its peers.
     pub fn set_session_holders(&self, holders: Arc<dyn SessionHolders>) {
@@ -145,12 +162,21 @@ impl Proxy {
         }
     }
 
-    /// Accepts client connections on `listener` until shutdown, then waits for them to drain: in-flight
-    /// requests finish, tunnels get their close frames. Every connection ends by the longest
-    /// `drain_timeout` (or `close_grace`) of any app; returns `false` if some were still open then.
-    pub async fn serve(&self, listener: TcpListener) -> io::Result<bool> {
+    /// Accepts client connections on `listener` (and TLS ones on `tls_listener`) until shutdown, then
+    /// waits for them to drain: in-flight requests finish, tunnels get their close frames. Every
+    /// connection ends by the longest `drain_timeout` (or `close_grace`) of any app; returns `false` if
+    /// some were still open then.
+    pub async fn serve(&self, listener: TcpListener, tls_listener: Option<TcpListener>) -> io::Result<bool> {
         let shared = &self.shared;
         info!(listen = %listener.local_addr()?, "proxy listening");
+        if let Some(tls_listener) = tls_listener {
+            let config = tls::server_config(Arc::clone(&shared.certificates)).map_err(io::Error::other)?;
+            info!(listen = %tls_listener.local_addr()?, "TLS listening");
+            let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+            shared
+                .tasks
+                .spawn(tls::accept(Arc::clone(shared), tls_listener, acceptor));
+        }
         loop {
             tokio::select! {
                 () = shared.shutdown.cancelled() => break,

@@ -5,7 +5,11 @@
 use std::time::Duration;
 
 use http::StatusCode;
-use prometheus::{Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, Opts, Registry};
+use prometheus::{
+    Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry,
+};
+
+use crate::tls::CertificateTable;
 
 /// Bucket bounds (seconds) that fit millisecond requests and hour-long sessions alike.
 const DURATION_BUCKETS: &[f64] = &[
@@ -23,7 +27,12 @@ pub struct ProxyMetrics {
     request_duration: HistogramVec,
     queue_wait: HistogramVec,
     tunnel_duration: HistogramVec,
+    tls_handshakes: IntCounterVec,
+    tls_certificate_expiry: IntGaugeVec,
 }
+
+/// The `outcome` label values of `tideway_tls_handshakes_total`.
+pub(crate) const HANDSHAKE_OUTCOMES: [&str; 3] = ["complete", "failed", "timeout"];
 
 /// One app's handles on the proxy metrics, resolved once.
 pub(crate) struct AppMetrics {
@@ -66,12 +75,31 @@ impl ProxyMetrics {
                 "tideway_tunnel_duration_seconds",
                 "Lifetime of upgraded connections (WebSocket and other tunnels), from the upgrade to the close.",
             )?,
+            tls_handshakes: IntCounterVec::new(
+                Opts::new(
+                    "tideway_tls_handshakes_total",
+                    "TLS handshakes on the HTTPS listener, by outcome: complete, failed (refused or broken), timeout.",
+                ),
+                &["outcome"],
+            )?,
+            tls_certificate_expiry: IntGaugeVec::new(
+                Opts::new(
+                    "tideway_tls_certificate_expiry_seconds",
+                    "When each certificate in force expires (its notAfter), in seconds since the Unix epoch.",
+                ),
+                &["certificate"],
+            )?,
         };
+        for outcome in HANDSHAKE_OUTCOMES {
+            metrics.tls_handshakes.with_label_values(&[outcome]);
+        }
         registry.register(Box::new(metrics.requests.clone()))?;
         registry.register(Box::new(metrics.unrouted.clone()))?;
         registry.register(Box::new(metrics.request_duration.clone()))?;
         registry.register(Box::new(metrics.queue_wait.clone()))?;
         registry.register(Box::new(metrics.tunnel_duration.clone()))?;
+        registry.register(Box::new(metrics.tls_handshakes.clone()))?;
+        registry.register(Box::new(metrics.tls_certificate_expiry.clone()))?;
         Ok(metrics)
     }
 
@@ -83,6 +111,21 @@ impl ProxyMetrics {
         }
         for vec in [&self.request_duration, &self.queue_wait, &self.tunnel_duration] {
             let _ = vec.remove_label_values(&[app]);
+        }
+    }
+
+    /// Counts a TLS handshake that ended with `outcome` (one of [`HANDSHAKE_OUTCOMES`]).
+    pub(crate) fn tls_handshake(&self, outcome: &str) {
+        self.tls_handshakes.with_label_values(&[outcome]).inc();
+    }
+
+    /// Shows the expiry of each certificate of `table`, and of no other.
+    pub(crate) fn set_certificates(&self, table: &CertificateTable) {
+        self.tls_certificate_expiry.reset();
+        for (certificate, _) in table.certificates() {
+            self.tls_certificate_expiry
+                .with_label_values(&[certificate.source()])
+                .set(certificate.not_after());
         }
     }
 

@@ -2,6 +2,7 @@
 //! and maps every outcome to a documented exit code.
 
 mod admin;
+mod certificates;
 mod cli;
 mod cookie_keys;
 mod fleet;
@@ -113,10 +114,15 @@ fn rbac() -> ExitCode {
     }
 }
 
-/// `tideway check`: validates the config and prints every problem.
+/// `tideway check`: validates the config and prints every problem, then loads every certificate it names.
 fn check(path: &std::path::Path) -> ExitCode {
     match tideway_config::load(path) {
         Ok(config) => {
+            if let Err(error) = certificates::load(&certificates::sources(&config)) {
+                eprintln!("{}: invalid configuration", path.display());
+                eprintln!("{}", cli::error_chain(&error));
+                return ExitCode::from(exit::CONFIG);
+            }
             println!("{}: ok ({} apps)", path.display(), config.apps.len());
             for deprecated in &config.deprecations {
                 eprintln!("{}: warning: {deprecated}", path.display());

@@ -88,14 +88,16 @@ impl Declared {
         self.resources = resources;
     }
 
-    /// Brings the fleet in line with the file `file` and the resources, and routes to its apps.
-    pub(crate) fn apply(&self, file: &Config, proxy: &Proxy, fleet: &mut Fleet) {
+    /// Brings the fleet in line with the file `file` and the resources, and routes to its apps; returns
+    /// the apps in force.
+    pub(crate) fn apply(&self, file: &Config, proxy: &Proxy, fleet: &mut Fleet) -> Vec<AppConfig> {
         let next = resolve(&file.apps, &self.resources, &file.defaults);
         log_changes(&self.resolution.borrow(), &next);
         let declared = next.apps.iter().map(|app| app.config.clone());
         let apps: Vec<AppConfig> = file.apps.iter().cloned().chain(declared).collect();
         self.resolution.send_replace(Arc::new(next));
         proxy.set_routes(fleet.apply(&apps));
+        apps
     }
 }
 

@@ -27,7 +27,7 @@ use crate::logging::Repeats;
 use crate::reload::Reload;
 use crate::resources::{self, Declared};
 use crate::secret::load_secret;
-use crate::{exit, reload};
+use crate::{certificates, exit, reload};
 
 /// Loads the config, runs until a shutdown signal, drains, and returns the exit code.
 pub(crate) fn run(path: &Path, dropped_log_lines: ErrorCounter, repeats: Arc<Repeats>) -> ExitCode {
@@ -98,6 +98,14 @@ async fn serve(
             return ExitCode::from(exit::CONFIG);
         }
     };
+    let tls_sources = certificates::sources(&config);
+    let tls_loaded = match certificates::load(&tls_sources) {
+        Ok(loaded) => loaded,
+        Err(e) => {
+            error!(problem = %error_chain(&e), "invalid configuration");
+            return ExitCode::from(exit::CONFIG);
+        }
+    };
     let clock = RuntimeClock::new();
     let shutdown = CancellationToken::new();
     let (registry, metrics) = match registry(dropped_log_lines) {
@@ -118,6 +126,9 @@ async fn serve(
     let evicting = Arc::clone(&proxy);
     let evict: Evict = Arc::new(move |replica| evicting.evict(replica));
     let mut fleet = Fleet::new(clock, supervisor, evict, metrics, config.kubernetes.clone());
+    let resources_api = (config.kubernetes.tidewayapps != ResourceScope::Off).then(|| fleet.api().clone());
+    let certificates =
+        certificates::Watcher::start(Arc::clone(&proxy), resources_api, tls_sources, tls_loaded);
     let mut joined = None;
     if let (Some(settings), Some(listener)) = (&config.cluster, listeners.cluster) {
         match join_cluster(settings, listener, &registry, shutdown.clone()) {
@@ -141,7 +152,7 @@ async fn serve(
         }
     }
     let mut declared = Declared::new();
-    declared.apply(&config, &proxy, &mut fleet);
+    certificates.set_secrets(&declared.apply(&config, &proxy, &mut fleet));
     info!(apps = config.apps.len(), "configuration loaded");
     // Resource apps are read once the resources are listed: until then tideway is not ready.
     let mut listed = (config.kubernetes.tidewayapps != ResourceScope::Off).then(|| {
@@ -170,27 +181,32 @@ async fn serve(
         );
     }
     if let Some(listener) = listeners.admin {
-        serve_admin(listener, shutdown.clone(), fleet.view(), clock, token, joined);
+        let served = admin::Served {
+            fleet: fleet.view(),
+            proxy: Arc::clone(&proxy),
+            cluster: joined,
+        };
+        serve_admin(listener, shutdown.clone(), served, clock, token);
     }
     tokio::spawn(watch_signals(shutdown.clone(), Arc::clone(&ready)));
 
     let mut reloads = reload::watch(path.clone());
     let mut running = config;
     let served = {
-        let serving = proxy.serve(listeners.proxy);
+        let serving = proxy.serve(listeners.proxy, listeners.tls);
         tokio::pin!(serving);
         loop {
             tokio::select! {
                 served = &mut serving => break served,
                 Some(reload) = reloads.recv() => {
-                    if reload_config(&path, reload, &mut running, &proxy) {
-                        declared.apply(&running, &proxy, &mut fleet);
+                    if reload_config(&path, reload, &mut running, &proxy, &certificates) {
+                        certificates.set_secrets(&declared.apply(&running, &proxy, &mut fleet));
                         info!(apps = running.apps.len(), "configuration reloaded");
                     }
                 }
                 Some(resources) = next_listing(listed.as_mut()) => {
                     declared.set_resources(resources);
-                    declared.apply(&running, &proxy, &mut fleet);
+                    certificates.set_secrets(&declared.apply(&running, &proxy, &mut fleet));
                     if !shutdown.is_cancelled() {
                         ready.store(true, Ordering::Release);
                     }
@@ -264,6 +280,7 @@ async fn find_peers(api: ApiServer, service: String, port: PortRef, cluster: Clu
 /// The sockets tideway listens on, bound before anything else starts so a busy port fails fast.
 struct Listeners {
     proxy: TcpListener,
+    tls: Option<TcpListener>,
     metrics: Option<TcpListener>,
     admin: Option<TcpListener>,
     cluster: Option<TcpListener>,
@@ -277,6 +294,10 @@ impl Listeners {
                 .with_context(|| format!("cannot listen on {addr} ({key})"))
         }
         let proxy = bind(config.proxy.listen, "proxy.listen").await?;
+        let tls = match config.proxy.tls_listen {
+            Some(listen) => Some(bind(listen, "proxy.tls_listen").await?),
+            None => None,
+        };
         let metrics = match &config.metrics {
             Some(metrics) => Some(bind(metrics.listen, "metrics.listen").await?),
             None => None,
@@ -296,6 +317,7 @@ impl Listeners {
         }
         Ok(Listeners {
             proxy,
+            tls,
             metrics,
             admin,
             cluster,
@@ -332,7 +354,13 @@ async fn next_listing(listed: Option<&mut resources::Listed>) -> Option<Vec<Arc<
 /// apps are for the caller to apply); otherwise logs why and keeps the running one. A file without apps
 /// that does not say `app = []` would retire every running app: it is refused as a file caught
 /// half-written.
-fn reload_config(path: &Path, reload: Reload, running: &mut Config, proxy: &Proxy) -> bool {
+fn reload_config(
+    path: &Path,
+    reload: Reload,
+    running: &mut Config,
+    proxy: &Proxy,
+    certificates: &certificates::Watcher,
+) -> bool {
     let parsed = reload
         .text
         .map_err(|source| ConfigError::Read {
@@ -362,9 +390,22 @@ fn reload_config(path: &Path, reload: Reload, running: &mut Config, proxy: &Prox
         Ok((keys, source)) => (source != KeySource::Random).then_some(keys),
         Err(e) => return rejected(&error_chain(&e)),
     };
+    let tls_sources = certificates::sources(&config);
+    let tls_loaded = match certificates::load(&tls_sources) {
+        Ok(loaded) => loaded,
+        Err(e) => return rejected(&error_chain(&e)),
+    };
     warn_deprecated(&config);
     for (key, changed) in [
         ("proxy.listen", config.proxy.listen != running.proxy.listen),
+        (
+            "proxy.tls_listen",
+            config.proxy.tls_listen != running.proxy.tls_listen,
+        ),
+        (
+            "proxy.max_tls_handshakes",
+            config.proxy.max_tls_handshakes != running.proxy.max_tls_handshakes,
+        ),
         ("proxy.workers", config.proxy.workers != running.proxy.workers),
         ("metrics", config.metrics != running.metrics),
         ("admin", config.admin != running.admin),
@@ -376,6 +417,7 @@ fn reload_config(path: &Path, reload: Reload, running: &mut Config, proxy: &Prox
         }
     }
     proxy.set_settings(config.proxy.clone());
+    certificates.replace(tls_sources, tls_loaded);
     // Keys drawn at random are kept for the life of the process: new ones would orphan every cookie.
     if let Some(keys) = cookie_keys {
         proxy.set_cookie_keys(keys);

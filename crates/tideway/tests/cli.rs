@@ -125,6 +125,31 @@ fn the_shipped_example_configs_are_valid() {
     }
 }
 
+/// Writes a certificate and its key at each `tls_certificate` and `tls_key` path of `block` (relative to
+/// `dir`), so that `check` finds what a deployment would mount there.
+fn write_certificates(dir: &Path, block: &str) {
+    let value = |line: &str, key: &str| {
+        let rest = line.trim().strip_prefix(key)?.trim_start().strip_prefix('=')?;
+        rest.split('"').nth(1).map(str::to_owned)
+    };
+    let lines: Vec<&str> = block.lines().collect();
+    for (i, line) in lines.iter().enumerate() {
+        let Some(chain) = value(line, "tls_certificate") else {
+            continue;
+        };
+        let key = lines[i + 1..]
+            .iter()
+            .find_map(|l| value(l, "tls_key"))
+            .expect("a tls_key follows");
+        let pair = rcgen::generate_simple_self_signed(vec!["readme.test".to_owned()]).expect("a certificate");
+        for (path, pem) in [(chain, pair.cert.pem()), (key, pair.signing_key.serialize_pem())] {
+            let path = dir.join(path);
+            std::fs::create_dir_all(path.parent().expect("a directory")).expect("create it");
+            std::fs::write(path, pem).expect("write it");
+        }
+    }
+}
+
 /// Every complete configuration shown in the README (a ```toml block with an `[[app]]`) passes `check`.
 #[test]
 fn the_readme_configs_are_valid() {
@@ -138,7 +163,13 @@ fn the_readme_configs_are_valid() {
     assert!(!blocks.is_empty(), "the README shows a configuration");
     for (i, block) in blocks.iter().enumerate() {
         let path = write_config(&format!("readme-{i}.toml"), block);
-        let output = tideway(&["check", "--config", path.to_str().expect("utf-8 path")]);
+        let dir = path.parent().expect("the config's directory");
+        write_certificates(dir, block);
+        let output = Command::new(env!("CARGO_BIN_EXE_tideway"))
+            .args(["check", "--config", path.to_str().expect("utf-8 path")])
+            .current_dir(dir)
+            .output()
+            .expect("run tideway");
         assert!(
             output.status.success(),
             "README block {i} is invalid:\n{}\n{block}",

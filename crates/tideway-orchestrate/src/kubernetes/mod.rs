@@ -27,9 +27,9 @@ pub use orchestrator::{KubernetesOrchestrator, Target};
 pub use permissions::{PERMISSIONS, Permission};
 pub use resource::{
     AffinityName, BalanceName, Condition, DecisionStatus, DeploymentRef, TidewayApp, TidewayAppSpec,
-    TidewayAppStatus,
+    TidewayAppStatus, TlsSecretRef,
 };
 pub use scale::{DeploymentScale, POD_DELETION_COST};
 pub use status::StatusWriter;
 pub use tideway_config::PortRef;
-pub use watch::{watch_endpoints, watch_replicas};
+pub use watch::{TlsSecret, watch_endpoints, watch_replicas, watch_tls_secret};

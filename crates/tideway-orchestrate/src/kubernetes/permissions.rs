@@ -38,6 +38,9 @@ pub const PERMISSIONS: &[Permission] = &[
     grant("tideway.dev", "tidewayapps", "list"),
     grant("tideway.dev", "tidewayapps", "watch"),
     grant("tideway.dev", "tidewayapps/status", "patch"),
+    // Certificates of apps declared as resources (`tls.secretName`): each Secret named, watched.
+    grant("", "secrets", "list"),
+    grant("", "secrets", "watch"),
     // An Event per scaling decision on the resource.
     grant("events.k8s.io", "events", "create"),
     // Leader election: one Lease, read, made if missing, renewed or taken over.

@@ -7,7 +7,7 @@
 use kube::{CustomResource, KubeSchema};
 use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
 use serde::{Deserialize, Serialize};
-use tideway_config::{AppConfig, FieldError, read_app};
+use tideway_config::{AppConfig, FieldError, TlsSource, read_app};
 use tideway_core::Policy;
 
 /// A `TidewayApp`'s spec: an `[[app]]` table without `name` (the resource's name is the app's), whose
@@ -30,6 +30,11 @@ use tideway_core::Policy;
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
 #[x_kube(validation = Rule::new("has(self.hosts) || has(self.path_prefix)").message("needs hosts or path_prefix (or both)"))]
+#[x_kube(
+    validation = Rule::new("!has(self.tls) || has(self.hosts)")
+        .message("tls needs hosts: a certificate is picked by the host name a client asks for")
+        .field_path(".tls")
+)]
 #[x_kube(
     validation = Rule::new("!has(self.min_instances) || !has(self.max_instances) || self.max_instances >= self.min_instances")
         .message("max_instances must be >= min_instances")
@@ -102,8 +107,27 @@ pub struct TidewayAppSpec {
     /// Longest a replica may keep a request waiting.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub response_timeout: Option<String>,
+    /// Answer requests over plain HTTP with a redirect to HTTPS.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redirect_https: Option<bool>,
+    /// The `max-age` of the `Strict-Transport-Security` field of responses over HTTPS; `off` = none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hsts_max_age: Option<String>,
+    /// The certificate presented over TLS to clients that name one of `hosts`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<TlsSecretRef>,
     /// The Deployment whose pods are the replicas.
     pub kubernetes: DeploymentRef,
+}
+
+/// `tls` of a `TidewayApp`: the certificate is a Secret's, as an Ingress names it.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, Default, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct TlsSecretRef {
+    /// A `kubernetes.io/tls` Secret in the resource's namespace (keys `tls.crt` and `tls.key`), watched:
+    /// a change is loaded for new handshakes.
+    #[schemars(length(min = 1, max = 253))]
+    pub secret_name: String,
 }
 
 /// `balance`, as the file spells it.
@@ -232,7 +256,23 @@ impl TidewayAppSpec {
                 .entry("namespace")
                 .or_insert_with(|| toml::Value::String(namespace.to_owned()));
         }
-        read_app("spec", &table, defaults)
+        // The file names certificate files; a resource names a Secret, read here.
+        table.remove("tls");
+        let mut app = read_app("spec", &table, defaults)?;
+        if let Some(tls) = &self.tls {
+            if app.hosts.is_empty() {
+                return Err(vec![FieldError {
+                    path: "spec.tls".to_owned(),
+                    message: "needs hosts: a certificate is picked by the host name a client asks for"
+                        .to_owned(),
+                }]);
+            }
+            app.tls = Some(TlsSource::Secret {
+                namespace: namespace.to_owned(),
+                name: tls.secret_name.clone(),
+            });
+        }
+        Ok(app)
     }
 }
 

@@ -1,4 +1,5 @@
-//! Watching the API server (never polling it): a Service's EndpointSlices, and a Deployment's count. A
+//! Watching the API server (never polling it): a Service's EndpointSlices, a Deployment's count, and a
+//! TLS Secret's certificate. A
 //! watch resumes by itself when the API server ends it, and lists again when its version is gone; while
 //! the API server is unreachable, the last state seen stays in force.
 
@@ -6,6 +7,7 @@ use std::sync::Arc;
 
 use futures::{Stream, StreamExt};
 use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::runtime::{WatchStreamExt, reflector, watcher};
 use kube::{Api, Client};
@@ -74,6 +76,49 @@ pub fn watch_replicas(
             }
         };
         std::future::ready(replicas)
+    })
+}
+
+/// The PEM chain and key of a `kubernetes.io/tls` Secret.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TlsSecret {
+    /// `tls.crt`.
+    pub chain: Vec<u8>,
+    /// `tls.key`.
+    pub key: Vec<u8>,
+}
+
+/// The certificate of Secret `name` in `namespace` each time it changes: `None` when it is gone or lacks
+/// `tls.crt` or `tls.key`.
+pub fn watch_tls_secret(
+    client: Client,
+    namespace: &str,
+    name: &str,
+    metrics: Arc<KubernetesMetrics>,
+) -> impl Stream<Item = Option<TlsSecret>> + Send + 'static {
+    let api: Api<Secret> = Api::namespaced(client, namespace);
+    let config = watcher::Config::default().fields(&format!("metadata.name={name}"));
+    let name = name.to_owned();
+    watcher(api, config).default_backoff().filter_map(move |event| {
+        let seen = match event {
+            Ok(watcher::Event::Apply(secret) | watcher::Event::InitApply(secret)) => {
+                let data = secret.data.unwrap_or_default();
+                let field = |key: &str| data.get(key).map(|bytes| bytes.0.clone());
+                Some(
+                    field("tls.crt")
+                        .zip(field("tls.key"))
+                        .map(|(chain, key)| TlsSecret { chain, key }),
+                )
+            }
+            Ok(watcher::Event::Delete(_)) => Some(None),
+            Ok(watcher::Event::Init | watcher::Event::InitDone) => None,
+            Err(error) => {
+                failed(&metrics, "secrets", &error);
+                warn!(secret = %name, %error, "Secret watch failed; it resumes");
+                None
+            }
+        };
+        std::future::ready(seen)
     })
 }
 

@@ -22,11 +22,15 @@ use super::Conn;
 use crate::Side;
 use crate::claim::Claim;
 use crate::client::ClientConn;
-use crate::handler::{FAILED, MALFORMED, NOT_ROUTED, screen, seat_for, session_cookie};
+use crate::handler::{
+    FAILED, MALFORMED, NOT_ROUTED, REDIRECTED, hsts_rule, hsts_value, https_redirect, screen, seat_for,
+    session_cookie,
+};
 use crate::message::framing::{BodyCursor, Framing};
-use crate::message::head::{self, RequestHead};
+use crate::message::head::{self, Hsts, RequestHead, Said};
 use crate::record::{Outcome, Record};
 use crate::stall::{BODY_STALLED, RESPONSE_STALLED, ReplicaWait};
+use crate::stream::ClientStream;
 use crate::tunnel::TunnelParts;
 use crate::upstream::{Again, Attempts, ReplicaConn};
 
@@ -85,11 +89,20 @@ enum BodyEnd {
     UpstreamFailed,
 }
 
+/// Why a request goes to no replica: tideway answers it.
+enum Unrouted {
+    /// Refused, or routed nowhere.
+    Refused(StatusCode, &'static str),
+    /// Sent to HTTPS (`redirect_https`).
+    Redirected(http::HeaderValue),
+}
+
 /// What the relay of one exchange reads.
 struct Trip<'a> {
     client: &'a ClientConn,
     head: &'a RequestHead,
     set_cookie: Option<&'a [u8]>,
+    hsts: Hsts<'a>,
     /// Set once the request body has been sent whole. (Atomics only so the exchange can move between
     /// threads; the two relays that share them run in one task.)
     body_sent: AtomicBool,
@@ -133,13 +146,19 @@ async fn exchange(conn: &mut Conn, mut head: RequestHead) -> Next {
             access_log,
         );
         let routed = match (screened, app) {
-            (Err(refusal), _) => Err((refusal.status, refusal.text)),
-            (Ok(()), None) => Err((StatusCode::NOT_FOUND, NOT_ROUTED)),
+            (Err(refusal), _) => Err(Unrouted::Refused(refusal.status, refusal.text)),
+            (Ok(()), None) => Err(Unrouted::Refused(StatusCode::NOT_FOUND, NOT_ROUTED)),
             (Ok(()), Some(app)) => {
-                let cookies = head.cookies.iter().map(|c| &conn.buf[c.clone()]);
-                let keys = shared.cookie_keys.load();
-                let presented = keys.presented(cookies, app.name(), SystemTime::now());
-                Ok((app, presented))
+                let target = text(&head.target).unwrap_or("/");
+                match https_redirect(&shared, &conn.client, &app, host, target) {
+                    Some(location) => Err(Unrouted::Redirected(location)),
+                    None => {
+                        let cookies = head.cookies.iter().map(|c| &conn.buf[c.clone()]);
+                        let keys = shared.cookie_keys.load();
+                        let presented = keys.presented(cookies, app.name(), SystemTime::now());
+                        Ok((app, presented))
+                    }
+                }
             }
         };
         (routed, record)
@@ -147,7 +166,21 @@ async fn exchange(conn: &mut Conn, mut head: RequestHead) -> Next {
     conn.buf.drain(..head.len);
     let (app, presented) = match routed {
         Ok(routed) => routed,
-        Err((status, text)) => return reply(conn, &head, record, status, text, None).await,
+        Err(Unrouted::Refused(status, text)) => {
+            return reply(conn, &head, record, status, text, Said::Nothing).await;
+        }
+        Err(Unrouted::Redirected(location)) => {
+            let said = Said::Location(location.as_bytes());
+            return reply(
+                conn,
+                &head,
+                record,
+                StatusCode::PERMANENT_REDIRECT,
+                REDIRECTED,
+                said,
+            )
+            .await;
+        }
     };
     // What of the body came with the head is checked before the head goes anywhere: a malformed chunked
     // body is refused whole, and no replica sees a request that tideway would cut short.
@@ -157,7 +190,7 @@ async fn exchange(conn: &mut Conn, mut head: RequestHead) -> Next {
             .is_err()
     {
         let status = StatusCode::BAD_REQUEST;
-        return reply(conn, &head, record, status, MALFORMED_BODY, None).await;
+        return reply(conn, &head, record, status, MALFORMED_BODY, Said::Nothing).await;
     }
 
     let waited = until_client_leaves(
@@ -174,15 +207,17 @@ async fn exchange(conn: &mut Conn, mut head: RequestHead) -> Next {
             return Next::Close;
         }
     };
-    let cookie = session_cookie(&shared, &claim, presented.as_ref(), issue);
+    let cookie = session_cookie(&shared, &claim, presented.as_ref(), issue, conn.client.is_https());
     if head.host.is_none() {
         head::add_host(&mut head.forward, claim.replica().addr());
     }
+    let hsts = hsts_value(&conn.client, &app);
     let policy = app.policy();
     let trip = Trip {
         client: &conn.client,
         head: &head,
         set_cookie: cookie.as_ref().map(|c| c.as_bytes()),
+        hsts: hsts_rule(&conn.client, hsts.as_ref()),
         body_sent: AtomicBool::new(head.body == Framing::Empty),
         answered: AtomicBool::new(false),
         body_read_timeout: policy.body_read_timeout,
@@ -238,7 +273,15 @@ async fn exchange(conn: &mut Conn, mut head: RequestHead) -> Next {
                         replica = replica.name(),
                         "replica failed the request"
                     );
-                    return reply(conn, &head, record, StatusCode::BAD_GATEWAY, FAILED, None).await;
+                    return reply(
+                        conn,
+                        &head,
+                        record,
+                        StatusCode::BAD_GATEWAY,
+                        FAILED,
+                        Said::Nothing,
+                    )
+                    .await;
                 }
                 Again::Rejected(reason) => return unseated(conn, &head, record, &app, reason).await,
             },
@@ -267,7 +310,7 @@ async fn exchange(conn: &mut Conn, mut head: RequestHead) -> Next {
                     record.finish(Some(&replica), Outcome::UpstreamFailed);
                     return Next::Close;
                 }
-                return reply(conn, &head, record, status, text, None).await;
+                return reply(conn, &head, record, status, text, Said::Nothing).await;
             }
             Relayed::MalformedBody { answered } => {
                 drop(claim);
@@ -276,7 +319,7 @@ async fn exchange(conn: &mut Conn, mut head: RequestHead) -> Next {
                     return Next::Close;
                 }
                 let status = StatusCode::BAD_REQUEST;
-                return reply(conn, &head, record, status, MALFORMED_BODY, None).await;
+                return reply(conn, &head, record, status, MALFORMED_BODY, Said::Nothing).await;
             }
             Relayed::Broken {
                 side: Side::Replica,
@@ -287,7 +330,15 @@ async fn exchange(conn: &mut Conn, mut head: RequestHead) -> Next {
                     replica = replica.name(),
                     "replica failed the request"
                 );
-                return reply(conn, &head, record, StatusCode::BAD_GATEWAY, FAILED, None).await;
+                return reply(
+                    conn,
+                    &head,
+                    record,
+                    StatusCode::BAD_GATEWAY,
+                    FAILED,
+                    Said::Nothing,
+                )
+                .await;
             }
             Relayed::BadResponse => {
                 debug!(
@@ -295,7 +346,15 @@ async fn exchange(conn: &mut Conn, mut head: RequestHead) -> Next {
                     replica = replica.name(),
                     "replica sent a malformed response"
                 );
-                return reply(conn, &head, record, StatusCode::BAD_GATEWAY, MALFORMED, None).await;
+                return reply(
+                    conn,
+                    &head,
+                    record,
+                    StatusCode::BAD_GATEWAY,
+                    MALFORMED,
+                    Said::Nothing,
+                )
+                .await;
             }
             Relayed::Broken { side, .. } => {
                 let outcome = match side {
@@ -340,7 +399,7 @@ const MALFORMED_BODY: &str = "malformed chunked body\n";
 
 impl Tunnel {
     /// The tunnel's parts, with the client's socket and what the client sent past its upgrade request.
-    pub(super) fn with_client(self, client: (TcpStream, Bytes), shared: &crate::Shared) -> TunnelParts {
+    pub(super) fn with_client(self, client: (ClientStream, Bytes), shared: &crate::Shared) -> TunnelParts {
         let settings = shared.settings.load();
         let evicted = Arc::clone(shared.links.replica(self.claim.replica()).evicted());
         TunnelParts {

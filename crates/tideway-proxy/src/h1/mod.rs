@@ -18,6 +18,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use pin_project_lite::pin_project;
+use tideway_core::Timestamp;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_util::io::poll_read_buf;
@@ -27,6 +28,7 @@ use crate::Shared;
 use crate::client::ClientConn;
 use crate::message::head::{self, Limits, RequestHead};
 use crate::refusal::Refusal;
+use crate::stream::ClientStream;
 use crate::tunnel::TunnelTask;
 use crate::watch::{Alarm, Watch};
 use exchange::Next;
@@ -44,7 +46,7 @@ const PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 struct Conn {
     shared: Arc<Shared>,
     client: Arc<ClientConn>,
-    stream: TcpStream,
+    stream: ClientStream,
     /// Bytes read from the client and not yet handled; empty and unallocated between requests.
     buf: Vec<u8>,
     /// No request was read yet: the connection may still turn out to be HTTP/2.
@@ -84,7 +86,7 @@ enum Incoming {
     End,
 }
 
-/// Serves one accepted client connection until it closes.
+/// Serves one accepted plain client connection until it closes.
 ///
 /// Not an `async fn`: the future returned is the engine's own, so the task of a connection between requests holds nothing
 /// more than the engine needs.
@@ -94,16 +96,39 @@ pub(crate) fn accept(
     peer: SocketAddr,
 ) -> impl Future<Output = ()> + Send {
     let accepted = shared.clock.now();
+    no_delay(&stream, peer);
+    // The first request head is due within the header read timeout from the accept.
+    let client = ClientConn::new(shared.clock, peer, false, true, accepted);
+    serve(shared, client, ClientStream::Plain(stream), true)
+}
+
+/// Serves a TLS connection whose client chose HTTP/1.1 (or named no protocol) until it closes; its first
+/// head counts from `accepted`, so the handshake is within the slow-header limit.
+pub(crate) fn serve_tls(
+    shared: Arc<Shared>,
+    stream: ClientStream,
+    peer: SocketAddr,
+    accepted: Timestamp,
+) -> impl Future<Output = ()> + Send {
+    let client = ClientConn::new(shared.clock, peer, true, true, accepted);
+    // HTTP/2 over TLS is chosen through ALPN, never with a preface.
+    serve(shared, client, stream, false)
+}
+
+/// Turns off Nagle's algorithm on a client socket: responses go out as soon as they are written.
+pub(crate) fn no_delay(stream: &TcpStream, peer: SocketAddr) {
     if let Err(error) = stream.set_nodelay(true) {
         debug!(%peer, %error, "could not disable Nagle's algorithm");
     }
-    // The first request head is due within the header read timeout from the accept.
-    let client = ClientConn::new(shared.clock, peer, true, accepted);
-    serve(shared, client, stream)
 }
 
-/// Serves `stream` until either side closes it.
-fn serve(shared: Arc<Shared>, client: Arc<ClientConn>, stream: TcpStream) -> impl Future<Output = ()> + Send {
+/// Serves `stream` until either side closes it; `fresh` when its first bytes may be the HTTP/2 preface.
+fn serve(
+    shared: Arc<Shared>,
+    client: Arc<ClientConn>,
+    stream: ClientStream,
+    fresh: bool,
+) -> impl Future<Output = ()> + Send {
     Connection {
         watch: Watch::new(&shared, &client),
         phase: Phase::Reading(Conn {
@@ -111,7 +136,7 @@ fn serve(shared: Arc<Shared>, client: Arc<ClientConn>, stream: TcpStream) -> imp
             client,
             stream,
             buf: Vec::new(),
-            fresh: true,
+            fresh,
         }),
     }
 }
@@ -212,7 +237,7 @@ impl Conn {
                 }
             }
             if !self.fresh && !self.buf.is_empty() {
-                match head::parse_request(&self.buf, limits, self.client.peer().ip()) {
+                match head::parse_request(&self.buf, limits, self.client.hop()) {
                     Ok(Some(head)) => return Poll::Ready(Incoming::Head(head)),
                     Ok(None) => {}
                     Err(refusal) => return Poll::Ready(Incoming::Refused(refusal)),

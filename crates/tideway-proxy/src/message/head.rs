@@ -7,8 +7,11 @@ mod request;
 mod response;
 mod version;
 
+pub(crate) use fields::Hop;
 pub(crate) use request::{Limits, RequestHead, add_host, parse_request, write_request};
-pub(crate) use response::{ResponseHead, ResponseOut, ResponseRewrite, own_response, parse_response};
+pub(crate) use response::{
+    Hsts, ResponseHead, ResponseOut, ResponseRewrite, Said, own_response, parse_response,
+};
 
 /// Room in the parser's field table: the largest `max_headers` the configuration accepts.
 const FIELD_TABLE: usize = 1000;

@@ -85,21 +85,23 @@ impl CookieKeys {
     }
 
     /// The `Set-Cookie` value that gives a client session `id` on `replica` of `app`, good for `max_age`
-    /// from `now`.
+    /// from `now`; `secure` over TLS, so that the browser never sends it over plain HTTP.
     pub(crate) fn cookie(
         &self,
         app: &str,
         id: SessionId,
         replica: &str,
         now: SystemTime,
+        secure: bool,
     ) -> Option<HeaderValue> {
         let expires = unix_secs(now).saturating_add(self.max_age.as_secs());
         let fields = format!("{id}.{}.{expires}", URL_SAFE_NO_PAD.encode(replica));
         let signing = self.keys.first()?;
         let tag = URL_SAFE_NO_PAD.encode(hmac::sign(signing, &signed(app, &fields)));
         let max_age = self.max_age.as_secs();
+        let secure = if secure { "; Secure" } else { "" };
         HeaderValue::try_from(format!(
-            "{COOKIE_PREFIX}{app}={fields}.{tag}; Path=/; Max-Age={max_age}; HttpOnly; SameSite=Lax"
+            "{COOKIE_PREFIX}{app}={fields}.{tag}; Path=/; Max-Age={max_age}; HttpOnly; SameSite=Lax{secure}"
         ))
         .ok()
     }
@@ -196,7 +198,7 @@ mod tests {
         let keys = keys(&["first key, long enough"]);
         let id = SessionId::from_bits(0xabc);
         let cookie = keys
-            .cookie("hello", id, "hello-7f9c-x2", now())
+            .cookie("hello", id, "hello-7f9c-x2", now(), false)
             .expect("a valid header");
         let text = cookie.to_str().expect("ascii");
         assert!(text.starts_with(&format!("tideway-hello={id}.")));
@@ -218,7 +220,11 @@ mod tests {
     fn forged_tampered_and_expired_cookies_are_not_honoured() {
         let keys = keys(&["first key, long enough"]);
         let id = SessionId::from_bits(0xabc);
-        let pair = sent_back(&keys.cookie("hello", id, "replica-a", now()).expect("cookie"));
+        let pair = sent_back(
+            &keys
+                .cookie("hello", id, "replica-a", now(), false)
+                .expect("cookie"),
+        );
         let (fields, tag) = pair.rsplit_once('.').expect("tag");
         let replica_b = URL_SAFE_NO_PAD.encode("replica-b");
         let a = URL_SAFE_NO_PAD.encode("replica-a");
@@ -241,7 +247,11 @@ mod tests {
             assert_eq!(read(&keys, &cookie, now()), None, "{what}: {cookie}");
         }
         let forger = self::keys(&["a key of the forger's"]);
-        let forged = sent_back(&forger.cookie("hello", id, "replica-a", now()).expect("cookie"));
+        let forged = sent_back(
+            &forger
+                .cookie("hello", id, "replica-a", now(), false)
+                .expect("cookie"),
+        );
         assert_eq!(read(&keys, &forged, now()), None, "signed by an unknown key");
         assert!(read(&keys, &pair, now() + DAY - Duration::from_secs(1)).is_some());
         assert_eq!(read(&keys, &pair, now() + DAY), None, "expired");
@@ -253,10 +263,10 @@ mod tests {
         let rotated = keys(&["the new key, signing from now", "the previous key, still good"]);
         let retired = keys(&["the new key, signing from now"]);
         let id = SessionId::from_bits(7);
-        let before = sent_back(&old.cookie("hello", id, "r", now()).expect("cookie"));
+        let before = sent_back(&old.cookie("hello", id, "r", now(), false).expect("cookie"));
         assert_eq!(read(&rotated, &before, now()).map(|p| p.id), Some(id));
         assert_eq!(read(&retired, &before, now()), None, "the key was dropped");
-        let after = sent_back(&rotated.cookie("hello", id, "r", now()).expect("cookie"));
+        let after = sent_back(&rotated.cookie("hello", id, "r", now(), false).expect("cookie"));
         assert_eq!(
             read(&retired, &after, now()).map(|p| p.id),
             Some(id),
@@ -275,7 +285,7 @@ mod tests {
             CookieKeys::derived(b"cluster secret", DAY).expect("key"),
         );
         let id = SessionId::from_bits(9);
-        let pair = sent_back(&a.cookie("hello", id, "r", now()).expect("cookie"));
+        let pair = sent_back(&a.cookie("hello", id, "r", now(), false).expect("cookie"));
         assert_eq!(read(&b, &pair, now()).map(|p| p.id), Some(id));
         let random = CookieKeys::random(DAY).expect("randomness");
         assert_eq!(read(&random, &pair, now()), None);

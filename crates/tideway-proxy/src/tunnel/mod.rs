@@ -32,6 +32,7 @@ use crate::app_link::AppLink;
 use crate::broadcast::{Broadcast, Subscription};
 use crate::claim::Claim;
 use crate::clock::RuntimeClock;
+use crate::stream::ClientStream;
 use frames::{FrameTracker, Seen, close_frame};
 
 /// WebSocket close code 1001: the endpoint is going away (RFC 6455 §7.4.1).
@@ -50,7 +51,7 @@ thread_local! {
 /// Everything a tunnel needs once both sides agreed to switch protocols.
 pub(crate) struct TunnelParts {
     /// The client's socket and bytes it sent after its upgrade request that HTTP parsing already read.
-    pub(crate) client: (TcpStream, Bytes),
+    pub(crate) client: (ClientStream, Bytes),
     /// The replica's socket and bytes it sent after its `101` that HTTP parsing already read.
     pub(crate) upstream: (TcpStream, Bytes),
     /// True for `Upgrade: websocket`: closes go through the closing handshake.
@@ -77,6 +78,8 @@ pub(crate) struct TunnelParts {
 struct Flow {
     pending: Vec<u8>,
     sent: usize,
+    /// The sink took bytes it has not sent on yet (a TLS session's records) and cannot for now.
+    unflushed: bool,
     forwarded: u64,
     blocked_since: Option<Timestamp>,
     frames: Option<FrameTracker>,
@@ -104,7 +107,7 @@ struct Broken(Side);
 struct Tunnel {
     /// Held until either side closes: a tunnel in its closing handshake no longer occupies the replica.
     claim: Option<Claim>,
-    client: TcpStream,
+    client: ClientStream,
     upstream: TcpStream,
     to_upstream: Flow,
     to_client: Flow,
@@ -259,7 +262,8 @@ impl Tunnel {
                 self.closing = Some((reason, now.saturating_add(self.close_grace)));
             }
             for flow in [&mut self.to_upstream, &mut self.to_client] {
-                flow.blocked_since = match (flow.pending.is_empty(), flow.blocked_since) {
+                let idle = flow.pending.is_empty() && !flow.unflushed;
+                flow.blocked_since = match (idle, flow.blocked_since) {
                     (true, _) => None,
                     (false, None) => Some(now),
                     (false, since) => since,
@@ -418,14 +422,24 @@ impl Flow {
             .extend_from_slice(&close_frame(INTERNAL_ERROR, "replica failed", None));
     }
 
+    /// Sends on what the sink holds back, once the source has nothing more for now.
+    fn flush(&mut self, cx: &mut Context<'_>, sink: &mut (impl AsyncWrite + Unpin)) -> Result<(), bool> {
+        self.unflushed = match Pin::new(sink).poll_flush(cx) {
+            Poll::Ready(Ok(())) => false,
+            Poll::Ready(Err(_)) => return Err(false),
+            Poll::Pending => true,
+        };
+        Ok(())
+    }
+
     /// Moves bytes from `source` to `sink` until one of them would block. `to_server` is true when `sink` is
     /// the replica (injected close frames must then be masked). Errors say whether the source (`true`) or
     /// the sink (`false`) failed.
     fn pump(
         &mut self,
         cx: &mut Context<'_>,
-        source: &mut TcpStream,
-        sink: &mut TcpStream,
+        source: &mut (impl AsyncRead + Unpin),
+        sink: &mut (impl AsyncWrite + Unpin),
         to_server: bool,
         scratch: &mut [u8],
     ) -> Result<Seen, bool> {
@@ -461,7 +475,7 @@ impl Flow {
             }
             let mut buf = ReadBuf::new(scratch);
             match Pin::new(&mut *source).poll_read(cx, &mut buf) {
-                Poll::Pending => return Ok(seen),
+                Poll::Pending => return self.flush(cx, sink).map(|()| seen),
                 Poll::Ready(Err(e)) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Poll::Ready(Err(_)) if !self.tells_the_client_of_a_lost_replica(to_server) => {
                     return Err(true);

@@ -50,7 +50,7 @@ async fn tunnel(timeouts: ConnectionTimeouts, websocket: bool) -> Ends {
     let (replica, replica_inner) = socket_pair().await;
     let shutdown = Arc::new(Broadcast::default());
     let parts = TunnelParts {
-        client: (client_inner, Bytes::new()),
+        client: (crate::stream::ClientStream::Plain(client_inner), Bytes::new()),
         upstream: (replica_inner, Bytes::new()),
         websocket,
         claim: Claim::Own(seat),

@@ -56,7 +56,7 @@ impl Proxied {
             shutdown.clone(),
         ));
         let serving = Arc::clone(&proxy);
-        let served = tokio::spawn(async move { serving.serve(listener).await });
+        let served = tokio::spawn(async move { serving.serve(listener, None).await });
         Proxied {
             addr,
             proxy,

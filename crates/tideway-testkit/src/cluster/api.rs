@@ -219,6 +219,7 @@ impl Target {
             ("replicasets", "ReplicaSet"),
             ("pods", "Pod"),
             ("services", "Service"),
+            ("secrets", "Secret"),
             ("endpointslices", "EndpointSlice"),
             ("leases", "Lease"),
             ("events", "Event"),

@@ -39,6 +39,7 @@ const fn built_in(
 const BUILT_IN: &[BuiltIn] = &[
     built_in("", "v1", ("pods", "pod", "Pod"), true, &["status"]),
     built_in("", "v1", ("services", "service", "Service"), true, &[]),
+    built_in("", "v1", ("secrets", "secret", "Secret"), true, &[]),
     built_in("", "v1", ("namespaces", "namespace", "Namespace"), false, &[]),
     built_in("", "v1", ("events", "event", "Event"), true, &[]),
     built_in(

@@ -180,6 +180,12 @@ impl TestCluster {
         self.change(resource, namespace, name, |object| object["spec"] = spec)
     }
 
+    /// Replaces the `data` of object `name` of `resource` in `namespace` (a Secret's), as `kubectl apply`
+    /// would; `false` if there is no such object.
+    pub fn set_data(&self, resource: &Resource, namespace: &str, name: &str, data: Value) -> bool {
+        self.change(resource, namespace, name, |object| object["data"] = data)
+    }
+
     /// Sets annotation `key` of object `name` of `resource` in `namespace` to `value`, as `kubectl
     /// annotate` would; `false` if there is no such object.
     pub fn annotate(&self, resource: &Resource, namespace: &str, name: &str, key: &str, value: &str) -> bool {

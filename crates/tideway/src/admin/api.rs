@@ -7,15 +7,41 @@ use serde_json::{Map, Value, json};
 use tideway_cluster::ClusterView;
 use tideway_config::{Backend, FieldError, POLICY_KEYS, policy_update};
 use tideway_core::{AppStats, CloseReason, Policy, RECENT_MINUTES, RejectReason, Timestamp};
+use tideway_proxy::CertificateTable;
 use tracing::info;
 
 use crate::fleet::AppView;
 use crate::http::{Body, json};
 
-/// `GET /api/apps`: the apps, and with `[cluster]` the instance's peers (`null` for an instance alone).
-pub(super) fn apps(fleet: &[AppView], now: Timestamp, cluster: Option<&ClusterView>) -> Value {
+/// `GET /api/apps`: the apps, with `[cluster]` the instance's peers (`null` for an instance alone), and
+/// the certificates in force.
+pub(super) fn apps(
+    fleet: &[AppView],
+    now: Timestamp,
+    cluster: Option<&ClusterView>,
+    certificates: Value,
+) -> Value {
     let shown = fleet.iter().filter(|view| view.is_shown());
-    json!({ "apps": shown.map(|view| app(view, now)).collect::<Vec<_>>(), "cluster": cluster })
+    json!({
+        "apps": shown.map(|view| app(view, now)).collect::<Vec<_>>(),
+        "cluster": cluster,
+        "certificates": certificates,
+    })
+}
+
+/// `GET /api/certificates`: each certificate the HTTPS listener presents, the hosts it serves (none: the
+/// default) and when it expires.
+pub(super) fn certificates(table: &CertificateTable) -> Value {
+    let unix_now = crate::certificates::unix_now();
+    let listed = table.certificates().iter().map(|(certificate, hosts)| {
+        json!({
+            "certificate": certificate.source(),
+            "hosts": hosts.iter().map(ToString::to_string).collect::<Vec<_>>(),
+            "not_after": certificate.not_after(),
+            "expires_in_seconds": certificate.not_after() - unix_now,
+        })
+    });
+    Value::Array(listed.collect())
 }
 
 /// `GET /api/apps/{name}`: the app's state, its policy in force and its recent decisions.

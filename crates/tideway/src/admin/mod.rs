@@ -13,7 +13,7 @@ use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use tideway_cluster::{Cluster, constant_time_eq};
 use tideway_config::AdminSettings;
-use tideway_proxy::RuntimeClock;
+use tideway_proxy::{Proxy, RuntimeClock};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -26,12 +26,22 @@ const STATUS_PAGE: &str = include_str!("status.html");
 /// Largest request body the API reads (a policy change is a few hundred bytes).
 const MAX_BODY: usize = 64 * 1024;
 
+/// What the admin API shows.
+pub(crate) struct Served {
+    /// The apps.
+    pub(crate) fleet: FleetView,
+    /// The data plane: its certificates.
+    pub(crate) proxy: Arc<Proxy>,
+    /// The instance's peers, with `[cluster]`.
+    pub(crate) cluster: Option<Cluster>,
+}
+
 /// What the admin handlers read.
 struct Admin {
     fleet: FleetView,
+    proxy: Arc<Proxy>,
     clock: RuntimeClock,
     token: Option<Vec<u8>>,
-    /// The instance's peers, with `[cluster]`.
     cluster: Option<Cluster>,
 }
 
@@ -49,16 +59,16 @@ pub(crate) fn load_token(settings: &AdminSettings) -> Result<Option<Vec<u8>>, Se
 pub(crate) fn serve_admin(
     listener: TcpListener,
     shutdown: CancellationToken,
-    fleet: FleetView,
+    served: Served,
     clock: RuntimeClock,
     token: Option<Vec<u8>>,
-    cluster: Option<Cluster>,
 ) {
     let admin = Arc::new(Admin {
-        fleet,
+        fleet: served.fleet,
+        proxy: served.proxy,
         clock,
         token,
-        cluster,
+        cluster: served.cluster,
     });
     serve(listener, shutdown, move |req: Request<Incoming>| {
         let admin = Arc::clone(&admin);
@@ -104,7 +114,14 @@ impl Admin {
         match (&method, segments.as_slice()) {
             (&Method::GET, ["api", "apps"]) => {
                 let cluster = self.cluster.as_ref().map(Cluster::view);
-                json(StatusCode::OK, &api::apps(&fleet, now, cluster.as_deref()))
+                let certificates = api::certificates(&self.proxy.certificates());
+                json(
+                    StatusCode::OK,
+                    &api::apps(&fleet, now, cluster.as_deref(), certificates),
+                )
+            }
+            (&Method::GET, ["api", "certificates"]) => {
+                json(StatusCode::OK, &api::certificates(&self.proxy.certificates()))
             }
             (&Method::GET, ["api", "cluster"]) => match &self.cluster {
                 Some(cluster) => json(StatusCode::OK, &serde_json::json!(*cluster.view())),

@@ -67,8 +67,8 @@ fn every_policy_key_of_the_file_is_in_the_spec() {
     names.retain(|name| !tideway_config::POLICY_KEYS.iter().any(|key| key.name == *name));
     assert_eq!(
         names,
-        ["hosts", "kubernetes", "path_prefix"],
-        "and only the routes and the backend besides"
+        ["hosts", "kubernetes", "path_prefix", "tls"],
+        "and only the routes, the backend and the certificate besides"
     );
 }
 
@@ -194,6 +194,7 @@ fn the_cel_rules_refuse_what_they_must_and_accept_the_rest() {
         json!({ "hosts": ["a.example.com"], "min_instances": 2, "max_instances": 2, "kubernetes": backend }),
         json!({ "hosts": ["a.example.com"], "min_instances": 9, "kubernetes": backend }),
         json!({ "hosts": ["a.example.com"], "max_instances": 1, "kubernetes": backend }),
+        json!({ "hosts": ["a.example.com"], "tls": { "secretName": "a-tls" }, "kubernetes": backend }),
     ];
     for spec in &accepted {
         assert_eq!(refusals(spec), Vec::<String>::new(), "{spec}");
@@ -207,5 +208,34 @@ fn the_cel_rules_refuse_what_they_must_and_accept_the_rest() {
             &json!({ "path_prefix": "/", "min_instances": 3, "max_instances": 2, "kubernetes": backend })
         ),
         ["max_instances must be >= min_instances"]
+    );
+    assert_eq!(
+        refusals(&json!({ "path_prefix": "/", "tls": { "secretName": "a-tls" }, "kubernetes": backend })),
+        ["tls needs hosts: a certificate is picked by the host name a client asks for"]
+    );
+}
+
+#[test]
+fn a_spec_names_its_certificate_by_a_secret_of_its_namespace() {
+    let defaults = Policy::default();
+    let backend = json!({ "deployment": "shiny", "port": "http" });
+    let app =
+        spec(json!({ "hosts": ["a.example.com"], "tls": { "secretName": "a-tls" }, "kubernetes": backend }))
+            .app("a", "apps", &defaults)
+            .expect("a valid spec");
+    assert_eq!(
+        app.tls,
+        Some(TlsSource::Secret {
+            namespace: "apps".into(),
+            name: "a-tls".into()
+        })
+    );
+    let refused =
+        spec(json!({ "path_prefix": "/a", "tls": { "secretName": "a-tls" }, "kubernetes": backend }))
+            .app("a", "apps", &defaults)
+            .expect_err("tls without hosts");
+    assert_eq!(
+        refused[0].to_string(),
+        "spec.tls: needs hosts: a certificate is picked by the host name a client asks for"
     );
 }

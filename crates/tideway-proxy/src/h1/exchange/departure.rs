@@ -12,23 +12,36 @@ use tokio::net::TcpStream;
 use tokio::net::tcp::WriteHalf;
 
 use super::BodyEnd;
+use crate::stream::{ClientReader, ClientStream};
 
 /// Waits for `wait` on behalf of a client that has sent its whole request: `None` if it closes its
 /// connection first.
+///
+/// Over TLS the socket's next bytes may be a closing alert rather than a request, so there the socket's
+/// end itself is watched.
 pub(super) async fn until_client_leaves<F: Future>(
-    stream: &TcpStream,
+    stream: &ClientStream,
     request_complete: bool,
     wait: F,
 ) -> Option<F::Output> {
     let mut wait = pin!(wait);
-    let mut watching = request_complete;
+    if stream.is_tls()
+        && request_complete
+        && let Some(watch) = stream.with_socket(departure_watch)
+    {
+        return tokio::select! {
+            output = &mut wait => Some(output),
+            () = client_leaves(&watch) => None,
+        };
+    }
+    let mut watching = request_complete && !stream.is_tls();
     poll_fn(|cx| {
         if let Poll::Ready(output) = wait.as_mut().poll(cx) {
             return Poll::Ready(Some(output));
         }
         if watching {
             let mut byte = [0u8; 1];
-            match stream.poll_peek(cx, &mut ReadBuf::new(&mut byte)) {
+            match stream.with_socket(|socket| socket.poll_peek(cx, &mut ReadBuf::new(&mut byte))) {
                 Poll::Ready(Ok(0) | Err(_)) => return Poll::Ready(None),
                 // A pipelined request: the client is still there, and its next bytes say nothing more.
                 Poll::Ready(Ok(_)) => watching = false,
@@ -46,7 +59,7 @@ pub(super) async fn until_client_leaves<F: Future>(
 pub(super) async fn write_unless_client_leaves(
     upstream: &mut WriteHalf<'_>,
     bytes: &[u8],
-    client: &TcpStream,
+    client: &ClientReader<'_>,
 ) -> Result<(), BodyEnd> {
     let mut write = pin!(upstream.write_all(bytes));
     let at_once = poll_fn(|cx| {
@@ -56,7 +69,7 @@ pub(super) async fn write_unless_client_leaves(
         })
     })
     .await;
-    let written = match (at_once, departure_watch(client)) {
+    let written = match (at_once, client.with_socket(departure_watch)) {
         (Some(written), _) => written,
         (None, Some(watch)) => tokio::select! {
             written = &mut write => written,

@@ -9,7 +9,7 @@ use tracing::debug;
 use crate::h1::Conn;
 use crate::handler::rejection;
 use crate::message::framing::Framing;
-use crate::message::head::{self, RequestHead};
+use crate::message::head::{self, RequestHead, Said};
 use crate::record::{Outcome, Record};
 
 use super::Next;
@@ -25,7 +25,7 @@ pub(in crate::h1) async fn refuse(conn: &mut Conn, status: StatusCode, text: &'s
         Arc::clone(&shared.metrics),
         shared.settings.load().access_log,
     );
-    let written = write_own(conn, record, status, text, None, true).await;
+    let written = write_own(conn, record, status, text, Said::Nothing, true).await;
     debug!(peer = %conn.client.peer(), status = status.as_u16(), written, "request refused");
     written
 }
@@ -39,7 +39,8 @@ pub(super) async fn unseated(
     reason: RejectReason,
 ) -> Next {
     let (refusal, retry_after) = rejection(app, reason);
-    reply(conn, head, record, refusal.status, refusal.text, retry_after).await
+    let said = retry_after.map_or(Said::Nothing, Said::RetryAfter);
+    reply(conn, head, record, refusal.status, refusal.text, said).await
 }
 
 /// Answers a request with one of tideway's own responses.
@@ -49,12 +50,12 @@ pub(super) async fn reply(
     record: Record,
     status: StatusCode,
     text: &'static str,
-    retry_after: Option<u64>,
+    said: Said<'_>,
 ) -> Next {
     // A body tideway did not read would be taken for the next request.
     let unread = head.body != Framing::Empty;
     let close = unread || !head.keep_alive || conn.client.is_closing();
-    if !write_own(conn, record, status, text, retry_after, close).await {
+    if !write_own(conn, record, status, text, said, close).await {
         return Next::Close;
     }
     match (close, unread) {
@@ -70,10 +71,10 @@ pub(super) async fn write_own(
     mut record: Record,
     status: StatusCode,
     text: &str,
-    retry_after: Option<u64>,
+    said: Said<'_>,
     close: bool,
 ) -> bool {
-    let response = head::own_response(status, text, retry_after, close);
+    let response = head::own_response(status, text, said, close);
     record.set_status(status);
     record.count(text.len());
     let (_, mut writer) = conn.stream.split();

@@ -9,7 +9,7 @@ use std::task::Poll;
 use std::time::Duration;
 
 use http::{Method, StatusCode};
-use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::net::tcp::{ReadHalf, WriteHalf};
 
@@ -18,6 +18,7 @@ use crate::h1::BUFFER;
 use crate::message::framing::{BodyCursor, Framing};
 use crate::message::head::{self, ResponseOut, ResponseRewrite};
 use crate::record::Record;
+use crate::stream::{ClientReader, ClientStream, ClientWriter};
 use crate::upstream::{MAX_READ_BUFFER, READ_BUFFER};
 
 use super::departure::write_unless_client_leaves;
@@ -27,7 +28,7 @@ use crate::Side;
 /// Sends the request to the replica and relays the response, the request body going up meanwhile; gives
 /// the exchange up when the replica keeps it waiting past `response_timeout`.
 pub(super) async fn relay(
-    client: &mut TcpStream,
+    client: &mut ClientStream,
     buf: &mut Vec<u8>,
     upstream: &mut TcpStream,
     trip: &Trip<'_>,
@@ -95,7 +96,7 @@ pub(super) async fn relay(
 /// Relays the request body from `buf` and the client socket to the replica; then waits for the client to
 /// leave, which ends the exchange (it never returns while the client stays).
 pub(super) async fn relay_body(
-    client: &mut ReadHalf<'_>,
+    client: &mut ClientReader<'_>,
     upstream: &mut WriteHalf<'_>,
     buf: &mut Vec<u8>,
     trip: &Trip<'_>,
@@ -116,7 +117,7 @@ pub(super) async fn relay_body(
         let Ok(taken) = cursor.advance(buf, &mut |_| {}) else {
             return BodyEnd::Malformed;
         };
-        if let Err(end) = write_unless_client_leaves(upstream, &buf[..taken], client.as_ref()).await {
+        if let Err(end) = write_unless_client_leaves(upstream, &buf[..taken], client).await {
             return end;
         }
         trip.replica.moved();
@@ -128,7 +129,9 @@ pub(super) async fn relay_body(
         return std::future::pending().await;
     }
     let mut byte = [0u8; 1];
-    match client.peek(&mut byte).await {
+    let peeked =
+        poll_fn(|cx| client.with_socket(|socket| socket.poll_peek(cx, &mut ReadBuf::new(&mut byte))));
+    match peeked.await {
         Ok(0) | Err(_) => BodyEnd::ClientLeft,
         Ok(_) => std::future::pending().await,
     }
@@ -138,7 +141,7 @@ pub(super) async fn relay_body(
 /// in its framing.
 async fn relay_response(
     upstream: &mut ReadHalf<'_>,
-    client: &mut WriteHalf<'_>,
+    client: &mut ClientWriter<'_>,
     trip: &Trip<'_>,
     record: &mut Record,
 ) -> Relayed {
@@ -172,6 +175,7 @@ async fn relay_response(
                 upgrade_requested: request.upgrade,
                 close,
                 set_cookie: trip.set_cookie,
+                hsts: trip.hsts,
             };
             let head_request = request.method == Method::HEAD;
             match head::parse_response(&buf, head_request, ResponseOut::Bytes(rewrite, &mut out)) {
@@ -284,14 +288,15 @@ async fn relay_response(
 }
 
 /// Writes part of the response to the client; the time it takes is the client's, not the replica's.
-async fn relay_to_client(writer: &mut WriteHalf<'_>, trip: &Trip<'_>, bytes: &[u8]) -> io::Result<()> {
+async fn relay_to_client(writer: &mut ClientWriter<'_>, trip: &Trip<'_>, bytes: &[u8]) -> io::Result<()> {
     let _on_client = trip.replica.on_client();
     write_to_client(writer, trip.client, bytes).await
 }
 
-/// Writes `bytes` to the client, recording progress and stalls for its send timeout.
+/// Writes `bytes` to the client, recording progress and stalls for its send timeout; flushed, so that
+/// what a TLS session holds back goes out too.
 pub(super) async fn write_to_client(
-    writer: &mut WriteHalf<'_>,
+    writer: &mut ClientWriter<'_>,
     client: &ClientConn,
     mut bytes: &[u8],
 ) -> io::Result<()> {
@@ -310,7 +315,16 @@ pub(super) async fn write_to_client(
                 Poll::Ready(Err(error)) => return Poll::Ready(Err(error)),
             }
         }
-        Poll::Ready(Ok(()))
+        match Pin::new(&mut *writer).poll_flush(cx) {
+            Poll::Pending => {
+                client.on_write_blocked();
+                Poll::Pending
+            }
+            Poll::Ready(flushed) => {
+                client.on_unblocked();
+                Poll::Ready(flushed)
+            }
+        }
     })
     .await
 }

@@ -22,6 +22,8 @@ pub(super) enum Kind {
     /// `Proxy-Connection`, `Proxy-Authenticate`, `Proxy-Authorization`, `TE`. (`Transfer-Encoding` is
     /// kept: bodies are relayed in their framing.)
     HopByHop,
+    /// `Strict-Transport-Security`: only over TLS, and the app's own when it sets `hsts_max_age`.
+    StrictTransportSecurity,
     Other,
 }
 
@@ -43,6 +45,7 @@ pub(super) fn field_kind(name: &str) -> Kind {
         17 if is("x-forwarded-proto") => Kind::Forwarded,
         18 if is("proxy-authenticate") => Kind::HopByHop,
         19 if is("proxy-authorization") => Kind::HopByHop,
+        25 if is("strict-transport-security") => Kind::StrictTransportSecurity,
         _ => Kind::Other,
     }
 }
@@ -58,7 +61,7 @@ pub(super) fn request_field_kept(kind: Kind, named: bool, own_host: bool, own_fr
         // The framing fields stay whatever `Connection` says: the body is relayed as they frame it, and a
         // replica that did not see them would take the body for another request.
         Kind::ContentLength | Kind::TransferEncoding => !own_framing,
-        Kind::Other | Kind::Cookie => !named,
+        Kind::Other | Kind::Cookie | Kind::StrictTransportSecurity => !named,
     }
 }
 
@@ -79,8 +82,17 @@ pub(super) fn response_field_kept(
         Kind::HopByHop | Kind::Connection => false,
         Kind::TransferEncoding => !payload_only,
         Kind::ContentLength => !chunked,
-        Kind::Host | Kind::Cookie | Kind::Forwarded | Kind::Other => !named,
+        Kind::Host | Kind::Cookie | Kind::Forwarded | Kind::StrictTransportSecurity | Kind::Other => !named,
     }
+}
+
+/// How a request reached tideway: what the `X-Forwarded-*` fields tell the replica.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Hop {
+    /// The client's address.
+    pub(crate) client: IpAddr,
+    /// The request came over TLS.
+    pub(crate) https: bool,
 }
 
 /// Writes the `X-Forwarded-*` fields that tell the replica who the client is and how it reached
@@ -89,7 +101,7 @@ pub(super) fn response_field_kept(
 pub(super) fn put_forwarded<'v>(
     out: &mut Vec<u8>,
     earlier: impl Iterator<Item = &'v [u8]>,
-    client: IpAddr,
+    hop: Hop,
     host: Option<&[u8]>,
 ) {
     out.extend_from_slice(b"X-Forwarded-For: ");
@@ -102,8 +114,12 @@ pub(super) fn put_forwarded<'v>(
         out.extend_from_slice(b", ");
     }
     // Writing into a Vec cannot fail.
-    let _ = write!(out, "{client}");
-    out.extend_from_slice(b"\r\nX-Forwarded-Proto: http\r\n");
+    let _ = write!(out, "{}", hop.client);
+    out.extend_from_slice(if hop.https {
+        b"\r\nX-Forwarded-Proto: https\r\n"
+    } else {
+        b"\r\nX-Forwarded-Proto: http\r\n"
+    });
     if let Some(host) = host {
         put_field(out, b"X-Forwarded-Host", host);
     }

@@ -3,7 +3,6 @@
 
 use std::io::Write as _;
 use std::mem::MaybeUninit;
-use std::net::IpAddr;
 use std::ops::Range;
 
 use http::header::{COOKIE, HeaderMap, HeaderName, HeaderValue};
@@ -12,7 +11,7 @@ use httparse::{Header, Status};
 
 use super::FIELD_TABLE;
 use super::fields::{
-    Kind, connection_named, content_length, field_kind, is_named, offset, put_field, put_forwarded,
+    Hop, Kind, connection_named, content_length, field_kind, is_named, offset, put_field, put_forwarded,
     request_field_kept, shift, tokens, trim,
 };
 use super::version::{Version, as_http11, request_version};
@@ -40,6 +39,8 @@ pub(crate) struct RequestHead {
     pub(crate) http10: bool,
     /// The path routing uses (`/` for `OPTIONS *`), without the query.
     pub(crate) path: Range<usize>,
+    /// The path and query, as the replica receives them (`*` for `OPTIONS *`).
+    pub(crate) target: Range<usize>,
     /// The host the request is for: the authority of an absolute-form target, else the `Host` field.
     pub(crate) host: Option<Range<usize>>,
     /// How many `Host` fields the head has (more than one is refused).
@@ -74,13 +75,9 @@ const UNSUPPORTED_VERSION: Refusal = Refusal {
     text: "only HTTP/1.x is spoken here (and HTTP/2 with prior knowledge)\n",
 };
 
-/// Parses the request head at the start of `buf`: `Ok(None)` until it is complete. `client` is who sent
-/// it, for `X-Forwarded-For`.
-pub(crate) fn parse_request(
-    buf: &[u8],
-    limits: Limits,
-    client: IpAddr,
-) -> Result<Option<RequestHead>, Refusal> {
+/// Parses the request head at the start of `buf`: `Ok(None)` until it is complete. `hop` is how it came,
+/// for the `X-Forwarded-*` fields.
+pub(crate) fn parse_request(buf: &[u8], limits: Limits, hop: Hop) -> Result<Option<RequestHead>, Refusal> {
     let mut table = [const { MaybeUninit::<Header<'_>>::uninit() }; FIELD_TABLE];
     let table = &mut table[..limits.max_fields.clamp(1, FIELD_TABLE)];
     let mut request = httparse::Request::new(&mut []);
@@ -95,7 +92,7 @@ pub(crate) fn parse_request(
                 let version = line_end.map(|end| request_version(&buf[..end]));
                 return match version {
                     None if buf.len() < limits.max_bytes => Ok(None),
-                    Some(Version::LaterMinor(at)) => parse_request(&as_http11(buf, at), limits, client),
+                    Some(Version::LaterMinor(at)) => parse_request(&as_http11(buf, at), limits, hop),
                     Some(Version::OtherMajor) => Err(UNSUPPORTED_VERSION),
                     None | Some(Version::Malformed) => Err(BAD_REQUEST),
                 };
@@ -155,7 +152,7 @@ pub(crate) fn parse_request(
             }
             Kind::Upgrade => upgrade = Some(at(trim(value))),
             Kind::Cookie => cookies.push(at(value)),
-            Kind::Other | Kind::HopByHop | Kind::Forwarded => {}
+            Kind::Other | Kind::HopByHop | Kind::Forwarded | Kind::StrictTransportSecurity => {}
         }
     }
     let body = match (transfer_encoding, length) {
@@ -210,7 +207,7 @@ pub(crate) fn parse_request(
     if forward_target.is_empty() || buf[forward_target.start] == b'?' {
         forward.push(b'/');
     }
-    forward.extend_from_slice(&buf[forward_target]);
+    forward.extend_from_slice(&buf[forward_target.clone()]);
     forward.extend_from_slice(b" HTTP/1.1\r\n");
     if absolute && let Some(host) = &host {
         put_field(&mut forward, b"Host", &buf[host.clone()]);
@@ -233,7 +230,7 @@ pub(crate) fn parse_request(
     put_forwarded(
         &mut forward,
         earlier,
-        client,
+        hop,
         host.as_ref().map(|host| &buf[host.clone()]),
     );
     if let Some(protocol) = &upgrade {
@@ -247,6 +244,7 @@ pub(crate) fn parse_request(
         method,
         http10,
         path,
+        target: forward_target,
         host,
         host_fields,
         body,
@@ -269,7 +267,7 @@ pub(crate) fn write_request(
     fields: &HeaderMap,
     host: &[u8],
     body: Framing,
-    client: IpAddr,
+    hop: Hop,
 ) -> Vec<u8> {
     let mut forward = Vec::with_capacity(256 + fields.len() * 48);
     forward.extend_from_slice(method.as_str().as_bytes());
@@ -310,7 +308,7 @@ pub(crate) fn write_request(
         Framing::Empty | Framing::UntilClose => {}
     }
     let earlier = fields.get_all(X_FORWARDED_FOR).iter().map(HeaderValue::as_bytes);
-    put_forwarded(&mut forward, earlier, client, Some(host));
+    put_forwarded(&mut forward, earlier, hop, Some(host));
     forward.extend_from_slice(b"\r\n");
     forward
 }

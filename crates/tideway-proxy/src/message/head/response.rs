@@ -51,6 +51,37 @@ pub(crate) struct ResponseRewrite<'a> {
     pub(crate) close: bool,
     /// A `Set-Cookie` value to add (a new affinity session).
     pub(crate) set_cookie: Option<&'a [u8]>,
+    /// What becomes of `Strict-Transport-Security`.
+    pub(crate) hsts: Hsts<'a>,
+}
+
+/// What becomes of `Strict-Transport-Security` in a response to the client.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Hsts<'a> {
+    /// The replica's field, if any, crosses: a response over TLS for an app without `hsts_max_age`.
+    Keep,
+    /// None crosses: the response goes over plain HTTP, where the field means nothing (RFC 6797 §7.2)
+    /// and would pin a host that tideway may not serve over TLS.
+    Drop,
+    /// Tideway's value (`hsts_max_age`, over TLS) replaces the replica's.
+    Set(&'a [u8]),
+}
+
+impl Hsts<'_> {
+    /// Applies the rule to the fields of a response for an HTTP/2 client.
+    pub(crate) fn apply(self, fields: &mut HeaderMap) {
+        match self {
+            Hsts::Keep => {}
+            Hsts::Drop => {
+                fields.remove(http::header::STRICT_TRANSPORT_SECURITY);
+            }
+            Hsts::Set(value) => {
+                if let Ok(value) = HeaderValue::from_bytes(value) {
+                    fields.insert(http::header::STRICT_TRANSPORT_SECURITY, value);
+                }
+            }
+        }
+    }
 }
 
 /// A replica's response head that cannot be relayed.
@@ -175,6 +206,9 @@ pub(crate) fn parse_response(
         if kind == Kind::Upgrade {
             protocol = Some(field.value);
         }
+        if kind == Kind::StrictTransportSecurity && rewrite.hsts != Hsts::Keep {
+            continue;
+        }
         let upgrade_kept = status == StatusCode::UPGRADE_REQUIRED;
         let named = is_named(&named, field.name);
         if response_field_kept(kind, named, decode_chunks, transfer_encoding, upgrade_kept) {
@@ -197,6 +231,9 @@ pub(crate) fn parse_response(
     {
         put_field(out, b"Set-Cookie", cookie);
     }
+    if let (false, Hsts::Set(value)) = (status.is_informational(), rewrite.hsts) {
+        put_field(out, b"Strict-Transport-Security", value);
+    }
     out.extend_from_slice(b"\r\n");
     Ok(Some(ResponseHead {
         len,
@@ -206,8 +243,19 @@ pub(crate) fn parse_response(
     }))
 }
 
-/// A response tideway writes itself: a short plain-text body, `Retry-After` when it says when to come back.
-pub(crate) fn own_response(status: StatusCode, text: &str, retry_after: Option<u64>, close: bool) -> Vec<u8> {
+/// What one of tideway's own responses says beyond its status and text.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Said<'a> {
+    /// Nothing more.
+    Nothing,
+    /// When to come back (`Retry-After`, seconds).
+    RetryAfter(u64),
+    /// Where to go instead (`Location`).
+    Location(&'a [u8]),
+}
+
+/// A response tideway writes itself: a short plain-text body, and what else it `said`.
+pub(crate) fn own_response(status: StatusCode, text: &str, said: Said<'_>, close: bool) -> Vec<u8> {
     let mut out = Vec::with_capacity(160 + text.len());
     // Writing into a Vec cannot fail.
     let _ = write!(
@@ -217,8 +265,12 @@ pub(crate) fn own_response(status: StatusCode, text: &str, retry_after: Option<u
         status.canonical_reason().unwrap_or_default(),
         text.len()
     );
-    if let Some(seconds) = retry_after {
-        let _ = write!(out, "Retry-After: {seconds}\r\n");
+    match said {
+        Said::Nothing => {}
+        Said::RetryAfter(seconds) => {
+            let _ = write!(out, "Retry-After: {seconds}\r\n");
+        }
+        Said::Location(location) => put_field(&mut out, b"Location", location),
     }
     if close {
         out.extend_from_slice(b"Connection: close\r\n");

@@ -12,7 +12,10 @@ const LIMITS: Limits = Limits {
     max_bytes: 4096,
     max_fields: 20,
 };
-const CLIENT: IpAddr = IpAddr::V4(Ipv4Addr::new(10, 0, 0, 9));
+const CLIENT: Hop = Hop {
+    client: IpAddr::V4(Ipv4Addr::new(10, 0, 0, 9)),
+    https: false,
+};
 
 fn request(raw: &str) -> Result<Option<RequestHead>, Refusal> {
     parse_request(raw.as_bytes(), LIMITS, CLIENT)
@@ -229,7 +232,51 @@ const PLAIN: ResponseRewrite<'static> = ResponseRewrite {
     upgrade_requested: false,
     close: false,
     set_cookie: None,
+    hsts: Hsts::Keep,
 };
+
+#[test]
+fn strict_transport_security_crosses_only_over_tls_and_the_apps_own_wins() {
+    let raw = "HTTP/1.1 200 OK\r\nStrict-Transport-Security: max-age=5\r\nContent-Length: 0\r\n\r\n";
+    let (_, kept) = response(raw, PLAIN);
+    assert!(
+        kept.contains("Strict-Transport-Security: max-age=5\r\n"),
+        "{kept}"
+    );
+    let (_, plain) = response(
+        raw,
+        ResponseRewrite {
+            hsts: Hsts::Drop,
+            ..PLAIN
+        },
+    );
+    assert!(
+        !plain.to_ascii_lowercase().contains("strict-transport"),
+        "{plain}"
+    );
+    let own = ResponseRewrite {
+        hsts: Hsts::Set(b"max-age=31536000"),
+        ..PLAIN
+    };
+    let (_, set) = response(raw, own);
+    assert_eq!(set.matches("Strict-Transport-Security").count(), 1, "{set}");
+    assert!(
+        set.contains("Strict-Transport-Security: max-age=31536000\r\n"),
+        "{set}"
+    );
+    let (_, interim) = response("HTTP/1.1 103 Early Hints\r\n\r\n", own);
+    assert!(!interim.contains("Strict"), "{interim}");
+
+    let mut fields = HeaderMap::new();
+    fields.insert(
+        "strict-transport-security",
+        http::HeaderValue::from_static("max-age=5"),
+    );
+    Hsts::Drop.apply(&mut fields);
+    assert!(fields.is_empty());
+    Hsts::Set(b"max-age=60").apply(&mut fields);
+    assert_eq!(fields["strict-transport-security"], "max-age=60");
+}
 
 fn response(raw: &str, rewrite: ResponseRewrite<'_>) -> (ResponseHead, String) {
     response_to(raw, false, rewrite)
@@ -395,11 +442,27 @@ fn broken_responses_are_refused() {
 
 #[test]
 fn own_responses_are_complete_messages() {
-    let out = own_response(StatusCode::SERVICE_UNAVAILABLE, "busy\n", Some(5), true);
+    let out = own_response(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "busy\n",
+        Said::RetryAfter(5),
+        true,
+    );
     assert_eq!(
         String::from_utf8(out).expect("ascii"),
         "HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: 5\r\n\
          Retry-After: 5\r\nConnection: close\r\n\r\nbusy\n"
+    );
+    let out = own_response(
+        StatusCode::PERMANENT_REDIRECT,
+        "",
+        Said::Location(b"https://a.test/p?q"),
+        false,
+    );
+    assert_eq!(
+        String::from_utf8(out).expect("ascii"),
+        "HTTP/1.1 308 Permanent Redirect\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: 0\r\n\
+         Location: https://a.test/p?q\r\n\r\n"
     );
 }
 
@@ -485,7 +548,10 @@ fn http2_requests_cross_by_the_same_rules_with_their_own_host_and_framing() {
     ] {
         fields.append(name, http::HeaderValue::from_static(value));
     }
-    let client = IpAddr::V4(Ipv4Addr::LOCALHOST);
+    let client = Hop {
+        client: IpAddr::V4(Ipv4Addr::LOCALHOST),
+        https: false,
+    };
     let head = write_request(
         &Method::POST,
         "/p?q",
