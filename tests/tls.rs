@@ -639,6 +639,63 @@ async fn testssl_finds_nothing_but_what_the_readme_explains() {
     }
 }
 
+/// A metric's value in tideway's exposition, if it is there.
+async fn metric(tideway: &Tideway, series: &str) -> Option<f64> {
+    let (_, _, body) = request(tideway.listener("metrics"), "GET", "/metrics", &[], "").await;
+    let text = String::from_utf8_lossy(&body).into_owned();
+    text.lines()
+        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+}
+
+#[tokio::test]
+async fn a_tls_client_that_closes_gives_its_seat_and_its_place_in_the_queue_back() {
+    let certs = Certificates::new();
+    let replica = TestReplica::start("r").await.expect("replica");
+    let text = config(&certs, replica.addr(), "")
+        .replace("name = \"exact\"\n", "name = \"exact\"\nmax_connections = 1\n");
+    let tideway = Tideway::start(&text);
+    let tls = tls_listener(&tideway).await;
+    let seated = "tideway_app_connections{app=\"exact\"}";
+    let queued = "tideway_app_queued_connections{app=\"exact\"}";
+    let send = |path: &'static str| {
+        let pki = certs.pki.clone();
+        async move {
+            let mut stream = connect(&pki, tls, "app.example.test", &[b"http/1.1"])
+                .await
+                .expect("TLS");
+            let head = format!("GET {path} HTTP/1.1\r\nHost: app.example.test\r\n\r\n");
+            stream.write_all(head.as_bytes()).await.expect("write");
+            stream.flush().await.expect("flush");
+            stream
+        }
+    };
+    // The first request holds the only seat while its replica takes its time; the second waits.
+    let mut first = send("/delay?ms=60000").await;
+    tideway_e2e::until("the first request seated", || async {
+        metric(&tideway, seated).await == Some(1.0)
+    })
+    .await;
+    let mut second = send("/").await;
+    tideway_e2e::until("the second request queued", || async {
+        metric(&tideway, queued).await == Some(1.0)
+    })
+    .await;
+    // The queued client closes (a closing alert, then its end of the connection): its place goes.
+    second.shutdown().await.expect("close");
+    drop(second);
+    tideway_e2e::until("the closed client left the queue", || async {
+        metric(&tideway, queued).await == Some(0.0)
+    })
+    .await;
+    // The seated one closes while its replica still thinks: its seat goes.
+    first.shutdown().await.expect("close");
+    drop(first);
+    tideway_e2e::until("the closed client's seat is free", || async {
+        metric(&tideway, seated).await == Some(0.0)
+    })
+    .await;
+}
+
 /// The TLS handshake metrics exist from the start (every outcome at 0), so a dashboard shows no gap.
 #[tokio::test]
 async fn handshake_outcomes_are_counted() {

@@ -1,5 +1,5 @@
-//! Load generation — wrk for HTTP/1.1, h2load for HTTP/2 with prior knowledge — and what is read from their
-//! reports.
+//! Load generation — wrk for HTTP/1.1, h2load for HTTP/2, `openssl s_time` for TLS handshakes — and what
+//! is read from their reports.
 
 use std::net::SocketAddr;
 use std::process::Command;
@@ -20,9 +20,19 @@ pub(crate) struct Run {
     pub(crate) load_busy: f64,
 }
 
-/// Runs `wrk -t1 -c<connections> -d<duration> --latency` against `addr`, pinned to `cpu`.
+/// Runs `wrk -t1 -c<connections> -d<duration> --latency` against `addr` over plain HTTP, pinned to `cpu`.
 pub(crate) fn wrk(
     addr: SocketAddr,
+    connections: usize,
+    duration: Duration,
+    cpu: Option<usize>,
+) -> anyhow::Result<Run> {
+    wrk_url(&format!("http://{addr}/"), connections, duration, cpu)
+}
+
+/// Runs wrk against `url` (`https://` for kept-alive connections over TLS), pinned to `cpu`.
+pub(crate) fn wrk_url(
+    url: &str,
     connections: usize,
     duration: Duration,
     cpu: Option<usize>,
@@ -35,7 +45,7 @@ pub(crate) fn wrk(
             &format!("-d{}s", duration.as_secs().max(1)),
         ])
         .args(["--latency", "-H", "Host: bench.test"])
-        .arg(format!("http://{addr}/"));
+        .arg(url);
     let (report, load_busy) = measure(&mut command, cpu, "wrk")?;
     let mut run = parse(&report).with_context(|| format!("unexpected wrk report:\n{report}"))?;
     run.load_busy = load_busy;
@@ -53,16 +63,20 @@ pub(crate) struct H2Run {
     pub(crate) load_busy: f64,
 }
 
-/// Runs `h2load -t1 -c<connections> -m<streams> -D<duration>` against `addr` — HTTP/2 with prior
-/// knowledge, `streams` requests in flight on each connection — pinned to `cpu`.
+/// Runs `h2load -t1 -c<connections> -m<streams> -D<duration>` against `url` — HTTP/2 with prior knowledge
+/// for `http://`, through ALPN for `https://`, `streams` requests in flight on each connection — pinned
+/// to `cpu`.
 pub(crate) fn h2load(
-    addr: SocketAddr,
+    url: &str,
     connections: usize,
     streams: usize,
     duration: Duration,
     cpu: Option<usize>,
 ) -> anyhow::Result<H2Run> {
     let mut command = pinned("h2load", cpu);
+    if url.starts_with("https://") {
+        command.args(["--tls13-ciphers", crate::tls::SUITE]);
+    }
     command
         .args([
             "-t1",
@@ -70,11 +84,52 @@ pub(crate) fn h2load(
             &format!("-m{streams}"),
             &format!("-D{}", duration.as_secs().max(1)),
         ])
-        .arg(format!("http://{addr}/"));
+        .arg(url);
     let (report, load_busy) = measure(&mut command, cpu, "h2load")?;
     let mut run = parse_h2load(&report).with_context(|| format!("unexpected h2load report:\n{report}"))?;
     run.load_busy = load_busy;
     Ok(run)
+}
+
+/// One `openssl s_time` run: full TLS handshakes, one connection after the other, none resumed.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct HandshakeRun {
+    pub(crate) handshakes: u64,
+    pub(crate) per_second: f64,
+}
+
+/// Runs `openssl s_time -new` against `addr` for `duration` — a new connection and full handshake
+/// (TLS 1.3, [`crate::tls::SUITE`]) after the other — pinned to `cpu`.
+pub(crate) fn handshakes(
+    addr: SocketAddr,
+    duration: Duration,
+    cpu: Option<usize>,
+) -> anyhow::Result<HandshakeRun> {
+    let mut command = pinned("openssl", cpu);
+    command
+        .args(["s_time", "-connect", &addr.to_string(), "-new", "-tls1_3"])
+        .args(["-ciphersuites", crate::tls::SUITE])
+        .args(["-time", &duration.as_secs().max(1).to_string()]);
+    let (report, _) = measure(&mut command, cpu, "openssl s_time")?;
+    parse_s_time(&report).with_context(|| format!("unexpected s_time report:\n{report}"))
+}
+
+/// `2345 connections in 11 real seconds, 0 bytes read per connection` (the line before counts the
+/// client's own CPU time instead).
+fn parse_s_time(report: &str) -> Option<HandshakeRun> {
+    let line = report.lines().find(|l| l.contains(" real seconds"))?;
+    let handshakes = line.split_whitespace().next()?.parse().ok()?;
+    let seconds: f64 = line
+        .split(" connections in ")
+        .nth(1)?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()?;
+    Some(HandshakeRun {
+        handshakes,
+        per_second: handshakes as f64 / seconds.max(1e-9),
+    })
 }
 
 /// `program`, run on `cpu` when there is one to pin it to.
@@ -225,6 +280,14 @@ mod tests {
         assert_eq!(run.requests, 88964);
         assert_eq!(run.mean_us, 344.0);
         assert_eq!(run.errors, 8);
+    }
+
+    #[test]
+    fn reads_an_s_time_report() {
+        let report = "Collecting connection statistics for 10 seconds\n****\n\n2345 connections in 10.01s; 234.27 connections/user sec, bytes read 0\n2345 connections in 11 real seconds, 0 bytes read per connection\n";
+        let run = parse_s_time(report).expect("a report");
+        assert_eq!(run.handshakes, 2345);
+        assert!((run.per_second - 213.18).abs() < 0.1);
     }
 
     #[test]

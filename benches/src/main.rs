@@ -11,6 +11,7 @@ mod proxies;
 mod report;
 mod scaling;
 mod setup;
+mod tls;
 mod upstream;
 
 use std::net::SocketAddr;
@@ -69,6 +70,11 @@ struct RunArgs {
     /// Requests in flight on each HTTP/2 connection.
     #[arg(long, default_value = "16")]
     streams: usize,
+    /// Also run the TLS round (the same certificate and suite for every proxy, each on a CPU of its own):
+    /// full handshakes (`openssl s_time`), kept-alive HTTPS (`wrk`, the first connection count) and
+    /// HTTP/2 over TLS (`h2load`, as the HTTP/2 round).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    tls: bool,
 }
 
 #[derive(Subcommand)]
@@ -106,6 +112,8 @@ const PROXY_PORTS: [(Target, u16); 3] = [
 ];
 /// Added to a proxy's port for its HTTP/2 listener, where it needs one of its own.
 const H2C_PORT_OFFSET: u16 = 10;
+/// Added to a proxy's port for its TLS listener.
+const TLS_PORT_OFFSET: u16 = 20;
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
@@ -140,7 +148,7 @@ async fn run(mut args: RunArgs) -> anyhow::Result<()> {
         args.streams = 4;
     }
     let root = setup::workspace_root()?;
-    setup::install_missing_tools(&args.targets, args.http2)?;
+    setup::install_missing_tools(&args.targets, args.http2 || args.tls)?;
     let binaries = setup::build(&root)?;
     let (proxy_cpu, load_cpu) = setup::cpus();
     let dir = root
@@ -157,9 +165,11 @@ async fn run(mut args: RunArgs) -> anyhow::Result<()> {
         &["upstream".into(), "--listen".into(), UPSTREAM.to_string()],
         &dir.join("upstream.log"),
     )?;
+    let certificate = tls::write(&dir)?;
+    let start = |target| start_proxy(target, proxy_cpu, &dir, &binaries, &certificate);
     let mut running = Vec::new();
     for target in &args.targets {
-        running.push(start_proxy(*target, proxy_cpu, &dir, &binaries).await?);
+        running.push(start(*target).await?);
     }
 
     let mut report = Report::new(machine, command_line(&args));
@@ -170,6 +180,9 @@ async fn run(mut args: RunArgs) -> anyhow::Result<()> {
     throughput_round(&running, &args, load_cpu, Round::Alone, &mut report)?;
     if args.http2 {
         http2_round(&running, &args, load_cpu, &mut report)?;
+    }
+    if args.tls {
+        tls_round(&running, &args, load_cpu, &mut report)?;
     }
     if args.contended {
         let rounds = args.connections.len() * args.repetitions * running.len();
@@ -189,7 +202,7 @@ async fn run(mut args: RunArgs) -> anyhow::Result<()> {
     for target in &args.targets {
         for &count in &args.idle {
             for idle in [Idle::Websocket, Idle::Keepalive] {
-                let proxy = start_proxy(*target, proxy_cpu, &dir, &binaries).await?;
+                let proxy = start(*target).await?;
                 load::wrk(proxy.addr, 16, Duration::from_secs(1), load_cpu)?;
                 let bytes = idle_memory(&proxy, count, idle, load_cpu, &binaries.compare, &dir).await?;
                 eprintln!(
@@ -253,13 +266,25 @@ fn http2_round(
 ) -> anyhow::Result<()> {
     let (connections, streams) = (args.http2_connections, args.streams);
     for proxy in running {
-        load::h2load(proxy.h2c, connections, streams, Duration::from_secs(2), load_cpu)?;
+        load::h2load(
+            &format!("http://{}/", proxy.h2c),
+            connections,
+            streams,
+            Duration::from_secs(2),
+            load_cpu,
+        )?;
     }
     for repetition in 0..args.repetitions {
         for i in 0..running.len() {
             let proxy = &running[(i + repetition) % running.len()];
             let cpu_before = proxy.process.cpu_seconds();
-            let result = load::h2load(proxy.h2c, connections, streams, args.duration, load_cpu)?;
+            let result = load::h2load(
+                &format!("http://{}/", proxy.h2c),
+                connections,
+                streams,
+                args.duration,
+                load_cpu,
+            )?;
             let cpu = proxy.process.cpu_seconds() - cpu_before;
             eprintln!(
                 "{:<8} HTTP/2 c={connections} m={streams} run {}: {:>9.0} req/s  mean {:>7.0} us  {:.1} us CPU/req  load CPU {:.0}%{}",
@@ -272,6 +297,66 @@ fn http2_round(
                 errors_note(result.errors),
             );
             report.http2(proxy.target, result, cpu);
+        }
+    }
+    Ok(())
+}
+
+/// The TLS runs: full handshakes, kept-alive HTTPS and HTTP/2 over TLS, each proxy on a CPU of its own,
+/// repetitions alternating between the proxies.
+fn tls_round(
+    running: &[Proxy],
+    args: &RunArgs,
+    load_cpu: Option<usize>,
+    report: &mut Report,
+) -> anyhow::Result<()> {
+    let connections = args.connections[0];
+    let (h2_connections, streams) = (args.http2_connections, args.streams);
+    let warm_up = Duration::from_secs(2);
+    for proxy in running {
+        let url = format!("https://{}/", proxy.tls);
+        load::handshakes(proxy.tls, warm_up, load_cpu)?;
+        load::wrk_url(&url, connections, warm_up, load_cpu)?;
+    }
+    for repetition in 0..args.repetitions {
+        for i in 0..running.len() {
+            let proxy = &running[(i + repetition) % running.len()];
+            let name = proxy.target.name();
+            let url = format!("https://{}/", proxy.tls);
+            let cpu_before = proxy.process.cpu_seconds();
+            let handshakes = load::handshakes(proxy.tls, args.duration, load_cpu)?;
+            let cpu = proxy.process.cpu_seconds() - cpu_before;
+            eprintln!(
+                "{name:<8} TLS handshakes run {}: {:>7.0} /s  {:.0} us CPU each",
+                repetition + 1,
+                handshakes.per_second,
+                cpu * 1e6 / handshakes.handshakes.max(1) as f64,
+            );
+            report.handshakes(proxy.target, handshakes, cpu);
+
+            let cpu_before = proxy.process.cpu_seconds();
+            let https = load::wrk_url(&url, connections, args.duration, load_cpu)?;
+            let cpu = proxy.process.cpu_seconds() - cpu_before;
+            eprintln!(
+                "{name:<8} HTTPS c={connections} run {}: {:>9.0} req/s  {:.1} us CPU/req{}",
+                repetition + 1,
+                https.requests_per_second,
+                cpu * 1e6 / https.requests.max(1) as f64,
+                errors_note(https.errors),
+            );
+            report.https(proxy.target, https, cpu);
+
+            let cpu_before = proxy.process.cpu_seconds();
+            let h2 = load::h2load(&url, h2_connections, streams, args.duration, load_cpu)?;
+            let cpu = proxy.process.cpu_seconds() - cpu_before;
+            eprintln!(
+                "{name:<8} HTTP/2 over TLS c={h2_connections} m={streams} run {}: {:>9.0} req/s  {:.1} us CPU/req{}",
+                repetition + 1,
+                h2.requests_per_second,
+                cpu * 1e6 / h2.requests.max(1) as f64,
+                errors_note(h2.errors),
+            );
+            report.http2_tls(proxy.target, h2, cpu);
         }
     }
     Ok(())
@@ -294,7 +379,7 @@ fn command_line(args: &RunArgs) -> String {
     let idle: Vec<String> = args.idle.iter().map(ToString::to_string).collect();
     format!(
         "cargo run --release -p tideway-bench --bin compare -- --targets {} --connections {} --duration {}s \
-         --repetitions {} --idle {} --contended {} --http2 {} --http2-connections {} --streams {}",
+         --repetitions {} --idle {} --contended {} --http2 {} --http2-connections {} --streams {} --tls {}",
         list(&targets),
         list(&connections),
         args.duration.as_secs(),
@@ -304,23 +389,38 @@ fn command_line(args: &RunArgs) -> String {
         args.http2,
         args.http2_connections,
         args.streams,
+        args.tls,
     )
 }
 
-/// Starts `target` on its port of the run's layout.
+/// Starts `target` on its ports of the run's layout, presenting `certificate` over TLS.
 async fn start_proxy(
     target: Target,
     cpu: Option<usize>,
     dir: &Path,
     binaries: &Binaries,
+    certificate: &tls::Files,
 ) -> anyhow::Result<Proxy> {
     let port = PROXY_PORTS
         .iter()
         .find(|(t, _)| *t == target)
         .map_or(18_919, |(_, p)| *p);
-    let addr = SocketAddr::from(([127, 0, 0, 1], port));
-    let h2c = SocketAddr::from(([127, 0, 0, 1], port + H2C_PORT_OFFSET));
-    proxies::start(target, addr, h2c, UPSTREAM, cpu, dir, &binaries.tideway).await
+    let at = |port| SocketAddr::from(([127, 0, 0, 1], port));
+    let listeners = proxies::Listeners {
+        addr: at(port),
+        h2c: at(port + H2C_PORT_OFFSET),
+        tls: at(port + TLS_PORT_OFFSET),
+    };
+    proxies::start(
+        target,
+        listeners,
+        UPSTREAM,
+        cpu,
+        dir,
+        &binaries.tideway,
+        certificate,
+    )
+    .await
 }
 
 /// Resident memory the proxy gains per idle connection while `count` of them are held.

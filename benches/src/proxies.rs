@@ -8,6 +8,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 
 use crate::process::Started;
+use crate::tls;
 
 /// A proxy under test.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -28,6 +29,8 @@ pub(crate) struct Proxy {
     /// Where it speaks HTTP/2 with prior knowledge (h2c): tideway on the same listener, nginx and HAProxy
     /// on one of their own.
     pub(crate) h2c: SocketAddr,
+    /// Where it terminates TLS: HTTP/2 or HTTP/1.1 by ALPN, the same certificate and suite for all.
+    pub(crate) tls: SocketAddr,
     pub(crate) process: Started,
 }
 
@@ -41,37 +44,50 @@ impl Target {
     }
 }
 
-/// Starts `target` on `addr` (and, for HTTP/2 where it needs a listener of its own, `h2c`) in front of
-/// `upstream`, pinned to `cpu`; waits until it answers.
+/// Where a proxy listens.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Listeners {
+    /// Plain HTTP/1.1.
+    pub(crate) addr: SocketAddr,
+    /// h2c, where the proxy needs a listener of its own for it.
+    pub(crate) h2c: SocketAddr,
+    /// TLS.
+    pub(crate) tls: SocketAddr,
+}
+
+/// Starts `target` on `listeners` in front of `upstream`, pinned to `cpu`, presenting `certificate`;
+/// waits until it answers.
 pub(crate) async fn start(
     target: Target,
-    addr: SocketAddr,
-    h2c: SocketAddr,
+    listeners: Listeners,
     upstream: SocketAddr,
     cpu: Option<usize>,
     dir: &Path,
     tideway: &Path,
+    certificate: &tls::Files,
 ) -> anyhow::Result<Proxy> {
+    let Listeners { addr, h2c, tls } = listeners;
     let dir = dir.join(target.name());
     std::fs::create_dir_all(dir.join("logs"))?;
     wait_until_free(addr).await?;
     let h2c = if target == Target::Tideway { addr } else { h2c };
     wait_until_free(h2c).await?;
+    wait_until_free(tls).await?;
     let (program, args): (PathBuf, Vec<String>) = match target {
         Target::Nginx => {
             let config = dir.join("nginx.conf");
-            std::fs::write(&config, nginx_config(addr, h2c, upstream, &dir))?;
+            std::fs::write(&config, nginx_config(listeners, upstream, &dir, certificate))?;
             let args = vec!["-p".into(), path(&dir), "-c".into(), path(&config)];
             ("nginx".into(), args)
         }
         Target::Haproxy => {
             let config = dir.join("haproxy.cfg");
-            std::fs::write(&config, haproxy_config(addr, h2c, upstream))?;
+            std::fs::write(&config, haproxy_config(listeners, upstream, certificate))?;
             ("haproxy".into(), vec!["-f".into(), path(&config)])
         }
         Target::Tideway => {
             let config = dir.join("tideway.toml");
-            std::fs::write(&config, tideway_config(addr, upstream))?;
+            std::fs::write(&config, tideway_config(listeners, upstream, certificate))?;
             (
                 tideway.to_owned(),
                 vec!["serve".into(), "--config".into(), path(&config)],
@@ -87,6 +103,7 @@ pub(crate) async fn start(
         target,
         addr,
         h2c,
+        tls,
         process,
     })
 }
@@ -125,7 +142,10 @@ fn path(p: &Path) -> String {
     p.display().to_string()
 }
 
-fn nginx_config(addr: SocketAddr, h2c: SocketAddr, upstream: SocketAddr, dir: &Path) -> String {
+fn nginx_config(listeners: Listeners, upstream: SocketAddr, dir: &Path, certificate: &tls::Files) -> String {
+    let Listeners { addr, h2c, tls } = listeners;
+    let (chain, key) = (certificate.chain.display(), certificate.key.display());
+    let (suite, group) = (tls::SUITE, tls::GROUP);
     let dir = dir.display();
     let location = r#"location / {
             proxy_pass http://app;
@@ -172,12 +192,27 @@ http {{
         http2_max_concurrent_streams 128;
         {location}
     }}
+    # TLS: HTTP/2 or HTTP/1.1 by ALPN; session tickets on (nginx's default), no session cache.
+    server {{
+        listen {tls} ssl http2 backlog=4096;
+        http2_max_concurrent_streams 128;
+        ssl_certificate {chain};
+        ssl_certificate_key {key};
+        ssl_protocols TLSv1.2 TLSv1.3;
+        ssl_ciphers ECDHE-ECDSA-AES128-GCM-SHA256;
+        ssl_conf_command Ciphersuites {suite};
+        ssl_ecdh_curve {group};
+        {location}
+    }}
 }}
 "#
     )
 }
 
-fn haproxy_config(addr: SocketAddr, h2c: SocketAddr, upstream: SocketAddr) -> String {
+fn haproxy_config(listeners: Listeners, upstream: SocketAddr, certificate: &tls::Files) -> String {
+    let Listeners { addr, h2c, tls } = listeners;
+    let combined = certificate.combined.display();
+    let (suite, group) = (tls::SUITE, tls::GROUP);
     format!(
         r#"global
     nbthread 1
@@ -201,16 +236,27 @@ frontend h2c
     bind {h2c} proto h2
     default_backend app
 
+frontend tls
+    bind {tls} ssl crt {combined} alpn h2,http/1.1 ssl-min-ver TLSv1.2 ciphers ECDHE-ECDSA-AES128-GCM-SHA256 ciphersuites {suite} curves {group}
+    default_backend app
+
 backend app
     server app {upstream}
 "#
     )
 }
 
-fn tideway_config(addr: SocketAddr, upstream: SocketAddr) -> String {
+fn tideway_config(listeners: Listeners, upstream: SocketAddr, certificate: &tls::Files) -> String {
+    let Listeners { addr, tls, .. } = listeners;
+    let (chain, key) = (certificate.chain.display(), certificate.key.display());
+    // TLS_AES_128_GCM_SHA256 is tideway's first choice, and X25519 its first group, whatever the client
+    // offers first.
     format!(
         r#"[proxy]
 listen = "{addr}"
+tls_listen = "{tls}"
+tls_certificate = "{chain}"
+tls_key = "{key}"
 workers = 1
 access_log = false
 keepalive_timeout = "1h"

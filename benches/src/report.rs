@@ -3,7 +3,7 @@
 use std::fmt::Write as _;
 
 use crate::hold::Idle;
-use crate::load::{H2Run, Run};
+use crate::load::{H2Run, HandshakeRun, Run};
 use crate::proxies::Target;
 use crate::scaling;
 
@@ -24,6 +24,12 @@ pub(crate) struct Report {
     memory: Vec<(Target, usize, Idle, f64)>,
     /// h2load runs, with the proxy's CPU time per request in microseconds.
     http2: Vec<(Target, H2Run, f64)>,
+    /// `openssl s_time` runs, with the proxy's CPU time per handshake in microseconds.
+    handshakes: Vec<(Target, HandshakeRun, f64)>,
+    /// wrk runs over TLS, with the proxy's CPU time per request in microseconds.
+    https: Vec<(Target, Run, f64)>,
+    /// h2load runs over TLS, with the proxy's CPU time per request in microseconds.
+    http2_tls: Vec<(Target, H2Run, f64)>,
     /// tideway's scaling latencies, when measured.
     pub(crate) scaling: Option<scaling::Figures>,
 }
@@ -47,6 +53,9 @@ impl Report {
             samples: Vec::new(),
             memory: Vec::new(),
             http2: Vec::new(),
+            handshakes: Vec::new(),
+            https: Vec::new(),
+            http2_tls: Vec::new(),
             scaling: None,
         }
     }
@@ -76,16 +85,96 @@ impl Report {
         self.http2.push((target, run, cpu_us));
     }
 
+    /// Records an `openssl s_time` run and the proxy CPU seconds it took.
+    pub(crate) fn handshakes(&mut self, target: Target, run: HandshakeRun, cpu: f64) {
+        self.handshakes
+            .push((target, run, cpu * 1e6 / run.handshakes.max(1) as f64));
+    }
+
+    /// Records a wrk run over TLS and the proxy CPU seconds it took.
+    pub(crate) fn https(&mut self, target: Target, run: Run, cpu: f64) {
+        self.https
+            .push((target, run, cpu * 1e6 / run.requests.max(1) as f64));
+    }
+
+    /// Records an h2load run over TLS and the proxy CPU seconds it took.
+    pub(crate) fn http2_tls(&mut self, target: Target, run: H2Run, cpu: f64) {
+        self.http2_tls
+            .push((target, run, cpu * 1e6 / run.requests.max(1) as f64));
+    }
+
+    /// The TLS table — per proxy, the medians of each TLS measurement — and tideway against each other
+    /// proxy.
+    fn render_tls(&self, out: &mut String, targets: &[Target]) {
+        if self.handshakes.is_empty() {
+            return;
+        }
+        let _ = write!(
+            out,
+            "\n### TLS (TLS 1.3, {}, {}, ECDSA P-256), each proxy on a CPU of its own (medians)\n\n\
+             | proxy | full handshakes per CPU-second | CPU per handshake | HTTPS req/s (wrk, kept alive) | CPU per request | HTTP/2 over TLS req/s (h2load) | CPU per request | errors |\n\
+             |---|---|---|---|---|---|---|---|\n",
+            crate::tls::SUITE,
+            crate::tls::GROUP
+        );
+        let figures = |target: Target| {
+            let handshake_us = median_of(&self.handshakes, target, |_, cpu| cpu)?;
+            let https_rps = median_of(&self.https, target, |run, _| run.requests_per_second)?;
+            let https_us = median_of(&self.https, target, |_, cpu| cpu)?;
+            let h2_rps = median_of(&self.http2_tls, target, |run, _| run.requests_per_second)?;
+            let h2_us = median_of(&self.http2_tls, target, |_, cpu| cpu)?;
+            Some([
+                1e6 / handshake_us,
+                handshake_us,
+                https_rps,
+                https_us,
+                h2_rps,
+                h2_us,
+            ])
+        };
+        for &target in targets {
+            let Some([per_cpu_second, handshake_us, https_rps, https_us, h2_rps, h2_us]) = figures(target)
+            else {
+                continue;
+            };
+            let errors: u64 = self
+                .https
+                .iter()
+                .filter(|(t, ..)| *t == target)
+                .map(|(_, run, _)| run.errors)
+                .chain(
+                    self.http2_tls
+                        .iter()
+                        .filter(|(t, ..)| *t == target)
+                        .map(|(_, run, _)| run.errors),
+                )
+                .sum();
+            let _ = writeln!(
+                out,
+                "| {} | {per_cpu_second:.0} | {handshake_us:.0} µs | {https_rps:.0} | {https_us:.1} µs | {h2_rps:.0} | {h2_us:.1} µs | {errors} |",
+                target.name(),
+            );
+        }
+        let Some(ours) = figures(Target::Tideway) else {
+            return;
+        };
+        for other in [Target::Haproxy, Target::Nginx] {
+            if let Some(theirs) = figures(other) {
+                let _ = writeln!(
+                    out,
+                    "\ntideway / {}: handshakes per CPU-second {:.2}×, CPU per HTTPS request {:.2}×, CPU per HTTP/2-over-TLS request {:.2}×",
+                    other.name(),
+                    ours[0] / theirs[0],
+                    ours[3] / theirs[3],
+                    ours[5] / theirs[5],
+                );
+            }
+        }
+    }
+
     /// The median of `pick` over `target`'s h2load runs.
     fn http2_median(&self, target: Target, pick: fn(&H2Run, f64) -> f64) -> Option<f64> {
-        let mut values: Vec<f64> = self
-            .http2
-            .iter()
-            .filter(|(t, _, _)| *t == target)
-            .map(|(_, run, cpu)| pick(run, *cpu))
-            .collect();
-        values.sort_by(f64::total_cmp);
-        values.get(values.len() / 2).copied()
+        median_of(&self.http2, target, pick)
     }
 
     /// The HTTP/2 table, and tideway against each other proxy.
@@ -227,6 +316,7 @@ impl Report {
             }
         }
         self.render_http2(&mut out, &targets);
+        self.render_tls(&mut out, &targets);
         out += "\n### Memory per idle connection (resident bytes gained per connection held, fresh process)\n\n\
                 | proxy | idle connections | WebSocket | HTTP/1.1 keep-alive |\n|---|---|---|---|\n";
         let mut counts: Vec<usize> = self.memory.iter().map(|(_, c, ..)| *c).collect();
@@ -254,4 +344,15 @@ impl Report {
         }
         out
     }
+}
+
+/// The median of `pick` over `target`'s runs in `runs`, each with the proxy's CPU time per unit.
+fn median_of<R>(runs: &[(Target, R, f64)], target: Target, pick: fn(&R, f64) -> f64) -> Option<f64> {
+    let mut values: Vec<f64> = runs
+        .iter()
+        .filter(|(t, ..)| *t == target)
+        .map(|(_, run, cpu)| pick(run, *cpu))
+        .collect();
+    values.sort_by(f64::total_cmp);
+    values.get(values.len() / 2).copied()
 }

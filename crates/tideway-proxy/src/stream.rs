@@ -91,6 +91,11 @@ impl ClientStream {
 }
 
 impl ClientReader<'_> {
+    /// Whether the client came over TLS.
+    pub(crate) fn is_tls(&self) -> bool {
+        matches!(self, ClientReader::Tls(_))
+    }
+
     /// Runs `f` on the socket under the stream (see [`ClientStream::with_socket`]).
     pub(crate) fn with_socket<R>(&self, f: impl FnOnce(&TcpStream) -> R) -> R {
         match self {

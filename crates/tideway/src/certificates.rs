@@ -90,18 +90,37 @@ pub(crate) fn secret_sources(apps: &[AppConfig]) -> Vec<SecretSource> {
         .collect()
 }
 
+/// A certificate loaded from its files, and the files' content it was loaded from.
+pub(crate) struct Loaded {
+    certificate: Arc<Certificate>,
+    content: Content,
+}
+
 /// Loads each source now; the first that does not load is the error.
-pub(crate) fn load(sources: &[Source]) -> Result<Vec<Arc<Certificate>>, SourceError> {
+pub(crate) fn load(sources: &[Source]) -> Result<Vec<Loaded>, SourceError> {
     sources
         .iter()
         .map(|source| {
             let files = &source.files;
-            Certificate::load(label(files), &files.certificate, &files.key, unix_now())
-                .map(Arc::new)
-                .map_err(|error| SourceError {
-                    key: source.key.clone(),
-                    source: error,
+            let failed = |error| SourceError {
+                key: source.key.clone(),
+                source: error,
+            };
+            let read = |path: &std::path::Path| {
+                std::fs::read(path).map_err(|error| {
+                    failed(CertificateError::Read {
+                        path: path.display().to_string(),
+                        source: error,
+                    })
                 })
+            };
+            let (chain, key) = (read(&files.certificate)?, read(&files.key)?);
+            let certificate =
+                Certificate::from_pem(label(files), &chain, &key, unix_now()).map_err(failed)?;
+            Ok(Loaded {
+                certificate: Arc::new(certificate),
+                content: Some((chain, key)),
+            })
         })
         .collect()
 }
@@ -125,7 +144,7 @@ pub(crate) fn unix_now() -> i64 {
 /// What changes the certificates in force.
 enum Change {
     /// A reloaded configuration's files, loaded.
-    Files(Vec<Source>, Vec<Arc<Certificate>>),
+    Files(Vec<Source>, Vec<Loaded>),
     /// The Secrets the resources name now.
     Secrets(Vec<SecretSource>),
     /// A watched Secret's content (`None`: gone, or without `tls.crt` and `tls.key`).
@@ -139,28 +158,29 @@ pub(crate) struct Watcher {
 }
 
 impl Watcher {
-    /// Puts `loaded` (the certificates of `sources`) in force on `proxy`, watches their files, and
-    /// watches the Secrets it is given later through `api` (there are none without resource apps).
+    /// Puts `loaded` (the certificates of `sources`) in force on `proxy` at once, watches their files,
+    /// and watches the Secrets it is given later through `api` (there are none without resource apps).
     pub(crate) fn start(
         proxy: Arc<Proxy>,
         api: Option<ApiServer>,
         sources: Vec<Source>,
-        loaded: Vec<Arc<Certificate>>,
+        loaded: Vec<Loaded>,
     ) -> Self {
         let (changes, receiver) = mpsc::unbounded_channel();
-        let state = State {
+        let mut state = State {
             proxy,
             api,
             files: Vec::new(),
             secrets: HashMap::new(),
             changes: changes.clone(),
         };
-        tokio::spawn(state.run(sources, loaded, receiver));
+        state.set_files(sources, loaded);
+        tokio::spawn(state.run(receiver));
         Watcher { changes }
     }
 
     /// Puts the certificates of a reloaded configuration in force.
-    pub(crate) fn replace(&self, sources: Vec<Source>, loaded: Vec<Arc<Certificate>>) {
+    pub(crate) fn replace(&self, sources: Vec<Source>, loaded: Vec<Loaded>) {
         let _ = self.changes.send(Change::Files(sources, loaded));
     }
 
@@ -200,19 +220,13 @@ struct State {
 }
 
 impl State {
-    async fn run(
-        mut self,
-        sources: Vec<Source>,
-        loaded: Vec<Arc<Certificate>>,
-        mut changes: mpsc::UnboundedReceiver<Change>,
-    ) {
-        self.set_files(sources, loaded).await;
+    async fn run(mut self, mut changes: mpsc::UnboundedReceiver<Change>) {
         let mut ticks = tokio::time::interval(CHECK_INTERVAL);
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 change = changes.recv() => match change {
-                    Some(Change::Files(sources, loaded)) => self.set_files(sources, loaded).await,
+                    Some(Change::Files(sources, loaded)) => self.set_files(sources, loaded),
                     Some(Change::Secrets(sources)) => self.set_secrets(sources),
                     Some(Change::Secret(namespace, name, content)) => self.secret_changed(namespace, name, content),
                     None => return,
@@ -226,16 +240,16 @@ impl State {
         }
     }
 
-    async fn set_files(&mut self, sources: Vec<Source>, loaded: Vec<Arc<Certificate>>) {
-        self.files.clear();
-        for (source, certificate) in sources.into_iter().zip(loaded) {
-            let content = read(&source.files).await;
-            self.files.push(Watched {
+    fn set_files(&mut self, sources: Vec<Source>, loaded: Vec<Loaded>) {
+        self.files = sources
+            .into_iter()
+            .zip(loaded)
+            .map(|(source, loaded)| Watched {
                 source,
-                certificate,
-                content,
-            });
-        }
+                certificate: loaded.certificate,
+                content: loaded.content,
+            })
+            .collect();
         self.publish();
     }
 

@@ -2,7 +2,6 @@
 //! a chain that does not parse, a key that does not match the certificate, or a certificate already
 //! expired is refused with the reason, so that a bad rotation never replaces a good certificate.
 
-use std::path::Path;
 use std::sync::Arc;
 
 use rustls::crypto::CryptoProvider;
@@ -52,19 +51,8 @@ pub enum CertificateError {
 }
 
 impl Certificate {
-    /// Reads the chain at `certificate` and the key at `key` (PEM), as of `now` (seconds since the Unix
-    /// epoch); `source` names the certificate in logs and metrics.
-    pub fn load(source: String, certificate: &Path, key: &Path, now: i64) -> Result<Self, CertificateError> {
-        let read = |path: &Path| {
-            std::fs::read(path).map_err(|source| CertificateError::Read {
-                path: path.display().to_string(),
-                source,
-            })
-        };
-        Certificate::from_pem(source, &read(certificate)?, &read(key)?, now)
-    }
-
-    /// A certificate from PEM bytes, as a `kubernetes.io/tls` Secret holds them (see [`Certificate::load`]).
+    /// A certificate from its PEM chain and PEM key (as files and `kubernetes.io/tls` Secrets hold them),
+    /// as of `now` (seconds since the Unix epoch); `source` names it in logs and metrics.
     pub fn from_pem(source: String, chain: &[u8], key: &[u8], now: i64) -> Result<Self, CertificateError> {
         let chain = CertificateDer::pem_slice_iter(chain)
             .collect::<Result<Vec<_>, _>>()

@@ -80,6 +80,15 @@ pub(super) async fn write_unless_client_leaves(
     written.map_err(|_| BodyEnd::UpstreamFailed)
 }
 
+/// Completes once the client has closed its side of the connection (or reset it), whatever bytes it sent
+/// before; never if its socket cannot be watched.
+pub(super) async fn socket_closed(client: &ClientReader<'_>) {
+    match client.with_socket(departure_watch) {
+        Some(watch) => client_leaves(&watch).await,
+        None => std::future::pending().await,
+    }
+}
+
 /// A second registration of the client's socket with the reactor, so that waiting on it for the client's
 /// end leaves the readiness the body reads rely on untouched.
 fn departure_watch(client: &TcpStream) -> Option<TcpStream> {

@@ -21,7 +21,7 @@ use crate::record::Record;
 use crate::stream::{ClientReader, ClientStream, ClientWriter};
 use crate::upstream::{MAX_READ_BUFFER, READ_BUFFER};
 
-use super::departure::write_unless_client_leaves;
+use super::departure::{socket_closed, write_unless_client_leaves};
 use super::{BodyEnd, Relayed, Trip};
 use crate::Side;
 
@@ -127,6 +127,11 @@ pub(super) async fn relay_body(
     if !buf.is_empty() {
         // The client already sent its next request: it is still there.
         return std::future::pending().await;
+    }
+    if client.is_tls() {
+        // A TLS client's next bytes may be a closing alert: its socket's end tells instead.
+        socket_closed(client).await;
+        return BodyEnd::ClientLeft;
     }
     let mut byte = [0u8; 1];
     let peeked =
