@@ -11,7 +11,7 @@ use bytes::Bytes;
 use futures::{SinkExt, StreamExt};
 use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use rustls_pki_types::ServerName;
+use rustls_pki_types::{CertificateDer, ServerName};
 use tideway_e2e::pki::{Issued, Pki, connect, presented};
 use tideway_e2e::{Tideway, request};
 use tideway_testkit::TestReplica;
@@ -281,61 +281,35 @@ async fn rotated_files_take_over_new_handshakes_and_a_broken_rotation_is_refused
 
     // Rotate the exact name's certificate: a new key, written over the files in place.
     let renewed = certs.pki.issue("renewed", &["app.example.test"]);
-    std::fs::write(&certs.exact.key, std::fs::read(&renewed.key).expect("read")).expect("write the key");
-    std::fs::write(&certs.exact.chain, std::fs::read(&renewed.chain).expect("read"))
-        .expect("write the chain");
+    overwrite(&certs.exact, &renewed, true);
     tideway.wait_for("certificate reloaded", 1, |_| true).await;
-    let stream = connect(&certs.pki, tls, "app.example.test", &[])
-        .await
-        .expect("TLS");
-    assert_eq!(
-        presented(&stream),
-        renewed.der,
+    let presents = |expected: &CertificateDer<'static>| {
+        let (pki, expected) = (certs.pki.clone(), expected.clone());
+        async move {
+            let stream = connect(&pki, tls, "app.example.test", &[]).await.expect("TLS");
+            presented(&stream) == expected
+        }
+    };
+    assert!(
+        presents(&renewed.der).await,
         "new handshakes get the new certificate"
     );
 
     // A broken rotation: a certificate whose key is another one's. Refused; the renewed one stays.
     let stranger = certs.pki.issue("stranger", &["app.example.test"]);
-    std::fs::write(&certs.exact.chain, std::fs::read(&stranger.chain).expect("read"))
-        .expect("write the chain");
-    let refused = tideway
-        .wait_for(
-            "new certificate refused, the previous one stays in force",
-            1,
-            |_| true,
-        )
-        .await;
-    let problem = refused[0]["fields"]["problem"]
-        .as_str()
-        .unwrap_or_default()
-        .to_owned();
+    overwrite(&certs.exact, &stranger, false);
+    let (problem, key) = refusal(&tideway, 1).await;
     assert!(problem.contains("does not match"), "{problem}");
-    assert_eq!(refused[0]["fields"]["key"], "app[0].tls_certificate");
-    let stream = connect(&certs.pki, tls, "app.example.test", &[])
-        .await
-        .expect("TLS");
-    assert_eq!(
-        presented(&stream),
-        renewed.der,
+    assert_eq!(key, "app[0].tls_certificate");
+    assert!(
+        presents(&renewed.der).await,
         "the refused certificate is not used"
     );
 
     // An expired one is refused too.
     let expired = certs.pki.issue_expired("expired", &["app.example.test"]);
-    std::fs::write(&certs.exact.key, std::fs::read(&expired.key).expect("read")).expect("write the key");
-    std::fs::write(&certs.exact.chain, std::fs::read(&expired.chain).expect("read"))
-        .expect("write the chain");
-    let refused = tideway
-        .wait_for(
-            "new certificate refused, the previous one stays in force",
-            2,
-            |_| true,
-        )
-        .await;
-    let problem = refused[1]["fields"]["problem"]
-        .as_str()
-        .unwrap_or_default()
-        .to_owned();
+    overwrite(&certs.exact, &expired, true);
+    let (problem, _) = refusal(&tideway, 2).await;
     assert!(problem.contains("expired"), "{problem}");
 
     // Through all of it, the WebSocket and the kept-alive connection kept working.
@@ -350,10 +324,7 @@ async fn rotated_files_take_over_new_handshakes_and_a_broken_rotation_is_refused
     stop.notify_one();
     let served = load.await.expect("the load ran without a failure");
     assert!(served > 0, "the load was served");
-    let stream = connect(&certs.pki, tls, "app.example.test", &[])
-        .await
-        .expect("TLS");
-    assert_eq!(presented(&stream), renewed.der);
+    assert!(presents(&renewed.der).await);
 
     // The metric shows the certificates in force and when they expire.
     let (_, _, metrics) = request(tideway.listener("metrics"), "GET", "/metrics", &[], "").await;
@@ -364,6 +335,32 @@ async fn rotated_files_take_over_new_handshakes_and_a_broken_rotation_is_refused
         renewed.not_after
     );
     assert!(metrics.contains(&line), "{line} not in\n{metrics}");
+}
+
+/// Writes `with`'s chain (and key, if `key`) over `target`'s files, in place.
+fn overwrite(target: &Issued, with: &Issued, key: bool) {
+    if key {
+        std::fs::write(&target.key, std::fs::read(&with.key).expect("read")).expect("write the key");
+    }
+    std::fs::write(&target.chain, std::fs::read(&with.chain).expect("read")).expect("write the chain");
+}
+
+/// The problem and key of the `n`th refused certificate, once it is logged.
+async fn refusal(tideway: &Tideway, n: usize) -> (String, String) {
+    let refused = tideway
+        .wait_for(
+            "new certificate refused, the previous one stays in force",
+            n,
+            |_| true,
+        )
+        .await;
+    let field = |name: &str| {
+        refused[n - 1]["fields"][name]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
+    };
+    (field("problem"), field("key"))
 }
 
 #[tokio::test]
