@@ -99,6 +99,14 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 /etc/tideway-secrets
 {{- end }}
 
+{{/*
+Where the Secret of tls.secretName is mounted: beside /etc/tideway rather than in it, since a mount point
+inside the read-only ConfigMap volume cannot be created.
+*/}}
+{{- define "tideway.tlsDir" -}}
+/etc/tideway-tls
+{{- end }}
+
 {{/* A listener's address, `ip:port`, from bindAddress (an IPv6 address gets its brackets). */}}
 {{- define "tideway.listen" -}}
 {{- $address := .root.Values.bindAddress }}
@@ -134,6 +142,9 @@ naming the key, rather than by a pod that does not start.
 {{- if include "tideway.clusterEnabled" . }}
 {{- $listeners = append $listeners (list "cluster.port" .Values.cluster.port) }}
 {{- end }}
+{{- if .Values.tls.enabled }}
+{{- $listeners = append $listeners (list "tls.containerPort" .Values.tls.containerPort) }}
+{{- end }}
 {{- range $listeners }}
 {{- $port := toString (index . 1) }}
 {{- if hasKey $ports $port }}
@@ -146,16 +157,28 @@ naming the key, rather than by a pod that does not start.
 {{- fail "cookie.keys: every key must be at least 16 bytes long" }}
 {{- end }}
 {{- end }}
+{{- if and .Values.tls.enabled (not .Values.tls.secretName) (eq .Values.kubernetes.tidewayapps "off") (not (regexMatch "(?m)^[ \\t]*tls_certificate[ \\t]*=" .Values.apps)) }}
+{{- fail "tls.enabled needs a certificate: tls.secretName (the default one), or apps that bring their own (tls_certificate in apps, or TidewayApps with kubernetes.tidewayapps)" }}
+{{- end }}
+{{- if and (eq .Values.ingress.servicePort "https") (not .Values.tls.enabled) }}
+{{- fail "ingress.servicePort=https needs tls.enabled: without it the Service has no https port" }}
+{{- end }}
 {{- if le (int .Values.terminationGracePeriodSeconds) (int .Values.preStopSleepSeconds) }}
 {{- fail "terminationGracePeriodSeconds must be longer than preStopSleepSeconds, or tideway is killed before it drains" }}
 {{- end }}
 {{- end }}
 
 {{/*
-The restart-only lines of [proxy]: its listener and its worker threads.
+The restart-only lines of [proxy]: its listeners, its handshake limit and its worker threads.
 */}}
 {{- define "tideway.config.proxyRestart" -}}
 listen = {{ include "tideway.listen" (dict "root" . "port" .Values.proxy.port) }}
+{{- if .Values.tls.enabled }}
+tls_listen = {{ include "tideway.listen" (dict "root" . "port" .Values.tls.containerPort) }}
+{{- if not (kindIs "invalid" .Values.tls.maxHandshakes) }}
+max_tls_handshakes = {{ int .Values.tls.maxHandshakes }}
+{{- end }}
+{{- end }}
 {{- if not (kindIs "invalid" .Values.proxy.workers) }}
 workers = {{ int .Values.proxy.workers }}
 {{- end }}
@@ -234,6 +257,14 @@ app = []
 
 [proxy]
 {{ include "tideway.config.proxyRestart" . }}
+{{- if .Values.tls.enabled }}
+{{- if .Values.tls.secretName }}
+tls_certificate = {{ printf "%s/tls.crt" (include "tideway.tlsDir" .) | toJson }}
+tls_key = {{ printf "%s/tls.key" (include "tideway.tlsDir" .) | toJson }}
+{{- end }}
+{{- /* Redirects go to the port clients reach, the Service's, not the pod's. */}}
+https_port = {{ int .Values.service.httpsPort }}
+{{- end }}
 {{- with .Values.proxy.extraConfig }}
 {{ trim . }}
 {{- end }}
