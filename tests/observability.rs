@@ -173,10 +173,12 @@ async fn the_exposition_passes_promtool_and_covers_the_dashboard() {
     ] {
         assert!(exported.contains(required), "{required} is not exported");
     }
-    // The Kubernetes and peer panels are checked in Kubernetes mode, with peers (tests/kubernetes.rs).
+    // The Kubernetes and peer panels are checked in Kubernetes mode, with peers (tests/kubernetes.rs), the
+    // HTTPS ones with certificates (tests/tls.rs).
     for name in tideway_e2e::dashboard_metrics() {
         if !name.starts_with("tideway_peer")
             && !name.starts_with("tideway_kubernetes_")
+            && !name.starts_with("tideway_tls_")
             && name != "tideway_leader"
         {
             assert!(

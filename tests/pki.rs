@@ -69,6 +69,17 @@ impl Pki {
         )
     }
 
+    /// A certificate for `names`, valid from yesterday for `days` days.
+    pub fn issue_for_days(&self, file: &str, names: &[&str], days: i64) -> Issued {
+        let now = time::OffsetDateTime::now_utc();
+        self.issue_between(
+            file,
+            names,
+            now - time::Duration::days(1),
+            now + time::Duration::days(days),
+        )
+    }
+
     /// A certificate for `names` that expired yesterday.
     pub fn issue_expired(&self, file: &str, names: &[&str]) -> Issued {
         let now = time::OffsetDateTime::now_utc();

@@ -8,9 +8,12 @@ use tideway_e2e::browser::CHROMIUM_FLAGS;
 use tideway_e2e::{Tideway, binary, fake_app};
 use tideway_testkit::ws_connect;
 
-/// Chromium as a test browser: headless, no network of its own, a fresh profile.
+/// Chromium as a test browser: headless, no network of its own, a fresh profile (one per run, since the
+/// tests run at once).
 fn chromium(args: &[String]) -> std::process::Output {
-    let profile = std::env::temp_dir().join(format!("tideway-chromium-{}", std::process::id()));
+    static RUNS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let run = RUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let profile = std::env::temp_dir().join(format!("tideway-chromium-{}-{run}", std::process::id()));
     let output = Command::new("chromium")
         .args(CHROMIUM_FLAGS)
         .args(["--hide-scrollbars", "--virtual-time-budget=4000"])
@@ -94,4 +97,36 @@ async fn the_status_page_shows_each_app_and_one_bar_per_replica() {
         "a real screenshot"
     );
     drop(sessions);
+}
+
+#[tokio::test]
+async fn the_status_page_lists_the_certificates_soonest_to_expire_first() {
+    let pki = tideway_e2e::pki::Pki::create();
+    let default = pki.issue("default", &["default.test"]);
+    let app = pki.issue_for_days("app", &["app.test"], 10);
+    let tideway = Tideway::start(&format!(
+        "[proxy]\nlisten = \"127.0.0.1:0\"\ntls_listen = \"127.0.0.1:0\"\ntls_certificate = \"{}\"\n\
+         tls_key = \"{}\"\n[admin]\nlisten = \"127.0.0.1:0\"\n\n[[app]]\nname = \"app\"\nhosts = [\"app.test\"]\n\
+         tls_certificate = \"{}\"\ntls_key = \"{}\"\n[app.static]\naddresses = [\"127.0.0.1:9\"]\n",
+        default.chain.display(),
+        default.key.display(),
+        app.chain.display(),
+        app.key.display(),
+    ));
+    let page = format!("http://{}/", tideway.listener("admin"));
+    let dom = chromium(&["--dump-dom".to_owned(), page]);
+    assert!(dom.status.success(), "{}", String::from_utf8_lossy(&dom.stderr));
+    let dom = String::from_utf8_lossy(&dom.stdout);
+    let rows: Vec<&str> = dom
+        .split("<tr ")
+        .map(|tag| tag.split('>').next().unwrap_or_default())
+        .filter(|tag| tag.contains("data-certificate="))
+        .collect();
+    assert_eq!(rows.len(), 2, "one row per certificate: {dom}");
+    assert!(
+        rows[0].contains(&app.chain.display().to_string()) && rows[0].contains(r#"class="warn""#),
+        "the one expiring in 10 days comes first, marked: {rows:?}"
+    );
+    assert!(rows[1].contains(&default.chain.display().to_string()) && !rows[1].contains("warn"));
+    assert!(dom.contains("Certificates (2)"));
 }

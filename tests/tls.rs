@@ -693,7 +693,50 @@ async fn a_tls_client_that_closes_gives_its_seat_and_its_place_in_the_queue_back
     .await;
 }
 
-/// The TLS handshake metrics exist from the start (every outcome at 0), so a dashboard shows no gap.
+#[tokio::test]
+async fn the_admin_api_lists_the_certificates_in_force() {
+    let certs = Certificates::new();
+    let replica = TestReplica::start("r").await.expect("replica");
+    let text = config(&certs, replica.addr(), "")
+        .replace("[metrics]\n", "[admin]\nlisten = \"127.0.0.1:0\"\n[metrics]\n");
+    let tideway = Tideway::start(&text);
+    let admin = tideway.listener("admin");
+    let (status, _, body) = request(admin, "GET", "/api/certificates", &[], "").await;
+    assert_eq!(status, 200);
+    let listed: serde_json::Value = serde_json::from_slice(&body).expect("JSON");
+    let entry = |issued: &Issued| {
+        listed
+            .as_array()
+            .and_then(|all| {
+                all.iter()
+                    .find(|c| c["certificate"] == issued.chain.display().to_string())
+            })
+            .cloned()
+            .unwrap_or_else(|| panic!("{} is not listed: {listed}", issued.chain.display()))
+    };
+    assert_eq!(entry(&certs.default)["hosts"], serde_json::json!([]));
+    assert_eq!(
+        entry(&certs.exact)["hosts"],
+        serde_json::json!(["app.example.test"])
+    );
+    assert_eq!(
+        entry(&certs.wildcard)["hosts"],
+        serde_json::json!(["*.wild.test"])
+    );
+    assert_eq!(entry(&certs.exact)["not_after"], certs.exact.not_after);
+    let left = entry(&certs.exact)["expires_in_seconds"]
+        .as_i64()
+        .expect("seconds");
+    assert!((360 * 86_400..=365 * 86_400).contains(&left), "{left}");
+    let (_, _, apps) = request(admin, "GET", "/api/apps", &[], "").await;
+    let apps: serde_json::Value = serde_json::from_slice(&apps).expect("JSON");
+    assert_eq!(
+        apps["certificates"], listed,
+        "the status page's data lists them too"
+    );
+}
+
+/// Handshakes are counted by outcome, and the dashboard's HTTPS panels find their metrics.
 #[tokio::test]
 async fn handshake_outcomes_are_counted() {
     let certs = Certificates::new();
@@ -717,6 +760,22 @@ async fn handshake_outcomes_are_counted() {
         .await
         .expect("closed in time");
     let metrics = tideway.listener("metrics");
+    // The dashboard's HTTPS panels have their metrics.
+    let (_, _, body) = request(metrics, "GET", "/metrics", &[], "").await;
+    let exposition = String::from_utf8_lossy(&body).into_owned();
+    let exported = tideway_e2e::families(&exposition);
+    let wanted: Vec<String> = tideway_e2e::dashboard_metrics()
+        .into_iter()
+        .filter(|name| name.starts_with("tideway_tls_"))
+        .collect();
+    assert_eq!(
+        wanted.len(),
+        2,
+        "the dashboard shows handshakes and expiry: {wanted:?}"
+    );
+    for name in wanted {
+        assert!(tideway_e2e::exports(&exported, &name), "{name} is not exported");
+    }
     tideway_e2e::until("two failed handshakes counted", || async {
         let (_, _, body) = request(metrics, "GET", "/metrics", &[], "").await;
         let text = String::from_utf8_lossy(&body).into_owned();

@@ -20,7 +20,7 @@ use tracing::debug;
 use crate::Shared;
 use crate::client::{ClientConn, TrackedStream};
 use crate::handler::Handler;
-use crate::stream::ClientStream;
+use crate::stream::{ClientSocket, ClientStream};
 use crate::watch::{Alarm, Watch};
 
 type Http2 = http2::Connection<TokioIo<TrackedStream>, TowerToHyperService<Handler>, TokioExecutor>;

@@ -55,20 +55,6 @@ impl ClientStream {
         ClientStream::Tls(Box::new(Mutex::new(stream)))
     }
 
-    /// Whether the client came over TLS: `X-Forwarded-Proto`, `Secure` cookies and HSTS follow it.
-    pub(crate) fn is_tls(&self) -> bool {
-        matches!(self, ClientStream::Tls(_))
-    }
-
-    /// Runs `f` on the socket under the stream: for what concerns the connection rather than its bytes
-    /// (noticing that the peer closed it).
-    pub(crate) fn with_socket<R>(&self, f: impl FnOnce(&TcpStream) -> R) -> R {
-        match self {
-            ClientStream::Plain(stream) => f(stream),
-            ClientStream::Tls(tls) => f(locked(tls).get_ref().0),
-        }
-    }
-
     /// Ready once a read may return bytes, so that a buffer is only allocated for a client that sends.
     /// A TLS session may hold decrypted bytes its socket no longer signals: it is always worth a read.
     pub(crate) fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -90,14 +76,35 @@ impl ClientStream {
     }
 }
 
-impl ClientReader<'_> {
-    /// Whether the client came over TLS.
-    pub(crate) fn is_tls(&self) -> bool {
+/// What a client connection is beyond its bytes: for noticing that the client left.
+pub(crate) trait ClientSocket {
+    /// Whether the client came over TLS: `X-Forwarded-Proto`, `Secure` cookies and HSTS follow it, and
+    /// its next bytes may be a closing alert rather than a request.
+    fn is_tls(&self) -> bool;
+
+    /// Runs `f` on the socket under the stream.
+    fn with_socket<R>(&self, f: impl FnOnce(&TcpStream) -> R) -> R;
+}
+
+impl ClientSocket for ClientStream {
+    fn is_tls(&self) -> bool {
+        matches!(self, ClientStream::Tls(_))
+    }
+
+    fn with_socket<R>(&self, f: impl FnOnce(&TcpStream) -> R) -> R {
+        match self {
+            ClientStream::Plain(stream) => f(stream),
+            ClientStream::Tls(tls) => f(locked(tls).get_ref().0),
+        }
+    }
+}
+
+impl ClientSocket for ClientReader<'_> {
+    fn is_tls(&self) -> bool {
         matches!(self, ClientReader::Tls(_))
     }
 
-    /// Runs `f` on the socket under the stream (see [`ClientStream::with_socket`]).
-    pub(crate) fn with_socket<R>(&self, f: impl FnOnce(&TcpStream) -> R) -> R {
+    fn with_socket<R>(&self, f: impl FnOnce(&TcpStream) -> R) -> R {
         match self {
             ClientReader::Plain(reader) => f(reader.as_ref()),
             ClientReader::Tls(tls) => f(locked(tls).get_ref().0),

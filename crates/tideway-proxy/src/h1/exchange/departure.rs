@@ -12,45 +12,42 @@ use tokio::net::TcpStream;
 use tokio::net::tcp::WriteHalf;
 
 use super::BodyEnd;
-use crate::stream::{ClientReader, ClientStream};
+use crate::stream::{ClientReader, ClientSocket, ClientStream};
 
 /// Waits for `wait` on behalf of a client that has sent its whole request: `None` if it closes its
 /// connection first.
-///
-/// Over TLS the socket's next bytes may be a closing alert rather than a request, so there the socket's
-/// end itself is watched.
 pub(super) async fn until_client_leaves<F: Future>(
     stream: &ClientStream,
     request_complete: bool,
     wait: F,
 ) -> Option<F::Output> {
-    let mut wait = pin!(wait);
-    if stream.is_tls()
-        && request_complete
-        && let Some(watch) = stream.with_socket(departure_watch)
-    {
-        return tokio::select! {
-            output = &mut wait => Some(output),
-            () = client_leaves(&watch) => None,
-        };
+    if !request_complete {
+        return Some(wait.await);
     }
-    let mut watching = request_complete && !stream.is_tls();
-    poll_fn(|cx| {
-        if let Poll::Ready(output) = wait.as_mut().poll(cx) {
-            return Poll::Ready(Some(output));
-        }
-        if watching {
-            let mut byte = [0u8; 1];
-            match stream.with_socket(|socket| socket.poll_peek(cx, &mut ReadBuf::new(&mut byte))) {
-                Poll::Ready(Ok(0) | Err(_)) => return Poll::Ready(None),
-                // A pipelined request: the client is still there, and its next bytes say nothing more.
-                Poll::Ready(Ok(_)) => watching = false,
-                Poll::Pending => {}
-            }
-        }
-        Poll::Pending
-    })
-    .await
+    // The wait first: a seat free at once costs no system call.
+    tokio::select! {
+        biased;
+        output = wait => Some(output),
+        () = departure(stream) => None,
+    }
+}
+
+/// Completes once the client has closed its connection; never while it is there. The first byte it sends
+/// tells, without being read: none (the end) means it left; a byte of a pipelined request means it is
+/// still there. Over TLS a byte may be a closing alert instead, so once bytes come the socket's end is
+/// watched — only then, so that a quiet client costs no second registration of its socket.
+pub(super) async fn departure(client: &impl ClientSocket) {
+    let mut byte = [0u8; 1];
+    let peeked =
+        poll_fn(|cx| client.with_socket(|socket| socket.poll_peek(cx, &mut ReadBuf::new(&mut byte))));
+    match peeked.await {
+        Ok(0) | Err(_) => {}
+        Ok(_) if !client.is_tls() => std::future::pending().await,
+        Ok(_) => match client.with_socket(departure_watch) {
+            Some(watch) => client_leaves(&watch).await,
+            None => std::future::pending().await,
+        },
+    }
 }
 
 /// Writes request body bytes to the replica. While the replica takes none, the client's socket is watched
@@ -78,15 +75,6 @@ pub(super) async fn write_unless_client_leaves(
         (None, None) => write.await,
     };
     written.map_err(|_| BodyEnd::UpstreamFailed)
-}
-
-/// Completes once the client has closed its side of the connection (or reset it), whatever bytes it sent
-/// before; never if its socket cannot be watched.
-pub(super) async fn socket_closed(client: &ClientReader<'_>) {
-    match client.with_socket(departure_watch) {
-        Some(watch) => client_leaves(&watch).await,
-        None => std::future::pending().await,
-    }
 }
 
 /// A second registration of the client's socket with the reactor, so that waiting on it for the client's

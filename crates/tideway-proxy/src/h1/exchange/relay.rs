@@ -9,7 +9,7 @@ use std::task::Poll;
 use std::time::Duration;
 
 use http::{Method, StatusCode};
-use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::net::tcp::{ReadHalf, WriteHalf};
 
@@ -21,7 +21,7 @@ use crate::record::Record;
 use crate::stream::{ClientReader, ClientStream, ClientWriter};
 use crate::upstream::{MAX_READ_BUFFER, READ_BUFFER};
 
-use super::departure::{socket_closed, write_unless_client_leaves};
+use super::departure::{departure, write_unless_client_leaves};
 use super::{BodyEnd, Relayed, Trip};
 use crate::Side;
 
@@ -128,18 +128,8 @@ pub(super) async fn relay_body(
         // The client already sent its next request: it is still there.
         return std::future::pending().await;
     }
-    if client.is_tls() {
-        // A TLS client's next bytes may be a closing alert: its socket's end tells instead.
-        socket_closed(client).await;
-        return BodyEnd::ClientLeft;
-    }
-    let mut byte = [0u8; 1];
-    let peeked =
-        poll_fn(|cx| client.with_socket(|socket| socket.poll_peek(cx, &mut ReadBuf::new(&mut byte))));
-    match peeked.await {
-        Ok(0) | Err(_) => BodyEnd::ClientLeft,
-        Ok(_) => std::future::pending().await,
-    }
+    departure(client).await;
+    BodyEnd::ClientLeft
 }
 
 /// Relays the replica's response to the client: interim responses, the final head rewritten, and the body
