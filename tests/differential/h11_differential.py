@@ -127,13 +127,15 @@ class Replica:
             }
         ).encode()
         headers = [("content-length", str(len(digest))), ("x-seen", "1")]
+        # Counted before it is sent: the client may read the answer, and the run end, before this thread
+        # runs again.
+        with self.lock:
+            self.answered += 1
         sock.sendall(
             conn.send(h11.Response(status_code=200, headers=headers))
             + conn.send(h11.Data(data=digest))
             + conn.send(h11.EndOfMessage())
         )
-        with self.lock:
-            self.answered += 1
 
 
 def size_line(rng, size):
