@@ -36,7 +36,7 @@ use crate::upstream::{Again, Attempts, ReplicaConn};
 
 use departure::until_client_leaves;
 pub(super) use own::refuse;
-use own::{reply, unseated};
+use own::{bad_gateway, reply, unseated};
 use relay::relay;
 
 /// What becomes of the client connection after an exchange.
@@ -267,22 +267,7 @@ async fn exchange(conn: &mut Conn, mut head: RequestHead) -> Next {
                     unsent = again;
                     trip.answered.store(false, Ordering::Relaxed);
                 }
-                Again::Failed => {
-                    debug!(
-                        app = app.name(),
-                        replica = replica.name(),
-                        "replica failed the request"
-                    );
-                    return reply(
-                        conn,
-                        &head,
-                        record,
-                        StatusCode::BAD_GATEWAY,
-                        FAILED,
-                        Said::Nothing,
-                    )
-                    .await;
-                }
+                Again::Failed => return bad_gateway(conn, &head, record, &app, &replica, FAILED).await,
                 Again::Rejected(reason) => return unseated(conn, &head, record, &app, reason).await,
             },
             Relayed::Stalled { side, answered } => {
@@ -324,37 +309,9 @@ async fn exchange(conn: &mut Conn, mut head: RequestHead) -> Next {
             Relayed::Broken {
                 side: Side::Replica,
                 answered: false,
-            } => {
-                debug!(
-                    app = app.name(),
-                    replica = replica.name(),
-                    "replica failed the request"
-                );
-                return reply(
-                    conn,
-                    &head,
-                    record,
-                    StatusCode::BAD_GATEWAY,
-                    FAILED,
-                    Said::Nothing,
-                )
-                .await;
-            }
+            } => return bad_gateway(conn, &head, record, &app, &replica, FAILED).await,
             Relayed::BadResponse => {
-                debug!(
-                    app = app.name(),
-                    replica = replica.name(),
-                    "replica sent a malformed response"
-                );
-                return reply(
-                    conn,
-                    &head,
-                    record,
-                    StatusCode::BAD_GATEWAY,
-                    MALFORMED,
-                    Said::Nothing,
-                )
-                .await;
+                return bad_gateway(conn, &head, record, &app, &replica, MALFORMED).await;
             }
             Relayed::Broken { side, .. } => {
                 let outcome = match side {

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use http::StatusCode;
-use tideway_core::{App, RejectReason};
+use tideway_core::{App, RejectReason, Replica};
 use tracing::debug;
 
 use crate::h1::Conn;
@@ -41,6 +41,24 @@ pub(super) async fn unseated(
     let (refusal, retry_after) = rejection(app, reason);
     let said = retry_after.map_or(Said::Nothing, Said::RetryAfter);
     reply(conn, head, record, refusal.status, refusal.text, said).await
+}
+
+/// Answers a request its replica failed before answering (`text` says how).
+pub(super) async fn bad_gateway(
+    conn: &mut Conn,
+    head: &RequestHead,
+    record: Record,
+    app: &App,
+    replica: &Replica,
+    text: &'static str,
+) -> Next {
+    debug!(
+        app = app.name(),
+        replica = replica.name(),
+        text,
+        "replica failed the request"
+    );
+    reply(conn, head, record, StatusCode::BAD_GATEWAY, text, Said::Nothing).await
 }
 
 /// Answers a request with one of tideway's own responses.
