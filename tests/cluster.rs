@@ -204,7 +204,14 @@ async fn the_internal_listener_takes_nothing_without_the_secret() {
     until("with the secret, a report counts", || async {
         let next = seq.fetch_add(1, Ordering::Relaxed) + 1;
         let report = report.replace("\"seq\":1", &format!("\"seq\":{next}"));
-        request(internal, "POST", "/v1/report", &[("authorization", &bearer)], &report).await;
+        request(
+            internal,
+            "POST",
+            "/v1/report",
+            &[("authorization", &bearer)],
+            &report,
+        )
+        .await;
         elsewhere(&tideway).await == 99
     })
     .await;

@@ -22,7 +22,7 @@ pub use affinity::{
     Affinity, GaveUp, JoinSession, Placement, SessionCounts, SessionGrant, SessionId, SessionQueue,
     SessionQueueFull, SessionWaiter, Share,
 };
-pub use app::admission::{Admission, QueueFull, Seat, Waiter};
+pub use app::admission::{Admission, Entry, QueueFull, Seat, Waiter};
 pub use app::{App, AppId, AppStats};
 pub use balance::{Balance, NoSeat};
 pub use clock::{Clock, ManualClock, Timestamp};

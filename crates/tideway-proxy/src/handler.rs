@@ -13,7 +13,7 @@ use bytes::Bytes;
 use http::header::{self, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Version};
 use hyper::body::Incoming;
-use tideway_core::{Admission, Affinity, App, GaveUp, JoinSession, RejectReason, Seat, SessionGrant};
+use tideway_core::{Affinity, App, Entry, GaveUp, JoinSession, RejectReason, Seat, SessionGrant};
 use tokio::time::Instant;
 use tracing::{debug, warn};
 
@@ -120,20 +120,10 @@ impl tower::Service<Request<Incoming>> for Handler {
 /// A seat for a new connection: now if one is free (and nobody waits), else after queueing — or, for an
 /// app with no ready replica that starts them on demand, after waiting for one to start.
 pub(crate) async fn admit(shared: &Shared, app: &Arc<App>) -> Result<Seat, RejectReason> {
-    // With no ready replica, an app that starts them on demand makes every connection wait for the first
-    // one — up to startup_timeout, whether it is the first to wait or queued behind others.
-    let cold = app.is_on_demand() && !app.has_ready_replica();
-    // Starts failed and back off, and none is under way: waiting could only end in startup_timeout.
-    if cold && !app.has_replica_on_its_way() && app.starts_paused_for().is_some() {
-        return Err(RejectReason::NoReplica);
-    }
-    let (timeout, timed_out) = match app.admit() {
-        Admission::Seated(seat) => return Ok(seat),
-        Admission::Wait | Admission::NoReplica if cold => {
-            (app.policy().startup_timeout, RejectReason::StartupTimeout)
-        }
-        Admission::Wait => (app.policy().queue_timeout, RejectReason::QueueTimeout),
-        Admission::NoReplica => return Err(RejectReason::NoReplica),
+    let (timeout, timed_out) = match app.enter() {
+        Entry::Seated(seat) => return Ok(seat),
+        Entry::Wait { timeout, timed_out } => (timeout, timed_out),
+        Entry::Refused(reason) => return Err(reason),
     };
     let started = Instant::now();
     let seat = wait_for_seat(app, timeout, timed_out).await;

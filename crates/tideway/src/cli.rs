@@ -26,6 +26,29 @@ pub(crate) struct Cli {
     pub(crate) log_format: LogFormat,
 }
 
+/// `tideway simulate --help`: what each figure means.
+const SIMULATE_ABOUT: &str = "\
+Replay a connection trace (written by `[proxy] trace_log`, or synthetic) against candidate scaling \
+policies in virtual time, through tideway's own admission, queue, balancing and scaling code, with a \
+model of replica start-up, and print what each policy would have cost and done.
+
+The figures, per policy:
+  replica-s   replicas running (starting, ready or draining) integrated over the trace: what it costs
+  x ideal     replica-s divided by the ideal rule's under the same policy
+  peak        most replicas running at once
+  decisions   scaling decisions (starts and drains)
+  reversals   decisions that went the other way from the one before (up after down, down after up)
+  queued      connections that found no free seat and waited in the queue
+  wait p50, wait p95, wait max
+              how long the queued connections that got a seat waited (nearest rank)
+  rejected    connections refused, by reason (the `reason` label of tideway_rejected_connections_total)
+  cut         sessions closed at a drained replica's drain_timeout
+
+The ideal rule, for reference: every connection seated on arrival, and at every moment exactly \
+ceil(demand / (max_connections x spawn_threshold)) replicas within min_instances..max_instances, started \
+and stopped instantly. No real policy reaches it; how far one stays above it is what tuning trades \
+against queueing.";
+
 /// What to do; `serve` when omitted.
 #[derive(Debug, Default, Clone, Subcommand)]
 pub(crate) enum Command {
@@ -34,6 +57,10 @@ pub(crate) enum Command {
     Serve,
     /// Validate the configuration file, print every problem, and exit (0 valid, 2 invalid).
     Check,
+    /// Replay a connection trace (or a synthetic one) against candidate scaling policies in virtual time
+    /// and print, per policy, what it would have cost and what its connections went through.
+    #[command(long_about = SIMULATE_ABOUT)]
+    Simulate(crate::simulate::SimulateArgs),
     /// Print the CustomResourceDefinition of `TidewayApp` (YAML), for `kubectl apply -f -`.
     Crd,
     /// Print the RBAC rules Kubernetes mode needs (YAML, the `rules` of a Role or ClusterRole): exactly what

@@ -15,6 +15,7 @@ mod reload;
 mod resources;
 mod secret;
 mod serve;
+mod simulate;
 
 use std::process::ExitCode;
 
@@ -52,6 +53,7 @@ fn main() -> ExitCode {
     match cli.command.unwrap_or_default() {
         Command::Check => check(&cli.config),
         Command::Crd => crd(),
+        Command::Simulate(args) => simulate::run(&args, &cli.config),
         Command::Rbac => rbac(),
         Command::Serve => {
             let logging = logging::init(cli.log_format);

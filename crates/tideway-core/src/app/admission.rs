@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 use super::App;
 use crate::balance::{self, NoSeat};
 use crate::clock::Timestamp;
+use crate::close::RejectReason;
 use crate::replica::{Replica, ReplicaId, ReplicaState};
 use crate::scaling::replicas_needed;
 
@@ -69,6 +70,24 @@ pub enum Admission {
     NoReplica,
 }
 
+/// What a new connection does about its seat: the data plane's rule, shared with `tideway simulate` so a
+/// replayed connection waits exactly as a real one would.
+#[derive(Debug)]
+pub enum Entry {
+    /// Seated now.
+    Seated(Seat),
+    /// Wait in the queue for up to `timeout`, then be refused as `timed_out`.
+    Wait {
+        /// How long it may wait: `queue_timeout`, or `startup_timeout` while the app has no ready replica
+        /// and starts them on demand.
+        timeout: std::time::Duration,
+        /// The refusal once that time is out.
+        timed_out: RejectReason,
+    },
+    /// Refused now.
+    Refused(RejectReason),
+}
+
 /// The app's FIFO of connections waiting for a seat, and how many there are (read without the lock).
 pub(super) struct Queue {
     waiting: AtomicUsize,
@@ -111,6 +130,30 @@ impl App {
             Ok(seat) => Admission::Seated(seat),
             Err(NoSeat::Full) => Admission::Wait,
             Err(NoSeat::NoReplica) => Admission::NoReplica,
+        }
+    }
+
+    /// Asks for a seat for a new connection, and says how long it may wait if none is free. With no ready
+    /// replica, an app that starts them on demand makes every connection wait for the first one — up to
+    /// `startup_timeout`, whether it is the first to wait or queued behind others; if starts failed and
+    /// back off with none under way, waiting could only end in that timeout, so it is refused at once.
+    pub fn enter(self: &Arc<Self>) -> Entry {
+        let cold = self.is_on_demand() && !self.has_ready_replica();
+        if cold && !self.has_replica_on_its_way() && self.starts_paused_for().is_some() {
+            return Entry::Refused(RejectReason::NoReplica);
+        }
+        let policy = self.policy.load();
+        match self.admit() {
+            Admission::Seated(seat) => Entry::Seated(seat),
+            Admission::Wait | Admission::NoReplica if cold => Entry::Wait {
+                timeout: policy.startup_timeout,
+                timed_out: RejectReason::StartupTimeout,
+            },
+            Admission::Wait => Entry::Wait {
+                timeout: policy.queue_timeout,
+                timed_out: RejectReason::QueueTimeout,
+            },
+            Admission::NoReplica => Entry::Refused(RejectReason::NoReplica),
         }
     }
 
