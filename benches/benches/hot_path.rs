@@ -121,6 +121,7 @@ fn scaling(c: &mut Criterion) {
                 state: ReplicaState::Ready,
                 connections: 11,
                 started_at: Timestamp::from_millis(i * 1_000),
+                revivable: false,
             })
             .collect(),
         ..Observation::default()

@@ -240,6 +240,7 @@ impl App {
                     state: r.state(),
                     connections: r.total_connections(),
                     started_at: r.started_at(),
+                    revivable: false,
                 })
                 .collect(),
             lost: 0,

@@ -59,7 +59,8 @@ pub enum NoSeat {
 
 /// Takes a seat on the replica `balance` prefers among the ready, untried, reachable ones.
 ///
-/// A replica in connect-failure backoff is out of routing until its backoff ends: it just refused a
+/// A replica a pending scale-down will drain ([`Replica::is_leaving`]) is chosen only when no other has
+/// room, whatever the balance. A replica in connect-failure backoff is out of routing until its backoff ends: it just refused a
 /// connection, and, having lost its connections, would otherwise look the least busy of all. `rotation`
 /// breaks least-connections ties so that equal replicas share the load instead of the first one taking
 /// every burst.
@@ -77,9 +78,14 @@ pub(crate) fn take_seat(
         return Err(NoSeat::NoReplica);
     }
     let seated = match balance {
-        Balance::Pack => replicas
-            .iter()
-            .find(|r| eligible(r) && r.try_take_seat(max_connections)),
+        Balance::Pack => {
+            let pack = |leaving: bool| {
+                replicas
+                    .iter()
+                    .find(|r| eligible(r) && r.is_leaving() == leaving && r.try_take_seat(max_connections))
+            };
+            pack(false).or_else(|| pack(true))
+        }
         Balance::LeastConnections => least_connections(replicas, max_connections, rotation, eligible),
     };
     seated.cloned().ok_or(NoSeat::Full)
@@ -100,7 +106,7 @@ fn least_connections(
             .filter(|r| eligible(r))
             .map(|r| (r.total_connections(), r))
             .filter(|(connections, _)| *connections < max_connections)
-            .min_by_key(|(connections, _)| *connections)?;
+            .min_by_key(|(connections, r)| (r.is_leaving(), *connections))?;
         if best.1.try_take_seat(max_connections) {
             return Some(best.1);
         }

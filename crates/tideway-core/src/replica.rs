@@ -89,6 +89,8 @@ pub struct Replica {
     allowance: AtomicU32,
     /// Another instance (the leader) drains this replica: no new connections here either.
     drained_elsewhere: AtomicBool,
+    /// A pending scale-down will drain this replica: new connections go elsewhere while others have room.
+    leaving: AtomicBool,
     connect_failures: AtomicU32,
     unreachable_until: AtomicU64,
 }
@@ -111,6 +113,7 @@ impl Replica {
             elsewhere: AtomicU32::new(0),
             allowance: AtomicU32::new(UNLIMITED),
             drained_elsewhere: AtomicBool::new(false),
+            leaving: AtomicBool::new(false),
             connect_failures: AtomicU32::new(0),
             unreachable_until: AtomicU64::new(0),
         }
@@ -177,6 +180,17 @@ impl Replica {
     /// Records whether another instance drains this replica.
     pub fn set_drained_elsewhere(&self, drained: bool) {
         self.drained_elsewhere.store(drained, Ordering::Release);
+    }
+
+    /// Whether a pending scale-down will drain it ([`crate::Scaler::leaving`]): balancing then seats new
+    /// connections on the replicas that will stay while they have room, so this one empties sooner.
+    pub fn is_leaving(&self) -> bool {
+        self.leaving.load(Ordering::Relaxed)
+    }
+
+    /// Records whether a pending scale-down will drain it.
+    pub fn set_leaving(&self, leaving: bool) {
+        self.leaving.store(leaving, Ordering::Relaxed);
     }
 
     /// Whether it takes new connections here: ready, and drained by no other instance.

@@ -1,6 +1,7 @@
 //! The scaling policy (`docs/glossary.md`, "Scaling"), as a pure function of what the app looks like now:
 //! how many replicas it needs, which to start or drain, and why.
 
+use std::collections::VecDeque;
 use std::time::Duration;
 
 use crate::clock::Timestamp;
@@ -46,6 +47,10 @@ pub struct ReplicaView {
     pub connections: u32,
     /// When it was launched (younger replicas are drained first among equals).
     pub started_at: Timestamp,
+    /// A draining replica the scaler drained and that still runs: a scale-up takes it back before
+    /// starting a new one (it is warm, and its sessions are still on it). Not one going away for
+    /// another reason (a terminating pod, one past `drain_timeout`).
+    pub revivable: bool,
 }
 
 /// What the app looks like at the moment of a decision.
@@ -73,20 +78,28 @@ pub struct Decision {
     pub desired: u32,
     /// Replicas to start now.
     pub start: u32,
+    /// Draining replicas to take back now, before any start.
+    pub revive: Vec<ReplicaId>,
     /// Replicas to drain now.
     pub drain: Vec<ReplicaId>,
     /// Why.
     pub reason: ScaleReason,
 }
 
-/// The scaler's memory between decisions: since when demand has been lower than the replicas in place.
+/// The scaler's memory between decisions: the desired counts of the last `scale_down_delay`, its
+/// stabilization window.
 ///
 /// Pure and synchronous; the runtime calls [`Scaler::decide`] whenever something changed and at
 /// [`Scaler::next_check`] for time-based transitions.
 #[derive(Clone, Debug, Default)]
 pub struct Scaler {
-    low_since: Option<Timestamp>,
-    last_desired: Option<u32>,
+    /// Each desired count since when it held, oldest first; the last one holds now. The first may have
+    /// begun before the window and still count, as it held at the window's start. Replicas found in
+    /// place beyond the window's counts enter it as desired when seen.
+    window: VecDeque<(Timestamp, u32)>,
+    /// The replicas in place (not draining) at the last look: more than that, and more than the window
+    /// asks for, came unasked.
+    in_place: u32,
 }
 
 /// Replicas needed for `demand` connections before clamping: `ceil(demand / (max_connections ×
@@ -96,10 +109,19 @@ pub fn replicas_needed(policy: &Policy, demand: u64) -> u64 {
     (demand * 100).div_ceil(per_replica.max(1))
 }
 
+/// The order replicas are drained in: the fewest connections first, the youngest among equals.
+fn drain_order(replicas: &mut [&ReplicaView]) {
+    replicas.sort_by(|a, b| {
+        a.connections
+            .cmp(&b.connections)
+            .then(b.started_at.cmp(&a.started_at))
+    });
+}
+
 impl Decision {
     /// Up, down, or neither (a decision that only records a cap).
     pub fn direction(&self) -> Option<Direction> {
-        if self.start > 0 {
+        if self.start > 0 || !self.revive.is_empty() {
             Some(Direction::Up)
         } else if !self.drain.is_empty() {
             Some(Direction::Down)
@@ -152,18 +174,19 @@ impl Scaler {
     /// Decides what to do now. Returns `None` when nothing is to be done.
     ///
     /// - Scale up at once to the desired count; the capacity of `starting` replicas counts, so a burst
-    ///   does not overshoot; never beyond `max_instances` counting starting and draining replicas, those of
-    ///   a replaced backend included.
-    /// - Scale down only after demand stayed below the replicas in place for `scale_down_delay` (any rise
-    ///   of the desired count restarts the wait), never below `min_instances`, draining the replicas with
+    ///   does not overshoot; replicas the scaler is draining are taken back first (the busiest first), and
+    ///   only then are new ones started, never beyond `max_instances` counting starting and draining
+    ///   replicas, those of a replaced backend included.
+    /// - Scale down to the highest count desired during the last `scale_down_delay` (the stabilization
+    ///   window of the Kubernetes HPA and Knative), as soon as that is below the replicas in place: a dip
+    ///   shorter than the delay moves nothing, a fall lasting longer is followed step by step, never below
+    ///   what the window still asks for. Never below `min_instances`; the replicas drained are those with
     ///   the fewest connections (the youngest among equals).
     pub fn decide(&mut self, policy: &Policy, observation: &Observation, now: Timestamp) -> Option<Decision> {
         let needed = replicas_needed(policy, observation.demand);
         let desired = u32::try_from(needed)
             .unwrap_or(u32::MAX)
             .clamp(policy.min_instances, policy.max_instances);
-        let rose = self.last_desired.is_some_and(|last| desired > last);
-        self.last_desired = Some(desired);
         let pending = observation.pending_starts;
         let total = u32::try_from(observation.replicas.len())
             .unwrap_or(u32::MAX)
@@ -177,10 +200,24 @@ impl Scaler {
         let active_count = u32::try_from(active.len())
             .unwrap_or(u32::MAX)
             .saturating_add(pending);
+        self.remember(desired, active_count, now, policy.scale_down_delay);
 
         if desired > active_count {
-            self.low_since = None;
             let wanted = desired - active_count;
+            let mut revivable: Vec<&ReplicaView> = observation
+                .replicas
+                .iter()
+                .filter(|r| r.state == ReplicaState::Draining && r.revivable)
+                .collect();
+            // The busiest first: it would take longest to empty.
+            revivable.sort_by(|a, b| {
+                b.connections
+                    .cmp(&a.connections)
+                    .then(b.started_at.cmp(&a.started_at))
+            });
+            let revive: Vec<ReplicaId> = revivable.iter().take(wanted as usize).map(|r| r.id).collect();
+            let wanted = wanted - revive.len() as u32;
+            // A replica taken back already counts in `total`: it takes no room under `max_instances`.
             let start = wanted.min(policy.max_instances.saturating_sub(total));
             let reason = if observation.lost > 0 {
                 ScaleReason::ReplicaLost
@@ -193,51 +230,88 @@ impl Scaler {
             } else {
                 ScaleReason::Threshold
             };
-            return (start > 0).then_some(Decision {
+            return (start > 0 || !revive.is_empty()).then_some(Decision {
                 desired,
                 start,
+                revive,
                 drain: Vec::new(),
                 reason,
             });
         }
-        if desired == active_count {
-            self.low_since = None;
+        let target = self.window_high();
+        if target >= active_count {
             return None;
         }
-        if rose || self.low_since.is_none() {
-            self.low_since = Some(now);
-        }
-        let low_since = self.low_since?;
-        if now.saturating_since(low_since) < policy.scale_down_delay {
-            return None;
-        }
-        self.low_since = None;
         let mut candidates = active;
-        candidates.sort_by(|a, b| {
-            a.connections
-                .cmp(&b.connections)
-                .then(b.started_at.cmp(&a.started_at))
-        });
+        drain_order(&mut candidates);
         // Pending starts cannot be drained yet; the next decision sees them as replicas.
         let drain: Vec<ReplicaId> = candidates
             .iter()
-            .take((active_count - desired) as usize)
+            .take((active_count - target) as usize)
             .map(|r| r.id)
             .collect();
         if drain.is_empty() {
             return None;
         }
         Some(Decision {
-            desired,
+            desired: target,
             start: 0,
+            revive: Vec::new(),
             drain,
             reason: ScaleReason::Idle,
         })
     }
 
-    /// When the pending scale-down (if any) falls due, for the runtime's timer.
+    /// The replicas a pending scale-down would drain if it fell due now — the latest desired count is
+    /// below the replicas in place, the window not yet — in the order it would pick them. Balancing seats
+    /// new connections elsewhere while others have room ([`crate::Replica::set_leaving`]), so these
+    /// empty sooner and the drain, when it comes, cuts nothing and waits for less. Empty when no
+    /// scale-down is pending.
+    pub fn leaving(&self, observation: &Observation) -> Vec<ReplicaId> {
+        let Some((_, desired)) = self.window.back() else {
+            return Vec::new();
+        };
+        let mut active: Vec<&ReplicaView> = observation
+            .replicas
+            .iter()
+            .filter(|r| r.state != ReplicaState::Draining)
+            .collect();
+        let in_place = active.len().saturating_add(observation.pending_starts as usize);
+        let extra = in_place.saturating_sub(*desired as usize);
+        drain_order(&mut active);
+        active.iter().take(extra).map(|r| r.id).collect()
+    }
+
+    /// When the window's highest count may next fall — the oldest count leaving it — for the runtime's
+    /// timer; `None` when the window holds one count, which only a new decision changes.
     pub fn next_check(&self, scale_down_delay: Duration) -> Option<Timestamp> {
-        self.low_since.map(|since| since.saturating_add(scale_down_delay))
+        let (ended, _) = self.window.get(1)?;
+        Some(ended.saturating_add(scale_down_delay))
+    }
+
+    /// Records that `desired` holds from `now`, and forgets the counts that stopped holding before the
+    /// window of `delay` began. Replicas that appear beyond anything the window asks for — there when the
+    /// scaler first looks, or come unasked (pods listed late, a count set by someone else) — count as
+    /// desired at the moment they are seen, so none is drained before a whole delay has passed.
+    fn remember(&mut self, desired: u32, in_place: u32, now: Timestamp, delay: Duration) {
+        while let Some((ended, _)) = self.window.get(1) {
+            if ended.saturating_add(delay) > now {
+                break;
+            }
+            self.window.pop_front();
+        }
+        if in_place > self.in_place && in_place > self.window_high() {
+            self.window.push_back((now, in_place));
+        }
+        self.in_place = in_place;
+        if self.window.back().is_none_or(|(_, last)| *last != desired) {
+            self.window.push_back((now, desired));
+        }
+    }
+
+    /// The highest count desired within the window.
+    fn window_high(&self) -> u32 {
+        self.window.iter().map(|(_, desired)| *desired).max().unwrap_or(0)
     }
 }
 

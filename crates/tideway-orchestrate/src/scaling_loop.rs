@@ -46,6 +46,8 @@ pub struct DecisionRecord {
     pub to: u32,
     /// Demand (connections seated and waiting) at the time.
     pub demand: u64,
+    /// Draining replicas taken back, by name (a scale-up's, before it starts any).
+    pub revived: Vec<String>,
     /// Replicas drained, by name (empty for a scale-up).
     pub drained: Vec<String>,
     /// The replica lost, by name, for a `replica_lost` record of a ready replica that exited.
@@ -156,6 +158,12 @@ struct Outside {
 struct Backoff {
     failures: u32,
     until: Option<Timestamp>,
+}
+
+/// The replicas a decision moved, by name.
+struct Changed {
+    revived: Vec<String>,
+    drained: Vec<String>,
 }
 
 #[derive(Debug)]
@@ -357,7 +365,17 @@ impl ScalingLoop {
         self.app.set_on_demand(false);
     }
 
+    /// Asks the scaler and acts on its decision, then marks the replicas a pending scale-down would drain
+    /// so balancing prefers the others.
     fn decide(&mut self, now: Timestamp) {
+        self.act(now);
+        let leaving = self.scaler.leaving(&self.app.observe());
+        for replica in self.app.replicas().iter() {
+            replica.set_leaving(leaving.contains(&replica.id()));
+        }
+    }
+
+    fn act(&mut self, now: Timestamp) {
         let policy = self.app.policy();
         let mut observation = self.app.observe();
         observation.lost = self.lost;
@@ -366,6 +384,12 @@ impl ScalingLoop {
         self.predecessors.retain(|p| !p.app.replicas().is_empty());
         let retiring: usize = self.predecessors.iter().map(|p| p.app.replicas().len()).sum();
         observation.retiring = u32::try_from(retiring).unwrap_or(u32::MAX);
+        for view in &mut observation.replicas {
+            view.revivable = self
+                .drains
+                .get(&view.id)
+                .is_some_and(|drain| !drain.stop_requested && drain.evicted_until.is_none());
+        }
         let Some(decision) = self.scaler.decide(&policy, &observation, now) else {
             return;
         };
@@ -401,8 +425,9 @@ impl ScalingLoop {
             self.pending_starts += decision.start;
             self.orchestrator.start(decision.start);
         }
+        let revived = self.revive(&decision);
         let drained = self.begin_drains(&decision, now, policy.drain_timeout);
-        self.record(&decision, from, observation.demand, drained);
+        self.record(&decision, from, observation.demand, Changed { revived, drained });
     }
 
     /// Replicas not draining, counting those asked for and not reported yet: what a decision moves from.
@@ -415,6 +440,24 @@ impl ScalingLoop {
         u32::try_from(active)
             .unwrap_or(u32::MAX)
             .saturating_add(self.pending_starts)
+    }
+
+    /// Takes back the draining replicas `decision` names: they take new connections again.
+    fn revive(&mut self, decision: &Decision) -> Vec<String> {
+        let replicas = self.app.replicas();
+        let mut revived = Vec::new();
+        for id in &decision.revive {
+            if let Some(replica) = replicas.iter().find(|r| r.id() == *id)
+                && self.drains.remove(id).is_some()
+            {
+                replica.set_state(ReplicaState::Ready);
+                revived.push(replica.name().to_owned());
+            }
+        }
+        if !revived.is_empty() {
+            self.app.replicas_changed();
+        }
+        revived
     }
 
     fn begin_drains(&mut self, decision: &Decision, now: Timestamp, drain_timeout: Duration) -> Vec<String> {
@@ -498,6 +541,7 @@ impl ScalingLoop {
     fn abandon_drains(&mut self) {
         let replicas = self.app.replicas();
         for replica in replicas.iter() {
+            replica.set_leaving(false);
             if self.drains.remove(&replica.id()).is_some() && replica.state() == ReplicaState::Draining {
                 replica.set_state(ReplicaState::Ready);
             }
@@ -676,6 +720,7 @@ impl ScalingLoop {
             from,
             to,
             demand,
+            revived: Vec::new(),
             drained: Vec::new(),
             lost: None,
         });
@@ -694,7 +739,8 @@ impl ScalingLoop {
         Some((removed, state))
     }
 
-    fn record(&self, decision: &Decision, from: u32, demand: u64, drained: Vec<String>) {
+    fn record(&self, decision: &Decision, from: u32, demand: u64, changed: Changed) {
+        let Changed { revived, drained } = changed;
         let Some(direction) = decision.direction() else {
             return;
         };
@@ -707,6 +753,7 @@ impl ScalingLoop {
             to = decision.desired,
             demand,
             start = decision.start,
+            revive = ?revived,
             drain = ?drained,
             "scaling decision"
         );
@@ -717,6 +764,7 @@ impl ScalingLoop {
             from,
             to: decision.desired,
             demand,
+            revived,
             drained,
             lost: None,
         });
@@ -748,6 +796,7 @@ impl ScalingLoop {
             from,
             to,
             demand: observation.demand,
+            revived: Vec::new(),
             drained: Vec::new(),
             lost: Some(replica.name().to_owned()),
         });

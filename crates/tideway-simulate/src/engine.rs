@@ -256,11 +256,24 @@ impl Replay<'_> {
         }
     }
 
-    /// The scaling loop's turn: ask the scaler, start and drain as it says.
+    /// The scaling loop's turn: ask the scaler, take back, start and drain as it says.
     fn scale(&mut self) {
         let now = self.now();
-        let observation = self.app.observe();
+        let mut observation = self.app.observe();
+        for view in &mut observation.replicas {
+            view.revivable = self.drains.contains_key(&view.id);
+        }
         if let Some(decision) = self.scaler.decide(&self.policy, &observation, now) {
+            for id in &decision.revive {
+                if let Some(replica) = self.app.replicas().iter().find(|r| r.id() == *id)
+                    && self.drains.remove(id).is_some()
+                {
+                    replica.set_state(ReplicaState::Ready);
+                }
+            }
+            if !decision.revive.is_empty() {
+                self.app.replicas_changed();
+            }
             if let Some(direction) = decision.direction() {
                 self.tally.decisions += 1;
                 if self.last_direction.is_some_and(|last| last != direction) {
@@ -292,6 +305,10 @@ impl Replay<'_> {
                 self.wake_at(deadline);
                 self.app.replicas_changed();
             }
+        }
+        let leaving = self.scaler.leaving(&self.app.observe());
+        for replica in self.app.replicas().iter() {
+            replica.set_leaving(leaving.contains(&replica.id()));
         }
         if let Some(due) = self.scaler.next_check(self.policy.scale_down_delay)
             && due > now

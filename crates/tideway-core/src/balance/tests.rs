@@ -41,6 +41,26 @@ fn pack_fills_in_order() {
 }
 
 #[test]
+fn a_leaving_replica_takes_connections_only_when_no_other_has_room() {
+    for balance in [Balance::LeastConnections, Balance::Pack] {
+        let rs = replicas(2);
+        rs[0].set_leaving(true);
+        // Emptier, and first in order: still passed over while the other has room.
+        assert_eq!(take(&rs, balance, 2, 0), Ok(1), "{balance}");
+        assert_eq!(take(&rs, balance, 2, 1), Ok(1), "{balance}");
+        assert_eq!(take(&rs, balance, 2, 0), Ok(0), "{balance}: the other is full");
+        rs[0].set_leaving(false);
+        rs[1].release_seat();
+        rs[1].release_seat();
+        assert_eq!(
+            take(&rs, balance, 2, 0),
+            Ok(if balance == Balance::Pack { 0 } else { 1 }),
+            "{balance}"
+        );
+    }
+}
+
+#[test]
 fn full_and_missing_are_told_apart() {
     let rs = replicas(1);
     assert_eq!(take(&rs, Balance::LeastConnections, 1, 0), Ok(0));

@@ -24,6 +24,15 @@ fn replica(n: u64, state: ReplicaState, connections: u32, started: u64) -> Repli
         state,
         connections,
         started_at: at(started),
+        revivable: false,
+    }
+}
+
+/// A replica the scaler is draining, which a scale-up may take back.
+fn drained(n: u64, connections: u32, started: u64) -> ReplicaView {
+    ReplicaView {
+        revivable: true,
+        ..replica(n, ReplicaState::Draining, connections, started)
     }
 }
 
@@ -193,24 +202,131 @@ fn the_floor_is_kept_and_explained() {
 }
 
 #[test]
-fn scale_down_waits_for_the_delay_and_any_rise_restarts_it() {
+fn a_dip_shorter_than_the_delay_moves_nothing_and_the_window_keeps_its_highest_count() {
     let p = policy(1, 4, 4, 75);
     let mut scaler = Scaler::default();
     let replicas = ready(4);
+    // What is in place counts as desired until now: nothing drains before a whole delay.
     assert_eq!(scaler.decide(&p, &observe(4, replicas.clone()), at(0)), None);
     assert_eq!(scaler.next_check(p.scale_down_delay), Some(at(60)));
+    // A dip to 1 replica's worth, then back to 2.
     assert_eq!(scaler.decide(&p, &observe(2, replicas.clone()), at(30)), None);
-    // Demand rises (desired 1 -> 2): the wait starts over.
     assert_eq!(scaler.decide(&p, &observe(5, replicas.clone()), at(50)), None);
-    assert_eq!(scaler.next_check(p.scale_down_delay), Some(at(110)));
-    assert_eq!(scaler.decide(&p, &observe(5, replicas.clone()), at(109)), None);
+    assert_eq!(scaler.decide(&p, &observe(5, replicas.clone()), at(59)), None);
     let d = scaler
-        .decide(&p, &observe(5, replicas.clone()), at(110))
+        .decide(&p, &observe(5, replicas.clone()), at(60))
         .expect("scale down");
-    assert_eq!((d.desired, d.drain.len(), d.reason), (2, 2, ScaleReason::Idle));
+    assert_eq!(
+        (d.desired, d.drain.len(), d.reason),
+        (2, 2, ScaleReason::Idle),
+        "to the window's highest count, not to the dip"
+    );
     assert_eq!(d.direction(), Some(Direction::Down));
-    // Back at enough replicas: no pending scale-down.
+    // The dip leaves the window at 90 s and the 2 it rose to stays: nothing more to drain.
+    assert_eq!(scaler.next_check(p.scale_down_delay), Some(at(90)));
+    assert_eq!(scaler.decide(&p, &observe(5, ready(2)), at(90)), None);
+    assert_eq!(scaler.decide(&p, &observe(5, ready(2)), at(110)), None);
     assert_eq!(scaler.next_check(p.scale_down_delay), None);
+}
+
+#[test]
+fn replicas_that_come_unasked_are_kept_for_a_whole_delay() {
+    let p = policy(1, 4, 4, 75);
+    let mut scaler = Scaler::default();
+    let d = scaler
+        .decide(&p, &observe(0, Vec::new()), at(0))
+        .expect("the floor");
+    assert_eq!(d.start, 1);
+    // Two pods appear at 30 s where one was asked for (listed late, or scaled by someone else).
+    assert_eq!(scaler.decide(&p, &observe(0, ready(2)), at(30)), None);
+    assert_eq!(scaler.decide(&p, &observe(0, ready(2)), at(89)), None);
+    let d = scaler
+        .decide(&p, &observe(0, ready(2)), at(90))
+        .expect("a delay after they came");
+    assert_eq!((d.desired, d.drain.len()), (1, 1));
+}
+
+#[test]
+fn a_fall_lasting_longer_than_the_delay_is_followed_step_by_step() {
+    let p = policy(1, 4, 4, 75);
+    let mut scaler = Scaler::default();
+    assert_eq!(scaler.decide(&p, &observe(12, ready(4)), at(0)), None);
+    assert_eq!(scaler.decide(&p, &observe(8, ready(4)), at(10)), None);
+    assert_eq!(scaler.decide(&p, &observe(2, ready(4)), at(20)), None);
+    assert_eq!(scaler.decide(&p, &observe(2, ready(4)), at(69)), None);
+    let d = scaler
+        .decide(&p, &observe(2, ready(4)), at(70))
+        .expect("first step");
+    assert_eq!(
+        (d.desired, d.drain.len()),
+        (3, 1),
+        "3 was desired within the last minute"
+    );
+    assert_eq!(scaler.next_check(p.scale_down_delay), Some(at(80)));
+    let d = scaler
+        .decide(&p, &observe(2, ready(3)), at(80))
+        .expect("second step");
+    assert_eq!((d.desired, d.drain.len()), (1, 2));
+}
+
+#[test]
+fn a_scale_up_takes_back_the_replicas_it_drains_before_starting_any() {
+    let p = policy(1, 4, 4, 100);
+    let mut replicas = ready(1);
+    replicas.extend([
+        drained(5, 1, 5),
+        drained(6, 3, 6),
+        replica(7, ReplicaState::Draining, 0, 7),
+    ]);
+    let d = Scaler::default()
+        .decide(&p, &observe(12, replicas.clone()), at(0))
+        .expect("scale up");
+    assert_eq!(
+        (d.desired, d.start, d.revive.clone(), d.reason),
+        (3, 0, vec![test_id(6), test_id(5)], ScaleReason::Threshold),
+        "the busiest first, and not the one going away for another reason"
+    );
+    assert_eq!(d.direction(), Some(Direction::Up));
+    // Wanting one more than it can take back: max_instances (4, draining included) leaves no room.
+    let d = Scaler::default()
+        .decide(&p, &observe(16, replicas), at(0))
+        .expect("scale up");
+    assert_eq!(
+        (d.start, d.revive.len(), d.reason),
+        (0, 2, ScaleReason::MaxInstances)
+    );
+}
+
+#[test]
+fn the_replicas_a_pending_scale_down_would_drain_are_leaving_until_it_is_off() {
+    let p = policy(1, 5, 10, 100);
+    let replicas = vec![
+        replica(0, ReplicaState::Ready, 6, 0),
+        replica(1, ReplicaState::Ready, 2, 10),
+        replica(2, ReplicaState::Ready, 2, 20),
+        replica(3, ReplicaState::Draining, 0, 30),
+    ];
+    let mut scaler = Scaler::default();
+    assert_eq!(
+        scaler.leaving(&observe(10, replicas.clone())),
+        Vec::new(),
+        "no look yet"
+    );
+    assert_eq!(scaler.decide(&p, &observe(25, replicas.clone()), at(0)), None);
+    assert_eq!(
+        scaler.leaving(&observe(25, replicas.clone())),
+        Vec::new(),
+        "three are wanted"
+    );
+    // Demand for one replica: the two it would drain are leaving while the window holds.
+    assert_eq!(scaler.decide(&p, &observe(10, replicas.clone()), at(5)), None);
+    assert_eq!(
+        scaler.leaving(&observe(10, replicas.clone())),
+        [test_id(2), test_id(1)]
+    );
+    // Back up: nothing pending.
+    assert_eq!(scaler.decide(&p, &observe(30, replicas.clone()), at(6)), None);
+    assert_eq!(scaler.leaving(&observe(30, replicas)), Vec::new());
 }
 
 #[test]
@@ -247,8 +363,9 @@ fn scale_to_zero_and_back() {
 
 proptest! {
     /// Whatever happens: the desired count stays within the bounds, a start never takes the app past
-    /// `max_instances` (draining included), a drain never takes it below `min_instances`, and nothing
-    /// drains before demand stayed low for the whole delay.
+    /// `max_instances` (draining included), a drain never takes it below `min_instances`, and a drain
+    /// happens exactly when the highest count desired within the last `scale_down_delay` (replicas that
+    /// appear beyond it counting as desired when seen) is below the replicas in place, and goes to it.
     #[test]
     fn decisions_respect_every_bound(
         min in 0u32..4,
@@ -259,36 +376,53 @@ proptest! {
     ) {
         let p = policy(min, min + extra.max(1), max_connections, threshold);
         let mut scaler = Scaler::default();
-        let mut low_since: Option<Timestamp> = None;
+        let mut history: Vec<(Timestamp, u32)> = Vec::new();
+        let mut seen = 0;
         let mut now = at(0);
         for (demand, active, draining, advance) in steps {
             now = now.saturating_add(Duration::from_secs(advance));
             let mut replicas: Vec<ReplicaView> = (0..active as u64)
                 .map(|i| replica(i, ReplicaState::Ready, (i % 3) as u32, i))
                 .collect();
-            replicas.extend((0..draining as u64).map(|i| replica(10 + i, ReplicaState::Draining, 1, i)));
+            replicas.extend((0..draining as u64).map(|i| ReplicaView {
+                revivable: i % 2 == 0,
+                ..replica(10 + i, ReplicaState::Draining, 1, i)
+            }));
+            let revivable = draining.div_ceil(2);
             let needed = replicas_needed(&p, demand).min(u64::from(u32::MAX)) as u32;
             let desired = needed.clamp(p.min_instances, p.max_instances);
-            if desired >= active as u32 {
-                low_since = None;
-            } else if low_since.is_none() {
-                low_since = Some(now);
+            let high_of = |history: &[(Timestamp, u32)]| {
+                (0..history.len())
+                    .filter(|&i| i + 1 == history.len() || history[i + 1].0.saturating_add(p.scale_down_delay) > now)
+                    .map(|i| history[i].1)
+                    .max()
+                    .unwrap_or(0)
+            };
+            if active as u32 > seen && active as u32 > high_of(&history) {
+                history.push((now, active as u32));
             }
+            seen = active as u32;
+            history.push((now, desired));
+            let high = high_of(&history);
             let decision = scaler.decide(&p, &observe(demand, replicas.clone()), now);
-            if let Some(d) = decision {
+            prop_assert!(high >= desired);
+            if desired <= active as u32 {
+                let drained = decision.as_ref().map_or(0, |d| d.drain.len());
+                if high < active as u32 {
+                    prop_assert_eq!(active - drained, high as usize, "drains to the window's highest count");
+                    prop_assert_eq!(decision.as_ref().map(|d| d.desired), Some(high));
+                } else {
+                    prop_assert!(decision.is_none(), "nothing to do: {:?}", decision);
+                }
+                prop_assert!(active - drained >= p.min_instances as usize);
+            } else if let Some(d) = decision {
                 prop_assert_eq!(d.desired, desired);
                 prop_assert!(d.desired >= p.min_instances && d.desired <= p.max_instances);
                 prop_assert!(d.start == 0 || d.start as usize + replicas.len() <= p.max_instances as usize);
-                if !d.drain.is_empty() {
-                    prop_assert!(active - d.drain.len() >= p.min_instances as usize);
-                    prop_assert_eq!(active - d.drain.len(), desired as usize);
-                    let since = low_since.expect("low demand was observed");
-                    prop_assert!(now.saturating_since(since) >= p.scale_down_delay);
-                    low_since = None;
-                }
-                if d.start > 0 {
-                    prop_assert!(desired > active as u32);
-                }
+                prop_assert!(d.drain.is_empty());
+                prop_assert_eq!(d.revive.len(), revivable.min(desired as usize - active), "takes back first");
+                prop_assert!(d.start == 0 || d.revive.len() == revivable, "starts only once none is left");
+                prop_assert!(d.start as usize + d.revive.len() <= desired as usize - active);
             }
         }
     }

@@ -63,6 +63,9 @@ impl AppEvents {
             decision.reason.as_str(),
             decision.demand
         );
+        if !decision.revived.is_empty() {
+            note.push_str(&format!("; took back {}", decision.revived.join(", ")));
+        }
         if !decision.drained.is_empty() {
             note.push_str(&format!("; drained {}", decision.drained.join(", ")));
         }

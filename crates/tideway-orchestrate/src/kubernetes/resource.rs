@@ -70,7 +70,7 @@ pub struct TidewayAppSpec {
     /// Connections without application data for this long are closed gracefully; `"off"` = never.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub inactive_timeout: Option<String>,
-    /// Lower demand must last this long before a scale-down.
+    /// The stabilization window: a scale-down goes to the highest count desired during it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scale_down_delay: Option<String>,
     /// Longest a starting replica may take to become ready.

@@ -397,6 +397,7 @@ fn a_reader_of_the_log_sees_each_decision_once_and_the_newest_when_it_fell_behin
         from: to - 1,
         to,
         demand: 0,
+        revived: Vec::new(),
         drained: Vec::new(),
         lost: None,
     };
@@ -418,4 +419,46 @@ fn a_reader_of_the_log_sees_each_decision_once_and_the_newest_when_it_fell_behin
         Some(3 + REMEMBERED_DECISIONS as u32 + 5)
     );
     assert_eq!(log.since(seen).0, []);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_scale_up_takes_back_a_draining_replica_and_a_pending_drain_is_marked_leaving() {
+    let policy = Policy {
+        scale_down_delay: Duration::from_secs(10),
+        ..policy(1, 5, 2)
+    };
+    let running = run("a", policy, Vec::new());
+    eventually("one replica is ready", || running.ready() == 1).await;
+    let mut on_first = running.seat(2);
+    let waiting = running.queue_one();
+    eventually("a second replica is ready", || running.ready() == 2).await;
+    let on_second = waiting.try_recv().expect("the waiter got the new replica's seat");
+    let named = |name: &str| {
+        let replicas = running.app.replicas();
+        Arc::clone(replicas.iter().find(|r| r.name() == name).expect("the replica"))
+    };
+    // Demand falls to one replica's worth: the younger of two equally busy replicas is leaving.
+    drop(on_first.pop());
+    eventually("a-2 is marked leaving", || named("a-2").is_leaving()).await;
+    assert!(!named("a-1").is_leaving());
+    tokio::time::sleep(Duration::from_secs(11)).await;
+    eventually("a-2 drains with its session", || {
+        named("a-2").state() == ReplicaState::Draining
+    })
+    .await;
+    // Demand rises again: a-2 is taken back, nothing is started.
+    let more = running.seat(1);
+    eventually("a-2 is ready again", || {
+        named("a-2").state() == ReplicaState::Ready
+    })
+    .await;
+    assert_eq!(running.orchestrator.started.load(Ordering::SeqCst), 2);
+    let decisions = running.decisions();
+    let last = decisions.last().expect("decisions");
+    assert_eq!(
+        (last.direction, last.revived.clone(), last.from, last.to),
+        (Direction::Up, vec!["a-2".to_owned()], 1, 2)
+    );
+    assert_from_follows_on(&decisions);
+    drop((on_first, on_second, more));
 }

@@ -77,6 +77,7 @@ pub(super) fn app(view: &AppView, now: Timestamp) -> Value {
                 "from": d.from,
                 "to": d.to,
                 "demand": d.demand,
+                "revived": d.revived,
                 "drained": d.drained,
                 "lost": d.lost,
             })
