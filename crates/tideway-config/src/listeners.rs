@@ -56,6 +56,11 @@ pub struct ProxySettings {
     pub tls_handshake_timeout: Duration,
     /// Most TLS handshakes in progress at once; more connections wait in the listen backlog.
     pub max_tls_handshakes: usize,
+    /// Where the connection trace is written (`docs/trace-format.md`), for `tideway simulate`; `None` =
+    /// no trace. Opt-in: it costs a line per connection.
+    pub trace_log: Option<PathBuf>,
+    /// Size at which the trace is rotated (to `trace_log.1`, keeping three).
+    pub trace_log_max_bytes: u64,
 }
 
 /// The `[metrics]` section: the `/metrics`, `/healthz` and `/readyz` listener, on only when the section exists.
@@ -100,6 +105,8 @@ impl Default for ProxySettings {
             https_port: None,
             tls_handshake_timeout: Duration::from_secs(10),
             max_tls_handshakes: 256,
+            trace_log: None,
+            trace_log_max_bytes: 64 * 1024 * 1024,
         }
     }
 }
@@ -161,6 +168,10 @@ impl ProxySettings {
         }
         if let Some(v) = s.get("max_tls_handshakes", errors, |v| integer_in(v, 1, 1_000_000)) {
             proxy.max_tls_handshakes = v;
+        }
+        proxy.trace_log = s.get("trace_log", errors, file_path);
+        if let Some(v) = s.get("trace_log_max_bytes", errors, |v| integer_in(v, 65_536, i64::MAX)) {
+            proxy.trace_log_max_bytes = v;
         }
         section.finish(errors);
         proxy

@@ -93,6 +93,8 @@ tls_key = "/etc/tls/default.key"
 https_port = 8443
 tls_handshake_timeout = "4s"
 max_tls_handshakes = 64
+trace_log = "/var/lib/tideway/trace.jsonl"
+trace_log_max_bytes = 1048576
 
 [metrics]
 listen = "0.0.0.0:9100"
@@ -166,6 +168,8 @@ addresses = ["127.0.0.1:9003"]
             https_port: Some(8443),
             tls_handshake_timeout: secs(4),
             max_tls_handshakes: 64,
+            trace_log: Some("/var/lib/tideway/trace.jsonl".into()),
+            trace_log_max_bytes: 1_048_576,
         }
     );
     assert_eq!(config.proxy.https_port(), 8443);

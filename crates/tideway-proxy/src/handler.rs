@@ -27,6 +27,7 @@ use crate::queue::{wait_for_seat, wait_in_session};
 use crate::record::Record;
 use crate::refusal::Refusal;
 use crate::sessions::{Presented, cookie_values, new_session_id, spawn_session_expiry};
+use crate::trace_log::Refused;
 
 /// The request handler of one client connection.
 #[derive(Clone)]
@@ -60,7 +61,7 @@ impl Handler {
         let Some(app) = app else {
             return reply(StatusCode::NOT_FOUND, NOT_ROUTED, self.record(&req, None));
         };
-        let record = self.record(&req, Some(&app));
+        let mut record = self.record(&req, Some(&app));
         let target = req.uri().path_and_query().map_or("/", |p| p.as_str());
         if let Some(location) = https_redirect(&self.shared, &self.client, &app, host, target) {
             let mut response = reply(StatusCode::PERMANENT_REDIRECT, REDIRECTED, record);
@@ -68,8 +69,10 @@ impl Handler {
             return response;
         }
         let presented = presented_session(&self.shared, req.headers(), &app);
+        let trace = self.shared.trace.get();
         match seat_for(&self.shared, &app, presented.as_ref()).await {
             Ok((claim, issue)) => {
+                record.seated(trace, &app);
                 let secure = self.client.is_https();
                 let cookie = session_cookie(&self.shared, &claim, presented.as_ref(), issue, secure);
                 let forwarding = Forwarding {
@@ -85,7 +88,10 @@ impl Handler {
                 hsts_rule(&self.client, hsts.as_ref()).apply(response.headers_mut());
                 response
             }
-            Err(reason) => unavailable(&app, reason, record),
+            Err(reason) => {
+                record.refused(trace, &app, Refused::Rejected(reason));
+                unavailable(&app, reason, record)
+            }
         }
     }
 

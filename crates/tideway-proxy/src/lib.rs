@@ -28,6 +28,7 @@ mod sessions;
 mod stall;
 mod stream;
 mod tls;
+mod trace_log;
 mod tunnel;
 mod upstream;
 mod watch;
@@ -48,6 +49,7 @@ pub use metrics::ProxyMetrics;
 pub use routing::{Route, RouteTable};
 pub use sessions::{CookieKeys, KeyError, MIN_KEY_LEN, SessionHolders};
 pub use tls::{Certificate, CertificateError, CertificateTable};
+pub use trace_log::TraceLog;
 
 use broadcast::Broadcast;
 use links::Links;
@@ -80,6 +82,8 @@ pub(crate) struct Shared {
     certificates: Arc<ArcSwap<CertificateTable>>,
     /// The other instances, asked for the sessions clients bring back here; unset for a lone instance.
     session_holders: OnceLock<Arc<dyn SessionHolders>>,
+    /// The connection trace, when `[proxy] trace_log` names one; set once, at start.
+    trace: OnceLock<Arc<TraceLog>>,
     metrics: Arc<ProxyMetrics>,
     /// What the data plane keeps per app and per replica.
     links: Links,
@@ -108,6 +112,7 @@ impl Proxy {
                 cookie_keys: ArcSwap::from_pointee(cookie_keys),
                 certificates: Arc::default(),
                 session_holders: OnceLock::new(),
+                trace: OnceLock::new(),
                 links: Links::new(Arc::clone(&metrics)),
                 metrics,
                 shutdown,
@@ -151,6 +156,13 @@ impl Proxy {
     pub fn set_session_holders(&self, holders: Arc<dyn SessionHolders>) {
         if self.shared.session_holders.set(holders).is_err() {
             warn!("the instance's peers were set twice; the first stay");
+        }
+    }
+
+    /// Writes a line per connection into `log` from now on (`[proxy] trace_log`); set once, at start.
+    pub fn set_trace_log(&self, log: Arc<TraceLog>) {
+        if self.shared.trace.set(log).is_err() {
+            warn!("the trace log was set twice; the first stays");
         }
     }
 

@@ -29,6 +29,7 @@ pub struct ProxyMetrics {
     tunnel_duration: HistogramVec,
     tls_handshakes: IntCounterVec,
     tls_certificate_expiry: IntGaugeVec,
+    trace_lines_dropped: IntCounter,
 }
 
 /// The `outcome` label values of `tideway_tls_handshakes_total`.
@@ -89,6 +90,10 @@ impl ProxyMetrics {
                 ),
                 &["certificate"],
             )?,
+            trace_lines_dropped: IntCounter::new(
+                "tideway_trace_lines_dropped_total",
+                "Connection trace lines (trace_log) dropped because the writer fell behind.",
+            )?,
         };
         for outcome in HANDSHAKE_OUTCOMES {
             metrics.tls_handshakes.with_label_values(&[outcome]);
@@ -100,6 +105,7 @@ impl ProxyMetrics {
         registry.register(Box::new(metrics.tunnel_duration.clone()))?;
         registry.register(Box::new(metrics.tls_handshakes.clone()))?;
         registry.register(Box::new(metrics.tls_certificate_expiry.clone()))?;
+        registry.register(Box::new(metrics.trace_lines_dropped.clone()))?;
         Ok(metrics)
     }
 
@@ -112,6 +118,11 @@ impl ProxyMetrics {
         for vec in [&self.request_duration, &self.queue_wait, &self.tunnel_duration] {
             let _ = vec.remove_label_values(&[app]);
         }
+    }
+
+    /// The counter of trace lines dropped, for the trace log's writer.
+    pub fn trace_lines_dropped(&self) -> IntCounter {
+        self.trace_lines_dropped.clone()
     }
 
     /// Counts a TLS handshake that ended with `outcome` (one of [`HANDSHAKE_OUTCOMES`]).

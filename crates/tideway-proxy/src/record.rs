@@ -11,6 +11,7 @@ use tracing::info;
 use crate::app_link::AppLink;
 use crate::client::{ClientConn, InFlight};
 use crate::metrics::ProxyMetrics;
+use crate::trace_log::{Refused, TraceLog, Traced};
 
 /// A request on its way through the proxy: also keeps its client connection's "request in flight" mark.
 pub(crate) struct Record {
@@ -22,6 +23,8 @@ pub(crate) struct Record {
     metrics: Arc<ProxyMetrics>,
     /// The method and path the access log names; kept only when the access log is on.
     access: Option<Box<(Box<str>, Box<str>)>>,
+    /// The connection's line in the trace, while it holds its seat (`[proxy] trace_log`).
+    trace: Option<Traced>,
     finished: bool,
 }
 
@@ -59,8 +62,29 @@ impl Record {
                 let (method, path) = request.unwrap_or_default();
                 Box::new((method.into(), path.into()))
             }),
+            trace: None,
             finished: false,
         }
+    }
+
+    /// The request got its seat on `app`: with a trace log, its line is written when the record ends
+    /// (or, for an upgrade, when its tunnel does: [`Record::take_trace`]).
+    pub(crate) fn seated(&mut self, trace: Option<&Arc<TraceLog>>, app: &App) {
+        if let Some(log) = trace {
+            self.trace = Some(log.seated(&Arc::from(app.name()), self.started));
+        }
+    }
+
+    /// The request got no seat on `app`: with a trace log, its line says why.
+    pub(crate) fn refused(&self, trace: Option<&Arc<TraceLog>>, app: &App, why: Refused) {
+        if let Some(log) = trace {
+            log.refused(app.name(), self.started, why);
+        }
+    }
+
+    /// The trace line of an upgraded connection, which goes on with its tunnel.
+    pub(crate) fn take_trace(&mut self) -> Option<Traced> {
+        self.trace.take().map(Traced::upgraded)
     }
 
     /// Records the status of the response being sent.

@@ -135,7 +135,7 @@ fn row(label: &str, figures: &Figures, ratio: Option<f64>) -> [String; 12] {
     };
     [
         label.to_owned(),
-        format!("{:.0}", figures.replica_seconds),
+        format!("{:.1}", figures.replica_seconds),
         ratio.map_or_else(|| "1.00".to_owned(), |r| format!("{r:.2}")),
         figures.peak_replicas.to_string(),
         figures.decisions.to_string(),

@@ -158,24 +158,22 @@ fn each_candidate_is_compared_with_the_ideal_rule_under_its_own_policy() {
 
 #[test]
 fn a_trace_reads_back_what_was_written_and_a_refused_connection_holds_the_median() {
-    let text = "{\"trace\":\"tideway\",\"version\":1}\n\
-        {\"app\":\"a\",\"at_ms\":0,\"kind\":\"upgraded\",\"seat_ms\":3,\"duration_ms\":1000}\n\
-        {\"app\":\"a\",\"at_ms\":5,\"kind\":\"upgraded\",\"seat_ms\":0,\"duration_ms\":3000}\n\
-        {\"app\":\"a\",\"at_ms\":6,\"kind\":\"upgraded\",\"seat_ms\":0,\"duration_ms\":9000}\n\
-        {\"app\":\"a\",\"at_ms\":7,\"kind\":\"request\",\"seat_ms\":1,\"duration_ms\":20}\n\
-        {\"app\":\"a\",\"at_ms\":8,\"kind\":\"upgraded\",\"refused\":\"queue_timeout\"}\n\
-        {\"app\":\"a\",\"at_ms\":9,\"cold_start_ms\":1500}\n\
-        {\"trace\":\"tideway\",\"version\":1}\n\
-        {\"app\":\"b\",\"at_ms\":2,\"kind\":\"request\",\"seat_ms\":0,\"duration_ms\":5}\n";
+    // Lines in the order connections ended, over two files of a rotated log, in Unix milliseconds.
+    let text = "{\"trace\":\"tideway\",\"version\":1,\"started_ms\":1000}\n\
+        {\"app\":\"a\",\"at_ms\":1007,\"kind\":\"request\",\"seat_ms\":1,\"duration_ms\":20}\n\
+        {\"app\":\"a\",\"at_ms\":1000,\"kind\":\"upgraded\",\"seat_ms\":3,\"duration_ms\":1000}\n\
+        {\"app\":\"a\",\"at_ms\":1005,\"kind\":\"upgraded\",\"seat_ms\":0,\"duration_ms\":3000}\n\
+        {\"app\":\"a\",\"at_ms\":1008,\"kind\":\"upgraded\",\"refused\":\"queue_timeout\"}\n\
+        {\"app\":\"a\",\"at_ms\":1009,\"cold_start_ms\":1500}\n\
+        {\"trace\":\"tideway\",\"version\":1,\"started_ms\":1009}\n\
+        {\"app\":\"a\",\"at_ms\":1006,\"kind\":\"upgraded\",\"seat_ms\":0,\"duration_ms\":9000}\n\
+        {\"app\":\"b\",\"at_ms\":1010,\"kind\":\"request\",\"seat_ms\":0,\"duration_ms\":5}\n";
     let trace = Trace::parse(text).expect("a valid trace");
     assert_eq!(trace.arrivals.len(), 6);
+    let at: Vec<u64> = trace.arrivals.iter().map(|a| a.at.as_millis() as u64).collect();
+    assert_eq!(at, [0, 5, 6, 7, 8, 10], "by arrival, from the first");
     assert_eq!(trace.arrivals[4].held, ms(3_000), "the median session's");
     assert_eq!(trace.arrivals[4].seated, Err("queue_timeout".to_owned()));
-    assert_eq!(
-        trace.arrivals[5].at,
-        ms(10),
-        "a second header continues after the last arrival"
-    );
     assert_eq!(trace.cold_starts, vec![("a".to_owned(), ms(1_500))]);
     assert_eq!(trace.apps().into_iter().collect::<Vec<_>>(), ["a", "b"]);
     assert_eq!(trace.of_app("a").arrivals.len(), 5);
@@ -218,11 +216,10 @@ fn a_bad_trace_names_its_line_and_the_fault() {
         ),
         (
             &format!(
-                "{header}{{\"app\":\"a\",\"at_ms\":9,\"kind\":\"request\",\"seat_ms\":0,\"duration_ms\":1}}\n\
-                 {{\"app\":\"a\",\"at_ms\":3,\"kind\":\"request\",\"seat_ms\":0,\"duration_ms\":1}}\n"
+                "{header}{{\"app\":\"\",\"at_ms\":0,\"kind\":\"request\",\"seat_ms\":0,\"duration_ms\":1}}\n"
             ),
-            3,
-            "time order",
+            2,
+            "\"app\"",
         ),
     ] {
         let error = Trace::parse(text).expect_err(text);

@@ -76,15 +76,14 @@ impl Kind {
 impl Trace {
     /// Reads a trace in the documented format: a header line `{"trace":"tideway","version":1}`, then one
     /// JSON object per line — a connection (`app`, `at_ms`, `kind`, `duration_ms`, and `seat_ms` or
-    /// `refused`) or a cold start (`app`, `at_ms`, `cold_start_ms`). Several traces laid end to end (a
-    /// rotated log joined back) are read as one: each header starts a new time base after the last
-    /// arrival. A refused connection is replayed holding its seat for the median of the seated
-    /// connections of its app and kind (it never held one; what it would have held is unknown).
+    /// `refused`) or a cold start (`app`, `at_ms`, `cold_start_ms`). Lines come in the order connections
+    /// ended, not arrived; several traces laid end to end (a rotated log's pieces, oldest first) read as
+    /// one, each beginning with its header. Times are from the earliest arrival. A refused connection is
+    /// replayed holding its seat for the median of the seated connections of its app and kind (it never
+    /// held one; what it would have held is unknown).
     pub fn parse(text: &str) -> Result<Trace, TraceError> {
         let mut trace = Trace::default();
-        let mut refused = Vec::new();
-        let mut base = Duration::ZERO;
-        let mut offset: Option<Duration> = None;
+        let mut headed = false;
         for (index, line) in text.lines().enumerate() {
             let number = index + 1;
             let fail = |message: String| TraceError {
@@ -111,20 +110,19 @@ impl Trace {
                     }
                     None => return Err(fail("the header has no \"version\"".to_owned())),
                 }
-                base = trace.arrivals.last().map_or(base, |a| a.at);
-                offset = Some(base);
+                headed = true;
                 continue;
             }
-            let Some(offset) = offset else {
+            if !headed {
                 return Err(fail(
                     "expected the header {\"trace\":\"tideway\",\"version\":1} first".to_owned(),
                 ));
-            };
+            }
             let app = match record.get("app").and_then(Value::as_str) {
                 Some(app) if !app.is_empty() => app.to_owned(),
                 _ => return Err(fail("\"app\" must be a non-empty string".to_owned())),
             };
-            let at = offset + millis(&record, "at_ms").map_err(fail)?;
+            let at = millis(&record, "at_ms").map_err(fail)?;
             if record.contains_key("cold_start_ms") {
                 trace
                     .cold_starts
@@ -145,15 +143,10 @@ impl Trace {
                     ));
                 }
             };
-            let held = if seated.is_ok() {
-                millis(&record, "duration_ms").map_err(fail)?
-            } else {
-                refused.push(trace.arrivals.len());
-                Duration::ZERO
+            let held = match seated {
+                Ok(_) => millis(&record, "duration_ms").map_err(fail)?,
+                Err(_) => Duration::ZERO,
             };
-            if trace.arrivals.last().is_some_and(|last| last.at > at) {
-                return Err(fail("arrivals must be in time order".to_owned()));
-            }
             trace.arrivals.push(Arrival {
                 app,
                 at,
@@ -162,12 +155,20 @@ impl Trace {
                 seated,
             });
         }
-        if offset.is_none() {
+        if !headed {
             return Err(TraceError {
                 line: 1,
                 message: "empty: expected the header {\"trace\":\"tideway\",\"version\":1}".to_owned(),
             });
         }
+        trace.arrivals.sort_by_key(|a| a.at);
+        let start = trace.arrivals.first().map_or(Duration::ZERO, |a| a.at);
+        for arrival in &mut trace.arrivals {
+            arrival.at -= start;
+        }
+        let refused: Vec<usize> = (0..trace.arrivals.len())
+            .filter(|&i| trace.arrivals[i].seated.is_err())
+            .collect();
         for index in refused {
             let (app, kind) = (&trace.arrivals[index].app, trace.arrivals[index].kind);
             let mut held: Vec<Duration> = trace

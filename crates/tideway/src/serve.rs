@@ -11,7 +11,7 @@ use tideway_config::{ClusterSettings, Config, ConfigError, PortRef, ResourceScop
 use tideway_core::ReplicaState;
 use tideway_orchestrate::kubernetes::{ApiServer, KubernetesMetrics, watch_endpoints};
 use tideway_orchestrate::{Evict, ScalingMetrics};
-use tideway_proxy::{Proxy, ProxyMetrics, RouteTable, RuntimeClock};
+use tideway_proxy::{Proxy, ProxyMetrics, RouteTable, RuntimeClock, TraceLog};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
@@ -123,6 +123,23 @@ async fn serve(
         Arc::clone(&metrics.proxy),
         shutdown.clone(),
     ));
+    let trace = match &config.proxy.trace_log {
+        Some(path) => {
+            let dropped = metrics.proxy.trace_lines_dropped();
+            match TraceLog::open(path, config.proxy.trace_log_max_bytes, dropped) {
+                Ok(log) => {
+                    proxy.set_trace_log(Arc::clone(&log));
+                    info!(path = %path.display(), "writing the connection trace");
+                    Some(log)
+                }
+                Err(e) => {
+                    error!(path = %path.display(), problem = %e, "invalid configuration: proxy.trace_log cannot be written");
+                    return ExitCode::from(exit::CONFIG);
+                }
+            }
+        }
+        None => None,
+    };
     let evicting = Arc::clone(&proxy);
     let evict: Evict = Arc::new(move |replica| evicting.evict(replica));
     let mut fleet = Fleet::new(clock, supervisor, evict, metrics, config.kubernetes.clone());
@@ -215,6 +232,9 @@ async fn serve(
         }
     };
     fleet.shutdown().await;
+    if let Some(trace) = trace {
+        trace.flush();
+    }
     match served {
         Ok(true) => {
             info!("stopped");
@@ -407,6 +427,11 @@ fn reload_config(
             config.proxy.max_tls_handshakes != running.proxy.max_tls_handshakes,
         ),
         ("proxy.workers", config.proxy.workers != running.proxy.workers),
+        (
+            "proxy.trace_log",
+            (&config.proxy.trace_log, config.proxy.trace_log_max_bytes)
+                != (&running.proxy.trace_log, running.proxy.trace_log_max_bytes),
+        ),
         ("metrics", config.metrics != running.metrics),
         ("admin", config.admin != running.admin),
         ("kubernetes", config.kubernetes != running.kubernetes),

@@ -31,6 +31,7 @@ use crate::message::head::{self, Hsts, RequestHead, Said};
 use crate::record::{Outcome, Record};
 use crate::stall::{BODY_STALLED, RESPONSE_STALLED, ReplicaWait};
 use crate::stream::ClientStream;
+use crate::trace_log::{Refused, Traced};
 use crate::tunnel::TunnelParts;
 use crate::upstream::{Again, Attempts, ReplicaConn};
 
@@ -56,6 +57,7 @@ pub(super) struct Tunnel {
     upstream: (TcpStream, Bytes),
     websocket: bool,
     claim: Claim,
+    trace: Option<Traced>,
     timeouts: ConnectionTimeouts,
     close_grace: std::time::Duration,
 }
@@ -199,14 +201,21 @@ async fn exchange(conn: &mut Conn, mut head: RequestHead) -> Next {
         seat_for(&shared, &app, presented.as_ref()),
     )
     .await;
+    let trace = shared.trace.get();
     let (claim, issue) = match waited {
         Some(Ok(seated)) => seated,
-        Some(Err(reason)) => return unseated(conn, &head, record, &app, reason).await,
+        Some(Err(reason)) => {
+            record.refused(trace, &app, Refused::Rejected(reason));
+            return unseated(conn, &head, record, &app, reason).await;
+        }
         None => {
+            record.refused(trace, &app, Refused::ClientGone);
             record.finish(None, Outcome::ClientGone);
             return Next::Close;
         }
     };
+    let mut record = record;
+    record.seated(trace, &app);
     let cookie = session_cookie(&shared, &claim, presented.as_ref(), issue, conn.client.is_https());
     if head.host.is_none() {
         head::add_host(&mut head.forward, claim.replica().addr());
@@ -225,7 +234,6 @@ async fn exchange(conn: &mut Conn, mut head: RequestHead) -> Next {
         replica: ReplicaWait::new(),
     };
     drop(policy);
-    let mut record = record;
     let mut attempts = Attempts::new(&shared, &app);
     let mut unsent = claim;
     loop {
@@ -331,12 +339,14 @@ async fn exchange(conn: &mut Conn, mut head: RequestHead) -> Next {
                 return Next::Close;
             }
             Relayed::Upgrade { rest } => {
+                let trace = record.take_trace();
                 record.finish(Some(&replica), Outcome::Complete);
                 let policy = app.policy();
                 return Next::Upgrade(Box::new(Tunnel {
                     upstream: (upstream.stream, Bytes::from(rest)),
                     websocket: head.websocket,
                     claim,
+                    trace,
                     timeouts: ConnectionTimeouts {
                         max_age: policy
                             .max_connection_age
@@ -365,6 +375,7 @@ impl Tunnel {
             websocket: self.websocket,
             app_link: shared.links.app(self.claim.app()),
             claim: self.claim,
+            trace: self.trace,
             timeouts: self.timeouts,
             close_grace: self.close_grace,
             send_timeout: settings.send_timeout,

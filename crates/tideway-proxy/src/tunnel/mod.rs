@@ -33,6 +33,7 @@ use crate::broadcast::{Broadcast, Subscription};
 use crate::claim::Claim;
 use crate::clock::RuntimeClock;
 use crate::stream::ClientStream;
+use crate::trace_log::Traced;
 use frames::{FrameTracker, Seen, close_frame};
 
 /// WebSocket close code 1001: the endpoint is going away (RFC 6455 §7.4.1).
@@ -58,6 +59,8 @@ pub(crate) struct TunnelParts {
     pub(crate) websocket: bool,
     /// The connection's seat, held until the tunnel ends.
     pub(crate) claim: Claim,
+    /// Its line in the trace log, written when the seat is given back.
+    pub(crate) trace: Option<Traced>,
     /// The data plane's state of the seat's app: where the tunnel's duration is recorded.
     pub(crate) app_link: Arc<AppLink>,
     /// Age and inactivity limits of the app.
@@ -107,6 +110,8 @@ struct Broken(Side);
 struct Tunnel {
     /// Held until either side closes: a tunnel in its closing handshake no longer occupies the replica.
     claim: Option<Claim>,
+    /// The connection's trace line, written when `claim` is released.
+    trace: Option<Traced>,
     client: ClientStream,
     upstream: TcpStream,
     to_upstream: Flow,
@@ -150,6 +155,7 @@ impl TunnelTask {
             upstream,
             websocket,
             claim,
+            trace,
             app_link,
             mut timeouts,
             close_grace,
@@ -163,6 +169,7 @@ impl TunnelTask {
         let now = clock.now();
         let mut tunnel = Tunnel {
             claim: Some(claim),
+            trace,
             client: client.0,
             upstream: upstream.0,
             to_upstream: Flow::new(websocket),
@@ -350,6 +357,7 @@ impl Tunnel {
         if let Some(claim) = self.claim.take() {
             claim.app().stats().record_close(reason);
         }
+        self.trace.take();
     }
 
     /// Starts a graceful close initiated by tideway, bounded by the grace period.

@@ -54,6 +54,7 @@ async fn tunnel(timeouts: ConnectionTimeouts, websocket: bool) -> Ends {
         upstream: (replica_inner, Bytes::new()),
         websocket,
         claim: Claim::Own(seat),
+        trace: None,
         app_link: Arc::new(AppLink::new(
             ProxyMetrics::register(&prometheus::Registry::new())
                 .expect("metrics")
