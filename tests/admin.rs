@@ -112,6 +112,10 @@ async fn the_api_describes_apps_replicas_policy_and_decisions() {
         (Some(0), Some(1))
     );
     assert!(decision["at"].as_str().is_some_and(|at| at.ends_with('Z')));
+    assert!(
+        decision["window"].is_array() && decision["revived"].is_array(),
+        "{decision}"
+    );
     let (name, value) = bearer();
     let (status, _, body) = request(
         tideway.listener("admin"),

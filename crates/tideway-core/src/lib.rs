@@ -31,5 +31,7 @@ pub use deadline::{ConnectionTimeouts, ConnectionTimes, TimeoutVerdict, jittered
 pub use policy::{Policy, PolicyProblem, SpawnThreshold};
 pub use recent::RECENT_MINUTES;
 pub use replica::{Replica, ReplicaId, ReplicaState, UNLIMITED};
-pub use scaling::{Decision, Direction, Observation, ReplicaView, ScaleReason, Scaler, replicas_needed};
+pub use scaling::{
+    Decision, Direction, Observation, ReplicaView, ScaleReason, Scaler, WindowCount, replicas_needed,
+};
 pub use signal::Signal;

@@ -27,6 +27,15 @@ pub enum ScaleReason {
     External,
 }
 
+/// One count of the stabilization window, as operators see what led to a decision.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WindowCount {
+    /// Replicas desired (or found in place).
+    pub desired: u32,
+    /// How long it held within the window.
+    pub held: Duration,
+}
+
 /// Which way a decision moves the app.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Direction {
@@ -280,6 +289,22 @@ impl Scaler {
         let extra = in_place.saturating_sub(*desired as usize);
         drain_order(&mut active);
         active.iter().take(extra).map(|r| r.id).collect()
+    }
+
+    /// The window as it stands at `now`, oldest first: each count and how long it held within the last
+    /// `delay` — what the latest decision was taken from.
+    pub fn window(&self, now: Timestamp, delay: Duration) -> Vec<WindowCount> {
+        let start = Timestamp::from_millis(now.as_millis().saturating_sub(delay.as_millis() as u64));
+        let ends = self.window.iter().skip(1).map(|(since, _)| *since).chain([now]);
+        self.window
+            .iter()
+            .zip(ends)
+            .map(|((since, desired), end)| WindowCount {
+                desired: *desired,
+                held: end.saturating_since((*since).max(start)),
+            })
+            .filter(|count| !count.held.is_zero())
+            .collect()
     }
 
     /// When the window's highest count may next fall — the oldest count leaving it — for the runtime's

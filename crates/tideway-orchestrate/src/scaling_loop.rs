@@ -10,7 +10,7 @@ use std::time::{Duration, SystemTime};
 
 use tideway_core::{
     App, Clock, Decision, Direction, Observation, Replica, ReplicaId, ReplicaState, ScaleReason, Scaler,
-    Signal, Timestamp,
+    Signal, Timestamp, WindowCount,
 };
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -48,6 +48,9 @@ pub struct DecisionRecord {
     pub demand: u64,
     /// Draining replicas taken back, by name (a scale-up's, before it starts any).
     pub revived: Vec<String>,
+    /// The stabilization window the decision was taken from, oldest first: each desired count and how
+    /// long it held (empty for a decision that is not the scaler's).
+    pub window: Vec<WindowCount>,
     /// Replicas drained, by name (empty for a scale-up).
     pub drained: Vec<String>,
     /// The replica lost, by name, for a `replica_lost` record of a ready replica that exited.
@@ -721,6 +724,7 @@ impl ScalingLoop {
             to,
             demand,
             revived: Vec::new(),
+            window: Vec::new(),
             drained: Vec::new(),
             lost: None,
         });
@@ -757,6 +761,9 @@ impl ScalingLoop {
             drain = ?drained,
             "scaling decision"
         );
+        let window = self
+            .scaler
+            .window(self.clock.now(), self.app.policy().scale_down_delay);
         self.decisions.push(DecisionRecord {
             at: SystemTime::now(),
             direction,
@@ -765,6 +772,7 @@ impl ScalingLoop {
             to: decision.desired,
             demand,
             revived,
+            window,
             drained,
             lost: None,
         });
@@ -797,6 +805,7 @@ impl ScalingLoop {
             to,
             demand: observation.demand,
             revived: Vec::new(),
+            window: Vec::new(),
             drained: Vec::new(),
             lost: Some(replica.name().to_owned()),
         });

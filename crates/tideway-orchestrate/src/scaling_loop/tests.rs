@@ -398,6 +398,7 @@ fn a_reader_of_the_log_sees_each_decision_once_and_the_newest_when_it_fell_behin
         to,
         demand: 0,
         revived: Vec::new(),
+        window: Vec::new(),
         drained: Vec::new(),
         lost: None,
     };
@@ -458,6 +459,13 @@ async fn a_scale_up_takes_back_a_draining_replica_and_a_pending_drain_is_marked_
     assert_eq!(
         (last.direction, last.revived.clone(), last.from, last.to),
         (Direction::Up, vec!["a-2".to_owned()], 1, 2)
+    );
+    let drain = &decisions[decisions.len() - 2];
+    let counts: Vec<u32> = drain.window.iter().map(|count| count.desired).collect();
+    assert_eq!(
+        counts,
+        [1],
+        "the drain followed ten seconds of one replica's worth: {drain:?}"
     );
     assert_from_follows_on(&decisions);
     drop((on_first, on_second, more));

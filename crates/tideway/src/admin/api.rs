@@ -78,6 +78,10 @@ pub(super) fn app(view: &AppView, now: Timestamp) -> Value {
                 "to": d.to,
                 "demand": d.demand,
                 "revived": d.revived,
+                "window": d.window.iter().map(|count| json!({
+                    "desired": count.desired,
+                    "held_ms": count.held.as_millis() as u64,
+                })).collect::<Vec<_>>(),
                 "drained": d.drained,
                 "lost": d.lost,
             })
