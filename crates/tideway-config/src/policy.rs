@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use tideway_core::{Affinity, Balance, Policy, PolicyProblem, SpawnThreshold};
+use tideway_core::{Affinity, Balance, Headroom, Policy, PolicyProblem, SpawnThreshold};
 use toml::Value;
 
 use crate::values::{boolean, count, duration, expected, integer_in, optional_duration};
@@ -87,6 +87,9 @@ pub static POLICY_KEYS: &[PolicyKey] = &[
     key!(response_timeout, duration, show_duration),
     key!(redirect_https, boolean, |b: &bool| Value::Boolean(*b)),
     key!(hsts_max_age, optional_duration, show_optional),
+    key!(headroom, headroom, |h: &Headroom| Value::String(
+        h.as_str().to_owned()
+    )),
 ];
 
 fn show_count(n: &u32) -> Value {
@@ -150,6 +153,14 @@ fn balance(value: &Value) -> Result<Balance, String> {
     match value {
         Value::String(s) => s.parse(),
         other => Err(expected(r#"expected "least-connections" or "pack""#, other)),
+    }
+}
+
+/// `"off"` or `"auto"`.
+fn headroom(value: &Value) -> Result<Headroom, String> {
+    match value {
+        Value::String(s) => s.parse(),
+        other => Err(expected(r#"expected "off" or "auto""#, other)),
     }
 }
 

@@ -1,7 +1,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use tideway_core::{Affinity, Balance, Policy, SpawnThreshold};
+use tideway_core::{Affinity, Balance, Headroom, Policy, SpawnThreshold};
 
 use crate::TlsFiles;
 
@@ -132,6 +132,7 @@ max_session_connections = 12
 body_read_timeout = "15s"
 redirect_https = true
 hsts_max_age = "365d"
+headroom = "auto"
 tls_certificate = "hello.crt"
 tls_key = "hello.key"
 [app.static]
@@ -223,6 +224,7 @@ addresses = ["127.0.0.1:9003"]
             response_timeout: secs(120),
             redirect_https: true,
             hsts_max_age: Some(secs(365 * 86_400)),
+            headroom: Headroom::Auto,
         }
     );
     assert_eq!(
@@ -1162,5 +1164,9 @@ fn certificates_come_in_pairs_for_a_tls_listener_and_one_per_host() {
     assert_only_error(
         "[defaults]\nhsts_max_age = \"0s\"\n",
         "defaults.hsts_max_age: must be longer than 0s (use \"off\" to turn it off)",
+    );
+    assert_only_error(
+        "[defaults]\nheadroom = \"always\"\n",
+        "defaults.headroom: unknown headroom \"always\", expected \"off\" or \"auto\"",
     );
 }

@@ -34,6 +34,8 @@ pub struct App {
     queue: Queue,
     rotation: AtomicUsize,
     seated: AtomicU64,
+    /// New connections that asked for a seat, ever: read by the scaling loop for the arrival rate.
+    arrivals: AtomicU64,
     /// Demand at the other instances, as they last reported it in all.
     elsewhere_demand: AtomicU64,
     scale: Signal,
@@ -82,6 +84,7 @@ impl App {
             queue: Queue::new(),
             rotation: AtomicUsize::new(0),
             seated: AtomicU64::new(0),
+            arrivals: AtomicU64::new(0),
             elsewhere_demand: AtomicU64::new(0),
             scale: Signal::default(),
             counts: Signal::default(),
@@ -227,6 +230,11 @@ impl App {
             .any(|r| matches!(r.state(), ReplicaState::Ready | ReplicaState::Starting))
     }
 
+    /// New connections that asked for a seat since the app was created (for `headroom = "auto"`).
+    pub fn arrivals(&self) -> u64 {
+        self.arrivals.load(Ordering::Relaxed)
+    }
+
     /// What the scaler needs to decide: demand and every replica's state and load.
     pub fn observe(&self) -> Observation {
         Observation {
@@ -247,6 +255,7 @@ impl App {
             failed_starts: 0,
             pending_starts: 0,
             retiring: 0,
+            headroom: 0,
         }
     }
 

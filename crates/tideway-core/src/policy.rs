@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use crate::affinity::Affinity;
 use crate::balance::Balance;
+use crate::headroom::Headroom;
 
 /// Percent of `max_connections` at which an app wants another replica: 1–100.
 ///
@@ -86,6 +87,8 @@ pub struct Policy {
     /// The `max-age` of the `Strict-Transport-Security` field sent with responses over HTTPS (never over
     /// plain HTTP, RFC 6797 §7.2); `None` = no such field.
     pub hsts_max_age: Option<Duration>,
+    /// Whether the app keeps spare seats for the arrivals of one measured cold start.
+    pub headroom: Headroom,
 }
 
 /// One reason a policy is invalid: the key at fault and what is wrong with it.
@@ -121,6 +124,7 @@ impl Default for Policy {
             response_timeout: Duration::from_secs(300),
             redirect_https: false,
             hsts_max_age: None,
+            headroom: Headroom::Off,
         }
     }
 }

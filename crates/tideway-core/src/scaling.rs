@@ -78,6 +78,8 @@ pub struct Observation {
     /// Replicas of the app's replaced backend, still draining their sessions: they run, so they count
     /// against `max_instances`, but they are not the app's to drain or count as capacity.
     pub retiring: u32,
+    /// Spare seats to keep beyond the demand (`headroom = "auto"`: [`crate::ArrivalRate::headroom`]).
+    pub headroom: u64,
 }
 
 /// A scaling action and its explanation.
@@ -180,7 +182,8 @@ impl Direction {
 }
 
 impl Scaler {
-    /// Decides what to do now. Returns `None` when nothing is to be done.
+    /// Decides what to do now. Returns `None` when nothing is to be done. The desired count is the rule's
+    /// for the demand plus the observation's headroom.
     ///
     /// - Scale up at once to the desired count; the capacity of `starting` replicas counts, so a burst
     ///   does not overshoot; replicas the scaler is draining are taken back first (the busiest first), and
@@ -192,7 +195,7 @@ impl Scaler {
     ///   what the window still asks for. Never below `min_instances`; the replicas drained are those with
     ///   the fewest connections (the youngest among equals).
     pub fn decide(&mut self, policy: &Policy, observation: &Observation, now: Timestamp) -> Option<Decision> {
-        let needed = replicas_needed(policy, observation.demand);
+        let needed = replicas_needed(policy, observation.demand.saturating_add(observation.headroom));
         let desired = u32::try_from(needed)
             .unwrap_or(u32::MAX)
             .clamp(policy.min_instances, policy.max_instances);

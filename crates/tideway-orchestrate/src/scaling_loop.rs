@@ -9,8 +9,8 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime};
 
 use tideway_core::{
-    App, Clock, Decision, Direction, Observation, Replica, ReplicaId, ReplicaState, ScaleReason, Scaler,
-    Signal, Timestamp, WindowCount,
+    App, ArrivalRate, Clock, Decision, Direction, Headroom, Observation, Replica, ReplicaId, ReplicaState,
+    ScaleReason, Scaler, Signal, Timestamp, WindowCount,
 };
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -131,6 +131,10 @@ pub struct ScalingLoop {
     metrics: Arc<ScalingMetrics>,
     decisions: Arc<DecisionLog>,
     scaler: Scaler,
+    /// The app's arrivals over the last minute, for `headroom = "auto"`.
+    arrivals: ArrivalRate,
+    /// How long the app's last replica took to become ready, for `headroom = "auto"`.
+    cold_start: Option<Duration>,
     lost: u32,
     failed_starts: u32,
     pending_starts: u32,
@@ -288,6 +292,8 @@ impl ScalingLoop {
             metrics,
             decisions: Arc::clone(&decisions),
             scaler: Scaler::default(),
+            arrivals: ArrivalRate::default(),
+            cold_start: None,
             lost: 0,
             failed_starts: 0,
             pending_starts: 0,
@@ -387,6 +393,12 @@ impl ScalingLoop {
         self.predecessors.retain(|p| !p.app.replicas().is_empty());
         let retiring: usize = self.predecessors.iter().map(|p| p.app.replicas().len()).sum();
         observation.retiring = u32::try_from(retiring).unwrap_or(u32::MAX);
+        if policy.headroom == Headroom::Auto {
+            self.arrivals.observe(now, self.app.arrivals());
+            observation.headroom = self.cold_start.map_or(0, |cold_start| {
+                self.arrivals.headroom(observation.demand, cold_start)
+            });
+        }
         for view in &mut observation.replicas {
             view.revivable = self
                 .drains
@@ -608,6 +620,7 @@ impl ScalingLoop {
                     self.backoff = Backoff::default();
                     app.resume_starts();
                     let startup = self.clock.now().saturating_since(replica.started_at());
+                    self.cold_start = Some(startup);
                     self.metrics.ready(app.name(), startup);
                     info!(
                         app = app.name(),

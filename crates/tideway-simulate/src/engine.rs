@@ -11,8 +11,8 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use tideway_core::{
-    App, Clock, Direction, Entry, ManualClock, Policy, RejectReason, Replica, ReplicaId, ReplicaState,
-    Scaler, Seat, Timestamp, Waiter,
+    App, ArrivalRate, Clock, Direction, Entry, Headroom, ManualClock, Policy, RejectReason, Replica,
+    ReplicaId, ReplicaState, Scaler, Seat, Timestamp, Waiter,
 };
 
 use crate::figures::{Figures, Sample, Tally};
@@ -78,6 +78,8 @@ struct Replay<'a> {
     clock: Arc<ManualClock>,
     app: Arc<App>,
     scaler: Scaler,
+    arrival_rate: ArrivalRate,
+    cold_start: Option<Duration>,
     events: BinaryHeap<Reverse<(u64, Event)>>,
     wakes: HashSet<u64>,
     seats: HashMap<usize, Seat>,
@@ -111,6 +113,8 @@ pub fn replay(
         clock,
         app,
         scaler: Scaler::default(),
+        arrival_rate: ArrivalRate::default(),
+        cold_start: None,
         events: BinaryHeap::new(),
         wakes: HashSet::new(),
         seats: HashMap::new(),
@@ -223,6 +227,7 @@ impl Replay<'_> {
             && replica.state() == ReplicaState::Starting
         {
             replica.set_state(ReplicaState::Ready);
+            self.cold_start = Some(self.now().saturating_since(replica.started_at()));
             self.app.replicas_changed();
         }
     }
@@ -260,6 +265,12 @@ impl Replay<'_> {
     fn scale(&mut self) {
         let now = self.now();
         let mut observation = self.app.observe();
+        if self.policy.headroom == Headroom::Auto {
+            self.arrival_rate.observe(now, self.app.arrivals());
+            observation.headroom = self.cold_start.map_or(0, |cold_start| {
+                self.arrival_rate.headroom(observation.demand, cold_start)
+            });
+        }
         for view in &mut observation.replicas {
             view.revivable = self.drains.contains_key(&view.id);
         }

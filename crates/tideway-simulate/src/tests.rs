@@ -1,7 +1,7 @@
 use std::time::Duration;
 
 use proptest::prelude::*;
-use tideway_core::{Policy, SpawnThreshold};
+use tideway_core::{Headroom, Policy, SpawnThreshold};
 
 use crate::{Arrival, Candidate, Kind, Shape, Startup, Trace, ideal, replay, simulate};
 
@@ -238,6 +238,37 @@ fn synthetic_traces_repeat_with_their_seed() {
         assert!(one.arrivals.windows(2).all(|w| w[0].at <= w[1].at), "{shape}");
         assert_eq!(shape.as_str().parse::<Shape>(), Ok(shape));
     }
+}
+
+#[test]
+fn headroom_queues_less_behind_slow_starts_and_costs_replica_seconds() {
+    let policy = Policy {
+        max_connections: 10,
+        spawn_threshold: SpawnThreshold::new(80).expect("a threshold"),
+        max_instances: 5,
+        ..small_policy()
+    };
+    let auto = Policy {
+        headroom: Headroom::Auto,
+        ..policy.clone()
+    };
+    let (mut off, mut on) = ((0, 0.0), (0, 0.0));
+    for seed in 1..=5 {
+        let trace = Shape::Steady.trace(seed, Duration::from_secs(1_200));
+        let slow = Startup::Fixed(Duration::from_secs(10));
+        for (policy, sum) in [(&policy, &mut off), (&auto, &mut on)] {
+            let (figures, _) = replay(&trace.arrivals, policy, &slow, seed, trace.end());
+            sum.0 += figures.queued;
+            sum.1 += figures.replica_seconds;
+        }
+    }
+    assert!(on.0 < off.0, "queued with headroom {} vs {} without", on.0, off.0);
+    assert!(
+        on.1 > off.1,
+        "replica-seconds with headroom {} vs {} without",
+        on.1,
+        off.1
+    );
 }
 
 proptest! {

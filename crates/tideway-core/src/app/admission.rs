@@ -123,6 +123,7 @@ impl App {
     /// Asks for a seat for a new connection. Connections already waiting go first: while the queue is not
     /// empty, a newcomer is told to wait behind them even if a seat has just freed.
     pub fn admit(self: &Arc<Self>) -> Admission {
+        self.arrivals.fetch_add(1, Ordering::Relaxed);
         if self.queued() > 0 {
             return Admission::Wait;
         }

@@ -339,6 +339,19 @@ fn the_replicas_a_pending_scale_down_would_drain_are_leaving_until_it_is_off() {
 }
 
 #[test]
+fn headroom_counts_as_demand() {
+    let p = policy(1, 5, 4, 75);
+    let observation = Observation {
+        headroom: 3,
+        ..observe(6, ready(1))
+    };
+    let d = Scaler::default()
+        .decide(&p, &observation, at(0))
+        .expect("scale up");
+    assert_eq!((d.desired, d.start), (3, 2), "ceil((6 + 3) / 3)");
+}
+
+#[test]
 fn scale_down_drains_the_least_busy_then_the_youngest() {
     let p = policy(1, 5, 10, 100);
     let replicas = vec![

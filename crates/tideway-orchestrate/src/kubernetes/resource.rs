@@ -113,6 +113,9 @@ pub struct TidewayAppSpec {
     /// The `max-age` of the `Strict-Transport-Security` field of responses over HTTPS; `off` = none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hsts_max_age: Option<String>,
+    /// Keep spare seats for the arrivals of one measured cold start.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub headroom: Option<HeadroomName>,
     /// The certificate presented over TLS to clients that name one of `hosts`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls: Option<TlsSecretRef>,
@@ -139,6 +142,17 @@ pub enum BalanceName {
     /// The fullest replica with room.
     #[serde(rename = "pack")]
     Pack,
+}
+
+/// `headroom`, as the file spells it.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HeadroomName {
+    /// None.
+    #[serde(rename = "off")]
+    Off,
+    /// Seats for the arrivals of one measured cold start.
+    #[serde(rename = "auto")]
+    Auto,
 }
 
 /// `affinity`, as the file spells it.
