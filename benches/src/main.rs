@@ -8,6 +8,7 @@ mod hold;
 mod load;
 mod process;
 mod proxies;
+mod replay;
 mod report;
 mod scaling;
 mod setup;
@@ -91,6 +92,9 @@ enum Command {
         #[arg(long)]
         seconds: u64,
     },
+    /// Replays a synthetic trace in real time through tideway's local mode and compares the
+    /// replica-seconds it cost with `tideway simulate`'s prediction.
+    Replay(replay::ReplayArgs),
     /// Holds idle connections (started by the runner).
     #[command(hide = true)]
     Hold {
@@ -124,6 +128,7 @@ fn main() -> anyhow::Result<()> {
     match cli.command {
         Some(Command::Upstream { listen }) => runtime.block_on(upstream::serve(listen)),
         Some(Command::Hold { target, count, idle }) => runtime.block_on(hold::hold(target, count, idle)),
+        Some(Command::Replay(args)) => runtime.block_on(replay::run(args)),
         Some(Command::Spin { seconds }) => {
             let until = tokio::time::Instant::now() + Duration::from_secs(seconds);
             while tokio::time::Instant::now() < until {
