@@ -12,6 +12,7 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 use crate::process::Started;
+use crate::scaling::websocket_to;
 use crate::setup;
 
 const LISTEN: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 18_951);
@@ -185,19 +186,11 @@ fn read(trace: &PathBuf) -> anyhow::Result<Vec<Connection>> {
 /// One connection as the trace has it: a WebSocket held open, or a request the replica answers after
 /// `held`.
 async fn open(connection: &Connection) -> anyhow::Result<()> {
-    let mut stream = TcpStream::connect(LISTEN).await?;
     if connection.upgraded {
-        stream
-            .write_all(
-                b"GET /ws HTTP/1.1\r\nHost: replay.test\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-                  Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
-            )
-            .await?;
-        let mut head = [0u8; 12];
-        stream.read_exact(&mut head).await?;
-        anyhow::ensure!(head.starts_with(b"HTTP/1.1 101"), "no upgrade");
+        let _open = websocket_to(LISTEN).await?;
         tokio::time::sleep(connection.held).await;
     } else {
+        let mut stream = TcpStream::connect(LISTEN).await?;
         let request = format!(
             "GET /delay?ms={} HTTP/1.1\r\nHost: replay.test\r\nConnection: close\r\n\r\n",
             connection.held.as_millis()

@@ -101,7 +101,12 @@ fn start(binaries: &Binaries, policy: &str, dir: &Path, log: &Path) -> anyhow::R
 
 /// Opens a WebSocket through tideway and waits for its `101`.
 async fn websocket() -> anyhow::Result<TcpStream> {
-    let mut stream = TcpStream::connect(LISTEN).await?;
+    websocket_to(LISTEN).await
+}
+
+/// Opens a WebSocket through the tideway at `addr` and waits for its `101`.
+pub(crate) async fn websocket_to(addr: SocketAddr) -> anyhow::Result<TcpStream> {
+    let mut stream = TcpStream::connect(addr).await?;
     stream
         .write_all(
             b"GET /ws HTTP/1.1\r\nHost: bench.test\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
