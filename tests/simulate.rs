@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 use std::process::Output;
 
 use futures::SinkExt;
-use tideway_e2e::{Tideway, binary, request};
-use tideway_testkit::{TestReplica, ws_connect};
+use tideway_e2e::{Tideway, binary, fake_app, request};
+use tideway_testkit::ws_connect;
 use tokio_tungstenite::tungstenite::Message;
 
 fn scratch(name: &str) -> PathBuf {
@@ -45,14 +45,14 @@ fn row(table: &str, label: &str) -> Vec<String> {
 async fn real_traffic_writes_a_trace_that_simulate_replays() {
     let dir = scratch("trace");
     let trace = dir.join("trace.jsonl");
-    let replica = TestReplica::start("r").await.expect("replica");
     let mut tideway = Tideway::start(&format!(
         "[proxy]\nlisten = \"127.0.0.1:0\"\ntrace_log = \"{}\"\n\n\
-         [[app]]\nname = \"traced\"\nhosts = [\"traced.test\"]\nmax_connections = 1\nqueue_timeout = \"200ms\"\n\
-         [app.static]\naddresses = [\"{}\"]\n",
+         [[app]]\nname = \"traced\"\nhosts = [\"traced.test\"]\nmin_instances = 1\nmax_instances = 1\n\
+         max_connections = 1\nqueue_timeout = \"200ms\"\n[app.local]\ncommand = [\"{}\"]\nreadiness = {{ path = \"/\" }}\n",
         trace.display(),
-        replica.addr()
+        fake_app().display()
     ));
+    tideway.wait_for("replica ready", 1, |_| true).await;
     for _ in 0..3 {
         let (status, _, _) = request(
             tideway.addr,
@@ -84,6 +84,11 @@ async fn real_traffic_writes_a_trace_that_simulate_replays() {
     assert_eq!(lines[0]["trace"], "tideway");
     assert_eq!(lines[0]["version"], 1);
     let of_kind = |kind: &str| lines.iter().filter(|l| l["kind"] == kind).count();
+    let cold: Vec<_> = lines
+        .iter()
+        .filter(|l| l.get("cold_start_ms").is_some())
+        .collect();
+    assert_eq!(cold.len(), 1, "the replica's cold start: {written}");
     assert_eq!((of_kind("request"), of_kind("upgraded")), (4, 1), "{written}");
     let refused: Vec<_> = lines.iter().filter(|l| l.get("refused").is_some()).collect();
     assert_eq!(refused.len(), 1, "{written}");
@@ -97,7 +102,16 @@ async fn real_traffic_writes_a_trace_that_simulate_replays() {
             .collect();
         for key in &keys {
             assert!(
-                ["app", "at_ms", "kind", "seat_ms", "duration_ms", "refused"].contains(key),
+                [
+                    "app",
+                    "at_ms",
+                    "kind",
+                    "seat_ms",
+                    "duration_ms",
+                    "refused",
+                    "cold_start_ms"
+                ]
+                .contains(key),
                 "only the documented fields, nothing personal: {line}"
             );
         }
@@ -108,16 +122,14 @@ async fn real_traffic_writes_a_trace_that_simulate_replays() {
         "no paths, no addresses"
     );
 
-    let out = simulate(&[
-        trace.to_str().expect("a path"),
-        "--set",
-        "max_connections=1",
-        "--startup",
-        "1s",
-    ]);
+    let out = simulate(&[trace.to_str().expect("a path"), "--set", "max_connections=1"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let report = text(&out.stdout);
-    assert!(report.starts_with("app traced: 5 connections"), "{report}");
+    assert!(
+        report.starts_with("app traced: 5 connections")
+            && report.contains("replica start-up drawn from 1 observed cold starts"),
+        "{report}"
+    );
     assert_eq!(
         row(&report, "base")[0].parse::<f64>().map(|s| s > 0.0),
         Ok(true),

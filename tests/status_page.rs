@@ -83,6 +83,10 @@ async fn the_status_page_shows_each_app_and_one_bar_per_replica() {
         dom.contains("Refused (last 5 min)") && dom.contains("Closed by tideway (last 5 min)"),
         "recent refusals and closes by reason are on the page"
     );
+    assert!(
+        dom.contains("Window (desired)") && dom.contains("1 for "),
+        "each decision shows the stabilization window it was taken from"
+    );
 
     let screenshot = artifacts().join("status-page.png");
     let shot = chromium(&[

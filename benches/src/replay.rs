@@ -224,7 +224,7 @@ async fn wait_for_ready_replica() -> anyhow::Result<()> {
 async fn admin_app() -> anyhow::Result<serde_json::Value> {
     let mut stream = TcpStream::connect(ADMIN).await?;
     stream
-        .write_all(b"GET /api/apps/replay HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n")
+        .write_all(b"GET /api/apps/replay HTTP/1.1\r\nHost: 127.0.0.1:18952\r\nConnection: close\r\n\r\n")
         .await?;
     let mut response = Vec::new();
     stream.read_to_end(&mut response).await?;

@@ -17,7 +17,7 @@ pub enum ScaleReason {
     MinInstances,
     /// Demand asks for more than `max_instances` allows; the decision is capped.
     MaxInstances,
-    /// Demand stayed low for `scale_down_delay`.
+    /// Every count desired during `scale_down_delay` was below the replicas in place.
     Idle,
     /// A replica failed to become ready within `startup_timeout`, or exited while starting.
     Startup,

@@ -10,7 +10,7 @@ mod orchestrator;
 mod scaling_loop;
 mod static_list;
 
-pub use metrics::ScalingMetrics;
+pub use metrics::{ColdStartObserver, ScalingMetrics};
 pub use orchestrator::{Leadership, Orchestration, Orchestrator, ReplicaEvent};
 pub use scaling_loop::{
     DecisionLog, DecisionRecord, Evict, Predecessor, ScalingHandle, ScalingLoop, ScalingStatus,

@@ -1,5 +1,8 @@
 //! The scaling loops' metrics, registered on the registry they are given.
 
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
 use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry};
 use tideway_core::{Decision, Direction, ScaleReason};
 
@@ -9,11 +12,16 @@ const COLD_START_BUCKETS: &[f64] = &[
     0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0,
 ];
 
+/// Told of each cold start (the app, how long its replica took to become ready): the connection trace
+/// records them for `tideway simulate --startup observed`.
+pub type ColdStartObserver = Arc<dyn Fn(&str, Duration) + Send + Sync>;
+
 /// Scaling decisions and replica start-ups, per app.
 pub struct ScalingMetrics {
     decisions: IntCounterVec,
     cold_start: HistogramVec,
     start_failures: IntCounterVec,
+    cold_start_observer: OnceLock<ColdStartObserver>,
 }
 
 impl ScalingMetrics {
@@ -42,6 +50,7 @@ impl ScalingMetrics {
                 ),
                 &["app"],
             )?,
+            cold_start_observer: OnceLock::new(),
         };
         registry.register(Box::new(metrics.decisions.clone()))?;
         registry.register(Box::new(metrics.cold_start.clone()))?;
@@ -85,10 +94,19 @@ impl ScalingMetrics {
             .inc();
     }
 
-    pub(crate) fn ready(&self, app: &str, startup: std::time::Duration) {
+    /// Has `observer` told of every cold start from now on; set once.
+    pub fn observe_cold_starts(&self, observer: ColdStartObserver) {
+        // Set once at start; a second observer would be a wiring mistake, and the first stays.
+        let _ = self.cold_start_observer.set(observer);
+    }
+
+    pub(crate) fn ready(&self, app: &str, startup: Duration) {
         self.cold_start
             .with_label_values(&[app])
             .observe(startup.as_secs_f64());
+        if let Some(observer) = self.cold_start_observer.get() {
+            observer(app, startup);
+        }
     }
 
     pub(crate) fn start_failed(&self, app: &str) {

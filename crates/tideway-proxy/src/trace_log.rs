@@ -1,6 +1,6 @@
 //! The connection trace (`[proxy] trace_log`, `docs/trace-format.md`): one JSON line per seated or refused
 //! connection — its app, arrival, kind, time to seat and how long it held its seat, nothing that
-//! identifies a person — for `tideway simulate` to replay. Connections hand their lines to a writer
+//! identifies a person — and one per replica cold start, for `tideway simulate` to replay. Connections hand their lines to a writer
 //! thread through a bounded channel, so the data plane never waits on the disk and takes no lock; a
 //! line that finds the channel full is dropped and counted.
 
@@ -106,6 +106,16 @@ impl TraceLog {
         let kind = Kind::Request.as_str();
         self.send(format!(
             "{{\"app\":\"{app}\",\"at_ms\":{at},\"kind\":\"{kind}\",\"refused\":\"{reason}\"}}\n"
+        ));
+    }
+
+    /// Writes that a replica of `app` took `took` from its start to ready, for `tideway simulate
+    /// --startup observed`.
+    pub fn cold_start(&self, app: &str, took: Duration) {
+        let at = self.unix_millis(Instant::now());
+        let took = took.as_millis();
+        self.send(format!(
+            "{{\"app\":\"{app}\",\"at_ms\":{at},\"cold_start_ms\":{took}}}\n"
         ));
     }
 
@@ -291,13 +301,15 @@ mod tests {
         drop(log.seated(&app, arrived).upgraded());
         log.refused("shiny", arrived, Refused::Rejected(RejectReason::QueueFull));
         log.refused("shiny", arrived, Refused::ClientGone);
+        log.cold_start("shiny", Duration::from_millis(1500));
         log.flush();
         let text = fs::read_to_string(&path).expect("the trace");
         let lines: Vec<serde_json::Value> = text
             .lines()
             .map(|l| serde_json::from_str(l).expect("JSON"))
             .collect();
-        assert_eq!(lines.len(), 5, "{text}");
+        assert_eq!(lines.len(), 6, "{text}");
+        assert_eq!(lines[5]["cold_start_ms"], 1500);
         assert_eq!(lines[1]["kind"], "request");
         assert_eq!(lines[2]["kind"], "upgraded");
         assert_eq!(lines[3]["refused"], "queue_full");

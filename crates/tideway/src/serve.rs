@@ -129,6 +129,10 @@ async fn serve(
             match TraceLog::open(path, config.proxy.trace_log_max_bytes, dropped) {
                 Ok(log) => {
                     proxy.set_trace_log(Arc::clone(&log));
+                    let cold_starts = Arc::clone(&log);
+                    metrics
+                        .scaling
+                        .observe_cold_starts(Arc::new(move |app, took| cold_starts.cold_start(app, took)));
                     info!(path = %path.display(), "writing the connection trace");
                     Some(log)
                 }
