@@ -75,8 +75,12 @@ impl Record {
         }
     }
 
-    /// The request got no seat on `app`: with a trace log, its line says why.
-    pub(crate) fn refused(&self, trace: Option<&Arc<TraceLog>>, app: &App, why: Refused) {
+    /// The request got no seat on `app`, or lost the one it had before any replica took it: with a trace
+    /// log, its line says why (and no line says it held a seat).
+    pub(crate) fn refused(&mut self, trace: Option<&Arc<TraceLog>>, app: &App, why: Refused) {
+        if let Some(seated) = self.trace.take() {
+            seated.cancel();
+        }
         if let Some(log) = trace {
             log.refused(app.name(), self.started, why);
         }

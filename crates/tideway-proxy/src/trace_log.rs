@@ -49,7 +49,8 @@ enum Kind {
 
 /// A seated connection's line, written when it gives its seat back (when this is dropped).
 pub(crate) struct Traced {
-    log: Arc<TraceLog>,
+    /// Taken by [`Traced::cancel`]: no line then.
+    log: Option<Arc<TraceLog>>,
     app: Arc<str>,
     arrived: Instant,
     seated: Instant,
@@ -87,7 +88,7 @@ impl TraceLog {
     /// Starts the line of a connection to `app` that arrived at `arrived` and is seated now.
     pub(crate) fn seated(self: &Arc<Self>, app: &Arc<str>, arrived: Instant) -> Traced {
         Traced {
-            log: Arc::clone(self),
+            log: Some(Arc::clone(self)),
             app: Arc::clone(app),
             arrived,
             seated: Instant::now(),
@@ -148,15 +149,23 @@ impl Traced {
         self.kind = Kind::Upgraded;
         self
     }
+
+    /// The connection was refused after all: its line is the refusal's, not this one.
+    pub(crate) fn cancel(mut self) {
+        self.log = None;
+    }
 }
 
 impl Drop for Traced {
     fn drop(&mut self) {
-        let at = self.log.unix_millis(self.arrived);
+        let Some(log) = self.log.take() else {
+            return;
+        };
+        let at = log.unix_millis(self.arrived);
         let seat = self.seated.saturating_duration_since(self.arrived).as_millis();
         let held = self.seated.elapsed().as_millis();
         let (app, kind) = (&self.app, self.kind.as_str());
-        self.log.send(format!(
+        log.send(format!(
             "{{\"app\":\"{app}\",\"at_ms\":{at},\"kind\":\"{kind}\",\"seat_ms\":{seat},\"duration_ms\":{held}}}\n"
         ));
     }

@@ -202,6 +202,7 @@ async fn exchange(conn: &mut Conn, mut head: RequestHead) -> Next {
     )
     .await;
     let trace = shared.trace.get();
+    let mut record = record;
     let (claim, issue) = match waited {
         Some(Ok(seated)) => seated,
         Some(Err(reason)) => {
@@ -214,7 +215,6 @@ async fn exchange(conn: &mut Conn, mut head: RequestHead) -> Next {
             return Next::Close;
         }
     };
-    let mut record = record;
     record.seated(trace, &app);
     let cookie = session_cookie(&shared, &claim, presented.as_ref(), issue, conn.client.is_https());
     if head.host.is_none() {
@@ -239,7 +239,11 @@ async fn exchange(conn: &mut Conn, mut head: RequestHead) -> Next {
     loop {
         let (claim, mut upstream) = match attempts.connect(unsent).await {
             Ok(connected) => connected,
-            Err(reason) => return unseated(conn, &head, record, &app, reason).await,
+            Err(reason) => {
+                // Seated, then no replica took the connection: a refusal, not a seat held.
+                record.refused(trace, &app, Refused::Rejected(reason));
+                return unseated(conn, &head, record, &app, reason).await;
+            }
         };
         let replica = Arc::clone(&upstream.replica);
         let relayed = {
