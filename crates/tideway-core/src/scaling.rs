@@ -34,6 +34,16 @@ pub struct WindowCount {
     pub desired: u32,
     /// How long it held within the window.
     pub held: Duration,
+    /// The highest demand seen while it held.
+    pub demand: u64,
+}
+
+/// One count of the window as the scaler keeps it.
+#[derive(Clone, Copy, Debug)]
+struct Held {
+    since: Timestamp,
+    desired: u32,
+    demand: u64,
 }
 
 /// Which way a decision moves the app.
@@ -104,10 +114,11 @@ pub struct Decision {
 /// [`Scaler::next_check`] for time-based transitions.
 #[derive(Clone, Debug, Default)]
 pub struct Scaler {
-    /// Each desired count since when it held, oldest first; the last one holds now. The first may have
+    /// Each desired count since when it held (and the highest demand meanwhile), oldest first; the last
+    /// one holds now. The first may have
     /// begun before the window and still count, as it held at the window's start. Replicas found in
     /// place beyond the window's counts enter it as desired when seen.
-    window: VecDeque<(Timestamp, u32)>,
+    window: VecDeque<Held>,
     /// The replicas in place (not draining) at the last look: more than that, and more than the window
     /// asks for, came unasked.
     in_place: u32,
@@ -212,7 +223,13 @@ impl Scaler {
         let active_count = u32::try_from(active.len())
             .unwrap_or(u32::MAX)
             .saturating_add(pending);
-        self.remember(desired, active_count, now, policy.scale_down_delay);
+        self.remember(
+            desired,
+            active_count,
+            observation.demand,
+            now,
+            policy.scale_down_delay,
+        );
 
         if desired > active_count {
             let wanted = desired - active_count;
@@ -280,7 +297,7 @@ impl Scaler {
     /// empty sooner and the drain, when it comes, cuts nothing and waits for less. Empty when no
     /// scale-down is pending.
     pub fn leaving(&self, observation: &Observation) -> Vec<ReplicaId> {
-        let Some((_, desired)) = self.window.back() else {
+        let Some(Held { desired, .. }) = self.window.back() else {
             return Vec::new();
         };
         let mut active: Vec<&ReplicaView> = observation
@@ -298,13 +315,14 @@ impl Scaler {
     /// `delay` — what the latest decision was taken from.
     pub fn window(&self, now: Timestamp, delay: Duration) -> Vec<WindowCount> {
         let start = Timestamp::from_millis(now.as_millis().saturating_sub(delay.as_millis() as u64));
-        let ends = self.window.iter().skip(1).map(|(since, _)| *since).chain([now]);
+        let ends = self.window.iter().skip(1).map(|held| held.since).chain([now]);
         self.window
             .iter()
             .zip(ends)
-            .map(|((since, desired), end)| WindowCount {
-                desired: *desired,
-                held: end.saturating_since((*since).max(start)),
+            .map(|(count, end)| WindowCount {
+                desired: count.desired,
+                held: end.saturating_since(count.since.max(start)),
+                demand: count.demand,
             })
             .filter(|count| !count.held.is_zero())
             .collect()
@@ -313,7 +331,7 @@ impl Scaler {
     /// When the window's highest count may next fall — the oldest count leaving it — for the runtime's
     /// timer; `None` when the window holds one count, which only a new decision changes.
     pub fn next_check(&self, scale_down_delay: Duration) -> Option<Timestamp> {
-        let (ended, _) = self.window.get(1)?;
+        let ended = self.window.get(1)?.since;
         Some(ended.saturating_add(scale_down_delay))
     }
 
@@ -321,25 +339,34 @@ impl Scaler {
     /// window of `delay` began. Replicas that appear beyond anything the window asks for — there when the
     /// scaler first looks, or come unasked (pods listed late, a count set by someone else) — count as
     /// desired at the moment they are seen, so none is drained before a whole delay has passed.
-    fn remember(&mut self, desired: u32, in_place: u32, now: Timestamp, delay: Duration) {
-        while let Some((ended, _)) = self.window.get(1) {
-            if ended.saturating_add(delay) > now {
+    fn remember(&mut self, desired: u32, in_place: u32, demand: u64, now: Timestamp, delay: Duration) {
+        while let Some(next) = self.window.get(1) {
+            if next.since.saturating_add(delay) > now {
                 break;
             }
             self.window.pop_front();
         }
         if in_place > self.in_place && in_place > self.window_high() {
-            self.window.push_back((now, in_place));
+            self.window.push_back(Held {
+                since: now,
+                desired: in_place,
+                demand,
+            });
         }
         self.in_place = in_place;
-        if self.window.back().is_none_or(|(_, last)| *last != desired) {
-            self.window.push_back((now, desired));
+        match self.window.back_mut() {
+            Some(last) if last.desired == desired => last.demand = last.demand.max(demand),
+            _ => self.window.push_back(Held {
+                since: now,
+                desired,
+                demand,
+            }),
         }
     }
 
     /// The highest count desired within the window.
     fn window_high(&self) -> u32 {
-        self.window.iter().map(|(_, desired)| *desired).max().unwrap_or(0)
+        self.window.iter().map(|held| held.desired).max().unwrap_or(0)
     }
 }
 

@@ -222,13 +222,14 @@ fn a_dip_shorter_than_the_delay_moves_nothing_and_the_window_keeps_its_highest_c
         "to the window's highest count, not to the dip"
     );
     assert_eq!(d.direction(), Some(Direction::Down));
-    let held = |desired, secs| WindowCount {
+    let held = |desired, secs, demand| WindowCount {
         desired,
         held: Duration::from_secs(secs),
+        demand,
     };
     assert_eq!(
         scaler.window(at(60), p.scale_down_delay),
-        [held(2, 30), held(1, 20), held(2, 10)],
+        [held(2, 30, 4), held(1, 20, 2), held(2, 10, 5)],
         "what the decision saw"
     );
     // The dip leaves the window at 90 s and the 2 it rose to stays: nothing more to drain.

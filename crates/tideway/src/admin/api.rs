@@ -81,6 +81,7 @@ pub(super) fn app(view: &AppView, now: Timestamp) -> Value {
                 "window": d.window.iter().map(|count| json!({
                     "desired": count.desired,
                     "held_ms": count.held.as_millis() as u64,
+                    "demand": count.demand,
                 })).collect::<Vec<_>>(),
                 "drained": d.drained,
                 "lost": d.lost,
