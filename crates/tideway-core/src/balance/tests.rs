@@ -104,6 +104,49 @@ fn balance_names_round_trip() {
 }
 
 proptest! {
+    /// A leaving replica takes a connection only when every other replica is full; among the replicas
+    /// of its kind, least-connections still takes the emptiest and pack the first with room.
+    #[test]
+    fn leaving_replicas_come_last(
+        leaving in prop::collection::vec(any::<bool>(), 1..5),
+        max in 1u32..5,
+        ops in prop::collection::vec((any::<bool>(), 0usize..8, any::<bool>()), 1..150),
+    ) {
+        let rs = replicas(leaving.len());
+        for (r, leaving) in rs.iter().zip(&leaving) {
+            r.set_leaving(*leaving);
+        }
+        for (admit, which, pack) in ops {
+            let balance = if pack { Balance::Pack } else { Balance::LeastConnections };
+            if !admit {
+                let r = &rs[which % rs.len()];
+                if r.connections() > 0 {
+                    r.release_seat();
+                }
+                continue;
+            }
+            let before: Vec<u32> = rs.iter().map(|r| r.connections()).collect();
+            let Ok(i) = take(&rs, balance, max, which) else {
+                prop_assert!(before.iter().all(|c| *c >= max));
+                continue;
+            };
+            let kind: Vec<usize> = (0..rs.len()).filter(|&j| leaving[j] == leaving[i]).collect();
+            if leaving[i] {
+                prop_assert!((0..rs.len()).filter(|&j| !leaving[j]).all(|j| before[j] >= max));
+            }
+            match balance {
+                Balance::LeastConnections => {
+                    prop_assert!(kind.iter().all(|&j| before[i] <= before[j]));
+                }
+                Balance::Pack => {
+                    prop_assert!(kind.iter().filter(|&&j| j < i).all(|&j| before[j] >= max));
+                }
+            }
+        }
+    }
+}
+
+proptest! {
     /// Whatever the order of admissions and releases, no replica ever holds more than `max`, and
     /// least-connections always seats on a replica with the fewest connections.
     #[test]
