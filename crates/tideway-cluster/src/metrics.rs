@@ -73,6 +73,11 @@ impl ClusterMetrics {
         self.live.set(i64::try_from(live.len()).unwrap_or(i64::MAX));
     }
 
+    /// Shows the peer at `address` with no send failure yet, so its series exists (at 0) before any.
+    pub(crate) fn sending_to(&self, address: &str) {
+        self.send_failures.with_label_values(&[address]);
+    }
+
     pub(crate) fn send_failed(&self, address: &str) {
         self.send_failures.with_label_values(&[address]).inc();
     }

@@ -411,6 +411,7 @@ async fn send_to(
     metrics: Arc<ClusterMetrics>,
 ) {
     let address = peer.to_string();
+    metrics.sending_to(&address);
     let authorization = format!("Bearer {}", String::from_utf8_lossy(&secret));
     let mut connection: Option<http1::SendRequest<Full<Bytes>>> = None;
     let mut pause = FIRST_RETRY;
