@@ -280,7 +280,10 @@ async fn exchange(conn: &mut Conn, mut head: RequestHead) -> Next {
                     trip.answered.store(false, Ordering::Relaxed);
                 }
                 Again::Failed => return bad_gateway(conn, &head, record, &app, &replica, FAILED).await,
-                Again::Rejected(reason) => return unseated(conn, &head, record, &app, reason).await,
+                Again::Rejected(reason) => {
+                    record.refused(trace, &app, Refused::Rejected(reason));
+                    return unseated(conn, &head, record, &app, reason).await;
+                }
             },
             Relayed::Stalled { side, answered } => {
                 let (reason, status, text) = match side {
