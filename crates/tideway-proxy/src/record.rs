@@ -69,9 +69,9 @@ impl Record {
 
     /// The request got its seat on `app`: with a trace log, its line is written when the record ends
     /// (or, for an upgrade, when its tunnel does: [`Record::take_trace`]).
-    pub(crate) fn seated(&mut self, trace: Option<&Arc<TraceLog>>, app: &App) {
+    pub(crate) fn seated(&mut self, trace: Option<&Arc<TraceLog>>, app: &Arc<App>) {
         if let Some(log) = trace {
-            self.trace = Some(log.seated(&Arc::from(app.name()), self.started));
+            self.trace = Some(log.seated(app, self.started));
         }
     }
 

@@ -12,7 +12,7 @@ use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError, sync
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use prometheus::IntCounter;
-use tideway_core::RejectReason;
+use tideway_core::{App, RejectReason};
 use tokio::time::Instant;
 use tracing::warn;
 
@@ -51,7 +51,7 @@ enum Kind {
 pub(crate) struct Traced {
     /// Taken by [`Traced::cancel`]: no line then.
     log: Option<Arc<TraceLog>>,
-    app: Arc<str>,
+    app: Arc<App>,
     arrived: Instant,
     seated: Instant,
     kind: Kind,
@@ -86,7 +86,7 @@ impl TraceLog {
     }
 
     /// Starts the line of a connection to `app` that arrived at `arrived` and is seated now.
-    pub(crate) fn seated(self: &Arc<Self>, app: &Arc<str>, arrived: Instant) -> Traced {
+    pub(crate) fn seated(self: &Arc<Self>, app: &Arc<App>, arrived: Instant) -> Traced {
         Traced {
             log: Some(Arc::clone(self)),
             app: Arc::clone(app),
@@ -164,7 +164,7 @@ impl Drop for Traced {
         let at = log.unix_millis(self.arrived);
         let seat = self.seated.saturating_duration_since(self.arrived).as_millis();
         let held = self.seated.elapsed().as_millis();
-        let (app, kind) = (&self.app, self.kind.as_str());
+        let (app, kind) = (self.app.name(), self.kind.as_str());
         log.send(format!(
             "{{\"app\":\"{app}\",\"at_ms\":{at},\"kind\":\"{kind}\",\"seat_ms\":{seat},\"duration_ms\":{held}}}\n"
         ));
@@ -304,7 +304,8 @@ mod tests {
         let path = scratch("lines");
         let dropped = IntCounter::new("dropped", "test").expect("counter");
         let log = TraceLog::open(&path, 1 << 20, dropped.clone()).expect("open");
-        let app: Arc<str> = Arc::from("shiny");
+        let clock = Arc::new(tideway_core::ManualClock::default());
+        let app = App::new("shiny", tideway_core::Policy::default(), clock);
         let arrived = Instant::now();
         drop(log.seated(&app, arrived));
         drop(log.seated(&app, arrived).upgraded());

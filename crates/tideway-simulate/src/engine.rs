@@ -186,7 +186,7 @@ impl Replay<'_> {
     }
 
     fn arrive(&mut self, n: usize) {
-        self.tally.connections += 1;
+        self.tally.figures.connections += 1;
         match self.app.enter() {
             Entry::Seated(seat) => self.seated(n, seat),
             Entry::Refused(reason) => self.tally.refuse(reason),
@@ -201,7 +201,7 @@ impl Replay<'_> {
                     self.tally.refuse(RejectReason::QueueFull);
                     return;
                 }
-                self.tally.queued += 1;
+                self.tally.figures.queued += 1;
                 self.waiting.insert(n, Waiting { abandoned, timed_out });
                 self.at(self.arrivals[n].at + timeout, Event::GiveUp(n));
             }
@@ -242,7 +242,7 @@ impl Replay<'_> {
                     let waited = self.now().saturating_since(Timestamp::from_millis(
                         u64::try_from(self.arrivals[n].at.as_millis()).unwrap_or(u64::MAX),
                     ));
-                    self.tally.waits.push(waited);
+                    self.tally.figures.waits.push(waited);
                     self.seated(n, seat);
                 }
             }
@@ -286,9 +286,9 @@ impl Replay<'_> {
                 self.app.replicas_changed();
             }
             if let Some(direction) = decision.direction() {
-                self.tally.decisions += 1;
+                self.tally.figures.decisions += 1;
                 if self.last_direction.is_some_and(|last| last != direction) {
-                    self.tally.direction_changes += 1;
+                    self.tally.figures.direction_changes += 1;
                 }
                 self.last_direction = Some(direction);
             }
@@ -345,7 +345,7 @@ impl Replay<'_> {
                     .filter(|(_, seat)| seat.replica().id() == replica.id())
                     .map(|(n, _)| *n)
                     .collect();
-                self.tally.cut += on_it.len() as u64;
+                self.tally.figures.cut += on_it.len() as u64;
                 for n in on_it {
                     drop(self.seats.remove(&n));
                 }

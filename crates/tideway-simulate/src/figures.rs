@@ -43,24 +43,18 @@ pub struct Sample {
     pub replicas: u32,
 }
 
-/// The running counts of a replay.
+/// The running counts of a replay: its figures as they grow, the replica-milliseconds they will be
+/// made of, and the samples for the plot.
 #[derive(Debug, Default)]
 pub(crate) struct Tally {
+    pub(crate) figures: Figures,
     pub(crate) replica_millis: u64,
-    pub(crate) peak: u32,
-    pub(crate) decisions: u32,
-    pub(crate) direction_changes: u32,
-    pub(crate) connections: u64,
-    pub(crate) queued: u64,
-    pub(crate) waits: Vec<Duration>,
-    pub(crate) rejected: BTreeMap<&'static str, u64>,
-    pub(crate) cut: u64,
     pub(crate) samples: Vec<Sample>,
 }
 
 impl Tally {
     pub(crate) fn refuse(&mut self, reason: RejectReason) {
-        *self.rejected.entry(reason.as_str()).or_default() += 1;
+        *self.figures.rejected.entry(reason.as_str()).or_default() += 1;
     }
 
     /// Records the app as it is now, if that differs from the last sample.
@@ -76,27 +70,17 @@ impl Tally {
             capacity: ready * u64::from(max_connections),
             replicas: u32::try_from(replicas.len()).unwrap_or(u32::MAX),
         };
-        self.peak = self.peak.max(sample.replicas);
+        self.figures.peak_replicas = self.figures.peak_replicas.max(sample.replicas);
         push_sample(&mut self.samples, sample);
     }
 
     pub(crate) fn into_figures(mut self, horizon: Duration) -> (Figures, Vec<Sample>) {
-        self.waits.sort_unstable();
+        self.figures.waits.sort_unstable();
+        self.figures.replica_seconds = self.replica_millis as f64 / 1000.0;
         if let Some(last) = self.samples.last().copied() {
             push_sample(&mut self.samples, Sample { at: horizon, ..last });
         }
-        let figures = Figures {
-            replica_seconds: self.replica_millis as f64 / 1000.0,
-            peak_replicas: self.peak,
-            decisions: self.decisions,
-            direction_changes: self.direction_changes,
-            connections: self.connections,
-            queued: self.queued,
-            waits: self.waits,
-            rejected: self.rejected,
-            cut: self.cut,
-        };
-        (figures, self.samples)
+        (self.figures, self.samples)
     }
 }
 
