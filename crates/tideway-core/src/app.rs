@@ -16,7 +16,7 @@ use crate::clock::{Clock, Timestamp};
 use crate::close::{CloseReason, RejectReason};
 use crate::policy::Policy;
 use crate::recent::Recent;
-use crate::replica::{Replica, ReplicaState};
+use crate::replica::{Replica, ReplicaId, ReplicaState};
 use crate::scaling::{Observation, ReplicaView};
 use crate::signal::Signal;
 use admission::Queue;
@@ -36,6 +36,8 @@ pub struct App {
     seated: AtomicU64,
     /// New connections that asked for a seat, ever: read by the scaling loop for the arrival rate.
     arrivals: AtomicU64,
+    /// Whether some replica is marked leaving: balancing reads the marks only then.
+    leaving: AtomicBool,
     /// Demand at the other instances, as they last reported it in all.
     elsewhere_demand: AtomicU64,
     scale: Signal,
@@ -85,6 +87,7 @@ impl App {
             rotation: AtomicUsize::new(0),
             seated: AtomicU64::new(0),
             arrivals: AtomicU64::new(0),
+            leaving: AtomicBool::new(false),
             elsewhere_demand: AtomicU64::new(0),
             scale: Signal::default(),
             counts: Signal::default(),
@@ -228,6 +231,16 @@ impl App {
             .load()
             .iter()
             .any(|r| matches!(r.state(), ReplicaState::Ready | ReplicaState::Starting))
+    }
+
+    /// Marks the replicas in `leaving` — those a pending scale-down would drain ([`crate::Scaler::leaving`])
+    /// — and no other: balancing seats new connections elsewhere while others have room, so they empty
+    /// sooner.
+    pub fn mark_leaving(&self, leaving: &[ReplicaId]) {
+        for replica in self.replicas.load().iter() {
+            replica.set_leaving(leaving.contains(&replica.id()));
+        }
+        self.leaving.store(!leaving.is_empty(), Ordering::Relaxed);
     }
 
     /// New connections that asked for a seat since the app was created (for `headroom = "auto"`).

@@ -182,14 +182,14 @@ impl Replica {
         self.drained_elsewhere.store(drained, Ordering::Release);
     }
 
-    /// Whether a pending scale-down will drain it ([`crate::Scaler::leaving`]): balancing then seats new
+    /// Whether a pending scale-down will drain it ([`crate::App::mark_leaving`]): balancing then seats new
     /// connections on the replicas that will stay while they have room, so this one empties sooner.
     pub fn is_leaving(&self) -> bool {
         self.leaving.load(Ordering::Relaxed)
     }
 
-    /// Records whether a pending scale-down will drain it.
-    pub fn set_leaving(&self, leaving: bool) {
+    /// Records whether a pending scale-down will drain it ([`crate::App::mark_leaving`] marks an app's).
+    pub(crate) fn set_leaving(&self, leaving: bool) {
         self.leaving.store(leaving, Ordering::Relaxed);
     }
 

@@ -293,7 +293,7 @@ impl Scaler {
 
     /// The replicas a pending scale-down would drain if it fell due now — the latest desired count is
     /// below the replicas in place, the window not yet — in the order it would pick them. Balancing seats
-    /// new connections elsewhere while others have room ([`crate::Replica::set_leaving`]), so these
+    /// new connections elsewhere while others have room ([`crate::App::mark_leaving`]), so these
     /// empty sooner and the drain, when it comes, cuts nothing and waits for less. Empty when no
     /// scale-down is pending.
     pub fn leaving(&self, observation: &Observation) -> Vec<ReplicaId> {

@@ -378,10 +378,7 @@ impl ScalingLoop {
     /// so balancing prefers the others.
     fn decide(&mut self, now: Timestamp) {
         self.act(now);
-        let leaving = self.scaler.leaving(&self.app.observe());
-        for replica in self.app.replicas().iter() {
-            replica.set_leaving(leaving.contains(&replica.id()));
-        }
+        self.app.mark_leaving(&self.scaler.leaving(&self.app.observe()));
     }
 
     fn act(&mut self, now: Timestamp) {
@@ -555,8 +552,8 @@ impl ScalingLoop {
     /// leader decides which to drain), and its starts asked for are no longer awaited.
     fn abandon_drains(&mut self) {
         let replicas = self.app.replicas();
+        self.app.mark_leaving(&[]);
         for replica in replicas.iter() {
-            replica.set_leaving(false);
             if self.drains.remove(&replica.id()).is_some() && replica.state() == ReplicaState::Draining {
                 replica.set_state(ReplicaState::Ready);
             }

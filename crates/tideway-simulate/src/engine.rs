@@ -317,10 +317,7 @@ impl Replay<'_> {
                 self.app.replicas_changed();
             }
         }
-        let leaving = self.scaler.leaving(&self.app.observe());
-        for replica in self.app.replicas().iter() {
-            replica.set_leaving(leaving.contains(&replica.id()));
-        }
+        self.app.mark_leaving(&self.scaler.leaving(&self.app.observe()));
         if let Some(due) = self.scaler.next_check(self.policy.scale_down_delay)
             && due > now
         {

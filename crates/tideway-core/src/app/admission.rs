@@ -284,6 +284,7 @@ impl App {
             self.now(),
             tried,
             rotation,
+            self.leaving.load(Ordering::Relaxed),
         )?;
         self.seat_taken(&policy);
         Ok(replica)

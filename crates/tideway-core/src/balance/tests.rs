@@ -11,7 +11,7 @@ fn replicas(n: usize) -> Vec<Arc<Replica>> {
 }
 
 fn take(rs: &[Arc<Replica>], balance: Balance, max: u32, rotation: usize) -> Result<usize, NoSeat> {
-    take_seat(rs, balance, max, Timestamp::ZERO, &[], rotation).map(|r| {
+    take_seat(rs, balance, max, Timestamp::ZERO, &[], rotation, true).map(|r| {
         rs.iter()
             .position(|x| x.id() == r.id())
             .expect("seat on a listed replica")
@@ -75,7 +75,15 @@ fn starting_and_tried_replicas_are_skipped() {
     let rs = replicas(3);
     rs[0].set_state(ReplicaState::Starting);
     let tried = [rs[1].id()];
-    let seat = take_seat(&rs, Balance::LeastConnections, 5, Timestamp::ZERO, &tried, 0);
+    let seat = take_seat(
+        &rs,
+        Balance::LeastConnections,
+        5,
+        Timestamp::ZERO,
+        &tried,
+        0,
+        false,
+    );
     assert_eq!(seat.map(|r| r.id()), Ok(rs[2].id()));
 }
 
@@ -91,7 +99,7 @@ fn unreachable_replicas_are_out_of_routing_until_their_backoff_ends() {
     assert_eq!(take(&rs, Balance::LeastConnections, 5, 0), Err(NoSeat::NoReplica));
     let later = Timestamp::ZERO.saturating_add(Duration::from_secs(60));
     rs[1].set_state(ReplicaState::Ready);
-    let seat = take_seat(&rs, Balance::Pack, 5, later, &[], 0);
+    let seat = take_seat(&rs, Balance::Pack, 5, later, &[], 0, false);
     assert_eq!(seat.map(|r| r.id()), Ok(rs[0].id()));
 }
 

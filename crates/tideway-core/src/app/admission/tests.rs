@@ -382,3 +382,23 @@ fn demand_elsewhere_counts_for_the_scaler_and_every_count_change_is_signalled() 
     drop(seat);
     assert!(app.poll_counts_changed(&mut cx).is_ready(), "and one given back");
 }
+
+#[test]
+fn replicas_marked_leaving_take_connections_only_when_the_others_are_full() {
+    let app = app(2, 2, 10);
+    let replicas = app.replicas();
+    app.mark_leaving(&[replicas[0].id()]);
+    assert!(replicas[0].is_leaving() && !replicas[1].is_leaving());
+    let on: Vec<Seat> = (0..3).map(|_| seated(app.admit())).collect();
+    let names: Vec<&str> = on.iter().map(|s| s.replica().name()).collect();
+    assert_eq!(names, ["r1", "r1", "r0"], "the leaving one last");
+    drop(on);
+    app.mark_leaving(&[]);
+    assert!(!replicas[0].is_leaving());
+    let spread: Vec<Seat> = (0..2).map(|_| seated(app.admit())).collect();
+    assert_ne!(
+        spread[0].replica().id(),
+        spread[1].replica().id(),
+        "least-connections again"
+    );
+}
